@@ -1,0 +1,110 @@
+"""What does gradient instrumentation cost? Side by side, in one process.
+
+The same 20-layer, width-64 ReLU MLP (batch 128, 300 steps = 10 epochs of 30 steps, synthetic
+data, one validation pass per epoch) trained four ways:
+  fit             plain ``model.fit``                     (the baseline)
+  fit+tensorboard ``fit`` with ``TensorBoard(histogram_freq=1)``: what a Keras user has today,
+                  weight histograms once per epoch and no gradients at all
+  zoo (memory)    gradzoo's instrumented loop into the in-memory sink
+  zoo (mlflow)    the same into MLflow's sqlite store, the final flush included
+
+Every way first runs one untimed epoch (tracing), then the timed 300 steps. Rounds are
+interleaved, and each way's ratio is the median over rounds of its time over plain fit's time in
+the same round (this machine's speed drifts by tens of percent between minutes). Extra rows vary
+``monitor.log_every`` for the MLflow way, which is how the default was chosen.
+
+    python benchmarks/overhead.py [--rounds 5]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+from zoo.spec import compose_spec
+
+OVERRIDES = ["data=synthetic", "data.n_train=3840", "data.n_val=1024", "data.n_features=64",
+             "model.depth=20", "model.width=64", "model.activation=relu", "model.init=he_normal",
+             "trainer.batch_size=128", "trainer.epochs=10", "monitor.histogram_every=10"]
+STEPS = 300
+
+
+def keras_fit(spec, tensorboard: bool) -> float:
+    import keras
+    import tensorflow as tf
+
+    from zoo.run import build
+
+    data, model, step = build(spec)
+    model.compile(optimizer=step.optimizer, loss=step.loss_fn, metrics=["accuracy"])
+    train = (tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
+             .shuffle(len(data.x_train), seed=0).batch(spec.trainer.batch_size).prefetch(2))
+    val = tf.data.Dataset.from_tensor_slices((data.x_val, data.y_val)).batch(1024)
+    with tempfile.TemporaryDirectory() as logdir:
+        callbacks = [keras.callbacks.TensorBoard(logdir, histogram_freq=1)] if tensorboard else []
+        model.fit(train, validation_data=val, epochs=1, verbose=0, callbacks=callbacks)  # warm-up
+        start = time.perf_counter()
+        model.fit(train, validation_data=val, epochs=spec.trainer.epochs, verbose=0, callbacks=callbacks)
+        return time.perf_counter() - start
+
+
+def zoo_loop(spec, use_mlflow: bool) -> tuple[float, int]:
+    """Seconds for the timed 300 steps (+ final flush), and metric points the sink received."""
+    import dataclasses
+
+    from zoo.monitor.recorder import Recorder
+    from zoo.run import build, train_loop
+    from zoo.tracking.memory import MemorySink
+    from zoo.tracking.mlflow_sink import MlflowSink
+
+    data, model, step = build(spec)
+    warm = dataclasses.replace(spec, trainer=dataclasses.replace(spec.trainer, epochs=1))
+    train_loop(step, Recorder(step.layout, step.activation_kinds, MemorySink(), 10**9, False), data, warm)
+    with tempfile.TemporaryDirectory() as tmp:
+        sink = MlflowSink(f"sqlite:///{tmp}/bench.db", "bench") if use_mlflow else MemorySink()
+        sink.start("bench", {}, {})  # store creation is a one-off, outside the timing
+        recorder = Recorder(step.layout, step.activation_kinds, sink, spec.monitor.log_every, False)
+        start = time.perf_counter()
+        train_loop(step, recorder, data, spec)
+        sink.finish("FINISHED")
+        seconds = time.perf_counter() - start
+        points = sink.points_written if use_mlflow else sum(len(v) for v in sink.metrics.values())
+    return seconds, points
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--log-every", type=int, nargs="*", default=[1, 5, 50])
+    args = parser.parse_args()
+    spec = compose_spec(OVERRIDES)
+    default = spec.monitor.log_every
+    ways = {
+        "fit": lambda: (keras_fit(spec, False), 0),
+        "fit + TensorBoard(histogram_freq=1)": lambda: (keras_fit(spec, True), 0),
+        "zoo instrumented, memory sink": lambda: zoo_loop(spec, False),
+        f"zoo instrumented, MLflow (log_every={default}, default)": lambda: zoo_loop(spec, True),
+    }
+    for every in args.log_every:
+        variant = compose_spec(OVERRIDES + [f"monitor.log_every={every}"])
+        ways[f"zoo instrumented, MLflow (log_every={every})"] = lambda v=variant: zoo_loop(v, True)
+    times = {name: [] for name in ways}
+    points = {}
+    for r in range(args.rounds):  # every round runs every way, so ratios are paired in time
+        for name, way in ways.items():
+            seconds, points[name] = way()
+            times[name].append(seconds)
+            print(f"  round {r + 1}/{args.rounds} {name}: {seconds:.2f}s", flush=True)
+    print(f"\n{STEPS} steps, 20x64 ReLU MLP, batch 128; {args.rounds} interleaved rounds. "
+          "Ratio = median over rounds of (way / plain fit in the same round).\n")
+    print("| way | steps/s (median) | wall s (median) | × plain fit | metric points |")
+    print("|---|---|---|---|---|")
+    for name in ways:
+        t = statistics.median(times[name])
+        ratio = statistics.median(a / b for a, b in zip(times[name], times["fit"]))
+        print(f"| {name} | {STEPS / t:.0f} | {t:.2f} | {ratio:.2f} | {points[name]} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Hydra configs shipped as package data (see pyproject: zoo.conf -> conf/)."""

@@ -1,0 +1,124 @@
+"""The instruments against closed forms: gradient norms, the sigmoid bound, histograms, stats."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import zoo
+from zoo.monitor import graph_stats
+from zoo.monitor.stats import HIST_BINS, hist_edges
+from zoo.monitor.verdict import judge
+from zoo.optimizers import OPTIMIZERS
+from zoo.step import InstrumentedStep, batch_spec
+
+
+def make_step(model, x, y, task, lr=1e-12, clipping=None):
+    return InstrumentedStep(model, task, OPTIMIZERS.build("sgd", lr=lr, momentum=0.0, nesterov=False),
+                            clipping, batch_spec(x, y))
+
+
+@pytest.mark.parametrize("a", [0.5, 1.3])
+def test_deep_linear_chain_matches_closed_form(a):
+    """y = x W_1 ... W_L with W_l = a*I and MSE loss: dL/dW_l = a^(L-1) x^T D for every l,
+    with D = 2 (a^L x - t) / (B n). The monitor's norms must match to 1e-4 relative."""
+    depth, n, batch = 12, 8, 16
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch, n)).astype(np.float32)
+    t = rng.normal(size=(batch, n)).astype(np.float32)
+    model = zoo.build_model("mlp", (n,), n, depth=depth, width=n, activation="linear", init="identity")
+    for layer in model.layers:
+        if hasattr(layer, "kernel"):
+            layer.kernel.assign(a * np.eye(n, dtype=np.float32))
+    step = make_step(model, x, t, "regression")
+    u = step.layout.unpack(step.train(tf.constant(x), tf.constant(t)).numpy())
+    x64, t64 = x.astype(np.float64), t.astype(np.float64)
+    d = 2 * (a ** depth * x64 - t64) / (batch * n)
+    expected = a ** (depth - 1) * np.linalg.norm(x64.T @ d)
+    np.testing.assert_allclose(u["grad_norm"][0], np.full(depth, expected), rtol=1e-4)
+    np.testing.assert_allclose(u["weight_norm"][0], np.full(depth, a * np.sqrt(n)), rtol=1e-6)
+    assert step.layout.kernels[0] == "block01_dense" and step.layout.kernels[-1] == "head"
+
+
+def test_deep_linear_chain_with_small_init_is_judged_vanishing():
+    """Every layer's gradient underflows together, the first/last ratio stays 1: vanishing."""
+    depth, n = 30, 8
+    model = zoo.build_model("mlp", (n,), 10, depth=depth, width=n, activation="linear", init="identity")
+    for layer in model.layers:
+        if hasattr(layer, "kernel"):
+            layer.kernel.assign(0.5 * np.eye(*layer.kernel.shape, dtype=np.float32))
+    x = np.random.default_rng(1).normal(size=(32, n)).astype(np.float32)
+    y = np.arange(32, dtype=np.int32) % 10
+    step = make_step(model, x, y, "classification")
+    rows = np.stack([step.train(tf.constant(x), tf.constant(y)).numpy() for _ in range(6)])
+    u = step.layout.unpack(rows)
+    flow = u["grad_norm"][:, 0] / u["grad_norm"][:, -1]
+    verdict = judge(u["grad_norm"], u["weight_norm"], u["finite"].astype(bool))
+    assert verdict.label == "vanishing", verdict
+    assert 0.1 < np.median(flow) < 10  # the spread alone would have missed it
+
+
+def test_sigmoid_chain_obeys_quarter_per_layer_bound():
+    """With orthogonal square weights and batch 1, the error signal e_l = dL/dz_l shrinks by at
+    least sigmoid's peak slope per layer: ||e_{l-1}|| <= 0.25 ||e_l||. The monitor gives
+    ||dL/dW_l|| = ||h_{l-1}|| ||e_l|| (rank one), so e_l = grad_norm_l / ||h_{l-1}||."""
+    depth, n = 10, 16
+    keras.utils.set_random_seed(3)
+    model = zoo.build_model("mlp", (n,), 4, depth=depth, width=n, activation="sigmoid", init="orthogonal")
+    x = np.random.default_rng(2).normal(size=(1, n)).astype(np.float32)
+    y = np.array([1], dtype=np.int32)
+    step = make_step(model, x, y, "classification")
+    g = step.layout.unpack(step.train(tf.constant(x), tf.constant(y)).numpy())["grad_norm"][0]
+    acts = [l.output for l in model.layers if l.name.endswith("_act")]
+    h = [np.linalg.norm(x)] + [np.linalg.norm(a) for a in keras.Model(model.inputs, acts)([x])]
+    e = g[:-1] / np.array(h[:depth - 1])  # hidden blocks 1..depth-1
+    ratios = e[:-1] / e[1:]
+    assert np.all(ratios <= 0.25 + 1e-6), ratios
+    assert np.all(ratios > 0.05)  # and the bound is nearly tight near sigmoid's midpoint
+
+
+def test_clipping_is_applied_and_both_norms_are_kept():
+    n = 8
+    model = zoo.build_model("mlp", (n,), 3, depth=4, width=n, activation="linear",
+                            init="random_normal", init_std=1.0)
+    x = np.random.default_rng(0).normal(size=(16, n)).astype(np.float32)
+    y = np.arange(16, dtype=np.int32) % 3
+    step = make_step(model, x, y, "classification", clipping=("clipnorm", 0.01))
+    u = step.layout.unpack(step.train(tf.constant(x), tf.constant(y)).numpy())
+    assert np.all(u["grad_norm"][0] > 0.01)
+    np.testing.assert_allclose(u["grad_norm_clipped"][0], 0.01, rtol=1e-4)
+    step = make_step(model, x, y, "classification", clipping=("global_clipnorm", 0.01))
+    u = step.layout.unpack(step.train(tf.constant(x), tf.constant(y)).numpy())
+    assert np.sqrt(np.sum(u["grad_norm_clipped"][0] ** 2)) <= 0.01 * (1 + 1e-4)
+
+
+def test_update_ratio_is_the_sgd_step_size():
+    """Plain SGD: ||dW|| = lr * ||g||, so update_norm / grad_norm == lr."""
+    n, lr = 8, 0.05
+    model = zoo.build_model("mlp", (n,), 3, depth=3, width=n)
+    x = np.random.default_rng(0).normal(size=(16, n)).astype(np.float32)
+    y = np.zeros(16, np.int32)
+    step = make_step(model, x, y, "classification", lr=lr)
+    u = step.layout.unpack(step.train(tf.constant(x), tf.constant(y)).numpy())
+    np.testing.assert_allclose(u["update_norm"][0] / u["grad_norm"][0], lr, rtol=1e-3)
+
+
+def test_log_histogram_bins_and_counts_zeros_apart():
+    g = tf.constant([0.0, 0.0, 1e-3, 1e-3, 1.0, 1e-30, 1e9], tf.float32)
+    counts = graph_stats.log_histogram(g).numpy()
+    edges = hist_edges()
+    assert counts.shape == (HIST_BINS + 1,) and counts.sum() == 7
+    assert counts[-1] == 2  # the two exact zeros
+    assert counts[np.searchsorted(edges, -3.0, side="right") - 1] == 2
+    assert counts[np.searchsorted(edges, 0.0, side="right") - 1] == 1
+    assert counts[0] == 1 and counts[HIST_BINS - 1] == 1  # out of range -> edge bins
+
+
+def test_activation_stats_saturation_and_dead_units():
+    sig = tf.constant([[0.001, 0.5], [0.9999, 0.5]], tf.float32)
+    mean, std, sat, dead = graph_stats.activation_stats(sig, "sigmoid").numpy()
+    assert sat == pytest.approx(0.5) and np.isnan(dead)
+    relu = tf.constant([[0.0, 1.0, 0.0], [0.0, 2.0, 3.0]], tf.float32)
+    *_, sat, dead = graph_stats.activation_stats(relu, "rectifier").numpy()
+    assert dead == pytest.approx(1 / 3) and np.isnan(sat)
+    tanh = tf.constant([[0.999, -0.999, 0.0, 0.5]], tf.float32)
+    assert graph_stats.activation_stats(tanh, "tanh").numpy()[2] == pytest.approx(0.5)

@@ -1,0 +1,29 @@
+"""A non-editable install works from any directory: conf/ ships inside the wheel."""
+import os
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_wheel_install_runs_from_another_directory(tmp_path):
+    wheels, site, elsewhere = tmp_path / "wheels", tmp_path / "site", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(wheels), str(REPO)], check=True, timeout=300)
+    wheel = next(wheels.glob("gradzoo-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
+                    str(site), str(wheel)], check=True, timeout=300)
+    assert (site / "zoo" / "conf" / "config.yaml").is_file()
+    assert (site / "zoo" / "conf" / "model" / "mlp.yaml").is_file()
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    where = subprocess.run([sys.executable, "-c", "import zoo; print(zoo.__file__)"], cwd=elsewhere,
+                           env=env, capture_output=True, text=True, check=True)
+    assert where.stdout.strip().startswith(str(site))  # the wheel's copy, not the checkout
+    script = site / "bin" / "zoo-train"
+    assert script.is_file()
+    out = subprocess.run([sys.executable, str(script), "trainer.epochs=1", "model.depth=3",
+                          "tracking.uri=null"], cwd=elsewhere, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "zoo-train: finished after 23 steps" in out.stdout

@@ -1,0 +1,105 @@
+"""Whole runs: CLI into MLflow, divergence, verdicts of the textbook cases, determinism."""
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+import zoo
+from conftest import run_cli
+from zoo.monitor.stats import RunStats
+from zoo.tracking.memory import MemorySink
+
+FAST = ["trainer.epochs=2", "model.depth=6"]
+
+
+def only_run(uri):
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("gradzoo").experiment_id])
+    assert len(runs) == 1
+    return client, runs[0]
+
+
+def test_cli_run_lands_in_mlflow_with_params_series_plots_and_verdict(tmp_path, sqlite_uri):
+    out = run_cli(*FAST, "monitor.log_every=5", f"tracking.uri={sqlite_uri}",
+                  f"hydra.run.dir={tmp_path / 'hydra'}", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    client, run = only_run(sqlite_uri)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.depth"] == "6" and run.data.params["optimizer.name"] == "adam"
+    assert run.data.tags["zoo.verdict"] in {"healthy", "vanishing", "exploding"}
+    assert run.data.tags["zoo.outcome"] == "finished" and run.data.tags["zoo.seed"] == "0"
+    assert run.data.tags["zoo.version.tensorflow"] and run.data.tags["zoo.git_commit"]
+    steps = int(run.data.tags["zoo.steps"])
+    assert steps == 2 * int(np.ceil(1437 / 64))  # digits: 1437 training images, batch 64
+    layers = [f"block0{i}_dense" for i in range(1, 6)] + ["head"]
+    for layer in layers:
+        history = client.get_metric_history(run.info.run_id, f"grad_norm/{layer}")
+        assert [m.step for m in history] == list(range(5, steps + 1, 5)), layer
+        assert all(m.value > 0 for m in history)
+    assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 2
+    assert "val_accuracy" in run.data.metrics and "loss" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    artifacts |= {a.path for d in ("plots", "stats") for a in client.list_artifacts(run.info.run_id, d)}
+    assert {"config.yaml", "plots/gradient_flow.png", "plots/gradient_histograms.png",
+            "stats/gradient_stats.npz"} <= artifacts
+    stats = RunStats.load(client.download_artifacts(run.info.run_id, "stats/gradient_stats.npz", str(tmp_path)))
+    assert stats.grad_norm.shape == (steps, 6) and list(stats.layers) == layers
+    assert list(stats.hist_step) == list(range(1, steps + 1, 10))
+
+
+def test_forced_divergence_is_recorded_not_crashed(tmp_path, sqlite_uri):
+    out = run_cli(*FAST, "optimizer=sgd", "optimizer.lr=1e8", f"tracking.uri={sqlite_uri}",
+                  f"hydra.run.dir={tmp_path / 'hydra'}", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "diverged" in out.stdout
+    client, run = only_run(sqlite_uri)
+    tags = run.data.tags
+    assert run.info.status == "FINISHED"
+    assert tags["zoo.outcome"] == "diverged" and tags["zoo.verdict"] == "diverged"
+    step = int(tags["zoo.diverged_step"])
+    assert step == int(tags["zoo.steps"]) < 46  # stopped at the first non-finite step
+    loss = client.get_metric_history(run.info.run_id, "loss")
+    assert loss[-1].step == step  # the step that diverged is flushed too
+    assert "plots/gradient_flow.png" in {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+
+
+@pytest.mark.parametrize("activation, init, expected", [
+    ("sigmoid", "random_normal", "vanishing"),
+    ("relu", "he_normal", "healthy"),
+])
+def test_textbook_cases_get_their_verdicts(activation, init, expected):
+    result = zoo.train(["trainer.epochs=2", "model.depth=20", f"model.activation={activation}",
+                        f"model.init={init}"])
+    assert result.verdict.label == expected, result.verdict
+
+
+def test_same_seed_same_losses_other_seed_other_losses():
+    def losses(seed):
+        sink = MemorySink()
+        result = zoo.train(["trainer.epochs=2", "model.depth=4", f"seed={seed}", "data=synthetic",
+                            "data.n_train=512", "model.norm=batch", "monitor.log_every=4"], sink=sink)
+        return result.stats.loss, sink
+    first, sink = losses(7)
+    second, _ = losses(7)
+    third, _ = losses(8)
+    assert len(first) == 16
+    np.testing.assert_array_equal(first, second)  # bit for bit, every step
+    assert not np.array_equal(first, third)
+    assert [v for _, v in sink.metrics["loss"]] == [float(np.mean(first[i:i + 4])) for i in range(0, 16, 4)]
+    assert sink.status == "FINISHED" and sink.tags["zoo.verdict"]
+    assert {"plots/gradient_flow.png", "stats/gradient_stats.npz", "config.yaml"} <= set(sink.artifacts)
+
+
+def test_mlflow_sink_flushes_everything_on_finish(sqlite_uri):
+    from zoo.tracking.mlflow_sink import MlflowSink
+
+    sink = MlflowSink(sqlite_uri, "sink-test")
+    sink.start("flush", {"a": "1"}, {"t": "x"})
+    for step in range(1, 301):  # 300 steps x 25 series, enqueued as fast as possible
+        sink.log_metrics({f"grad_norm/l{i:02d}": step + i for i in range(25)}, step)
+    sink.finish("FINISHED")
+    client = MlflowClient(tracking_uri=sqlite_uri)
+    for i in (0, 24):
+        history = client.get_metric_history(sink.run_id, f"grad_norm/l{i:02d}")
+        assert sorted(m.step for m in history) == list(range(1, 301))
+    assert client.get_run(sink.run_id).info.status == "FINISHED"
+    assert sink.points_written == 300 * 25

@@ -1,0 +1,22 @@
+"""The model registry. Every module in this package registers its builders on import.
+
+A builder is ``build(input_shape, num_outputs, **knobs) -> keras.Model`` whose knobs are the
+fields of its schema; it returns a functional model with layers named by their place
+(``block03_dense``), because the monitor reports statistics under those names. The model's
+output is logits (classification) or predictions (regression); heads never apply softmax, so the
+loss can use the stable from-logits form.
+
+Tags: ``input_kind`` (what data shape the model takes: "flat", "image", "sequence").
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from zoo.registry import Registry
+
+MODELS = Registry("model")
+
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")

@@ -1,0 +1,123 @@
+"""The mitigation knobs every model family shares: activation, initializer, norm, regularizer.
+
+Each knob is a registry, so an unknown name fails at config validation with the list of valid
+names, and adding a choice is one registered function. Factories build Keras objects only when
+called; importing this module costs no TensorFlow.
+
+Activation tags tell the monitor what to measure on a layer's output:
+``saturation`` ("sigmoid" | "tanh"): the fraction of units in the flat tails, where the
+derivative is under ~0.02 (sigmoid output outside [0.02, 0.98]; |tanh| > 0.98);
+``rectifier``: the fraction of dead units, which give no positive output on any example.
+"""
+from __future__ import annotations
+
+from zoo._lazy import keras
+from zoo.registry import Registry
+
+ACTIVATIONS = Registry("activation")
+INITIALIZERS = Registry("initializer")
+NORMS = Registry("norm")
+REGULARIZERS = Registry("regularizer")
+
+
+# --- activations: factory(name) -> keras layer ------------------------------------------------
+def _plain(fn: str, **tags):
+    def factory(name: str):
+        return keras.layers.Activation(fn, name=name)
+
+    ACTIVATIONS.register(fn, description=f"keras '{fn}'", **tags)(factory)
+
+
+_plain("sigmoid", saturation="sigmoid")
+_plain("tanh", saturation="tanh")
+_plain("relu", rectifier=True)
+_plain("elu", rectifier=True)
+_plain("selu", rectifier=True)
+_plain("gelu", rectifier=True)
+_plain("linear")
+
+
+@ACTIVATIONS.register("leaky_relu", rectifier=True)
+def _leaky_relu(name: str):
+    """LeakyReLU with slope 0.01 for x < 0 (Maas et al. 2013), not Keras' default 0.3."""
+    return keras.layers.LeakyReLU(negative_slope=0.01, name=name)
+
+
+@ACTIVATIONS.register("prelu", rectifier=True)
+def _prelu(name: str):
+    """PReLU (He et al. 2015): a learned negative slope per unit, starting at 0.25 as in the paper."""
+    return keras.layers.PReLU(alpha_initializer=keras.initializers.Constant(0.25), name=name)
+
+
+# --- initializers: factory(std) -> keras initializer --------------------------------------------
+# ``std`` is read by random_normal only: the "naive" init whose scale does not follow fan-in.
+@INITIALIZERS.register("random_normal")
+def _random_normal(std: float):
+    """N(0, std^2) whatever the layer size: small std vanishes, large std explodes."""
+    return keras.initializers.RandomNormal(stddev=std)
+
+
+def _named(name: str, doc: str):
+    def factory(std: float):
+        return keras.initializers.get(name)
+
+    INITIALIZERS.register(name, description=doc)(factory)
+
+
+_named("glorot_uniform", "Glorot & Bengio 2010: Var = 2/(fan_in+fan_out), uniform")
+_named("glorot_normal", "Glorot & Bengio 2010: Var = 2/(fan_in+fan_out), truncated normal")
+_named("he_uniform", "He et al. 2015: Var = 2/fan_in, for ReLU, uniform")
+_named("he_normal", "He et al. 2015: Var = 2/fan_in, for ReLU, truncated normal")
+_named("lecun_normal", "LeCun 1998: Var = 1/fan_in; with SELU gives self-normalizing nets")
+_named("orthogonal", "Saxe et al. 2014: orthogonal matrix, all singular values 1")
+_named("identity", "identity matrix (Le et al. 2015 IRNN); rectangular eye for non-square")
+
+
+# --- normalization: factory(name) -> keras layer --------------------------------------------
+@NORMS.register("batch")
+def _batch_norm(name: str):
+    """Ioffe & Szegedy 2015: normalize each unit over the batch."""
+    return keras.layers.BatchNormalization(name=name)
+
+
+@NORMS.register("layer")
+def _layer_norm(name: str):
+    """Ba et al. 2016: normalize each example over its units; batch-size independent."""
+    return keras.layers.LayerNormalization(name=name)
+
+
+@NORMS.register("none")
+def _no_norm(name: str):
+    return None
+
+
+# --- weight regularizers: factory(strength) -> keras regularizer | None ----------------------
+@REGULARIZERS.register("none")
+def _no_regularizer(strength: float):
+    return None
+
+
+@REGULARIZERS.register("l1")
+def _l1(strength: float):
+    return keras.regularizers.L1(strength)
+
+
+@REGULARIZERS.register("l2")
+def _l2(strength: float):
+    return keras.regularizers.L2(strength)
+
+
+def activation(kind: str, name: str):
+    return ACTIVATIONS.build(kind, name)
+
+
+def initializer(kind: str, std: float):
+    return INITIALIZERS.build(kind, std)
+
+
+def norm(kind: str, name: str):
+    return NORMS.build(kind, name)
+
+
+def regularizer(kind: str, strength: float):
+    return REGULARIZERS.build(kind, strength)

@@ -1,0 +1,59 @@
+"""Deep multilayer perceptron: the textbook case for vanishing and exploding gradients."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from zoo._lazy import keras
+from zoo.models import MODELS, blocks
+from zoo.schema import Section, at_least, one_of, positive
+
+
+@dataclass
+class MLPConfig(Section):
+    depth: int = 20            # Dense layers, output head included: depth=1 is logistic regression
+    width: int = 64            # units of every hidden layer
+    activation: str = "relu"
+    init: str = "he_normal"    # kernels; biases start at zero
+    init_std: float = 0.05     # std of init=random_normal (Keras' default); others ignore it
+    norm: str = "none"         # none | batch | layer, between each hidden Dense and its activation
+    residual: bool = False     # h <- h + block(h) for hidden blocks whose shapes match
+    regularizer: str = "none"  # none | l1 | l2 on every kernel
+    reg_strength: float = 1e-4
+
+    def __post_init__(self):
+        at_least(1, depth=self.depth, width=self.width)
+        positive(init_std=self.init_std)
+        at_least(0, reg_strength=self.reg_strength)
+        one_of(blocks.ACTIVATIONS, activation=self.activation)
+        one_of(blocks.INITIALIZERS, init=self.init)
+        one_of(blocks.NORMS, norm=self.norm)
+        one_of(blocks.REGULARIZERS, regularizer=self.regularizer)
+
+
+@MODELS.register("mlp", schema=MLPConfig, input_kind="flat",
+                 description="deep MLP: depth Dense layers of equal width")
+def build_mlp(input_shape, num_outputs, *, depth, width, activation, init, init_std, norm,
+              residual, regularizer, reg_strength):
+    digits = max(2, len(str(depth)))
+    inputs = keras.Input(shape=tuple(input_shape), name="inputs")
+    h = keras.layers.Flatten(name="flatten")(inputs) if len(input_shape) > 1 else inputs
+    for i in range(1, depth):
+        prefix = f"block{i:0{digits}d}"
+        block_input = h
+        h = keras.layers.Dense(
+            width, name=f"{prefix}_dense",
+            kernel_initializer=blocks.initializer(init, init_std),
+            kernel_regularizer=blocks.regularizer(regularizer, reg_strength),
+        )(h)
+        norm_layer = blocks.norm(norm, f"{prefix}_norm")
+        if norm_layer is not None:
+            h = norm_layer(h)
+        h = blocks.activation(activation, f"{prefix}_act")(h)
+        if residual and block_input.shape[-1] == width:
+            h = keras.layers.Add(name=f"{prefix}_add")([block_input, h])
+    outputs = keras.layers.Dense(
+        num_outputs, name="head",
+        kernel_initializer=blocks.initializer(init, init_std),
+        kernel_regularizer=blocks.regularizer(regularizer, reg_strength),
+    )(h)
+    return keras.Model(inputs, outputs, name=f"mlp{depth}")

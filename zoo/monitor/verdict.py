@@ -1,0 +1,92 @@
+"""The run's health verdict: healthy | vanishing | exploding | diverged, by a documented rule.
+
+Two numbers per window of steps, each the median over the window's steps:
+
+- **flow** = grad_norm(first kernel) / grad_norm(last kernel): how much of the gradient the
+  output layer receives reaches the input layer. Scale-free, so it does not shrink as the loss
+  falls. Glorot & Bengio (2010) read vanishing off exactly this ratio.
+- **scale** = max over layers of grad_norm / weight_norm: the gradient's size relative to the
+  weights it updates, for the best-served layer. This catches what flow cannot: in a deep linear
+  chain W_l = a*I every layer's gradient is a^(L-2) times its weight, so flow stays 1 while all
+  layers starve (a < 1) or blow up (a > 1).
+
+Rule (first match wins):
+1. **diverged**: a step had a non-finite loss or gradient norm (training stopped there).
+2. **exploding**: in any window, flow > FLOW_LIMIT or scale > SCALE_HIGH.
+3. **vanishing**: in any window, flow < 1/FLOW_LIMIT; or, in the first window, scale < SCALE_LOW.
+   The scale test looks at the first window only, because near convergence every gradient
+   legitimately becomes small relative to its weights.
+4. **healthy** otherwise.
+
+Windows are consecutive blocks of WINDOW_FRACTION of the run's steps (at least MIN_WINDOW).
+FLOW_LIMIT = 1e3: three decades lost or gained between the last and the first layer.
+SCALE_LOW = 1e-5: a relative gradient at which plain SGD at lr 1e-2 moves weights by 1e-7 of
+themselves per step, i.e. no learning in any realistic budget. SCALE_HIGH = 1e2: one SGD step at
+lr 1e-2 would change the weights by their own size. These are the instrument's definitions,
+fixed a priori, and their behaviour on reference cases is tested (tests/test_verdict.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from zoo.monitor.stats import RunStats
+
+FLOW_LIMIT = 1e3
+SCALE_LOW = 1e-5
+SCALE_HIGH = 1e2
+WINDOW_FRACTION = 0.1
+MIN_WINDOW = 5
+
+LABELS = ("healthy", "vanishing", "exploding", "diverged")
+
+
+@dataclass
+class Verdict:
+    label: str
+    reason: str
+    numbers: dict[str, float] = field(default_factory=dict)
+
+
+def windows(n_steps: int) -> list[slice]:
+    size = max(MIN_WINDOW, int(np.ceil(WINDOW_FRACTION * n_steps)))
+    return [slice(s, min(s + size, n_steps)) for s in range(0, n_steps, size)]
+
+
+def judge(grad_norm: np.ndarray, weight_norm: np.ndarray, finite: np.ndarray) -> Verdict:
+    """Apply the rule to per-step, per-layer arrays [T, L] (first layer = input side)."""
+    if len(finite) and not np.all(finite):
+        step = int(np.argmin(finite)) + 1
+        return Verdict("diverged", f"non-finite loss or gradient at step {step}",
+                       {"diverged_step": float(step)})
+    if grad_norm.shape[0] == 0:
+        return Verdict("healthy", "no steps recorded", {})
+    flows, scales = [], []
+    for w in windows(grad_norm.shape[0]):
+        g = np.median(grad_norm[w], axis=0)
+        rel = np.median(grad_norm[w] / np.maximum(weight_norm[w], 1e-30), axis=0)
+        flows.append(g[0] / max(g[-1], 1e-45))
+        scales.append(float(np.max(rel)))
+    numbers = {"flow_min": float(np.min(flows)), "flow_max": float(np.max(flows)),
+               "flow_first_window": float(flows[0]), "scale_first_window": scales[0],
+               "scale_max": float(np.max(scales))}
+    if numbers["flow_max"] > FLOW_LIMIT:
+        return Verdict("exploding", f"first/last layer gradient ratio reached "
+                                    f"{numbers['flow_max']:.3g} > {FLOW_LIMIT:g}", numbers)
+    if numbers["scale_max"] > SCALE_HIGH:
+        return Verdict("exploding", f"gradient/weight norm ratio reached "
+                                    f"{numbers['scale_max']:.3g} > {SCALE_HIGH:g}", numbers)
+    if numbers["flow_min"] < 1 / FLOW_LIMIT:
+        return Verdict("vanishing", f"first/last layer gradient ratio fell to "
+                                    f"{numbers['flow_min']:.3g} < {1 / FLOW_LIMIT:g}", numbers)
+    if scales[0] < SCALE_LOW:
+        return Verdict("vanishing", f"largest gradient/weight norm ratio at the start is "
+                                    f"{scales[0]:.3g} < {SCALE_LOW:g}", numbers)
+    return Verdict("healthy", f"first/last ratio within [{numbers['flow_min']:.3g}, "
+                              f"{numbers['flow_max']:.3g}], start gradient/weight ratio "
+                              f"{scales[0]:.3g}", numbers)
+
+
+def judge_run(stats: RunStats) -> Verdict:
+    return judge(stats.grad_norm, stats.weight_norm, stats.finite)

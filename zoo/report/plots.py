@@ -1,0 +1,94 @@
+"""Pictures of one run, drawn from its RunStats (no training code, no TensorFlow)."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from zoo.monitor.stats import RunStats  # noqa: E402
+from zoo.monitor.verdict import Verdict, windows  # noqa: E402
+
+MAX_SNAPSHOTS = 6
+MAX_HIST_PANELS = 6
+
+
+def _positive_log10(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(np.isfinite(a) & (a > 0), np.log10(a), np.nan)
+
+
+def _short(names) -> list[str]:
+    return [str(n).replace("_dense", "").replace("block", "b") for n in names]
+
+
+def gradient_flow(stats: RunStats, path, verdict: Verdict | None = None, title: str = "") -> None:
+    """Left: gradient norm per layer (input -> output) at several points of training.
+    Right: the same over every step as a heatmap, so a front of vanishing is visible."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [1, 1.3]})
+    n_steps, n_layers = stats.grad_norm.shape
+    x = np.arange(n_layers)
+    spans = windows(n_steps) if n_steps else []
+    picks = np.unique(np.linspace(0, len(spans) - 1, min(MAX_SNAPSHOTS, len(spans))).astype(int)) if spans else []
+    colors = plt.cm.viridis(np.linspace(0, 1, max(len(picks), 1)))
+    for color, i in zip(colors, picks):
+        w = spans[i]
+        with np.errstate(all="ignore"):
+            g = np.nanmedian(np.where(np.isfinite(stats.grad_norm[w]), stats.grad_norm[w], np.nan), axis=0)
+        left.plot(x, np.where(g > 0, g, np.nan), "o-", color=color, ms=3,
+                  label=f"steps {w.start + 1}-{w.stop}")
+        underflow = np.flatnonzero(g == 0)
+    left.set_yscale("log")
+    if len(picks) and len(underflow):  # exact zeros have no logarithm: mark them on the floor
+        floor = left.get_ylim()[0]
+        left.plot(underflow, np.full(len(underflow), floor), "x", color="crimson", ms=8, mew=2,
+                  label="gradient exactly 0 (underflow)", clip_on=False)
+    left.set_xticks(x)
+    left.set_xticklabels(_short(stats.layers), rotation=90, fontsize=7)
+    left.set_xlabel("layer (input → output)")
+    left.set_ylabel("‖∂L/∂W‖ (median over steps)")
+    left.grid(True, which="both", alpha=0.3)
+    if len(picks):
+        left.legend(fontsize=7)
+    heat = _positive_log10(stats.grad_norm.T) if n_steps else np.zeros((n_layers, 1))
+    im = right.imshow(heat, aspect="auto", origin="lower", cmap="magma", interpolation="nearest",
+                      extent=(0.5, max(n_steps, 1) + 0.5, -0.5, n_layers - 0.5))
+    right.set_yticks(x)
+    right.set_yticklabels(_short(stats.layers), fontsize=7)
+    right.set_xlabel("step")
+    right.set_ylabel("layer")
+    fig.colorbar(im, ax=right, label="log10 ‖∂L/∂W‖")
+    head = title or "gradient flow"
+    if verdict is not None:
+        head += f"\nverdict: {verdict.label} — {verdict.reason}"
+    fig.suptitle(head, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def gradient_histograms(stats: RunStats, path, title: str = "") -> None:
+    """Histograms of log10|g| over time for a few layers from input to output (TensorBoard's
+    'distributions' view, on a log axis so vanishing shows as a downward drift)."""
+    n_layers = len(stats.layers)
+    picks = np.unique(np.linspace(0, n_layers - 1, min(MAX_HIST_PANELS, n_layers)).astype(int))
+    fig, axes = plt.subplots(1, len(picks), figsize=(3.2 * len(picks), 3.8), sharey=True, squeeze=False)
+    lo, hi = stats.hist_edges[0], stats.hist_edges[-1]
+    steps = stats.hist_step
+    for ax, layer in zip(axes[0], picks):
+        counts = stats.hist_counts[:, layer, :].astype(np.float64) if len(steps) else np.zeros((1, 1))
+        totals = counts.sum(axis=1, keepdims=True) + (stats.hist_zeros[:, layer:layer + 1] if len(steps) else 0)
+        frac = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+        extent = (steps[0], steps[-1] if len(steps) > 1 else steps[0] + 1, lo, hi) if len(steps) else (0, 1, lo, hi)
+        ax.imshow(frac.T, aspect="auto", origin="lower", cmap="Blues", extent=extent, interpolation="nearest")
+        zeros = float(stats.hist_zeros[-1, layer] / max(totals[-1, 0], 1)) if len(steps) else 0.0
+        ax.set_title(f"{stats.layers[layer]}\nzeros at end: {zeros:.1%}", fontsize=8)
+        ax.set_xlabel("step")
+    axes[0][0].set_ylabel("log10 |g|")
+    fig.suptitle(title or "gradient histograms over time (share of a layer's entries per bin)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

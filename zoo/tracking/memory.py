@@ -1,0 +1,36 @@
+"""A sink that keeps every record in memory: tests, notebooks, and runs with tracking.uri=null."""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+
+class MemorySink:
+    def __init__(self):
+        self.run_id: str | None = None
+        self.run_name = ""
+        self.params: dict[str, str] = {}
+        self.tags: dict[str, str] = {}
+        self.metrics: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        self.artifacts: dict[str, bytes] = {}
+        self.status: str | None = None
+
+    def start(self, run_name, params, tags):
+        self.run_id, self.run_name = "memory", run_name
+        self.params.update(params)
+        self.tags.update(tags)
+
+    def log_metrics(self, metrics, step):
+        for name, value in metrics.items():
+            self.metrics[name].append((step, float(value)))
+
+    def log_artifact(self, local_path, artifact_path=None):
+        path = Path(local_path)
+        key = f"{artifact_path}/{path.name}" if artifact_path else path.name
+        self.artifacts[key] = path.read_bytes()
+
+    def set_tags(self, tags):
+        self.tags.update(tags)
+
+    def finish(self, status):
+        self.status = status

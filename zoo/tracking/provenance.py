@@ -1,0 +1,46 @@
+"""What a run must record to be reproduced: package versions and the code's git commit."""
+from __future__ import annotations
+
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ("gradzoo", "tensorflow", "keras", "numpy", "hydra-core", "omegaconf", "mlflow",
+            "scikit-learn", "matplotlib")
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _git(*args: str, cwd: Path) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def git_state() -> dict[str, str]:
+    """Commit of the checkout that holds the zoo package (an editable install), else of the
+    working directory; ``unknown`` for an installed wheel outside any repository."""
+    for where in (Path(__file__).resolve().parents[2], Path.cwd()):
+        commit = _git("rev-parse", "HEAD", cwd=where)
+        if commit:
+            dirty = bool(_git("status", "--porcelain", "--untracked-files=no", cwd=where))
+            return {"commit": commit, "dirty": str(dirty).lower()}
+    return {"commit": "unknown", "dirty": "unknown"}
+
+
+def tags(seed: int) -> dict[str, str]:
+    git = git_state()
+    out = {"zoo.seed": str(seed), "zoo.git_commit": git["commit"], "zoo.git_dirty": git["dirty"]}
+    out.update({f"zoo.version.{k}": v for k, v in versions().items()})
+    return out

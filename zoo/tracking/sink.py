@@ -1,0 +1,24 @@
+"""The sink interface: what training emits, whoever stores it.
+
+Training calls ``start`` once, then ``log_metrics`` many times (it must return at once: the
+MLflow sink only enqueues), ``log_artifact``/``set_tags`` at the end, and ``finish`` exactly
+once, which must not return before every record is stored.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Sink(Protocol):
+    run_id: str | None
+
+    def start(self, run_name: str, params: dict[str, str], tags: dict[str, str]) -> None: ...
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+
+    def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None: ...
+
+    def set_tags(self, tags: dict[str, str]) -> None: ...
+
+    def finish(self, status: str) -> None:
+        """status: FINISHED | FAILED | KILLED (MLflow's run statuses)."""
