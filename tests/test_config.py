@@ -46,8 +46,9 @@ def test_public_listing():
                           "orthogonal, random_normal"),
     ("model.norm=group", "model.norm: unknown norm 'group'; choose one of: batch, layer, none"),
     ("model.regularizer=l3", "model.regularizer: unknown regularizer 'l3'; choose one of: l1, l2, none"),
-    ("model.name=transformer", "model.name: unknown model 'transformer'; choose one of: mlp"),
-    ("data.name=imagenet", "data.name: unknown dataset 'imagenet'; choose one of: digits, synthetic"),
+    ("model.name=transformer", "model.name: unknown model 'transformer'; choose one of: mlp, resnet"),
+    ("data.name=imagenet", "data.name: unknown dataset 'imagenet'; choose one of: adding, cifar10, "
+                           "copy_memory, digits, fashion_mnist, mnist, seq_digits, synthetic"),
     ("optimizer.name=lion", "optimizer.name: unknown optimizer 'lion'; choose one of: adam, rmsprop, sgd"),
     ("model.depth=deep", "model.depth: Value 'deep' of type 'str' could not be converted to Integer"),
     ("trainer.epochs=0", "trainer.epochs must be >= 1, got 0"),

@@ -91,14 +91,34 @@ def _entry(section: str, registry: Registry, values: Any) -> Entry:
         raise SpecError(f"{section}.name", str(err)) from None
 
 
-def check_fit(model: Entry, data: Entry, datasets: Registry) -> None:
-    """A model given data of the wrong kind fails here, naming the datasets that fit it."""
+def check_fit(model: Entry, data: Entry, datasets: Registry, data_section: Any = None) -> None:
+    """A model given data of the wrong kind fails here, naming the datasets that fit it.
+
+    The data's kind is the validated section's ``input_kind`` when it has one (a dataset whose
+    options change its layout), else its registry tag. A dataset that can produce several kinds
+    tags them as ``input_kinds``; when one of them fits only through a ``layout`` option, the
+    listing names that option: ``digits (data.layout=image)``.
+    """
     kind = model.tags.get("input_kind")
-    if kind and data.tags.get("input_kind") != kind:
-        fits = [e.name for e in datasets if e.tags.get("input_kind") == kind]
-        raise SpecError("data.name", f"model {model.name!r} takes {kind} inputs but dataset "
-                                     f"{data.name!r} is {data.tags.get('input_kind')}; "
-                                     f"datasets that fit: {', '.join(fits) or 'none yet'}")
+    have = getattr(data_section, "input_kind", None) or data.tags.get("input_kind")
+    if not kind or have == kind:
+        return
+
+    def hint(entry: Entry) -> str:
+        needs_option = entry.name == data.name or entry.tags.get("input_kind") != kind
+        if needs_option and entry.schema is not None:
+            try:
+                if getattr(entry.schema(layout=kind), "input_kind", None) == kind:
+                    return f"{entry.name} (data.layout={kind})"
+            except (TypeError, ValueError):  # no layout option, or not that value
+                pass
+        return entry.name
+
+    fits = [hint(e) for e in datasets
+            if kind in (e.tags.get("input_kinds") or (e.tags.get("input_kind"),))]
+    raise SpecError("data.name", f"model {model.name!r} takes {kind} inputs but dataset "
+                                 f"{data.name!r} is {have}; "
+                                 f"datasets that fit: {', '.join(fits) or 'none yet'}")
 
 
 def validate(cfg: DictConfig | dict) -> RunSpec:
@@ -113,7 +133,7 @@ def validate(cfg: DictConfig | dict) -> RunSpec:
     for section, registry in registries.items():
         entries[section] = _entry(section, registry, resolved.get(section) or {})
         sections[section] = validate_section(section, entries[section], resolved[section])
-    check_fit(entries["model"], entries["data"], registries["data"])
+    check_fit(entries["model"], entries["data"], registries["data"], sections["data"])
     seed = resolved.get("seed", 0)
     if not isinstance(seed, int) or seed < 0:
         raise SpecError("seed", f"must be an integer >= 0, got {seed!r}")

@@ -1,4 +1,9 @@
-"""scikit-learn's bundled 8x8 handwritten digits (1,797 images): real data, shipped, no download."""
+"""scikit-learn's bundled 8x8 handwritten digits (1,797 images): real data, shipped, no download.
+
+``layout=flat`` gives 64 features per example (for MLPs); ``layout=image`` gives 8x8x1 images
+(for conv nets), or 32x32x1 with ``image_size=32``, each pixel repeated as a 4x4 block
+(nearest neighbour), the CIFAR resolution the ResNet stages were designed for.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,23 +11,41 @@ from dataclasses import dataclass
 import numpy as np
 
 from zoo.data import DATASETS, Dataset, prior_baselines
-from zoo.schema import Section, in_unit_interval
+from zoo.schema import Section, SpecError, in_unit_interval
 
 SPLIT_SEED = 0  # the train/val split is fixed, so runs with different seeds see the same data
+LAYOUTS = ("flat", "image")
+IMAGE_SIZES = (8, 32)
 
 
 @dataclass
 class DigitsConfig(Section):
     val_fraction: float = 0.2
     standardize: bool = True  # per-pixel zero mean, unit variance from the training split
+    layout: str = "flat"      # flat: (N, 64) | image: (N, size, size, 1)
+    image_size: int = 8       # 8 | 32 (nearest-neighbour upsampling); layout=image only
 
     def __post_init__(self):
         in_unit_interval(val_fraction=self.val_fraction)
+        if self.layout not in LAYOUTS:
+            raise SpecError("layout", f"must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        if self.image_size not in IMAGE_SIZES:
+            raise SpecError("image_size", f"must be one of {', '.join(map(str, IMAGE_SIZES))}, "
+                                          f"got {self.image_size}")
+        if self.image_size != 8 and self.layout != "image":
+            raise SpecError("image_size", f"is only used with data.layout=image, got "
+                                          f"image_size={self.image_size} with layout={self.layout}")
+
+    @property
+    def input_kind(self) -> str:
+        """What this configuration produces, for matching against a model's ``input_kind``."""
+        return "image" if self.layout == "image" else "flat"
 
 
-@DATASETS.register("digits", schema=DigitsConfig, input_kind="flat",
-                   description="scikit-learn 8x8 digits as 64 features, 10 classes")
-def load_digits(*, val_fraction, standardize):
+@DATASETS.register("digits", schema=DigitsConfig, input_kind="flat", input_kinds=LAYOUTS,
+                   description="scikit-learn 8x8 digits, 10 classes: 64 features or (with "
+                               "layout=image) 8x8x1 / 32x32x1 images")
+def load_digits(*, val_fraction, standardize, layout="flat", image_size=8):
     from sklearn.datasets import load_digits as sk_load_digits
     from sklearn.model_selection import train_test_split
 
@@ -34,5 +57,16 @@ def load_digits(*, val_fraction, standardize):
         mean, std = x_train.mean(axis=0), x_train.std(axis=0)
         std[std == 0] = 1.0  # border pixels that are always blank
         x_train, x_val = (x_train - mean) / std, (x_val - mean) / std
+    if layout == "image":
+        x_train, x_val = (_as_images(x, image_size) for x in (x_train, x_val))
     return Dataset("digits", x_train, y_train, x_val, y_val, "classification", 10,
                    prior_baselines(y_train, y_val, 10))
+
+
+def _as_images(x: np.ndarray, size: int) -> np.ndarray:
+    """(N, 64) -> (N, size, size, 1), repeating each of the 8x8 pixels as a square block."""
+    images = x.reshape(-1, 8, 8)
+    factor = size // 8
+    if factor > 1:
+        images = images.repeat(factor, axis=1).repeat(factor, axis=2)
+    return np.ascontiguousarray(images[..., None], dtype=np.float32)

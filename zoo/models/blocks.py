@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from zoo._lazy import keras
 from zoo.registry import Registry
+from zoo.schema import at_least, one_of, positive
 
 ACTIVATIONS = Registry("activation")
 INITIALIZERS = Registry("initializer")
@@ -105,6 +106,17 @@ def _l1(strength: float):
 @REGULARIZERS.register("l2")
 def _l2(strength: float):
     return keras.regularizers.L2(strength)
+
+
+def check_knobs(config) -> None:
+    """Checks of the shared knobs, for every model schema that has them (fields: activation,
+    init, init_std, norm, regularizer, reg_strength)."""
+    positive(init_std=config.init_std)
+    at_least(0, reg_strength=config.reg_strength)
+    one_of(ACTIVATIONS, activation=config.activation)
+    one_of(INITIALIZERS, init=config.init)
+    one_of(NORMS, norm=config.norm)
+    one_of(REGULARIZERS, regularizer=config.regularizer)
 
 
 def activation(kind: str, name: str):

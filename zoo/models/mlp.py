@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from zoo._lazy import keras
 from zoo.models import MODELS, blocks
-from zoo.schema import Section, at_least, one_of, positive
+from zoo.schema import Section, at_least
 
 
 @dataclass
@@ -22,12 +22,7 @@ class MLPConfig(Section):
 
     def __post_init__(self):
         at_least(1, depth=self.depth, width=self.width)
-        positive(init_std=self.init_std)
-        at_least(0, reg_strength=self.reg_strength)
-        one_of(blocks.ACTIVATIONS, activation=self.activation)
-        one_of(blocks.INITIALIZERS, init=self.init)
-        one_of(blocks.NORMS, norm=self.norm)
-        one_of(blocks.REGULARIZERS, regularizer=self.regularizer)
+        blocks.check_knobs(self)
 
 
 @MODELS.register("mlp", schema=MLPConfig, input_kind="flat",

@@ -1,0 +1,51 @@
+"""scikit-learn's 8x8 digits read as a sequence: the small, shipped cousin of sequential MNIST.
+
+``mode="pixel"`` feeds one pixel per step (64 steps x 1 feature, the pixel-by-pixel setting of
+Le et al. 2015, long enough for plain RNNs' gradients to fade); ``mode="row"`` feeds one image
+row per step (8 steps x 8 features). The split (stratified 80/20, ``random_state`` 0) and the
+per-pixel standardization from the training split are those of the ``digits`` dataset, so the
+two see the same examples.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from zoo.data import DATASETS, Dataset, prior_baselines
+from zoo.schema import Section, SpecError
+
+# The same split as zoo/data/digits.py (its SPLIT_SEED and default val_fraction), kept here so
+# this module does not depend on that file's internals.
+SPLIT_SEED = 0
+VAL_FRACTION = 0.2
+MODES = {"pixel": (64, 1), "row": (8, 8)}  # mode -> (steps, features)
+
+
+@dataclass
+class SeqDigitsConfig(Section):
+    mode: str = "pixel"  # "pixel": 64 steps x 1 feature; "row": 8 steps x 8 features
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise SpecError("mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
+
+
+@DATASETS.register("seq_digits", schema=SeqDigitsConfig, input_kind="sequence",
+                   description="scikit-learn 8x8 digits as a sequence of pixels or rows, 10 classes")
+def load_seq_digits(*, mode):
+    from sklearn.datasets import load_digits as sk_load_digits
+    from sklearn.model_selection import train_test_split
+
+    x, y = sk_load_digits(return_X_y=True)
+    x_train, x_val, y_train, y_val = train_test_split(
+        x.astype(np.float32), y.astype(np.int32), test_size=VAL_FRACTION,
+        random_state=SPLIT_SEED, stratify=y)
+    mean, std = x_train.mean(axis=0), x_train.std(axis=0)
+    std[std == 0] = 1.0  # border pixels that are always blank
+    x_train, x_val = (x_train - mean) / std, (x_val - mean) / std
+    steps, features = MODES[mode]
+    x_train = np.ascontiguousarray(x_train.reshape(-1, steps, features), dtype=np.float32)
+    x_val = np.ascontiguousarray(x_val.reshape(-1, steps, features), dtype=np.float32)
+    return Dataset("seq_digits", x_train, y_train, x_val, y_val, "classification", 10,
+                   prior_baselines(y_train, y_val, 10))
