@@ -37,10 +37,18 @@ def keras_fit(spec, tensorboard: bool) -> float:
     from zoo.run import build
 
     data, model, step = build(spec)
-    model.compile(optimizer=step.optimizer, loss=step.loss_fn, metrics=["accuracy"])
-    train = (tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
+    heads = len(model.outputs)  # auxiliary heads: the same weighted objective as the zoo's step
+    model.compile(optimizer=step.optimizer, loss=[step.loss_fn] * heads,
+                  loss_weights=[1.0] + [step.aux_weight] * (heads - 1),
+                  metrics=[["accuracy"]] + [[]] * (heads - 1) if data.task == "classification" else None)
+
+    def batches(x, y):
+        pairs = tf.data.Dataset.from_tensor_slices((x, y))
+        return pairs.map(lambda a, b: (a, (b,) * heads)) if heads > 1 else pairs
+
+    train = (batches(data.x_train, data.y_train)
              .shuffle(len(data.x_train), seed=0).batch(spec.trainer.batch_size).prefetch(2))
-    val = tf.data.Dataset.from_tensor_slices((data.x_val, data.y_val)).batch(1024)
+    val = batches(data.x_val, data.y_val).batch(1024)
     with tempfile.TemporaryDirectory() as logdir:
         callbacks = [keras.callbacks.TensorBoard(logdir, histogram_freq=1)] if tensorboard else []
         model.fit(train, validation_data=val, epochs=1, verbose=0, callbacks=callbacks)  # warm-up

@@ -27,3 +27,13 @@ def test_wheel_install_runs_from_another_directory(tmp_path):
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "zoo-train: finished after 23 steps" in out.stdout
+    # the studies ship too: zoo-ablate lists them and composes one from the installed copy
+    assert (site / "zoo" / "ablations" / "init_depth.yaml").is_file()
+    listed = subprocess.run([sys.executable, str(site / "bin" / "zoo-ablate"), "--list"], cwd=elsewhere,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and "init_depth" in listed.stdout, listed.stderr[-2000:]
+    study = subprocess.run([sys.executable, str(script), "-m", "--config-dir", str(site / "zoo" / "ablations"),
+                            "--config-name", "input_scaling", "trainer.epochs=0"], cwd=elsewhere, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert study.returncode == 0, study.stderr[-2000:]
+    assert (study.stdout + study.stderr).count("config error, job skipped") == 4, study.stderr[-2000:]

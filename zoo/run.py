@@ -21,12 +21,14 @@ from zoo.data import DATASETS, Dataset
 from zoo.models import MODELS
 from zoo.monitor.recorder import Recorder
 from zoo.monitor.stats import RunStats
+from zoo.monitor.summary import summarize
 from zoo.monitor.verdict import Verdict, judge_run
 from zoo.optimizers import OPTIMIZERS
 from zoo.report import plots
 from zoo.spec import RunSpec
 from zoo.step import InstrumentedStep, batch_spec
 from zoo.tracking import provenance
+from zoo.tracking.runs import config_hash
 from zoo.tracking.sink import Sink
 
 log = logging.getLogger("zoo")
@@ -43,10 +45,22 @@ class RunResult:
     train_seconds: float
 
 
-def setup_tensorflow(seed: int, deterministic: bool) -> None:
+def setup_tensorflow(seed: int, deterministic: bool, threads: int = 0) -> None:
+    """Fresh Keras state, seeds, determinism and thread pools for one job. A sweep's worker
+    process (joblib's loky reuses them) runs many jobs: the session is cleared so names and
+    graphs do not carry over, and the pools are sized once, before TensorFlow's first op."""
+    keras.backend.clear_session()
     keras.utils.set_random_seed(seed)  # Python, NumPy and TF generators
     if deterministic:
         tf.config.experimental.enable_op_determinism()
+    if threads:
+        threading = tf.config.threading
+        if threading.get_intra_op_parallelism_threads() != threads:
+            try:
+                threading.set_intra_op_parallelism_threads(threads)
+                threading.set_inter_op_parallelism_threads(threads)
+            except RuntimeError:  # the runtime already started in this process: keep its pools
+                log.warning("TensorFlow already initialized; trainer.threads=%d not applied", threads)
 
 
 def flat_params(resolved: dict, prefix: str = "") -> dict[str, str]:
@@ -62,7 +76,7 @@ def flat_params(resolved: dict, prefix: str = "") -> dict[str, str]:
 
 def build(spec: RunSpec):
     """The run's data, model and instrumented step, exactly as the spec says."""
-    setup_tensorflow(spec.seed, spec.trainer.deterministic)
+    setup_tensorflow(spec.seed, spec.trainer.deterministic, spec.trainer.threads)
     data: Dataset = DATASETS.build(spec.data.name, **spec.data.kwargs())
     model = MODELS.build(spec.model.name, data.input_shape, data.num_outputs, **spec.model.kwargs())
     optimizer = OPTIMIZERS.build(spec.optimizer.name, **spec.optimizer.kwargs())
@@ -81,8 +95,8 @@ def train_loop(step: InstrumentedStep, recorder: Recorder, data: Dataset, spec: 
     for epoch in range(1, spec.trainer.epochs + 1):
         for x, y in train:
             if recorder.steps % every == 0:
-                packed, hist, act = step.train_with_histograms(x, y)
-                ok = recorder.on_step(packed.numpy(), hist.numpy(), act.numpy())
+                packed, hist, act, time, gates = step.train_with_histograms(x, y)
+                ok = recorder.on_step(packed.numpy(), hist.numpy(), act.numpy(), time.numpy(), gates.numpy())
             else:
                 ok = recorder.on_step(step.train(x, y).numpy())
             if not ok:
@@ -106,27 +120,40 @@ def evaluate(step: InstrumentedStep, val) -> tuple[float, float]:
 
 
 def run(spec: RunSpec, sink: Sink, run_name: str | None = None) -> RunResult:
-    data, model, step = build(spec)
     run_name = run_name or f"{spec.model.name}-{spec.data.name}"
-    tags = {**provenance.tags(spec.seed), "zoo.model": spec.model.name, "zoo.dataset": spec.data.name}
-    sink.start(run_name, flat_params(spec.resolved), tags)
-    recorder = Recorder(step.layout, step.activation_kinds, sink, spec.monitor.log_every,
-                        clipping=spec.optimizer.clipping() is not None)
-    status, outcome, started = "FAILED", "failed", time.perf_counter()
+    tags = {**provenance.tags(spec.seed), "zoo.model": spec.model.name, "zoo.dataset": spec.data.name,
+            "zoo.config_hash": config_hash(spec.resolved)}
+    params = {k: v for k, v in spec.resolved.items() if k != "study"}  # the study is the parent's
+    sink.start(run_name, flat_params(params), tags)  # first: a job that cannot even build is recorded
+    status, outcome, started, recorder = "FAILED", "failed", time.perf_counter(), None
     try:
+        data, model, step = build(spec)
+        if spec.pretrain.epochs:
+            from zoo.pretrain import greedy_layerwise_pretrain
+
+            sink.log_metrics(greedy_layerwise_pretrain(
+                model, data.x_train, epochs=spec.pretrain.epochs, lr=spec.pretrain.lr,
+                batch_size=spec.trainer.batch_size, seed=spec.seed), 0)
+        recorder = Recorder(step.layout, step.activation_kinds, sink, spec.monitor.log_every,
+                            clipping=spec.optimizer.clipping() is not None,
+                            seq_layers=[l.name for l in step.seq_layers],
+                            gate_layers=[step.seq_layers[i].name for i in step.gate_layers])
         outcome = train_loop(step, recorder, data, spec)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     except Exception as err:
-        sink.set_tags({"zoo.error": f"{type(err).__name__}: {err}"[:5000]})
+        sink.set_tags({"zoo.error": f"{type(err).__name__}: {err}"[:5000], "zoo.outcome": "failed"})
         raise
     finally:
         seconds = time.perf_counter() - started
-        stats = recorder.stats()
-        verdict = judge_run(stats)
-        final = _finish(sink, spec, data, stats, verdict, outcome, status, run_name)
+        if recorder is None:  # failed before training: nothing to judge or draw
+            sink.finish(status)
+        else:
+            stats = recorder.stats()
+            verdict = judge_run(stats)
+            final = _finish(sink, spec, data, stats, verdict, outcome, status, run_name)
     log.info("%s: %s, verdict %s (%s) — %.1fs", run_name, outcome, verdict.label, verdict.reason, seconds)
     return RunResult(sink.run_id, outcome, verdict, stats, final, seconds)
 
@@ -134,6 +161,7 @@ def run(spec: RunSpec, sink: Sink, run_name: str | None = None) -> RunResult:
 def _finish(sink: Sink, spec, data, stats, verdict, outcome, status, run_name) -> dict[str, float]:
     """Artifacts, verdict tags and the final flush; runs however training ended."""
     final = {f"health/{k}": v for k, v in verdict.numbers.items()}
+    final.update(summarize(stats))
     final.update({f"baseline/{k}": v for k, v in data.baselines.items()})
     if len(stats.val_loss):
         final["final/val_loss"] = float(stats.val_loss[-1])
@@ -152,6 +180,9 @@ def _finish(sink: Sink, spec, data, stats, verdict, outcome, status, run_name) -
             plots.gradient_histograms(stats, tmp / "gradient_histograms.png", title)
             sink.log_artifact(tmp / "gradient_flow.png", "plots")
             sink.log_artifact(tmp / "gradient_histograms.png", "plots")
+            if len(stats.seq_layers) and len(stats.hist_step):
+                plots.gradient_through_time(stats, tmp / "gradient_through_time.png", title)
+                sink.log_artifact(tmp / "gradient_through_time.png", "plots")
         tags = {"zoo.verdict": verdict.label, "zoo.verdict_reason": verdict.reason,
                 "zoo.outcome": outcome, "zoo.steps": str(len(stats.step))}
         if outcome == "diverged":

@@ -13,7 +13,19 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from zoo.registry import Entry, Registry, UnknownNameError
-from zoo.schema import Section, SpecError, at_least
+from zoo.schema import Section, SpecError, at_least, positive
+
+def _matched_init(activation: str) -> str:
+    from zoo.models import blocks
+
+    if activation not in blocks.ACTIVATIONS:
+        raise SpecError("model.activation", f"unknown activation {activation!r}; choose one of: "
+                                            f"{', '.join(blocks.ACTIVATIONS.names())}")
+    return blocks.ACTIVATIONS.get(activation).tags["init"]
+
+
+# ${zoo.matched_init:${model.activation}}: the activation's own initializer (see models/blocks.py)
+OmegaConf.register_new_resolver("zoo.matched_init", _matched_init, replace=True)
 
 CONFIG_MODULE = "zoo.conf"  # conf/ in the repository, shipped in the wheel as package data
 CONFIG_NAME = "config"
@@ -24,9 +36,11 @@ class TrainerConfig:
     epochs: int = 10
     batch_size: int = 64
     deterministic: bool = True  # TF op determinism: same seed -> identical loss curve
+    threads: int = 0            # TF intra/inter-op threads per job; 0 = TensorFlow's choice (all cores)
 
     def __post_init__(self):
         at_least(1, epochs=self.epochs, batch_size=self.batch_size)
+        at_least(0, threads=self.threads)
 
 
 @dataclass
@@ -39,9 +53,21 @@ class MonitorConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """Greedy layer-wise pretraining (zoo.pretrain) of an MLP's hidden blocks before training."""
+    epochs: int = 0      # autoencoder epochs per hidden block; 0 = no pretraining
+    lr: float = 1e-3     # Adam learning rate of each block's autoencoder
+
+    def __post_init__(self):
+        at_least(0, epochs=self.epochs)
+        positive(lr=self.lr)
+
+
+@dataclass
 class TrackingConfig:
     uri: Optional[str] = "sqlite:///mlflow.db"  # null: keep records in memory, no MLflow
     experiment: str = "gradzoo"
+    resume: bool = False  # skip the job if a FINISHED run with the same config and seed exists
 
 
 @dataclass
@@ -52,6 +78,7 @@ class RunSpec:
     optimizer: Section
     trainer: TrainerConfig
     monitor: MonitorConfig
+    pretrain: PretrainConfig
     tracking: TrackingConfig
     resolved: dict[str, Any]  # the whole resolved config, for logging
 
@@ -121,6 +148,26 @@ def check_fit(model: Entry, data: Entry, datasets: Registry, data_section: Any =
                                  f"datasets that fit: {', '.join(fits) or 'none yet'}")
 
 
+def check_head(model: Section, data: Entry) -> None:
+    """A sequence model's head must match its dataset's targets: one per sequence or per step."""
+    head, target = getattr(model, "head", None), data.tags.get("target")
+    if head and target and head != target:
+        per = "sequence" if target == "last" else "time step"
+        raise SpecError("model.head", f"dataset {data.name!r} has one target per {per}; "
+                                      f"use model.head={target}, got {head}")
+
+
+PRETRAINABLE = ("mlp", "deep_linear")  # models made of blockNN_dense blocks
+
+
+def _pretrain(values: Any, model: Entry) -> PretrainConfig:
+    config = _typed("pretrain", PretrainConfig, values)
+    if config.epochs and model.name not in PRETRAINABLE:
+        raise SpecError("pretrain.epochs", f"greedy layer-wise pretraining applies to "
+                                           f"{', '.join(PRETRAINABLE)}, not model {model.name!r}")
+    return config
+
+
 def validate(cfg: DictConfig | dict) -> RunSpec:
     """Check every section of a composed config; raise :class:`SpecError` on the first problem."""
     raw = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
@@ -134,6 +181,7 @@ def validate(cfg: DictConfig | dict) -> RunSpec:
         entries[section] = _entry(section, registry, resolved.get(section) or {})
         sections[section] = validate_section(section, entries[section], resolved[section])
     check_fit(entries["model"], entries["data"], registries["data"], sections["data"])
+    check_head(sections["model"], entries["data"])
     seed = resolved.get("seed", 0)
     if not isinstance(seed, int) or seed < 0:
         raise SpecError("seed", f"must be an integer >= 0, got {seed!r}")
@@ -141,6 +189,7 @@ def validate(cfg: DictConfig | dict) -> RunSpec:
         seed=seed,
         trainer=_typed("trainer", TrainerConfig, resolved.get("trainer", {})),
         monitor=_typed("monitor", MonitorConfig, resolved.get("monitor", {})),
+        pretrain=_pretrain(resolved.get("pretrain", {}), entries["model"]),
         tracking=_typed("tracking", TrackingConfig, resolved.get("tracking", {})),
         resolved=resolved,
         **sections,

@@ -2,6 +2,10 @@
 or generated data only: nothing here downloads at run time unless a dataset says so.
 
 A builder is ``build(**options) -> Dataset``; its options are the fields of its schema.
+
+Tags: ``input_kind`` ("flat", "image", "sequence"; ``input_kinds`` when a layout option picks
+one), and for sequence datasets ``target``: "last" (one target per sequence) or "sequence" (one
+per time step), which a recurrent model's ``head`` must match.
 """
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ def make_adding_arrays(n: int, length: int, rng: np.random.Generator):
     return x, y
 
 
-@DATASETS.register("adding", schema=AddingConfig, input_kind="sequence",
+@DATASETS.register("adding", schema=AddingConfig, input_kind="sequence", target="last",
                    description="adding problem: sum the two marked values of a long sequence")
 def make_adding(*, length, n_train, n_val, seed):
     rng = np.random.default_rng(seed)

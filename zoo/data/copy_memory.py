@@ -61,7 +61,7 @@ def make_copy_arrays(n: int, length: int, rng: np.random.Generator):
     return inputs, targets
 
 
-@DATASETS.register("copy_memory", schema=CopyMemoryConfig, input_kind="sequence",
+@DATASETS.register("copy_memory", schema=CopyMemoryConfig, input_kind="sequence", target="sequence",
                    description="copy memory: recall 10 symbols after a long blank delay")
 def make_copy_memory(*, length, n_train, n_val, seed):
     rng = np.random.default_rng(seed)

@@ -31,7 +31,7 @@ class SeqDigitsConfig(Section):
             raise SpecError("mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
 
 
-@DATASETS.register("seq_digits", schema=SeqDigitsConfig, input_kind="sequence",
+@DATASETS.register("seq_digits", schema=SeqDigitsConfig, input_kind="sequence", target="last",
                    description="scikit-learn 8x8 digits as a sequence of pixels or rows, 10 classes")
 def load_seq_digits(*, mode):
     from sklearn.datasets import load_digits as sk_load_digits

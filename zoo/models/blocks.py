@@ -29,22 +29,26 @@ def _plain(fn: str, **tags):
     ACTIVATIONS.register(fn, description=f"keras '{fn}'", **tags)(factory)
 
 
-_plain("sigmoid", saturation="sigmoid")
-_plain("tanh", saturation="tanh")
-_plain("relu", rectifier=True)
-_plain("elu", rectifier=True)
-_plain("selu", rectifier=True)
-_plain("gelu", rectifier=True)
-_plain("linear")
+# tag ``init``: the initializer its paper pairs it with (Glorot & Bengio 2010 for the saturating
+# ones, He et al. 2015 for rectifiers, Klambauer et al. 2017 for SELU); the config resolver
+# ${zoo.matched_init:${model.activation}} reads it, so a sweep over activations can keep each
+# one with its own init.
+_plain("sigmoid", saturation="sigmoid", init="glorot_uniform")
+_plain("tanh", saturation="tanh", init="glorot_uniform")
+_plain("relu", rectifier=True, init="he_normal")
+_plain("elu", rectifier=True, init="he_normal")
+_plain("selu", rectifier=True, init="lecun_normal")
+_plain("gelu", rectifier=True, init="he_normal")
+_plain("linear", init="glorot_uniform")
 
 
-@ACTIVATIONS.register("leaky_relu", rectifier=True)
+@ACTIVATIONS.register("leaky_relu", rectifier=True, init="he_normal")
 def _leaky_relu(name: str):
     """LeakyReLU with slope 0.01 for x < 0 (Maas et al. 2013), not Keras' default 0.3."""
     return keras.layers.LeakyReLU(negative_slope=0.01, name=name)
 
 
-@ACTIVATIONS.register("prelu", rectifier=True)
+@ACTIVATIONS.register("prelu", rectifier=True, init="he_normal")
 def _prelu(name: str):
     """PReLU (He et al. 2015): a learned negative slope per unit, starting at 0.25 as in the paper."""
     return keras.layers.PReLU(alpha_initializer=keras.initializers.Constant(0.25), name=name)
@@ -108,15 +112,18 @@ def _l2(strength: float):
     return keras.regularizers.L2(strength)
 
 
-def check_knobs(config) -> None:
-    """Checks of the shared knobs, for every model schema that has them (fields: activation,
-    init, init_std, norm, regularizer, reg_strength)."""
-    positive(init_std=config.init_std)
-    at_least(0, reg_strength=config.reg_strength)
-    one_of(ACTIVATIONS, activation=config.activation)
-    one_of(INITIALIZERS, init=config.init)
-    one_of(NORMS, norm=config.norm)
-    one_of(REGULARIZERS, regularizer=config.regularizer)
+def check_knobs(config, activation: str | None = None) -> None:
+    """Checks of the shared knobs, for every model schema: whichever of init, init_std, norm,
+    regularizer, reg_strength and activation (unless given) the schema has."""
+    if hasattr(config, "init_std"):
+        positive(init_std=config.init_std)
+    if hasattr(config, "reg_strength"):
+        at_least(0, reg_strength=config.reg_strength)
+    if activation or hasattr(config, "activation"):
+        one_of(ACTIVATIONS, activation=activation or config.activation)
+    for key, registry in (("init", INITIALIZERS), ("norm", NORMS), ("regularizer", REGULARIZERS)):
+        if hasattr(config, key):
+            one_of(registry, **{key: getattr(config, key)})
 
 
 def activation(kind: str, name: str):
@@ -133,3 +140,11 @@ def norm(kind: str, name: str):
 
 def regularizer(kind: str, strength: float):
     return REGULARIZERS.build(kind, strength)
+
+
+def main_head(model):
+    """The model without its auxiliary heads (output 0 only): what evaluation and inference use,
+    and whose layers are the monitored path from input to output."""
+    if len(model.outputs) == 1:
+        return model
+    return keras.Model(model.inputs, model.outputs[0], name=f"{model.name}_main")

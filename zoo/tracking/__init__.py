@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 
-def sink_for(tracking):
-    """MLflow when ``tracking.uri`` is set, memory otherwise."""
+def sink_for(tracking, parent_run_id: str | None = None):
+    """MLflow when ``tracking.uri`` is set (nested under ``parent_run_id`` if given), memory otherwise."""
     if tracking.uri:
         from zoo.tracking.mlflow_sink import MlflowSink
 
-        return MlflowSink(tracking.uri, tracking.experiment)
+        return MlflowSink(tracking.uri, tracking.experiment, parent_run_id)
     from zoo.tracking.memory import MemorySink
 
     return MemorySink()

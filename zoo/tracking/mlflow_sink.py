@@ -35,8 +35,8 @@ def artifact_root_for(uri: str) -> str | None:
 
 
 class MlflowSink:
-    def __init__(self, uri: str, experiment: str):
-        self.uri, self.experiment = uri, experiment
+    def __init__(self, uri: str, experiment: str, parent_run_id: str | None = None):
+        self.uri, self.experiment, self.parent_run_id = uri, experiment, parent_run_id
         self.run_id: str | None = None
         self._queue: queue.Queue = queue.Queue()
         self._writer: threading.Thread | None = None
@@ -48,26 +48,19 @@ class MlflowSink:
         from mlflow import MlflowClient
         from mlflow.entities import Param
 
+        from zoo.tracking.runs import experiment_id
+
         self._client = MlflowClient(tracking_uri=self.uri)
-        run = self._client.create_run(self._experiment_id(), run_name=run_name, tags=tags)
+        if self.parent_run_id:  # a sweep's job: nest under the sweep's parent run
+            tags = {**tags, "mlflow.parentRunId": self.parent_run_id}
+        run = self._client.create_run(experiment_id(self._client, self.experiment, self.uri),
+                                      run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
             self._client.log_batch(self.run_id, params=items[i:i + MAX_PARAMS_PER_BATCH])
         self._writer = threading.Thread(target=self._write_loop, name="zoo-mlflow-writer", daemon=True)
         self._writer.start()
-
-    def _experiment_id(self) -> str:
-        from mlflow.exceptions import MlflowException
-
-        found = self._client.get_experiment_by_name(self.experiment)
-        if found is not None:
-            return found.experiment_id
-        try:
-            return self._client.create_experiment(self.experiment,
-                                                  artifact_location=artifact_root_for(self.uri))
-        except MlflowException:  # created by a concurrent job in between
-            return self._client.get_experiment_by_name(self.experiment).experiment_id
 
     def finish(self, status):
         if self._writer is not None:

@@ -1,0 +1,175 @@
+"""Ablation studies end to end: configs, zoo-ablate, parent/child runs, verdicts, resume,
+failures inside a sweep, and parallel jobs writing to one sqlite store."""
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from zoo.ablate import job_count
+from zoo.spec import validate
+from zoo.study import from_section, load_study, study_names, studies_dir, sweep_params
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+QUICK_E2E = ["input_scaling", "pretraining", "gated_cells"]
+
+
+def sweep_combinations(name: str, overrides: list[str]) -> tuple[list[str], list[list[str]]]:
+    """(fixed overrides, one override list per job), as Hydra's basic sweeper would expand them."""
+    params = sweep_params(name)
+    fixed = []
+    for key, value in (o.split("=", 1) for o in overrides):
+        if key in params or "," in value:
+            params[key] = value
+        else:
+            fixed.append(f"{key}={value}")
+    keys = list(params)
+    jobs = [[f"{k}={v}" for k, v in zip(keys, combo)]
+            for combo in itertools.product(*(params[k].split(",") for k in keys))]
+    return fixed, jobs
+
+
+@pytest.mark.parametrize("name", study_names())
+def test_every_study_composes_and_validates_at_both_scales(name):
+    from hydra import compose, initialize_config_dir
+
+    study = load_study(name)
+    assert study.claim["checks"] and study.description
+    for scale in ("quick", "full"):
+        fixed, jobs = sweep_combinations(name, study.overrides(scale))
+        assert len(jobs) == job_count(name, study.overrides(scale))
+        with initialize_config_dir(config_dir=str(studies_dir()), version_base="1.3"):
+            for job in jobs:
+                cfg = compose(config_name=name, overrides=fixed + job)
+                spec = validate(cfg)  # raises SpecError on any problem
+                assert from_section(cfg.study).name == name
+                for key in study.variant_keys:  # every variant key is a real config key
+                    assert key.split(".")[0] in spec.resolved, key
+        # every claim names variants that the sweep produces at full scale
+    _, full_jobs = sweep_combinations(name, [])
+    assert len(full_jobs) >= 2
+
+
+def run_cli(args: list[str], cwd: Path, timeout: int = 900, code: str | None = None):
+    cmd = [sys.executable, "-c", code] if code else [sys.executable, "-m", *args[:1]]
+    out = subprocess.run(cmd + (args if code else args[1:]), cwd=cwd, env=ENV, capture_output=True,
+                         text=True, timeout=timeout)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+def runs_of(tmp_path: Path):
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("gradzoo")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("zoo.kind") in ("study", "sweep")]
+    children = [r for r in runs if r not in parents]
+    return client, parents, children
+
+
+def test_list_and_argument_errors_do_not_import_tensorflow(tmp_path):
+    code = ("import sys\nfrom zoo.ablate import main\ncode = main(sys.argv[1:])\n"
+            "print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_NOT_IMPORTED', code)\n")
+    listed = subprocess.run([sys.executable, "-c", code, "--list"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert "TF_NOT_IMPORTED 0" in listed.stdout
+    for name in study_names():
+        assert f"  {name} " in listed.stdout
+    bad = subprocess.run([sys.executable, "-c", code, "nosuch"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert "TF_NOT_IMPORTED 2" in bad.stdout
+    assert "study: unknown study 'nosuch'; choose one of: activation_depth, aux_heads" in bad.stderr
+
+
+@pytest.mark.parametrize("name", QUICK_E2E)
+def test_quick_study_runs_end_to_end(name, tmp_path):
+    out = run_cli(["zoo.ablate", name, "--scale", "quick"], tmp_path)
+    client, parents, children = runs_of(tmp_path)
+    assert len(parents) == 1
+    parent = parents[0]
+    tags = parent.data.tags
+    assert parent.info.status == "FINISHED" and tags["zoo.study"] == name and tags["zoo.scale"] == "quick"
+    assert tags["zoo.claim_verdict"] in ("reproduced", "not reproduced", "inconclusive")
+    assert len(children) == job_count(name, load_study(name).overrides("quick"))
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.info.status == "FINISHED"
+        assert "final/val_loss" in child.data.metrics
+        assert "study.name" not in child.data.params  # the study lives on the parent
+    artifacts = {a.path for d in ("summary", "plots") for a in client.list_artifacts(parent.info.run_id, d)}
+    plot = "plots/gradient_through_time_variants.png" if name == "gated_cells" else "plots/gradient_flow_variants.png"
+    assert {"summary/summary.md", "summary/summary.csv", "plots/final_metrics.png", plot} <= artifacts
+    assert f"# {name} (quick)" in out.stdout and f"{tags['zoo.claim_verdict']}: " in out.stdout
+    for metric in load_study(name).metrics:
+        assert metric in out.stdout  # the table's columns are printed
+
+
+def test_resumed_sweep_skips_finished_runs_and_adopts_them(tmp_path):
+    sweep = ["zoo.train", "-m", "model.depth=2", "model.width=8", "trainer.epochs=1",
+             "tracking.resume=true", "seed=0,1"]
+    run_cli(sweep, tmp_path)
+    again = run_cli(sweep + ["hydra.sweep.dir=multirun/again"], tmp_path)
+    assert again.stdout.count("zoo-train: skipped, already finished as MLflow run") == 2
+    client, parents, children = runs_of(tmp_path)
+    assert len(parents) == 2 and len(children) == 2  # nothing trained twice
+    newest = max(parents, key=lambda r: r.info.start_time)
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {newest.info.run_id}
+    assert newest.data.tags["zoo.jobs_reused"] == "2"
+    forced = run_cli(sweep[:-2] + ["tracking.resume=false", "seed=0", "hydra.sweep.dir=multirun/forced"], tmp_path)
+    assert "skipped" not in forced.stdout
+    assert len(runs_of(tmp_path)[2]) == 3
+
+
+INJECT_FAILURE = """
+import sys
+import zoo.run
+real = zoo.run.train_loop
+def flaky(step, recorder, data, spec):
+    if spec.seed == 1 and spec.data.standardize:
+        raise RuntimeError("injected failure")
+    return real(step, recorder, data, spec)
+zoo.run.train_loop = flaky
+from zoo.train import main
+sys.argv = ["zoo-train"] + sys.argv[1:]
+main()
+"""
+
+
+def test_a_failing_and_a_diverging_job_do_not_stop_the_study(tmp_path):
+    args = ["-m", "--config-dir", str(studies_dir()), "--config-name", "input_scaling",
+            "+study.scale=quick", "trainer.epochs=1", "seed=0,1", "optimizer.lr=0.01,1e8",
+            "model.activation=relu", "model.init=he_normal"]  # relu: lr 1e8 diverges (tanh saturates)
+    out = run_cli(args, tmp_path, code=INJECT_FAILURE)
+    client, parents, children = runs_of(tmp_path)
+    assert len(children) == 8  # 2 standardize x 2 seeds x 2 lr: every job recorded
+    failed = [c for c in children if c.info.status == "FAILED"]
+    assert len(failed) == 2 and all("injected failure" in c.data.tags["zoo.error"] for c in failed)
+    diverged = [c for c in children if c.data.tags.get("zoo.outcome") == "diverged"]
+    assert diverged and all(c.info.status == "FINISHED" for c in diverged)
+    tags = parents[0].data.tags
+    assert parents[0].info.status == "FINISHED"
+    assert "injected failure" in tags["zoo.failed_variants"] and "diverged at step" in tags["zoo.failed_variants"]
+    assert "excluded" in out.stdout
+
+
+def test_four_parallel_joblib_jobs_lose_nothing(tmp_path):
+    run_cli(["zoo.train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "trainer.threads=1",
+             "model.depth=3", "model.width=8", "trainer.epochs=1", "monitor.log_every=1",
+             "seed=0,1,2,3"], tmp_path)
+    client, parents, children = runs_of(tmp_path)
+    assert len(parents) == 1 and len(children) == 4
+    assert len({c.data.params["seed"] for c in children}) == 4
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        steps = int(child.data.tags["zoo.steps"])
+        for name in ["loss", "accuracy"] + [k for k in child.data.metrics if k.startswith("grad_norm/")]:
+            history = client.get_metric_history(child.info.run_id, name)
+            assert [m.step for m in history] == list(range(1, steps + 1)), name
+        assert len([k for k in child.data.metrics if k.startswith("grad_norm/")]) == 3
+    jobs = [json.loads(p.read_text()) for p in tmp_path.glob("multirun/**/zoo_job.json")]
+    assert len(jobs) == 4 and all(j["parent_run_id"] == parents[0].info.run_id for j in jobs)

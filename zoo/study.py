@@ -1,0 +1,94 @@
+"""Ablation studies: a Hydra sweep config in ``ablations/`` plus the claim it tests.
+
+A study file is a primary Hydra config that extends ``config`` (``defaults: [config, ...]``),
+overrides groups and values for its setting, lists its variants in Hydra's own
+``hydra.sweeper.params``, and describes itself under ``study``::
+
+    study:
+      name: init_depth
+      description: one line for ``zoo-ablate --list``
+      variant_keys: [model.init, model.depth]   # swept keys that name a variant (seeds pool)
+      metrics: [summary/grad_first_init, final/val_accuracy]   # columns of the summary table
+      plot: layers                  # layers: gradient per layer | time: gradient per time step
+      claim: {text: ..., checks: [...]}          # see zoo.report.claims
+      quick: [trainer.epochs=1, model.depth=5,20]  # overrides for --scale quick (sweeps narrow)
+
+The file's body is the full scale. Nothing here imports TensorFlow: ``--list`` and the checks of
+a study's own section run in well under a second.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from zoo.schema import SpecError
+
+SCALES = ("quick", "full")
+PLOTS = ("layers", "time")
+
+
+@dataclass
+class StudyConfig:
+    name: str
+    description: str
+    variant_keys: list[str]
+    metrics: list[str]
+    claim: dict
+    quick: list[str] = field(default_factory=list)
+    plot: str = "layers"
+    scale: str = "full"  # set by zoo-ablate --scale; recorded on the parent run
+
+    def __post_init__(self):
+        from zoo.report.claims import validate_claim
+
+        if not self.variant_keys:
+            raise SpecError("study.variant_keys", "must name at least one swept key")
+        if self.plot not in PLOTS:
+            raise SpecError("study.plot", f"must be one of {', '.join(PLOTS)}, got {self.plot!r}")
+        try:
+            validate_claim(self.claim)
+        except ValueError as err:
+            raise SpecError("study.claim", str(err)) from None
+
+    def overrides(self, scale: str) -> list[str]:
+        if scale not in SCALES:
+            raise SpecError("--scale", f"must be one of {', '.join(SCALES)}, got {scale!r}")
+        return list(self.quick) if scale == "quick" else []
+
+
+def studies_dir() -> Path:
+    """``ablations/`` in a checkout; the ``zoo.ablations`` package in an installed wheel."""
+    return Path(str(resources.files("zoo.ablations")))
+
+
+def study_names() -> list[str]:
+    return sorted(p.stem for p in studies_dir().glob("*.yaml"))
+
+
+def from_section(section) -> StudyConfig:
+    """The ``study`` section of a composed config (or of a study file), checked."""
+    values = OmegaConf.to_container(section, resolve=False) if OmegaConf.is_config(section) else dict(section)
+    try:
+        return StudyConfig(**values)
+    except TypeError as err:
+        raise SpecError("study", str(err)) from None
+
+
+def load_study(name: str) -> StudyConfig:
+    path = studies_dir() / f"{name}.yaml"
+    if not path.is_file():
+        raise SpecError("study", f"unknown study {name!r}; choose one of: {', '.join(study_names())}")
+    raw = OmegaConf.load(path)
+    if "study" not in raw:
+        raise SpecError("study", f"{path.name} has no 'study' section")
+    return from_section(raw.study)
+
+
+def sweep_params(name: str) -> dict[str, str]:
+    """The study's ``hydra.sweeper.params`` (key -> comma-separated values)."""
+    raw = OmegaConf.load(studies_dir() / f"{name}.yaml")
+    params = OmegaConf.select(raw, "hydra.sweeper.params") or {}
+    return {str(k): str(v) for k, v in params.items()}

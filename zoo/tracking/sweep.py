@@ -1,0 +1,98 @@
+"""One MLflow parent run per sweep, a nested child run per job, the study judged at the end.
+
+Hydra has no MLflow integration; its callbacks are the hook. ``on_multirun_start`` (in the
+launching process) creates the parent run and leaves its id in ``<sweep dir>/zoo_sweep.json``;
+each job, in whatever process the launcher gives it, reads that file, tags its own run with
+``mlflow.parentRunId`` (MlflowClient, no fluent "active run", so neither a previous job's run
+nor a stray MLFLOW_RUN_ID can capture it) and leaves ``zoo_job.json`` in its output folder.
+``on_multirun_end`` gathers those files, re-parents runs a resumed sweep reused, and, for a
+study, judges the claim and logs the table, plots and verdict on the parent.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("zoo")
+SWEEP_FILE = "zoo_sweep.json"
+JOB_FILE = "zoo_job.json"
+
+
+def parent_run_id(sweep_dir: str | Path) -> str | None:
+    path = Path(sweep_dir) / SWEEP_FILE
+    return json.loads(path.read_text())["parent_run_id"] if path.is_file() else None
+
+
+def write_job_record(output_dir: str | Path, **record) -> None:
+    (Path(output_dir) / JOB_FILE).write_text(json.dumps(record))
+
+
+def job_records(sweep_dir: Path, parent: str) -> list[dict]:
+    """This sweep's job records (a re-used sweep folder may hold older ones), by job number."""
+    found = []
+    for path in sweep_dir.glob(f"**/{JOB_FILE}"):
+        record = json.loads(path.read_text())
+        if record.get("parent_run_id") == parent:
+            found.append(record)
+    return sorted(found, key=lambda r: r.get("job", 0))
+
+
+class SweepCallback(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        uri = OmegaConf.select(config, "tracking.uri")
+        if not uri:
+            return
+        from zoo.tracking import provenance
+        from zoo.tracking.runs import client, experiment_id
+
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        study = OmegaConf.select(config, "study.name")
+        c = client(uri)
+        tags = {"zoo.kind": "study" if study else "sweep", "zoo.sweep_dir": str(sweep_dir.resolve()),
+                **{k: v for k, v in provenance.tags(0).items() if k != "zoo.seed"}}
+        if study:
+            tags["zoo.study"] = study
+            tags["zoo.scale"] = str(OmegaConf.select(config, "study.scale", default="full"))
+        run = c.create_run(experiment_id(c, config.tracking.experiment, uri),
+                           run_name=f"{study or 'sweep'} {time.strftime('%Y-%m-%d %H:%M:%S')}", tags=tags)
+        swept = {**(OmegaConf.select(config, "hydra.sweeper.params") or {}),
+                 **dict(o.split("=", 1) for o in config.hydra.overrides.task if "=" in o)}
+        for key, value in swept.items():
+            c.log_param(run.info.run_id, f"sweep.{key.lstrip('+~')}"[:250], str(value)[:6000])
+        (sweep_dir / SWEEP_FILE).write_text(json.dumps({"parent_run_id": run.info.run_id, "uri": uri}))
+        log.info("sweep parent run %s (%s)", run.info.run_id, study or "sweep")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        parent = parent_run_id(sweep_dir)
+        if parent is None:
+            return
+        from zoo.tracking.runs import client
+
+        uri = json.loads((sweep_dir / SWEEP_FILE).read_text())["uri"]
+        c = client(uri)
+        jobs = job_records(sweep_dir, parent)
+        run_ids = [j["run_id"] for j in jobs if j.get("run_id")]
+        for job in jobs:
+            if job.get("reused"):  # finished in an earlier, interrupted invocation: it is ours now
+                c.set_tag(job["run_id"], "mlflow.parentRunId", parent)
+        c.set_tag(parent, "zoo.jobs", str(len(jobs)))
+        c.set_tag(parent, "zoo.jobs_reused", str(sum(bool(j.get("reused")) for j in jobs)))
+        status = "FINISHED"
+        try:
+            if OmegaConf.select(config, "study") is not None:
+                from zoo.report.study import judge_study
+
+                judge_study(c, uri, parent, config.study, run_ids, sweep_dir)
+        except Exception as err:  # the children are safe; say why the judgement is missing
+            status = "FAILED"
+            c.set_tag(parent, "zoo.error", f"{type(err).__name__}: {err}"[:5000])
+            log.exception("judging the study failed")
+        finally:
+            c.set_terminated(parent, status)
