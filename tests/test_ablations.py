@@ -173,3 +173,14 @@ def test_four_parallel_joblib_jobs_lose_nothing(tmp_path):
         assert len([k for k in child.data.metrics if k.startswith("grad_norm/")]) == 3
     jobs = [json.loads(p.read_text()) for p in tmp_path.glob("multirun/**/zoo_job.json")]
     assert len(jobs) == 4 and all(j["parent_run_id"] == parents[0].info.run_id for j in jobs)
+
+
+def test_config_hash_ignores_bookkeeping_but_not_training():
+    from zoo.tracking.runs import config_hash
+
+    base = {"seed": 0, "model": {"depth": 20}, "trainer": {"epochs": 4, "threads": 0},
+            "tracking": {"uri": "sqlite:///a.db"}, "study": {"name": "x"}}
+    same = {**base, "trainer": {"epochs": 4, "threads": 1}, "tracking": {"uri": "sqlite:///b.db"}, "study": {}}
+    assert config_hash(base) == config_hash(same)
+    assert config_hash(base) != config_hash({**base, "seed": 1})
+    assert config_hash(base) != config_hash({**base, "trainer": {"epochs": 5, "threads": 0}})

@@ -209,3 +209,28 @@ def test_markdown_is_a_table_with_three_significant_digits():
     assert lines[4] == "| relu | 50 | 3 | 1 | 1 | 1 | 0.5 ± 0 | 0.5 ± 0.5 |"
     assert lines[5] == "| tanh | 5 | 1 | 0 | 0 | 1 | — | — |"
     assert len(lines) == 6
+
+
+def test_a_difference_within_the_spread_over_seeds_is_not_evidence():
+    """Both nets at chance (0.101 ± 0.0014 vs 0.1 ± 0): the means satisfy '>' but say nothing."""
+    chance = [run("adam", 10, 0, final__val_accuracy=0.1), run("adam", 10, 1, final__val_accuracy=0.1028),
+              run("sgd", 10, 0, final__val_accuracy=0.1), run("sgd", 10, 1, final__val_accuracy=0.1)]
+    check = {"metric": "final/val_accuracy", "variant": {"model.activation": "adam"}, "op": ">",
+             "than": {"model.activation": "sgd"}}
+    result = check_claim(claim(check), chance, KEYS)
+    assert result.status == "inconclusive"
+    assert "inconclusive (the difference 0.0014 is within the spread over seeds 0.0014)" in result.checks[0].text
+    apart = chance[:2] + [run("sgd", 10, 0, final__val_accuracy=0.05), run("sgd", 10, 1, final__val_accuracy=0.06)]
+    assert check_claim(claim(check), apart, KEYS).status == "reproduced"
+    single = [chance[1], chance[2]]  # one seed a side: no spread to go by, the means decide
+    assert check_claim(claim(check), single, KEYS).status == "reproduced"
+
+
+def test_numbers_from_initialization_of_a_run_that_diverged_later_still_count():
+    records = [run("relu", 150, 0, outcome="diverged", diverged_step=1183, summary__time_grad_ratio_init=0.74,
+                   final__val_loss=float("nan")),
+               run("tanh", 150, 0, summary__time_grad_ratio_init=4.6e-4, final__val_loss=0.177)]
+    at_init = {"metric": "summary/time_grad_ratio_init", "variant": {"model.activation": "relu"}, "op": ">", "value": 0.1}
+    final = {"metric": "final/val_loss", "variant": {"model.activation": "relu"}, "op": "<", "value": 0.1}
+    assert check_claim(claim(at_init), records, KEYS).status == "reproduced"
+    assert check_claim(claim(final), records, KEYS).status == "inconclusive"

@@ -15,6 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 from zoo.registry import Entry, Registry, UnknownNameError
 from zoo.schema import Section, SpecError, at_least, positive
 
+
 def _matched_init(activation: str) -> str:
     from zoo.models import blocks
 

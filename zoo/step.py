@@ -119,7 +119,7 @@ class InstrumentedStep:
         # A twin that shares every layer but also returns activations and sequence inputs.
         self.probe = keras.Model(model.inputs, list(model.outputs) + [l.output for l in act_layers]
                                  + inner + gate_outputs)
-        self.n_heads, self.n_acts = len(model.outputs), len(act_layers)
+        self.n_heads, self.n_acts, self.n_inner = len(model.outputs), len(act_layers), len(inner)
         self.aux_weight = float(getattr(model, "aux_weight", 0.0))
         self.model, self.optimizer, self.clipping = model, optimizer, clipping
         self.loss_fn = LOSSES[task]()
@@ -161,8 +161,9 @@ class InstrumentedStep:
             outputs = self.probe(x, training=True)
             outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
             heads, rest = outputs[:self.n_heads], outputs[self.n_heads:]
-            out, acts, inner = heads[0], rest[:self.n_acts], rest[self.n_acts:]
-            inner, gate_outputs = inner[:len(inner) - len(self.gate_layers)], inner[len(inner) - len(self.gate_layers):]
+            acts, rest = rest[:self.n_acts], rest[self.n_acts:]
+            inner, gate_outputs = list(rest[:self.n_inner]), rest[self.n_inner:]
+            out = heads[0]
             seqs = [x if first else inner.pop(0) for first in self.seq_from_model_input] \
                 if with_histograms else []
             loss = self.loss_fn(y, out) + tf.add_n([0.0] + [tf.cast(l, tf.float32) for l in self.model.losses])

@@ -154,13 +154,19 @@ def _what_went_wrong(r: RunRecord) -> str:
     return r.status.lower()
 
 
+def _measured_at_init(metric: str) -> bool:
+    """``summary/*_init`` numbers describe the first steps: a later divergence does not undo them."""
+    return metric.startswith("summary/") and metric.endswith("_init")
+
+
 def _usable(runs: list[RunRecord], metric: str) -> tuple[list[float], Counter]:
-    """A diverged run has no meaningful final accuracy, but it is exactly the data for `diverged`."""
+    """A diverged run has no meaningful final accuracy, but it is exactly the data for `diverged`,
+    and its numbers from initialization still stand."""
     values, skipped = [], Counter()
     for r in runs:
         if metric == DIVERGED and (r.outcome == "diverged" or _clean(r)):
             values.append(float(r.outcome == "diverged"))
-        elif metric != DIVERGED and _clean(r):
+        elif metric != DIVERGED and (_clean(r) or (r.outcome == "diverged" and _measured_at_init(metric))):
             v = r.metrics.get(metric)
             if v is not None and math.isfinite(float(v)):
                 values.append(float(v))
@@ -171,37 +177,45 @@ def _usable(runs: list[RunRecord], metric: str) -> tuple[list[float], Counter]:
     return values, skipped
 
 
-def _side(records, variant: Mapping, metric: str) -> tuple[float | None, str, str | None]:
-    """Mean, its description (mean ± std over seeds, n, exclusions), and why it is unusable."""
+def _side(records, variant: Mapping, metric: str) -> tuple[float | None, float, str, str | None]:
+    """Mean, std over seeds, their description (mean ± std, n, exclusions), and why unusable."""
     runs = [r for r in records if _matches(r.params, variant)]
     values, skipped = _usable(runs, metric)
     label = ",".join(str(v) for v in variant.values()) or "all runs"
     why = ", ".join(f"{n} {k}" for k, n in skipped.items())
     if not runs:
-        return None, f"{label} = no data", f"variant {_fmt_variant(variant)}: no run matches"
+        return None, 0.0, f"{label} = no data", f"variant {_fmt_variant(variant)}: no run matches"
     if not values:
         reason = f"variant {_fmt_variant(variant)}: 0 of {len(runs)} runs usable" + (f" ({why})" if why else "")
-        return None, f"{label} = no data", reason
+        return None, 0.0, f"{label} = no data", reason
     mean, std = float(np.mean(values)), float(np.std(values))
-    return mean, f"{label} = {mean:.3g} ± {std:.3g} (n={len(values)}{f'; {why} excluded' if why else ''})", None
+    return mean, std, f"{label} = {mean:.3g} ± {std:.3g} (n={len(values)}{f'; {why} excluded' if why else ''})", None
 
 
 def _check(check: Mapping, records) -> CheckResult:
+    """A comparison holds when the means satisfy it *and* the mean ± std intervals over seeds do
+    not overlap; means that satisfy it within the spread are inconclusive, not evidence (with one
+    seed there is no spread to go by, and the means decide)."""
     metric, op = check["metric"], check["op"]
     factor = _number(check.get("factor", 1), "factor")
-    lhs, left, why_left = _side(records, check["variant"], metric)
+    lhs, lhs_std, left, why_left = _side(records, check["variant"], metric)
     if "than" in check:
-        base, right, why_right = _side(records, check["than"], metric)
+        base, base_std, right, why_right = _side(records, check["than"], metric)
     else:
-        base = _number(check["value"], "value")
+        base, base_std = _number(check["value"], "value"), 0.0
         right, why_right = f"{base:.3g}", None
     rhs = None if base is None else factor * base
     head = f"{metric}: {left} {op} {'' if factor == 1 else f'{factor:.3g} × '}{right}"
     reasons = [w for w in (why_left, why_right) if w]
     if reasons:
         return CheckResult(f"{head}: inconclusive ({'; '.join(reasons)})", "inconclusive", lhs, rhs)
-    status = "holds" if OPS[op](lhs, rhs) else "fails"
-    return CheckResult(f"{head}: {status}", status, lhs, rhs)
+    if not OPS[op](lhs, rhs):
+        return CheckResult(f"{head}: fails", "fails", lhs, rhs)
+    spread = lhs_std + abs(factor) * base_std
+    if abs(lhs - rhs) <= spread and spread > 0:
+        return CheckResult(f"{head}: inconclusive (the difference {abs(lhs - rhs):.3g} is within the "
+                           f"spread over seeds {spread:.3g})", "inconclusive", lhs, rhs)
+    return CheckResult(f"{head}: holds", "holds", lhs, rhs)
 
 
 def _one_line(error: str) -> str:

@@ -39,7 +39,8 @@ def judge_study(c, uri: str, parent: str, section, run_ids: list[str], sweep_dir
         for record in records:
             stats = _stats(c, record.run_id, tmp / record.run_id)
             if stats is not None:
-                label = ", ".join(f"{k.split('.')[-1]}={record.params.get(k, '?')}" for k in study.variant_keys)
+                label = ", ".join(f"{k.split('.')[-1]}={record.params[k]}" for k in study.variant_keys
+                                  if k in record.params)  # keys a variant lacks (an LSTM knob on a GRU) say nothing
                 groups.setdefault(label, []).append(stats)
         title = f"{study.name}: {study.description}"
         draw = (study_plots.gradient_through_time_variants if study.plot == "time"

@@ -78,7 +78,8 @@ def gradient_through_time_variants(groups: dict[str, list[RunStats]], path, titl
     axes[2].set_xlabel("step")
     axes[2].set_ylim(0, 1)
     axes[2].grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="best")
+    handles, labels = axes[0].get_legend_handles_labels()  # one legend, in the gate panel's free space
+    axes[2].legend(handles, labels, fontsize=7, loc="lower left")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

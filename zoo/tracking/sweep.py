@@ -5,8 +5,9 @@ launching process) creates the parent run and leaves its id in ``<sweep dir>/zoo
 each job, in whatever process the launcher gives it, reads that file, tags its own run with
 ``mlflow.parentRunId`` (MlflowClient, no fluent "active run", so neither a previous job's run
 nor a stray MLFLOW_RUN_ID can capture it) and leaves ``zoo_job.json`` in its output folder.
-``on_multirun_end`` gathers those files, re-parents runs a resumed sweep reused, and, for a
-study, judges the claim and logs the table, plots and verdict on the parent.
+``on_multirun_end`` gathers those files, adopts the runs a resumed sweep reused from an earlier
+invocation of the same study (a run another study trained stays nested there and is listed in
+``zoo.reused_runs``), and, for a study, judges the claim and logs the table, plots and verdict.
 """
 from __future__ import annotations
 
@@ -40,6 +41,11 @@ def job_records(sweep_dir: Path, parent: str) -> list[dict]:
         if record.get("parent_run_id") == parent:
             found.append(record)
     return sorted(found, key=lambda r: r.get("job", 0))
+
+
+def _study_of_parent(c, run_id: str) -> str | None:
+    parent = c.get_run(run_id).data.tags.get("mlflow.parentRunId")
+    return c.get_run(parent).data.tags.get("zoo.study") if parent else None
 
 
 class SweepCallback(Callback):
@@ -79,11 +85,15 @@ class SweepCallback(Callback):
         c = client(uri)
         jobs = job_records(sweep_dir, parent)
         run_ids = [j["run_id"] for j in jobs if j.get("run_id")]
-        for job in jobs:
-            if job.get("reused"):  # finished in an earlier, interrupted invocation: it is ours now
-                c.set_tag(job["run_id"], "mlflow.parentRunId", parent)
+        study = OmegaConf.select(config, "study.name")
+        reused = [j["run_id"] for j in jobs if j.get("reused")]
+        for run_id in reused:
+            if _study_of_parent(c, run_id) == study:  # an earlier invocation of this study: adopt it
+                c.set_tag(run_id, "mlflow.parentRunId", parent)
         c.set_tag(parent, "zoo.jobs", str(len(jobs)))
-        c.set_tag(parent, "zoo.jobs_reused", str(sum(bool(j.get("reused")) for j in jobs)))
+        c.set_tag(parent, "zoo.jobs_reused", str(len(reused)))
+        if reused:  # runs of another study stay nested where they were trained; listed here
+            c.set_tag(parent, "zoo.reused_runs", " ".join(reused)[:5000])
         status = "FINISHED"
         try:
             if OmegaConf.select(config, "study") is not None:
