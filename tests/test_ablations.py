@@ -79,8 +79,8 @@ def test_list_and_argument_errors_do_not_import_tensorflow(tmp_path):
     assert "TF_NOT_IMPORTED 0" in listed.stdout
     for name in study_names():
         assert f"  {name} " in listed.stdout
-    bad = subprocess.run([sys.executable, "-c", code, "nosuch"], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=120)
+    bad = subprocess.run([sys.executable, "-c", code, "nosuch", "--force", "seed=1"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)  # options between study and overrides
     assert "TF_NOT_IMPORTED 2" in bad.stdout
     assert "study: unknown study 'nosuch'; choose one of: activation_depth, aux_heads" in bad.stderr
 

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", choices=SCALES, default="full")
     parser.add_argument("--jobs", type=int, default=1, help="parallel jobs (joblib launcher)")
     parser.add_argument("--force", action="store_true", help="re-run jobs that already finished")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # `zoo-ablate study --force seed=1,2` too
     try:
         if args.list or not args.study:
             print(describe())
