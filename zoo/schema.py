@@ -58,6 +58,13 @@ def in_unit_interval(**values) -> None:
             raise SpecError(key, f"must be in (0, 1), got {_show(value)}")
 
 
+def choice(allowed, **values) -> None:
+    """A value from a fixed set of options (a registry's names go through :func:`one_of`)."""
+    for key, value in values.items():
+        if value not in allowed:
+            raise SpecError(key, f"must be one of {', '.join(map(str, allowed))}, got {value!r}")
+
+
 def one_of(registry: Registry, **values) -> None:
     for key, value in values.items():
         if value not in registry:

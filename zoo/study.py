@@ -18,13 +18,14 @@ a study's own section run in well under a second.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from zoo.schema import SpecError
+from zoo.schema import SpecError, choice
 
 SCALES = ("quick", "full")
 PLOTS = ("layers", "time")
@@ -46,16 +47,14 @@ class StudyConfig:
 
         if not self.variant_keys:
             raise SpecError("study.variant_keys", "must name at least one swept key")
-        if self.plot not in PLOTS:
-            raise SpecError("study.plot", f"must be one of {', '.join(PLOTS)}, got {self.plot!r}")
+        choice(PLOTS, **{"study.plot": self.plot})
         try:
             validate_claim(self.claim)
         except ValueError as err:
             raise SpecError("study.claim", str(err)) from None
 
     def overrides(self, scale: str) -> list[str]:
-        if scale not in SCALES:
-            raise SpecError("--scale", f"must be one of {', '.join(SCALES)}, got {scale!r}")
+        choice(SCALES, **{"--scale": scale})
         return list(self.quick) if scale == "quick" else []
 
 
@@ -77,18 +76,23 @@ def from_section(section) -> StudyConfig:
         raise SpecError("study", str(err)) from None
 
 
-def load_study(name: str) -> StudyConfig:
+@functools.lru_cache(maxsize=None)
+def _study_file(name: str):
+    """A study file, parsed once per process (``--list`` reads each one for three answers)."""
     path = studies_dir() / f"{name}.yaml"
     if not path.is_file():
         raise SpecError("study", f"unknown study {name!r}; choose one of: {', '.join(study_names())}")
-    raw = OmegaConf.load(path)
+    return OmegaConf.load(path)
+
+
+def load_study(name: str) -> StudyConfig:
+    raw = _study_file(name)
     if "study" not in raw:
-        raise SpecError("study", f"{path.name} has no 'study' section")
+        raise SpecError("study", f"{name}.yaml has no 'study' section")
     return from_section(raw.study)
 
 
 def sweep_params(name: str) -> dict[str, str]:
     """The study's ``hydra.sweeper.params`` (key -> comma-separated values)."""
-    raw = OmegaConf.load(studies_dir() / f"{name}.yaml")
-    params = OmegaConf.select(raw, "hydra.sweeper.params") or {}
+    params = OmegaConf.select(_study_file(name), "hydra.sweeper.params") or {}
     return {str(k): str(v) for k, v in params.items()}

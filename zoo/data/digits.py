@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from zoo.data import DATASETS, Dataset, prior_baselines
-from zoo.schema import Section, SpecError, in_unit_interval
+from zoo.schema import Section, SpecError, choice, in_unit_interval
 
 SPLIT_SEED = 0  # the train/val split is fixed, so runs with different seeds see the same data
 LAYOUTS = ("flat", "image")
@@ -27,11 +27,8 @@ class DigitsConfig(Section):
 
     def __post_init__(self):
         in_unit_interval(val_fraction=self.val_fraction)
-        if self.layout not in LAYOUTS:
-            raise SpecError("layout", f"must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
-        if self.image_size not in IMAGE_SIZES:
-            raise SpecError("image_size", f"must be one of {', '.join(map(str, IMAGE_SIZES))}, "
-                                          f"got {self.image_size}")
+        choice(LAYOUTS, layout=self.layout)
+        choice(IMAGE_SIZES, image_size=self.image_size)
         if self.image_size != 8 and self.layout != "image":
             raise SpecError("image_size", f"is only used with data.layout=image, got "
                                           f"image_size={self.image_size} with layout={self.layout}")

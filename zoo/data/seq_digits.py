@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from zoo.data import DATASETS, Dataset, prior_baselines
-from zoo.schema import Section, SpecError
+from zoo.schema import Section, choice
 
 # The same split as zoo/data/digits.py (its SPLIT_SEED and default val_fraction), kept here so
 # this module does not depend on that file's internals.
@@ -27,8 +27,7 @@ class SeqDigitsConfig(Section):
     mode: str = "pixel"  # "pixel": 64 steps x 1 feature; "row": 8 steps x 8 features
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise SpecError("mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
+        choice(MODES, mode=self.mode)
 
 
 @DATASETS.register("seq_digits", schema=SeqDigitsConfig, input_kind="sequence", target="last",

@@ -142,6 +142,33 @@ def regularizer(kind: str, strength: float):
     return REGULARIZERS.build(kind, strength)
 
 
+def kernel_options(init: str, init_std: float, reg: str, reg_strength: float):
+    """Every model's weight layers take the same two knobs; this returns a factory of their
+    keyword arguments, fresh per call, so no two layers share an initializer instance."""
+    return lambda: {"kernel_initializer": initializer(init, init_std),
+                    "kernel_regularizer": regularizer(reg, reg_strength)}
+
+
+def normalized(kind: str, name: str, h):
+    """``h`` through a norm layer of ``kind``, or unchanged for ``none``."""
+    layer = norm(kind, name)
+    return h if layer is None else layer(h)
+
+
+def flat_input(input_shape):
+    """(model input, its features as a vector): images are flattened for the Dense models."""
+    inputs = keras.Input(shape=tuple(input_shape), name="inputs")
+    return inputs, keras.layers.Flatten(name="flatten")(inputs) if len(input_shape) > 1 else inputs
+
+
+def image_input(input_shape):
+    """(model input, an H x W x C tensor): a single-channel image given as (H, W) gains its axis."""
+    inputs = keras.Input(shape=tuple(input_shape), name="inputs")
+    if len(input_shape) == 2:
+        return inputs, keras.layers.Reshape((*input_shape, 1), name="add_channel")(inputs)
+    return inputs, inputs
+
+
 def main_head(model):
     """The model without its auxiliary heads (output 0 only): what evaluation and inference use,
     and whose layers are the monitored path from input to output."""

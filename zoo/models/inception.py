@@ -62,24 +62,18 @@ def stage_of(module: int, depth: int) -> int:
                  description="scaled-down GoogLeNet: Inception modules, 0-2 auxiliary heads")
 def build_inception(input_shape, num_outputs, *, depth, width, activation, init, init_std, norm,
                     aux_heads, aux_weight, regularizer, reg_strength):
+    kernel = blocks.kernel_options(init, init_std, regularizer, reg_strength)
+
     def conv(h, filters, size, name):
-        h = keras.layers.Conv2D(
-            filters, size, padding="same", name=name, use_bias=norm == "none",
-            kernel_initializer=blocks.initializer(init, init_std),
-            kernel_regularizer=blocks.regularizer(regularizer, reg_strength))(h)
-        layer = blocks.norm(norm, f"{name}_norm")
-        h = h if layer is None else layer(h)
+        h = keras.layers.Conv2D(filters, size, padding="same", name=name, use_bias=norm == "none",
+                                **kernel())(h)
+        h = blocks.normalized(norm, f"{name}_norm", h)
         return blocks.activation(activation, f"{name}_act")(h)
 
     def dense(h, units, name):
-        return keras.layers.Dense(units, name=name,
-                                  kernel_initializer=blocks.initializer(init, init_std),
-                                  kernel_regularizer=blocks.regularizer(regularizer, reg_strength))(h)
+        return keras.layers.Dense(units, name=name, **kernel())(h)
 
-    inputs = keras.Input(shape=tuple(input_shape), name="inputs")
-    h = inputs
-    if len(input_shape) == 2:
-        h = keras.layers.Reshape((*input_shape, 1), name="add_channel")(h)
+    inputs, h = blocks.image_input(input_shape)
     h = conv(h, 2 * width, 3, "stem_conv")
     aux_at = aux_positions(depth)[:aux_heads]
     aux_outputs = []

@@ -33,13 +33,11 @@ class DeepLinearConfig(Section):
 def build_deep_linear(input_shape, num_outputs, *, depth, width, init, init_std, regularizer,
                       reg_strength):
     digits = max(2, len(str(depth)))
-    inputs = keras.Input(shape=tuple(input_shape), name="inputs")
-    h = keras.layers.Flatten(name="flatten")(inputs) if len(input_shape) > 1 else inputs
+    kernel = blocks.kernel_options(init, init_std, regularizer, reg_strength)
+    inputs, h = blocks.flat_input(input_shape)
 
     def dense(units, name):
-        return keras.layers.Dense(units, use_bias=False, name=name,
-                                  kernel_initializer=blocks.initializer(init, init_std),
-                                  kernel_regularizer=blocks.regularizer(regularizer, reg_strength))
+        return keras.layers.Dense(units, use_bias=False, name=name, **kernel())
 
     for i in range(1, depth):
         h = dense(width, f"block{i:0{digits}d}_dense")(h)

@@ -30,25 +30,15 @@ class MLPConfig(Section):
 def build_mlp(input_shape, num_outputs, *, depth, width, activation, init, init_std, norm,
               residual, regularizer, reg_strength):
     digits = max(2, len(str(depth)))
-    inputs = keras.Input(shape=tuple(input_shape), name="inputs")
-    h = keras.layers.Flatten(name="flatten")(inputs) if len(input_shape) > 1 else inputs
+    kernel = blocks.kernel_options(init, init_std, regularizer, reg_strength)
+    inputs, h = blocks.flat_input(input_shape)
     for i in range(1, depth):
         prefix = f"block{i:0{digits}d}"
         block_input = h
-        h = keras.layers.Dense(
-            width, name=f"{prefix}_dense",
-            kernel_initializer=blocks.initializer(init, init_std),
-            kernel_regularizer=blocks.regularizer(regularizer, reg_strength),
-        )(h)
-        norm_layer = blocks.norm(norm, f"{prefix}_norm")
-        if norm_layer is not None:
-            h = norm_layer(h)
+        h = keras.layers.Dense(width, name=f"{prefix}_dense", **kernel())(h)
+        h = blocks.normalized(norm, f"{prefix}_norm", h)
         h = blocks.activation(activation, f"{prefix}_act")(h)
         if residual and block_input.shape[-1] == width:
             h = keras.layers.Add(name=f"{prefix}_add")([block_input, h])
-    outputs = keras.layers.Dense(
-        num_outputs, name="head",
-        kernel_initializer=blocks.initializer(init, init_std),
-        kernel_regularizer=blocks.regularizer(regularizer, reg_strength),
-    )(h)
+    outputs = keras.layers.Dense(num_outputs, name="head", **kernel())(h)
     return keras.Model(inputs, outputs, name=f"mlp{depth}")

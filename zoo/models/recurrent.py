@@ -19,7 +19,7 @@ import numpy as np
 
 from zoo._lazy import keras
 from zoo.models import MODELS, blocks
-from zoo.schema import Section, SpecError, at_least
+from zoo.schema import Section, at_least, choice
 
 RECURRENT_INITS = ("orthogonal", "identity", "glorot_uniform")
 HEADS = ("last", "sequence")
@@ -41,9 +41,9 @@ class RecurrentConfig(Section):
 
     def _check(self, activation: str = "tanh"):
         at_least(1, depth=self.depth, width=self.width)
-        for key, allowed in (("recurrent_init", RECURRENT_INITS), ("head", HEADS), ("norm", NORMS)):
-            if getattr(self, key) not in allowed:
-                raise SpecError(key, f"must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
+        choice(RECURRENT_INITS, recurrent_init=self.recurrent_init)
+        choice(HEADS, head=self.head)
+        choice(NORMS, norm=self.norm)
         blocks.check_knobs(self, activation)
 
     def __post_init__(self):
@@ -55,8 +55,7 @@ class SimpleRNNConfig(RecurrentConfig):
     activation: str = "tanh"  # tanh | relu (with recurrent_init=identity: the IRNN)
 
     def __post_init__(self):
-        if self.activation not in ("tanh", "relu"):
-            raise SpecError("activation", f"must be one of tanh, relu, got {self.activation!r}")
+        choice(("tanh", "relu"), activation=self.activation)
         self._check(self.activation)
 
 
@@ -67,9 +66,7 @@ class LSTMConfig(RecurrentConfig):
 
     def __post_init__(self):
         self._check()
-        if self.forget_bias not in FORGET_BIASES:
-            raise SpecError("forget_bias", f"must be one of {', '.join(FORGET_BIASES)}, "
-                                           f"got {self.forget_bias!r}")
+        choice(FORGET_BIASES, forget_bias=self.forget_bias)
         at_least(3, chrono_tmax=self.chrono_tmax)
 
 
@@ -88,9 +85,8 @@ def _recurrent_layer(cell: str, units: int, name: str, *, activation, init, init
                      recurrent_init, regularizer, reg_strength, forget_bias="one", chrono_tmax=100):
     common = dict(
         return_sequences=True, name=name,
-        kernel_initializer=blocks.initializer(init, init_std),
+        **blocks.kernel_options(init, init_std, regularizer, reg_strength)(),
         recurrent_initializer=blocks.initializer(recurrent_init, init_std),
-        kernel_regularizer=blocks.regularizer(regularizer, reg_strength),
         recurrent_regularizer=blocks.regularizer(regularizer, reg_strength),
     )
     if cell == "simple_rnn":
@@ -105,19 +101,16 @@ def _recurrent_layer(cell: str, units: int, name: str, *, activation, init, init
 
 def _stack(cell: str, input_shape, num_outputs, *, depth, width, init, init_std, recurrent_init,
            norm, head, regularizer, reg_strength, **cell_options):
-    inputs = keras.Input(shape=tuple(input_shape), name="inputs")
-    h = inputs
+    inputs = h = keras.Input(shape=tuple(input_shape), name="inputs")
     for i in range(1, depth + 1):
         h = _recurrent_layer(cell, width, f"rnn{i}", init=init, init_std=init_std,
                              recurrent_init=recurrent_init, regularizer=regularizer,
                              reg_strength=reg_strength, **cell_options)(h)
-        if norm == "layer":
-            h = keras.layers.LayerNormalization(name=f"rnn{i}_norm")(h)
+        h = blocks.normalized(norm, f"rnn{i}_norm", h)  # none | layer (the schema allows no batch)
     if head == "last":
         h = keras.layers.Lambda(lambda t: t[:, -1], name="last_step")(h)
-    outputs = keras.layers.Dense(num_outputs, name="head",
-                                 kernel_initializer=blocks.initializer(init, init_std),
-                                 kernel_regularizer=blocks.regularizer(regularizer, reg_strength))(h)
+    kernel = blocks.kernel_options(init, init_std, regularizer, reg_strength)
+    outputs = keras.layers.Dense(num_outputs, name="head", **kernel())(h)
     return keras.Model(inputs, outputs, name=f"{cell}{depth}")
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from zoo._lazy import keras
 from zoo.models import MODELS, blocks
-from zoo.schema import Section, SpecError, at_least
+from zoo.schema import Section, SpecError, at_least, choice
 
 SHORTCUTS = ("A", "B")
 
@@ -45,8 +45,7 @@ class ResNetConfig(Section):
             raise SpecError("depth", f"must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, ...), "
                                      f"got {self.depth}")
         blocks.check_knobs(self)
-        if self.shortcut not in SHORTCUTS:
-            raise SpecError("shortcut", f"must be one of {', '.join(SHORTCUTS)}, got {self.shortcut!r}")
+        choice(SHORTCUTS, shortcut=self.shortcut)
 
 
 def _zero_pad_shortcut(stride: int, extra: int, name: str):
@@ -66,23 +65,18 @@ def _zero_pad_shortcut(stride: int, extra: int, name: str):
 def build_resnet(input_shape, num_outputs, *, depth, width, activation, init, init_std, norm,
                  residual, shortcut, regularizer, reg_strength):
     n = (depth - 2) // 6
+    kernel = blocks.kernel_options(init, init_std, regularizer, reg_strength)
 
     def conv(filters, kernel_size, stride, name):
         return keras.layers.Conv2D(
             filters, kernel_size, strides=stride, padding="same", name=name,
             use_bias=norm == "none",  # a following norm's shift makes the bias redundant
-            kernel_initializer=blocks.initializer(init, init_std),
-            kernel_regularizer=blocks.regularizer(regularizer, reg_strength),
-        )
+            **kernel())
 
     def normalize(h, name):
-        layer = blocks.norm(norm, name)
-        return h if layer is None else layer(h)
+        return blocks.normalized(norm, name, h)
 
-    inputs = keras.Input(shape=tuple(input_shape), name="inputs")
-    h = inputs
-    if len(input_shape) == 2:  # a single-channel image given as (H, W)
-        h = keras.layers.Reshape((*input_shape, 1), name="add_channel")(h)
+    inputs, h = blocks.image_input(input_shape)
     h = conv(width, 3, 1, "stem_conv")(h)
     h = normalize(h, "stem_norm")
     h = blocks.activation(activation, "stem_act")(h)
@@ -110,9 +104,5 @@ def build_resnet(input_shape, num_outputs, *, depth, width, activation, init, in
                 h = keras.layers.Add(name=f"{prefix}_add")([skip, h])
             h = blocks.activation(activation, f"{prefix}_out_act")(h)
     h = keras.layers.GlobalAveragePooling2D(name="pool")(h)
-    outputs = keras.layers.Dense(
-        num_outputs, name="head",
-        kernel_initializer=blocks.initializer(init, init_std),
-        kernel_regularizer=blocks.regularizer(regularizer, reg_strength),
-    )(h)
+    outputs = keras.layers.Dense(num_outputs, name="head", **kernel())(h)
     return keras.Model(inputs, outputs, name=f"{'resnet' if residual else 'plain'}{depth}")

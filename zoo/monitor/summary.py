@@ -17,15 +17,17 @@ from zoo.monitor.verdict import windows
 TINY = 1e-45
 
 
+def layer_profile(stats: RunStats, which: int) -> np.ndarray | None:
+    """Per-layer median gradient norm over the first (0) or the last (-1) window of finite steps."""
+    g = stats.grad_norm[np.all(np.isfinite(stats.grad_norm), axis=1)]
+    return np.median(g[windows(len(g))[which]], axis=0) if len(g) else None
+
+
 def summarize(stats: RunStats) -> dict[str, float]:
     out: dict[str, float] = {}
-    g = stats.grad_norm
-    finite = np.all(np.isfinite(g), axis=1) if g.size else np.zeros(0, bool)
-    g = g[finite]
-    if len(g):
-        spans = windows(len(g))
-        for label, span in (("init", spans[0]), ("end", spans[-1])):
-            median = np.median(g[span], axis=0)
+    for label, which in (("init", 0), ("end", -1)):
+        median = layer_profile(stats, which)
+        if median is not None:
             out[f"summary/grad_first_{label}"] = float(median[0])
             out[f"summary/grad_last_{label}"] = float(median[-1])
             out[f"summary/flow_{label}"] = float(median[0] / max(median[-1], TINY))

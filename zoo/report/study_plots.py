@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from zoo.monitor.stats import RunStats  # noqa: E402
-from zoo.monitor.verdict import windows  # noqa: E402
+from zoo.monitor.summary import layer_profile  # noqa: E402
 
 FLOOR = 1e-30  # where an underflowed (zero) gradient is drawn on a log axis
 
@@ -23,13 +23,6 @@ def _geomean(rows: list[np.ndarray]) -> np.ndarray:
         return np.exp(np.mean(np.log(np.maximum(np.stack(rows), FLOOR)), axis=0))
 
 
-def _layer_profile(stats: RunStats, which: int) -> np.ndarray | None:
-    g = stats.grad_norm[np.all(np.isfinite(stats.grad_norm), axis=1)]
-    if not len(g):
-        return None
-    return np.median(g[windows(len(g))[which]], axis=0)
-
-
 def gradient_flow_variants(groups: dict[str, list[RunStats]], path, title: str = "") -> None:
     """Per-layer gradient norm, input (0) to output (1), at the start and the end of training:
     one line per variant (geometric mean over its seeds). Depth is normalized so nets of
@@ -37,7 +30,7 @@ def gradient_flow_variants(groups: dict[str, list[RunStats]], path, title: str =
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
     for ax, which, label in ((axes[0], 0, "first 10% of steps"), (axes[1], -1, "last 10% of steps")):
         for color, (variant, runs) in zip(_colors(len(groups)), groups.items()):
-            profiles = [p for p in (_layer_profile(s, which) for s in runs) if p is not None]
+            profiles = [p for p in (layer_profile(s, which) for s in runs) if p is not None]
             if not profiles or len({len(p) for p in profiles}) != 1:
                 continue
             g = _geomean(profiles)
