@@ -1,8 +1,11 @@
 """What does gradient instrumentation cost? Side by side, in one process.
 
 The same 20-layer, width-64 ReLU MLP (batch 128, 300 steps = 10 epochs of 30 steps, synthetic
-data, one validation pass per epoch) trained four ways:
+data, one validation pass per epoch) trained five ways:
   fit             plain ``model.fit``                     (the baseline)
+  bare tape       a compiled ``GradientTape`` step and nothing else (forward, loss, gradient,
+                  update), the same tf.data pipeline and validation pass: the physical limit of
+                  any instrumented step
   fit+tensorboard ``fit`` with ``TensorBoard(histogram_freq=1)``: what a Keras user has today,
                   weight histograms once per epoch and no gradients at all
   zoo (memory)    gradzoo's instrumented loop into the in-memory sink
@@ -36,7 +39,8 @@ def keras_fit(spec, tensorboard: bool) -> float:
 
     from zoo.run import build
 
-    data, model, step = build(spec)
+    t = build(spec)
+    data, model, step = t.data, t.model, t.step
     heads = len(model.outputs)  # auxiliary heads: the same weighted objective as the zoo's step
     model.compile(optimizer=step.optimizer, loss=[step.loss_fn] * heads,
                   loss_weights=[1.0] + [step.aux_weight] * (heads - 1),
@@ -57,6 +61,39 @@ def keras_fit(spec, tensorboard: bool) -> float:
         return time.perf_counter() - start
 
 
+def bare_tape(spec) -> float:
+    """The minimal custom loop: what every instrumented step is measured against."""
+    import tensorflow as tf
+
+    from zoo.evaluation import evaluate
+    from zoo.run import build
+
+    t = build(spec)
+    data, model, step = t.data, t.model, t.step
+    variables = model.trainable_variables
+
+    @tf.function(input_signature=step.train.input_signature)
+    def train(x, y):
+        with tf.GradientTape() as tape:
+            loss = step.loss_fn(y, model(x, training=True)) + tf.add_n([0.0] + model.losses)
+        step.optimizer.apply(tape.gradient(loss, variables), variables)
+        return loss
+
+    batches = (tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
+               .shuffle(len(data.x_train), seed=0).batch(spec.trainer.batch_size).prefetch(2))
+
+    def epochs(n):
+        for _ in range(n):
+            for x, y in batches:
+                train(x, y).numpy()
+            evaluate(step, data.x_val, data.y_val)
+
+    epochs(1)  # warm-up: tracing
+    start = time.perf_counter()
+    epochs(spec.trainer.epochs)
+    return time.perf_counter() - start
+
+
 def zoo_loop(spec, use_mlflow: bool) -> tuple[float, int]:
     """Seconds for the timed 300 steps (+ final flush), and metric points the sink received."""
     import dataclasses
@@ -66,15 +103,17 @@ def zoo_loop(spec, use_mlflow: bool) -> tuple[float, int]:
     from zoo.tracking.memory import MemorySink
     from zoo.tracking.mlflow_sink import MlflowSink
 
-    data, model, step = build(spec)
+    t = build(spec)
+    step = t.step
     warm = dataclasses.replace(spec, trainer=dataclasses.replace(spec.trainer, epochs=1))
-    train_loop(step, Recorder(step.layout, step.activation_kinds, MemorySink(), 10**9, False), data, warm)
+    train_loop(t, Recorder(step.layout, step.probe_layout, MemorySink(), 10**9), warm)
     with tempfile.TemporaryDirectory() as tmp:
         sink = MlflowSink(f"sqlite:///{tmp}/bench.db", "bench") if use_mlflow else MemorySink()
         sink.start("bench", {}, {})  # store creation is a one-off, outside the timing
-        recorder = Recorder(step.layout, step.activation_kinds, sink, spec.monitor.log_every, False)
+        recorder = Recorder(step.layout, step.probe_layout, sink, spec.monitor.log_every)
         start = time.perf_counter()
-        train_loop(step, recorder, data, spec)
+        train_loop(t, recorder, spec)
+        recorder.flush()
         sink.finish("FINISHED")
         seconds = time.perf_counter() - start
         points = sink.points_written if use_mlflow else sum(len(v) for v in sink.metrics.values())
@@ -91,6 +130,7 @@ def main():
     ways = {
         "fit": lambda: (keras_fit(spec, False), 0),
         "fit + TensorBoard(histogram_freq=1)": lambda: (keras_fit(spec, True), 0),
+        "bare GradientTape step": lambda: (bare_tape(spec), 0),
         "zoo instrumented, memory sink": lambda: zoo_loop(spec, False),
         f"zoo instrumented, MLflow (log_every={default}, default)": lambda: zoo_loop(spec, True),
     }
@@ -106,12 +146,13 @@ def main():
             print(f"  round {r + 1}/{args.rounds} {name}: {seconds:.2f}s", flush=True)
     print(f"\n{STEPS} steps, 20x64 ReLU MLP, batch 128; {args.rounds} interleaved rounds. "
           "Ratio = median over rounds of (way / plain fit in the same round).\n")
-    print("| way | steps/s (median) | wall s (median) | × plain fit | metric points |")
-    print("|---|---|---|---|---|")
+    print("| way | steps/s (median) | wall s (median) | × plain fit | × bare tape | metric points |")
+    print("|---|---|---|---|---|---|")
     for name in ways:
         t = statistics.median(times[name])
         ratio = statistics.median(a / b for a, b in zip(times[name], times["fit"]))
-        print(f"| {name} | {STEPS / t:.0f} | {t:.2f} | {ratio:.2f} | {points[name]} |")
+        bare = statistics.median(a / b for a, b in zip(times[name], times["bare GradientTape step"]))
+        print(f"| {name} | {STEPS / t:.0f} | {t:.2f} | {ratio:.2f} | {bare:.2f} | {points[name]} |")
 
 
 if __name__ == "__main__":

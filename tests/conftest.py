@@ -20,3 +20,29 @@ def run_cli(*args, cwd, env=None, timeout=600):
 @pytest.fixture
 def sqlite_uri(tmp_path):
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def make_step(model, x, y, task, lr=1e-3, optimizer="sgd", clipping=None):
+    """An instrumented step over ``model`` for batches shaped like (x, y)."""
+    from zoo.optimizers import OPTIMIZERS
+    from zoo.step import InstrumentedStep, batch_spec
+
+    options = {"momentum": 0.0, "nesterov": False} if optimizer == "sgd" else {}
+    return InstrumentedStep(model, task, OPTIMIZERS.build(optimizer, lr=lr, **options), clipping,
+                            batch_spec(x, y))
+
+
+def step_once(step, x, y) -> dict:
+    """One plain step; its fields by name, each without the step axis."""
+    import tensorflow as tf
+
+    return {k: v[0] for k, v in step.layout.unpack(step.train(tf.constant(x), tf.constant(y)).numpy()).items()}
+
+
+def probe_once(step, x, y) -> tuple[dict, dict]:
+    """One step with the instruments; (step fields, instrument fields) by name."""
+    import tensorflow as tf
+
+    packed, probed = step.train_with_probes(tf.constant(x), tf.constant(y))
+    return ({k: v[0] for k, v in step.layout.unpack(packed.numpy()).items()},
+            {k: v[0] for k, v in step.probe_layout.unpack(probed.numpy()).items()})

@@ -1,13 +1,14 @@
-"""Claims judged on synthetic run records (no training, no TensorFlow, no MLflow)."""
+"""Claims judged on synthetic run records (no training, no TensorFlow, no MLflow): log-scale and
+paired comparisons, the three-way decision, equivalence, tables."""
 import csv
 import io
 import math
 
 import pytest
 
-from zoo.report.claims import (
-    RunRecord, check_claim, summarize, to_csv, to_markdown, validate_claim,
-)
+from zoo.studies.claims import check_claim, validate_claim
+from zoo.studies.records import RunRecord
+from zoo.studies.tables import summary_rows as summarize, to_csv, to_markdown
 
 KEYS = ["model.activation", "model.depth"]
 _ids = iter(range(10_000))
@@ -43,10 +44,17 @@ def test_claim_that_holds_is_reproduced_with_mean_and_std_over_seeds():
     assert result.status == "reproduced"
     grad, acc = result.checks
     assert grad.status == acc.status == "holds"
-    assert grad.lhs == pytest.approx(4e-9) and grad.rhs == pytest.approx(1e-3 * 0.012)
-    assert "sigmoid,20 = 4e-09 ± 1e-09 (n=2) < 0.001 × relu,20 = 0.012 ± 0.002 (n=2): holds" in grad.text
-    assert acc.lhs == pytest.approx(0.92) and acc.rhs == 0.5
-    assert "relu = 0.92 ± 0.02 (n=2) > 0.5: holds" in acc.text
+    # gradient norms: geometric means, compared in log10 and paired by seed
+    assert grad.scale == "log" and grad.pairs == 2
+    assert grad.lhs == pytest.approx(math.sqrt(3e-9 * 5e-9)) and grad.rhs == pytest.approx(1e-3 * math.sqrt(0.010 * 0.014))
+    per_seed = [math.log10(3e-9 / 0.010) + 3, math.log10(5e-9 / 0.014) + 3]
+    assert grad.difference == pytest.approx(sum(per_seed) / 2)
+    assert grad.spread == pytest.approx(abs(per_seed[0] - per_seed[1]) / math.sqrt(2))  # sample std, ddof=1
+    assert ("summary/grad_first_init [log10]: sigmoid,20 = 3.87e-09 ×/÷ 1.44 (n=2) < 0.001 × "
+            "relu,20 = 0.0118 ×/÷ 1.27 (n=2): holds (log10 difference -3.49, beyond the spread 0.0535; "
+            "paired by seed over 2 seeds)") == grad.text
+    assert acc.scale == "linear" and acc.lhs == pytest.approx(0.92) and acc.rhs == 0.5
+    assert "relu = 0.92 ± 0.0283 (n=2) > 0.5: holds" in acc.text  # sample std of 0.90, 0.94
     assert result.failed_variants == []
     assert result.summary().splitlines()[0] == "reproduced: sigmoid vanishes at depth 20"
 
@@ -56,8 +64,8 @@ def test_claim_that_fails_is_not_reproduced_with_the_numbers():
     result = check_claim(claim(GRAD_CHECK, wrong), study(), KEYS)
     assert result.status == "not reproduced"
     assert result.checks[1].status == "fails"
-    assert "sigmoid = 0.12 ± 0.01 (n=2) > 0.5: fails" in result.checks[1].text
-    assert "not reproduced" in result.summary() and "0.12 ± 0.01" in result.summary()
+    assert "sigmoid = 0.12 ± 0.0141 (n=2) > 0.5: fails (difference -0.38 goes against '>'" in result.checks[1].text
+    assert "not reproduced" in result.summary() and "0.12 ± 0.0141" in result.summary()
 
 
 def test_a_failing_check_outweighs_an_inconclusive_one():
@@ -123,7 +131,7 @@ def test_diverged_metric_counts_diverged_runs_as_data():
     result = check_claim(claim(check), records, ["optimizer.clipnorm"])
     assert result.status == "reproduced"
     assert result.checks[0].lhs == pytest.approx(2 / 3) and result.checks[0].rhs == 0.0
-    assert "(n=3; 1 failed excluded)" in result.checks[0].text
+    assert "diverged: null = 2/3 (1 failed excluded) > 1 = 0/2: holds" in result.checks[0].text
     assert result.failed_variants == ["{optimizer.clipnorm: null} seed=0 run cnull-0: diverged at step 3",
                                       "{optimizer.clipnorm: null} seed=1 run cnull-1: diverged at step 5",
                                       "{optimizer.clipnorm: null} seed=3 run cnull-3: failed: boom"]
@@ -135,14 +143,17 @@ def test_diverged_metric_counts_diverged_runs_as_data():
     (20, "21", False), ("1e-3", "0.01", False), (True, "false", False), ("relu", "Relu", False),
 ])
 def test_param_values_match_by_meaning(given, stored, same):
-    records = [RunRecord("r", {"optimizer.lr": stored}, {"final/val_accuracy": 0.9}, "FINISHED", "finished")]
+    records = [RunRecord(f"r{seed}", {"optimizer.lr": stored, "seed": str(seed)}, {"final/val_accuracy": acc},
+                         "FINISHED", "finished") for seed, acc in ((0, 0.9), (1, 0.92))]
     check = {"metric": "final/val_accuracy", "variant": {"optimizer.lr": given}, "op": ">", "value": 0.5}
-    assert check_claim(claim(check), records, ["optimizer.lr"]).status == ("reproduced" if same else "inconclusive")
+    result = check_claim(claim(check), records, ["optimizer.lr"])
+    assert result.status == ("reproduced" if same else "inconclusive")
+    assert ("no run matches" in result.checks[0].text) != same
 
 
 def test_numeric_strings_from_yaml_are_accepted_as_numbers():
     check = dict(GRAD_CHECK, factor="1e-3")  # YAML 1.1 reads 1e-3 without a dot as a string
-    assert check_claim(claim(check), study(), KEYS).checks[0].rhs == pytest.approx(1.2e-5)
+    assert check_claim(claim(check), study(), KEYS).checks[0].rhs == pytest.approx(1e-3 * math.sqrt(0.010 * 0.014))
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -178,9 +189,9 @@ def test_summarize_pools_seeds_in_first_appearance_order():
                                          for a, d in (("sigmoid", "20"), ("relu", "20"), ("relu", "50"))]
     deep = rows[2]
     assert (deep.n, deep.n_finished, deep.n_diverged, deep.n_failed) == (3, 1, 1, 1)
-    assert deep.stats["final/val_accuracy"] == (0.5, 0.0)
-    assert deep.stats["diverged"] == (0.5, 0.5)
-    assert rows[1].stats["final/val_accuracy"] == pytest.approx((0.92, 0.02))
+    assert deep.stats["final/val_accuracy"][0] == 0.5 and math.isnan(deep.stats["final/val_accuracy"][1])  # one run: no std
+    assert deep.stats["diverged"] == pytest.approx((0.5, math.sqrt(0.5)))  # 1 of 2 counted runs, sample std
+    assert rows[1].stats["final/val_accuracy"] == pytest.approx((0.92, 0.02 * math.sqrt(2)))
     empty = summarize([run("tanh", 5, 0, outcome="failed", status="FAILED")], KEYS, METRICS)[0]
     assert all(math.isnan(x) for x in empty.stats["final/val_accuracy"])
 
@@ -193,8 +204,9 @@ def test_csv_parses_back_to_the_numbers():
     relu20, deep, tanh = table[1], table[2], table[3]
     assert (relu20["model.activation"], relu20["model.depth"], relu20["n"]) == ("relu", "20", "2")
     assert float(relu20["final/val_accuracy_mean"]) == pytest.approx(0.92)
-    assert float(relu20["final/val_accuracy_std"]) == pytest.approx(0.02)
+    assert float(relu20["final/val_accuracy_std"]) == pytest.approx(0.02 * math.sqrt(2))
     assert (deep["finished"], deep["diverged"], deep["failed"]) == ("1", "1", "1")
+    assert deep["final/val_accuracy_std"] == ""  # one run has no sample std
     assert float(deep["diverged_mean"]) == 0.5
     assert tanh["final/val_accuracy_mean"] == tanh["final/val_accuracy_std"] == ""
 
@@ -205,8 +217,8 @@ def test_markdown_is_a_table_with_three_significant_digits():
     assert lines[0] == ("| model.activation | model.depth | n | finished | diverged | failed "
                         "| final/val_accuracy | diverged |")
     assert lines[1] == "|---|---|---:|---:|---:|---:|---:|---:|"
-    assert lines[2] == "| sigmoid | 20 | 2 | 2 | 0 | 0 | 0.12 ± 0.01 | 0 ± 0 |"
-    assert lines[4] == "| relu | 50 | 3 | 1 | 1 | 1 | 0.5 ± 0 | 0.5 ± 0.5 |"
+    assert lines[2] == "| sigmoid | 20 | 2 | 2 | 0 | 0 | 0.12 ± 0.0141 | 0/2 |"
+    assert lines[4] == "| relu | 50 | 3 | 1 | 1 | 1 | 0.5 | 1/2 |"
     assert lines[5] == "| tanh | 5 | 1 | 0 | 0 | 1 | — | — |"
     assert len(lines) == 6
 
@@ -219,18 +231,164 @@ def test_a_difference_within_the_spread_over_seeds_is_not_evidence():
              "than": {"model.activation": "sgd"}}
     result = check_claim(claim(check), chance, KEYS)
     assert result.status == "inconclusive"
-    assert "inconclusive (the difference 0.0014 is within the spread over seeds 0.0014)" in result.checks[0].text
+    # paired by seed: differences 0 and 0.0028, mean 0.0014, sample std 0.00198
+    assert ("inconclusive (the difference 0.0014 is within the spread over seeds 0.00198; "
+            "paired by seed over 2 seeds)") in result.checks[0].text
     apart = chance[:2] + [run("sgd", 10, 0, final__val_accuracy=0.05), run("sgd", 10, 1, final__val_accuracy=0.06)]
     assert check_claim(claim(check), apart, KEYS).status == "reproduced"
-    single = [chance[1], chance[2]]  # one seed a side: no spread to go by, the means decide
-    assert check_claim(claim(check), single, KEYS).status == "reproduced"
+    single = [chance[1], chance[2]]  # one seed a side never decides
+    assert check_claim(claim(check), single, KEYS).status == "inconclusive"
 
 
 def test_numbers_from_initialization_of_a_run_that_diverged_later_still_count():
     records = [run("relu", 150, 0, outcome="diverged", diverged_step=1183, summary__time_grad_ratio_init=0.74,
                    final__val_loss=float("nan")),
                run("tanh", 150, 0, summary__time_grad_ratio_init=4.6e-4, final__val_loss=0.177)]
+    records += [run("relu", 150, 1, outcome="diverged", diverged_step=900, summary__time_grad_ratio_init=0.84,
+                    final__val_loss=float("nan"))]
     at_init = {"metric": "summary/time_grad_ratio_init", "variant": {"model.activation": "relu"}, "op": ">", "value": 0.1}
     final = {"metric": "final/val_loss", "variant": {"model.activation": "relu"}, "op": "<", "value": 0.1}
     assert check_claim(claim(at_init), records, KEYS).status == "reproduced"
-    assert check_claim(claim(final), records, KEYS).status == "inconclusive"
+    result = check_claim(claim(final), records, KEYS)
+    assert result.status == "inconclusive"
+    assert "0 of 2 runs usable (2 diverged)" in result.checks[0].text
+
+
+# -- the honest checker: log scale, pairing, three-way decisions, equivalence ---------------------
+def grads(act, values, seeds=None, metric="summary/grad_first_init"):
+    seeds = seeds if seeds is not None else range(len(values))
+    return [run(act, 20, s, **{metric.replace("/", "__"): v}) for s, v in zip(seeds, values)]
+
+
+def test_gradient_norms_are_compared_in_log10_not_by_their_arithmetic_mean():
+    """One seed at 2e-3 and three at 1e-9: the arithmetic mean (5e-4) is that one seed; in log10
+    the variant sits at ~1e-7.4, clearly below 1e-4."""
+    records = grads("sigmoid", [2e-3, 1e-9, 1e-9, 1e-9])
+    check = {"metric": "summary/grad_first_init", "variant": {"model.activation": "sigmoid"}, "op": "<", "value": 1e-4}
+    logged = check_claim(claim(check), records, KEYS).checks[0]
+    assert logged.scale == "log" and logged.status == "holds"
+    logs = [math.log10(2e-3), -9, -9, -9]
+    assert logged.difference == pytest.approx(sum(logs) / 4 + 4)
+    assert logged.lhs == pytest.approx(10 ** (sum(logs) / 4))  # geometric mean
+    linear = check_claim(claim(dict(check, scale="linear")), records, KEYS).checks[0]
+    assert linear.scale == "linear" and linear.status == "inconclusive"
+    assert linear.lhs == pytest.approx((2e-3 + 3e-9) / 4)
+
+
+def test_exact_zeros_count_as_1e_45_and_a_factor_is_a_log_shift():
+    records = grads("random_normal", [0.0, 0.0]) + grads("he_normal", [0.17, 0.18])
+    check = {"metric": "summary/grad_first_init", "variant": {"model.activation": "random_normal"}, "op": "<",
+             "factor": 1e-6, "than": {"model.activation": "he_normal"}}
+    result = check_claim(claim(check), records, KEYS).checks[0]
+    assert result.status == "holds" and result.lhs == pytest.approx(1e-45)
+    expected = [-45 - math.log10(0.17) + 6, -45 - math.log10(0.18) + 6]
+    assert result.difference == pytest.approx(sum(expected) / 2)
+
+
+def test_sides_that_share_seeds_are_compared_paired_by_seed():
+    """Seed-to-seed variation (0.5 … 0.9) swamps a steady 0.02 advantage unless the seeds pair."""
+    a = [run("adam", 10, s, final__val_accuracy=v) for s, v in enumerate((0.50, 0.70, 0.90))]
+    b = [run("sgd", 10, s, final__val_accuracy=v - 0.02) for s, v in enumerate((0.50, 0.70, 0.90))]
+    check = {"metric": "final/val_accuracy", "variant": {"model.activation": "adam"}, "op": ">",
+             "than": {"model.activation": "sgd"}}
+    paired = check_claim(claim(check), a + b, KEYS).checks[0]
+    assert paired.status == "holds" and paired.pairs == 3
+    assert paired.difference == pytest.approx(0.02) and paired.spread == pytest.approx(0.0, abs=1e-12)
+    assert "paired by seed over 3 seeds" in paired.text
+    other_seeds = [run("sgd", 10, s + 3, final__val_accuracy=r.metrics["final/val_accuracy"]) for s, r in enumerate(b)]
+    unpaired = check_claim(claim(check), a + other_seeds, KEYS).checks[0]
+    assert unpaired.pairs == 0 and unpaired.status == "inconclusive"
+    assert unpaired.spread == pytest.approx(0.2 + 0.2)  # std_lhs + std_rhs, ddof=1
+    assert "within the spread over seeds 0.4; unpaired" in unpaired.text
+
+
+def test_a_difference_within_the_spread_is_inconclusive_in_both_directions():
+    check = {"metric": "final/val_accuracy", "variant": {"model.activation": "a"}, "op": ">",
+             "than": {"model.activation": "b"}}
+    below_within = [run("a", 1, 0, final__val_accuracy=0.1), run("a", 1, 1, final__val_accuracy=0.3),
+                    run("b", 1, 0, final__val_accuracy=0.25), run("b", 1, 1, final__val_accuracy=0.25)]
+    result = check_claim(claim(check), below_within, KEYS)  # means violate '>' but within the spread
+    assert result.status == "inconclusive" and result.checks[0].status == "inconclusive"
+    below_beyond = [run("a", 1, 0, final__val_accuracy=0.1), run("a", 1, 1, final__val_accuracy=0.12),
+                    run("b", 1, 0, final__val_accuracy=0.5), run("b", 1, 1, final__val_accuracy=0.52)]
+    result = check_claim(claim(check), below_beyond, KEYS)
+    assert result.status == "not reproduced" and result.checks[0].status == "fails"
+    assert "difference -0.4 goes against '>' beyond the spread 0" in result.checks[0].text
+
+
+def test_one_seed_never_decides():
+    records = [run("a", 1, 0, final__val_accuracy=0.9), run("b", 1, 0, final__val_accuracy=0.1),
+               run("b", 1, 1, final__val_accuracy=0.1)]
+    check = {"metric": "final/val_accuracy", "variant": {"model.activation": "a"}, "op": ">",
+             "than": {"model.activation": "b"}}
+    result = check_claim(claim(check), records, KEYS)
+    assert result.status == "inconclusive"
+    assert "inconclusive (one seed never decides: a has 1 usable run, need at least 2)" in result.checks[0].text
+    constant = check_claim(claim(dict(ACC_CHECK, variant={"model.activation": "a"})), records, KEYS).checks[0]
+    assert constant.status == "inconclusive" and "one seed never decides" in constant.text
+
+
+@pytest.mark.parametrize("b_values, tolerance, status", [
+    ((0.91, 0.91), 0.05, "holds"),          # |0| + 0.0141 <= 0.05
+    ((0.50, 0.50), 0.05, "fails"),          # 0.41 - 0.0141 > 0.05
+    ((0.91, 0.91), 0.01, "inconclusive"),   # 0 ± 0.0141 straddles 0.01
+])
+def test_equivalence_holds_fails_or_is_inconclusive(b_values, tolerance, status):
+    records = [run("a", 1, 0, final__val_accuracy=0.90), run("a", 1, 1, final__val_accuracy=0.92),
+               *(run("b", 1, s, final__val_accuracy=v) for s, v in enumerate(b_values))]
+    check = {"metric": "final/val_accuracy", "variant": {"model.activation": "a"}, "op": "≈",
+             "tolerance": tolerance, "than": {"model.activation": "b"}}
+    result = check_claim(claim(check), records, KEYS)
+    assert result.checks[0].status == status
+    assert result.status == {"holds": "reproduced", "fails": "not reproduced"}.get(status, "inconclusive")
+    assert f"≈ (within {tolerance:g})" in result.checks[0].text
+
+
+def test_equivalence_tolerance_is_in_log10_units_for_gradient_norms():
+    records = grads("a", [1e-3, 1e-3]) + grads("b", [2e-3, 2e-3])  # a factor 2 apart: 0.301 in log10
+    check = {"metric": "summary/grad_first_init", "variant": {"model.activation": "a"}, "op": "≈",
+             "than": {"model.activation": "b"}}
+    assert check_claim(claim(dict(check, tolerance=0.5)), records, KEYS).checks[0].status == "holds"
+    assert check_claim(claim(dict(check, tolerance=0.2)), records, KEYS).checks[0].status == "fails"
+
+
+def test_divergence_checks_state_counts():
+    records = ([clip_run("null", s, outcome="diverged", diverged_step=2) for s in range(3)]
+               + [clip_run("1.0", s) for s in range(3)])
+    check = {"metric": "diverged", "variant": {"optimizer.clipnorm": "null"}, "op": ">",
+             "than": {"optimizer.clipnorm": 1.0}}
+    result = check_claim(claim(check), records, ["optimizer.clipnorm"])
+    assert result.status == "reproduced"
+    assert result.checks[0].text.startswith("diverged: null = 3/3 > 1.0 = 0/3: holds")
+
+
+def test_at_quick_scale_a_variant_the_sweep_did_not_run_is_not_run_at_this_scale():
+    missing = dict(ACC_CHECK, variant={"model.activation": "tanh"})
+    quick = check_claim(claim(missing), study(), KEYS, scale="quick").checks[0]
+    assert quick.status == "inconclusive" and "inconclusive (not run at this scale: variant" in quick.text
+    full = check_claim(claim(missing), study(), KEYS, scale="full").checks[0]
+    assert "not run at this scale" not in full.text and "no run matches" in full.text
+
+
+@pytest.mark.parametrize("bad, message", [
+    (claim(dict(ACC_CHECK, metric="final/val_acc")), "claim check 0: unknown metric 'final/val_acc'; did you mean final/val_accuracy"),
+    (claim(dict(ACC_CHECK, metric="saturated/block01_act")), "claim check 0: unknown metric 'saturated/block01_act'"),
+    (claim(dict(ACC_CHECK, op="≈")), "claim check 0: op '≈' needs 'tolerance'"),
+    (claim(dict(ACC_CHECK, tolerance=0.1)), "claim check 0: 'tolerance' applies to op '≈' only"),
+    (claim(dict(ACC_CHECK, op="≈", tolerance=0)), "claim check 0: 'tolerance' must be > 0"),
+    (claim(dict(GRAD_CHECK, factor=-1)), "claim check 0: 'factor' must be > 0 on log scale"),
+    (claim(dict(ACC_CHECK, scale="ln")), "claim check 0: unknown scale 'ln'"),
+])
+def test_checks_are_validated_before_training(bad, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        validate_claim(bad)
+    validate_claim(claim(dict(GRAD_CHECK, factor=-1, scale="linear")))  # a negative factor is fine in linear
+
+
+def test_log_scale_metrics_show_geometric_means_and_say_so():
+    rows = summarize(study(), KEYS, ["summary/grad_first_init", "final/val_accuracy"])
+    lines = to_markdown(rows, KEYS, ["summary/grad_first_init", "final/val_accuracy"]).splitlines()
+    assert "| summary/grad_first_init (geo. mean ×/÷ factor) | final/val_accuracy |" in lines[0]
+    assert lines[2] == "| sigmoid | 20 | 2 | 2 | 0 | 0 | 3.87e-09 ×/÷ 1.44 | 0.12 ± 0.0141 |"
+    table = list(csv.DictReader(io.StringIO(to_csv(rows, KEYS, ["summary/grad_first_init"]))))
+    assert float(table[0]["summary/grad_first_init_log10_mean"]) == pytest.approx(math.log10(math.sqrt(15e-18)))

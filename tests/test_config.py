@@ -31,36 +31,52 @@ def test_public_listing():
     assert {"digits", "synthetic"} <= set(zoo.list_datasets())
 
 
-@pytest.mark.parametrize("override, message", [
-    ("model.depth=0", "model.depth must be >= 1, got 0"),
-    ("model.width=0", "model.width must be >= 1, got 0"),
-    ("optimizer.lr=0", "optimizer.lr must be > 0, got 0"),
-    ("optimizer.lr=-1e-3", "optimizer.lr must be > 0, got -0.001"),
-    ("optimizer.clipnorm=0", "optimizer.clipnorm must be > 0, got 0"),
-    ("optimizer.global_clipnorm=-1", "optimizer.global_clipnorm must be > 0, got -1"),
-    ("optimizer.clipvalue=0", "optimizer.clipvalue must be > 0, got 0"),
-    ("model.activation=sigmod", "model.activation: unknown activation 'sigmod'; choose one of: "
-                                "elu, gelu, leaky_relu, linear, prelu, relu, selu, sigmoid, tanh"),
-    ("model.init=xavier", "model.init: unknown initializer 'xavier'; choose one of: glorot_normal, "
-                          "glorot_uniform, he_normal, he_uniform, identity, lecun_normal, "
-                          "orthogonal, random_normal"),
-    ("model.norm=group", "model.norm: unknown norm 'group'; choose one of: batch, layer, none"),
-    ("model.regularizer=l3", "model.regularizer: unknown regularizer 'l3'; choose one of: l1, l2, none"),
-    ("model.name=transformer", "model.name: unknown model 'transformer'; choose one of: deep_linear, gru, inception, lstm, mlp, "
-                             "resnet, simple_rnn"),
-    ("data.name=imagenet", "data.name: unknown dataset 'imagenet'; choose one of: adding, cifar10, "
-                           "copy_memory, digits, fashion_mnist, mnist, seq_digits, synthetic"),
-    ("optimizer.name=lion", "optimizer.name: unknown optimizer 'lion'; choose one of: adam, rmsprop, sgd"),
-    ("model.depth=deep", "model.depth: Value 'deep' of type 'str' could not be converted to Integer"),
-    ("trainer.epochs=0", "trainer.epochs must be >= 1, got 0"),
-    ("trainer.batch_size=0", "trainer.batch_size must be >= 1, got 0"),
-    ("monitor.log_every=0", "monitor.log_every must be >= 1, got 0"),
-    ("+model.dropout=0.5", "model.dropout: Key 'dropout' not in 'MLPConfig'"),
-    ("seed=-1", "seed must be an integer >= 0, got -1"),
-])
+def _choose(registry) -> str:
+    return ", ".join(registry.names())
+
+
+def _bad_values():
+    """(override, message) pairs; every list of valid names comes from its registry."""
+    from zoo.data import DATASETS
+    from zoo.models import MODELS, blocks
+    from zoo.optimizers import OPTIMIZERS
+
+    return [
+        ("model.depth=0", "model.depth must be >= 1, got 0"),
+        ("model.width=0", "model.width must be >= 1, got 0"),
+        ("optimizer.lr=0", "optimizer.lr must be > 0, got 0"),
+        ("optimizer.lr=-1e-3", "optimizer.lr must be > 0, got -0.001"),
+        ("optimizer.clipnorm=0", "optimizer.clipnorm must be > 0, got 0"),
+        ("optimizer.global_clipnorm=-1", "optimizer.global_clipnorm must be > 0, got -1"),
+        ("optimizer.clipvalue=0", "optimizer.clipvalue must be > 0, got 0"),
+        ("model.activation=sigmod", "model.activation: unknown activation 'sigmod'; choose one of: "
+                                    + _choose(blocks.ACTIVATIONS)),
+        ("model.init=xavier", "model.init: unknown initializer 'xavier'; choose one of: "
+                              + _choose(blocks.INITIALIZERS)),
+        ("model.norm=group", "model.norm: unknown norm 'group'; choose one of: " + _choose(blocks.NORMS)),
+        ("model.regularizer=l3", "model.regularizer: unknown regularizer 'l3'; choose one of: "
+                                 + _choose(blocks.REGULARIZERS)),
+        ("model.name=transformer", "model.name: unknown model 'transformer'; choose one of: "
+                                   + _choose(MODELS)),
+        ("data.name=imagenet", "data.name: unknown dataset 'imagenet'; choose one of: " + _choose(DATASETS)),
+        ("optimizer.name=lion", "optimizer.name: unknown optimizer 'lion'; choose one of: "
+                                + _choose(OPTIMIZERS)),
+        ("model.depth=deep", "model.depth: Value 'deep' of type 'str' could not be converted to Integer"),
+        ("trainer.epochs=0", "trainer.epochs must be >= 1, got 0"),
+        ("trainer.batch_size=0", "trainer.batch_size must be >= 1, got 0"),
+        ("monitor.log_every=0", "monitor.log_every must be >= 1, got 0"),
+        ("+model.dropout=0.5", "model.dropout: Key 'dropout' not in 'MLPConfig'"),
+        ("seed=-1", "seed must be an integer in [0, 2**32), got -1"),
+        ("pretrain.epochs=1 model=resnet data.layout=image",
+         "pretrain.epochs: greedy layer-wise pretraining applies to "
+         + ", ".join(e.name for e in MODELS if e.tags.get("pretrainable")) + ", not model 'resnet'"),
+    ]
+
+
+@pytest.mark.parametrize("override, message", _bad_values())
 def test_bad_values_are_refused_with_one_line(override, message):
     with pytest.raises(SpecError) as err:
-        compose_spec([override])
+        compose_spec(override.split())
     assert str(err.value) == message
 
 
@@ -78,21 +94,71 @@ def test_good_config_validates_and_keeps_types():
     assert spec.tracking.uri == "sqlite:///mlflow.db"
 
 
+def _compose_group(group: str, option: str) -> dict:
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    with initialize_config_module(config_module="zoo.conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"{group}={option}"])
+    return OmegaConf.to_container(cfg[group], resolve=True)
+
+
 def test_every_group_file_mirrors_its_builder_schema():
-    """A config group file sets exactly the builder's arguments, with the schema's defaults."""
+    """A builder's own file sets exactly its arguments with the schema's defaults; a preset file
+    extends one of them (``defaults: [<base>, _self_]``) and sets only the keys that differ."""
+    from zoo.schema import defaults
     from zoo.spec import _registries
 
     for group, registry in _registries().items():
         files = sorted((REPO / "conf" / group).glob("*.yaml"))
         assert {f.stem for f in files} >= set(registry.names()), group
         for f in files:
-            values = yaml.safe_load(f.read_text())
-            schema = registry.get(values["name"]).schema
-            assert set(values) == {x.name for x in fields(schema)}, f
+            raw = yaml.safe_load(f.read_text())
             if f.stem in registry:  # the builder's own file: its defaults, exactly
-                assert values == {**schema().__dict__, "name": f.stem}, f
-            else:  # a preset of a registered builder (optimizer=momentum is sgd with momentum 0.9)
-                assert values != {**schema().__dict__, "name": values["name"]}, f
+                schema = registry.get(f.stem).schema
+                assert raw == {**defaults(schema), "name": f.stem}, f
+                continue
+            base = [d for d in raw.pop("defaults", []) if d != "_self_"]
+            assert len(base) == 1 and base[0] in registry, f"{f}: defaults: [<builder>, _self_]"
+            own = yaml.safe_load((REPO / "conf" / group / f"{base[0]}.yaml").read_text())
+            assert raw and set(raw) <= set(own) - {"name"}, f"{f} sets keys its base lacks"
+            same = [k for k in raw if raw[k] == own[k]]
+            assert not same, f"{f} restates its base's {same}"
+            assert "#" in f.read_text().split("defaults:")[1], f"{f}: say where each value is from"
+            assert _compose_group(group, f.stem) == {**own, **raw}, f
+
+
+def test_primary_config_sections_mirror_their_schemas():
+    """conf/config.yaml lists the fixed sections' keys (so they can be overridden without +),
+    with the schemas' defaults."""
+    from zoo.schema import defaults
+    from zoo.spec import FIXED, RunSpec
+
+    primary = yaml.safe_load((REPO / "conf" / "config.yaml").read_text())
+    assert primary["seed"] == RunSpec.seed
+    for section, schema in FIXED.items():
+        assert primary[section] == defaults(schema), section
+
+
+def schema_keys() -> list[str]:
+    """Every key a user can set, from the schemas: fixed sections and every registered builder."""
+    from zoo.schema import defaults
+    from zoo.spec import FIXED, _registries
+
+    keys = ["seed"] + [f"{s}.{k}" for s, schema in FIXED.items() for k in defaults(schema)]
+    for group, registry in _registries().items():
+        keys += [f"{group}.{k}" for e in registry for k in defaults(e.schema)]
+    return sorted(set(keys))
+
+
+def test_every_schema_field_has_a_description():
+    """The help's descriptions are the fields' trailing comments: none may be missing."""
+    from zoo.schema import defaults, field_docs
+    from zoo.spec import FIXED, _registries
+
+    schemas = list(FIXED.values()) + [e.schema for r in _registries().values() for e in r]
+    missing = [f"{s.__name__}.{k}" for s in schemas for k in defaults(s) if not field_docs(s).get(k)]
+    assert not missing, f"add a trailing comment to: {', '.join(missing)}"
 
 
 def test_config_errors_and_help_do_not_import_tensorflow(tmp_path):
@@ -114,12 +180,74 @@ def test_cli_config_error_exits_nonzero_with_one_line(tmp_path):
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_help_documents_every_contract_key(tmp_path):
+def test_help_lists_every_schema_key_with_its_default(tmp_path):
+    from zoo.schema import defaults, show_value
+    from zoo.spec import FIXED
+
     out = run_cli("--help", cwd=tmp_path)
-    assert out.returncode == 0
-    for key in ("model.depth", "model.width", "model.activation", "model.init", "model.norm",
-                "model.residual", "model.regularizer", "optimizer.lr", "optimizer.clipnorm",
-                "optimizer.global_clipnorm", "optimizer.clipvalue", "trainer.epochs",
-                "trainer.batch_size", "seed", "monitor.histogram_every", "monitor.log_every",
-                "tracking.uri", "tracking.experiment"):
-        assert key in out.stdout, key
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    for key in schema_keys():
+        assert any(line.strip().startswith(f"{key}=") for line in lines), key
+    for section, schema in FIXED.items():  # the fixed sections' defaults, as typed on the CLI
+        for key, value in defaults(schema).items():
+            assert f"{section}.{key}={show_value(value)} " in out.stdout, (section, key)
+    for preset in ("model=irnn", "model=lstm_chrono", "optimizer=sgd_clipnorm"):
+        assert preset in out.stdout
+
+
+def _readme_defaults() -> dict[str, str]:
+    """``{key: default}`` from the README's ``| key | default | meaning |`` table, for the rows
+    whose keys are plain config keys (``a`` / ``b`` rows pair up with ``x`` / ``y`` defaults)."""
+    import re
+
+    text = (REPO / "README.md").read_text()
+    table = text[text.index("| key | default | meaning |"):].split("\n\n", 1)[0]
+    found = {}
+    for row in table.splitlines()[2:]:
+        cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        if len(cells) < 3 or not cells[0] or not cells[1]:
+            continue
+        keys = re.findall(r"`([^`]+)`", cells[0])
+        values = re.findall(r"`([^`]*)`", cells[1])
+        if not keys or not values:
+            continue
+        section = keys[0].split(".")[0]
+        keys = [k if "." in k or k in ("seed", "model", "data", "optimizer") else f"{section}.{k}"
+                for k in keys]
+        if len(values) == 1:
+            values = values * len(keys)
+        if len(values) == len(keys):
+            found.update(zip(keys, values))
+    return found
+
+
+def _same(readme: str, value) -> bool:
+    from zoo.schema import show_value
+
+    if isinstance(value, float) and not isinstance(value, bool):
+        try:
+            return float(readme) == value
+        except ValueError:
+            return False
+    return readme == show_value(value)
+
+
+def test_readme_table_defaults_agree_with_the_schemas():
+    from zoo.schema import defaults
+    from zoo.spec import FIXED, RunSpec, _registries
+
+    primary = yaml.safe_load((REPO / "conf" / "config.yaml").read_text())
+    chosen = {k: v for d in primary["defaults"] if isinstance(d, dict) for k, v in d.items()}
+    truth = {"seed": RunSpec.seed}
+    for section, schema in FIXED.items():
+        truth.update({f"{section}.{k}": v for k, v in defaults(schema).items()})
+    for group, registry in _registries().items():
+        truth[group] = chosen[group]
+        schema = registry.get(chosen[group]).schema  # the table's defaults are the default builder's
+        truth.update({f"{group}.{k}": v for k, v in defaults(schema).items()})
+    readme = _readme_defaults()
+    checked = {k: v for k, v in readme.items() if k in truth}
+    assert len(checked) >= 15, sorted(readme)
+    wrong = {k: (v, truth[k]) for k, v in checked.items() if not _same(v, truth[k])}
+    assert not wrong, f"README default != schema default: {wrong}"

@@ -4,15 +4,13 @@ import pytest
 import tensorflow as tf
 
 import zoo
-from zoo.optimizers import OPTIMIZERS
 from zoo.schema import SpecError
 from zoo.spec import compose_spec
-from zoo.step import InstrumentedStep, batch_spec
+from conftest import make_step as _make_step, probe_once
 
 
 def make_step(model, x, y, task):
-    return InstrumentedStep(model, task, OPTIMIZERS.build("sgd", lr=1e-3, momentum=0.0, nesterov=False),
-                            None, batch_spec(x, y))
+    return _make_step(model, x, y, task, lr=1e-3)
 
 
 @pytest.mark.parametrize("name", ["simple_rnn", "lstm", "gru"])
@@ -21,13 +19,12 @@ def test_each_cell_trains_and_records_gradient_per_time_step(name):
     model = zoo.build_model(name, data.input_shape, 1, depth=2, width=8)
     step = make_step(model, data.x_train[:32], data.y_train[:32], "regression")
     for _ in range(2):
-        packed, _, _, time, gates = step.train_with_histograms(tf.constant(data.x_train[:32]),
-                                                       tf.constant(data.y_train[:32]))
-    u = step.layout.unpack(packed.numpy())
-    assert u["finite"][0] == 1 and np.all(u["grad_norm"][0] > 0)
-    assert step.layout.kernels[:2] == ("rnn1", "rnn1/recurrent") and step.layout.kernels[-1] == "head"
+        u, probed = probe_once(step, data.x_train[:32], data.y_train[:32])
+    time = probed["time_grad"]
+    assert u["finite"] == 1 and np.all(u["grad_norm"] > 0)
+    assert step.kernels[:2] == ("rnn1", "rnn1/recurrent") and step.kernels[-1] == "head"
     assert time.shape == (2, 12)  # two recurrent layers, one value per time step
-    assert np.all(time.numpy() > 0)
+    assert np.all(time > 0)
 
 
 def test_gradient_through_time_matches_closed_form():
@@ -42,7 +39,7 @@ def test_gradient_through_time_matches_closed_form():
     x = np.random.default_rng(0).uniform(0.1, 1.0, size=(5, steps, 3)).astype(np.float32)
     y = np.ones((5, 1), np.float32)
     step = make_step(model, x, y, "regression")
-    time = step.train_with_histograms(tf.constant(x), tf.constant(y))[3].numpy()[0]
+    time = probe_once(step, x, y)[1]["time_grad"][0]
     np.testing.assert_allclose(time / time[-1], a ** (steps - 1 - np.arange(steps)), rtol=1e-4)
 
 
@@ -89,12 +86,12 @@ def test_forget_gate_is_recomputed_from_the_lstm_weights():
     w_f = cell.kernel.numpy()[:, 4:8]  # read before the step updates it
     expected = 1 / (1 + np.exp(-(x @ w_f + 1.0)))
     step = make_step(model, x, y, "regression")
-    gates = step.train_with_histograms(tf.constant(x), tf.constant(y))[4].numpy()
+    gates = probe_once(step, x, y)[1]["forget_gate"]
     assert gates.shape == (1,)
     np.testing.assert_allclose(gates[0], expected.mean(), rtol=1e-5)
     zeroed = zoo.build_model("lstm", (7, 3), 1, width=4, forget_bias="one")
     zeroed.get_layer("rnn1").cell.kernel.assign(np.zeros((3, 16), np.float32))
     zeroed.get_layer("rnn1").cell.recurrent_kernel.assign(np.zeros((4, 16), np.float32))
     step = make_step(zeroed, x, y, "regression")
-    gates = step.train_with_histograms(tf.constant(x), tf.constant(y))[4].numpy()
+    gates = probe_once(step, x, y)[1]["forget_gate"]
     np.testing.assert_allclose(gates[0], 1 / (1 + np.exp(-1.0)), rtol=1e-6)

@@ -8,10 +8,9 @@ import pytest
 import tensorflow as tf
 
 import zoo
-from zoo.optimizers import OPTIMIZERS
 from zoo.schema import SpecError
 from zoo.spec import compose_spec
-from zoo.step import InstrumentedStep, batch_spec
+from conftest import make_step
 
 
 def trainable_count(model) -> int:
@@ -94,17 +93,15 @@ def test_resnet8_trains_through_the_instrumented_step():
     data = zoo.load_dataset("digits", layout="image")
     model = zoo.build_model("resnet", data.input_shape, data.num_outputs, depth=8, width=4)
     x, y = data.x_train[:32], data.y_train[:32]
-    step = InstrumentedStep(model, "classification",
-                            OPTIMIZERS.build("sgd", lr=0.01, momentum=0.0, nesterov=False),
-                            None, batch_spec(x, y))
+    step = make_step(model, x, y, "classification", lr=0.01)
     rows = np.stack([step.train(tf.constant(x), tf.constant(y)).numpy() for _ in range(2)])
     u = step.layout.unpack(rows)
-    kernels = step.layout.kernels
+    kernels = step.kernels
     assert kernels[0] == "stem_conv" and kernels[-1] == "head"
     assert set(conv_names(model)) <= set(kernels) and len(kernels) == len(conv_names(model)) + 1
     assert np.all(np.isfinite(u["grad_norm"])) and np.all(u["grad_norm"] > 0), u["grad_norm"]
     assert np.all(u["finite"] == 1)
-    acts = step.layout.activations
+    acts = [name for name, _ in step.activations]
     assert acts[0] == "stem_act" and acts[-1] == "stage3_block1_out_act" and len(acts) == 7
 
 
@@ -113,7 +110,7 @@ def test_resnet_trains_end_to_end(tmp_path, monkeypatch):
     result = zoo.train(["model=resnet", "model.depth=8", "model.width=4", "data.layout=image",
                         "trainer.epochs=1"])
     assert result.outcome == "finished"
-    assert result.verdict.label in {"healthy", "vanishing", "exploding"}, result.verdict
+    assert result.verdict.label == "healthy", result.verdict  # ResNet-8 with batch norm
     assert "final/val_loss" in result.final
 
 

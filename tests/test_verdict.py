@@ -14,7 +14,10 @@ def test_windows_cover_every_step_once():
     spans = windows(T)
     assert spans[0].start == 0 and spans[-1].stop == T
     assert sum(s.stop - s.start for s in spans) == T
-    assert windows(7)[0] == slice(0, 5)  # at least MIN_WINDOW steps
+    assert windows(7) == [slice(0, 7)]  # at least MIN_WINDOW steps: no 2-step remainder
+    for n in range(5, 200):  # every window of every run length has at least 5 steps
+        spans = windows(n)
+        assert min(s.stop - s.start for s in spans) >= 5 and spans[-1].stop == n, n
 
 
 def test_healthy_when_gradient_reaches_every_layer():

@@ -8,10 +8,9 @@ import tensorflow as tf
 import zoo
 from zoo.models import MODELS
 from zoo.monitor.recorder import Recorder
-from zoo.optimizers import OPTIMIZERS
 from zoo.schema import SpecError
 from zoo.spec import compose_spec
-from zoo.step import InstrumentedStep, batch_spec
+from conftest import make_step as _make_step
 from zoo.tracking.memory import MemorySink
 
 # The smallest data of each kind a model can take, and small shapes for the big families.
@@ -21,7 +20,7 @@ SMALL_KNOBS = {"resnet": {"depth": 8, "width": 4}, "inception": {"depth": 3, "wi
 
 
 def make_step(model, x, y, task):
-    return InstrumentedStep(model, task, OPTIMIZERS.build("adam", lr=1e-3), None, batch_spec(x, y))
+    return _make_step(model, x, y, task, optimizer="adam")
 
 
 @pytest.mark.parametrize("name", MODELS.names())
@@ -34,14 +33,15 @@ def test_every_registered_model_trains_two_steps_and_is_recorded(name):
     x, y = tf.constant(data.x_train[:16]), tf.constant(data.y_train[:16])
     step = make_step(model, x, y, data.task)
     sink = MemorySink()
-    recorder = Recorder(step.layout, step.activation_kinds, sink, log_every=1, clipping=False,
-                        seq_layers=[l.name for l in step.seq_layers])
+    recorder = Recorder(step.layout, step.probe_layout, sink, log_every=1,
+                        activation_kinds=[k for _, k in step.activations])
     before = [v.numpy().copy() for v in model.trainable_variables]
-    packed, hist, act, time, gates = step.train_with_histograms(x, y)
-    assert recorder.on_step(packed.numpy(), hist.numpy(), act.numpy(), time.numpy(), gates.numpy())
+    packed, probed = step.train_with_probes(x, y)
+    assert recorder.on_step(packed.numpy(), probed.numpy())
     assert recorder.on_step(step.train(x, y).numpy())
     stats = recorder.stats()
-    layers = step.layout.kernels
+    stats.check()  # shapes and dtypes as the raw file documents them
+    layers = step.kernels
     assert len(layers) >= 2 and layers[-1] == "head"
     assert stats.grad_norm.shape == (2, len(layers)) and np.all(stats.grad_norm > 0)
     assert stats.hist_counts.shape[:2] == (1, len(layers))
@@ -69,12 +69,12 @@ def test_auxiliary_heads_add_their_weighted_loss_terms():
     expected = float(tf.norm(tape.gradient(objective, stem)))
     main_only = float(tf.norm(tape.gradient(losses[0], stem)))
     step = make_step(model, x, y, "classification")
-    assert step.layout.aux_heads == ("aux1_head", "aux2_head")
-    assert not [k for k in step.layout.kernels if k.startswith("aux")]  # monitored: the main path
+    assert step.aux_heads == ("aux1_head", "aux2_head")
+    assert not [k for k in step.kernels if k.startswith("aux")]  # monitored: the main path
     u = step.layout.unpack(step.train(x, y).numpy())
     np.testing.assert_allclose(u["loss"][0], float(losses[0]), rtol=1e-5)
     np.testing.assert_allclose(u["aux_loss"][0], [float(losses[1]), float(losses[2])], rtol=1e-5)
-    got = u["grad_norm"][0, step.layout.kernels.index("stem_conv")]
+    got = u["grad_norm"][0, step.kernels.index("stem_conv")]
     np.testing.assert_allclose(got, expected, rtol=1e-4)
     assert abs(expected - main_only) > 1e-3 * main_only  # the auxiliary terms do reach the stem
 

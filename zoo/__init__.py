@@ -10,7 +10,8 @@ from zoo._lazy import pin_backend
 pin_backend()
 
 __version__ = "0.1.0"
-__all__ = ["build_model", "list_models", "list_datasets", "load_dataset", "train"]
+__all__ = ["build_model", "compare", "list_models", "list_datasets", "list_pretrained", "load_dataset",
+           "load_pretrained", "train"]
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -56,3 +57,28 @@ def train(overrides: list[str] | None = None, sink=None):
 
     spec = compose_spec(overrides or [])
     return run(spec, sink if sink is not None else MemorySink())
+
+
+def list_pretrained(pattern: str = "*") -> list[str]:
+    """Names of the pretrained comparison models (``zoo-pretrained list`` describes them)."""
+    from zoo.pretrained import list_pretrained as names
+
+    return names(pattern)
+
+
+def load_pretrained(name: str):
+    """A pretrained entry's keras.Model: sha256-verified, loaded in Keras' safe mode, with the
+    layer roles its builder recorded (so ``zoo.compare`` and the train step see its activations
+    and auxiliary heads)."""
+    from zoo.pretrained.load import load_pretrained as load
+
+    return load(name)
+
+
+def compare(a, b, data=None, **options):
+    """Two models' per-layer gradient norms (and gradient through time) on the same batches, side
+    by side: ``.table``, ``.figure``, ``.save(path)``. See :func:`zoo.compare.compare` (once
+    imported, ``zoo.compare`` is that module, which is callable the same way)."""
+    import importlib
+
+    return importlib.import_module("zoo.compare").compare(a, b, data, **options)

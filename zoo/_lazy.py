@@ -12,7 +12,16 @@ import types
 
 
 def pin_backend() -> None:
-    """Keras 3 reads KERAS_BACKEND once, at import; gradzoo is a TensorFlow project."""
+    """Keras 3 reads KERAS_BACKEND once, at import; gradzoo is a TensorFlow project.
+
+    TF_CPP_MIN_LOG_LEVEL=2 (warnings and errors of TensorFlow's C++ log only) must be set before
+    TensorFlow is imported; it silences cpu_feature_guard's two lines. Measured with TensorFlow
+    2.21 on a CPU-only machine, five lines stay whatever the environment says: twice (once per
+    shared library) absl's "All log messages before absl::InitializeLog()" warning, the oneDNN
+    notice and cudart_stub's "Could not find cuda drivers", logged by static initializers before
+    any log level is read; and cuda_platform's "failed call to cuInit" (level 3 would hide it,
+    and every real C++ error with it; CUDA_VISIBLE_DEVICES does not). TF_ENABLE_ONEDNN_OPTS
+    would silence the notice by changing the numerics, so it is left alone."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

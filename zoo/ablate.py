@@ -7,38 +7,40 @@
 
 A study is a Hydra sweep: this is ``zoo-train -m --config-dir <ablations> --config-name
 <study>`` plus the scale's overrides, resume on (finished jobs with the same config and seed are
-skipped unless ``--force``), and a sweep folder of its own. The sweep callback
-(zoo.tracking.sweep) makes the MLflow parent run and judges the claim at the end; the table and
-the verdict are printed here. Listing and argument errors do not import TensorFlow.
+skipped unless ``--force``), and a sweep folder of its own. The study's checks are validated
+against its sweep first (zoo.studies.validate); the sweep callback (zoo.tracking.sweep) makes
+the MLflow parent run and judges the claim at the end (zoo.studies.judge). Listing and argument
+errors do not import TensorFlow, and neither does a bad override: the study's jobs that carry
+each value of the command line's overrides (at least one job) are composed and validated
+(zoo.spec) first, so ``model.depth=abc`` exits 2 with one line instead of skipping every job.
+Before launching, runs of the study's experiment left RUNNING by a process that is gone (SIGKILL,
+a lost machine) are ended as KILLED and listed (zoo.tracking.repair).
 """
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
 
 from zoo.schema import SpecError
-from zoo.study import SCALES, load_study, study_names, studies_dir, sweep_params
+from zoo.studies.jobs import job_count, study_jobs, task_overrides
+from zoo.studies.load import SCALES, load_study, study_names, studies_dir
+from zoo.studies.validate import validate_study
 
 
-def job_count(name: str, overrides: list[str]) -> int:
-    """Jobs of a study's sweep once command-line sweeps replace the file's."""
-    params = sweep_params(name)
-    for key, value in (o.split("=", 1) for o in overrides if "=" in o and not o.startswith("-")):
-        if key in params or "," in value:
-            params[key] = value
-    return math.prod(len(v.split(",")) for v in params.values())
-
-
-def describe() -> str:
-    lines = []
+def describe() -> tuple[str, list[str]]:
+    """The listing, and one line per study file that does not load (listed, not fatal)."""
+    lines, broken = [], []
     for name in study_names():
-        study = load_study(name)
-        lines.append(f"  {name:<16} {study.description}  "
-                     f"[{job_count(name, study.overrides('quick'))} jobs quick, {job_count(name, [])} full]")
-    return "studies (zoo-ablate <study> [--scale quick|full]):\n" + "\n".join(lines)
+        try:
+            study = load_study(name)
+            lines.append(f"  {name:<16} {study.description}  "
+                         f"[{job_count(name, study.overrides('quick'))} jobs quick, {job_count(name)} full]")
+        except SpecError as err:
+            lines.append(f"  {name:<16} BROKEN: {err}")
+            broken.append(str(err))
+    return "studies (zoo-ablate <study> [--scale quick|full]):\n" + "\n".join(lines), broken
 
 
 def hydra_argv(name: str, scale: str, jobs: int, force: bool, extra: list[str]) -> list[str]:
@@ -54,6 +56,50 @@ def hydra_argv(name: str, scale: str, jobs: int, force: bool, extra: list[str]) 
     return argv + list(extra)
 
 
+def jobs_to_check(jobs: list[list[str]], extra: list[str]) -> list[list[str]]:
+    """The first job, and a job for every value the command line's overrides give a key."""
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in task_overrides(extra)}
+    seen: set[str] = set()
+    chosen: list[list[str]] = []
+    for job in jobs:
+        mine = {o for o in job if o.split("=", 1)[0].lstrip("+~") in keys}
+        if not chosen or mine - seen:
+            chosen.append(job)
+            seen |= mine
+    return chosen
+
+
+def check_overrides(name: str, hydra_args: list[str], extra: list[str]):
+    """Compose and validate (zoo.spec, no TensorFlow) the jobs of :func:`jobs_to_check`; the
+    first job's spec. Raises SpecError, or Hydra's own exception for an override it refuses."""
+    from hydra import compose, initialize_config_dir
+
+    from zoo.spec import validate
+
+    jobs = study_jobs(name, hydra_args)
+    with initialize_config_dir(config_dir=str(studies_dir()), version_base="1.3"):
+        specs = [validate(compose(config_name=name, overrides=job)) for job in jobs_to_check(jobs, extra)]
+    return specs[0]
+
+
+def repair_before(spec) -> None:
+    """End the runs of this study's experiment whose process is gone, and say which."""
+    if not spec.tracking.uri:
+        return
+    from zoo.tracking.repair import describe, repair
+
+    try:
+        repaired = repair(spec.tracking.uri, spec.tracking.experiment)
+    except Exception as err:
+        print(f"zoo-ablate: could not look for orphaned runs in {spec.tracking.uri}: "
+              f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", file=sys.stderr)
+        return
+    for line in describe(repaired):
+        print(f"zoo-ablate: {line}")
+    if repaired:
+        print(f"zoo-ablate: repaired {len(repaired)} orphaned run(s) of experiment {spec.tracking.experiment}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="zoo-ablate", description=__doc__.split("\n")[0],
                                      epilog="Studies live in ablations/; see README 'Ablation studies'.")
@@ -66,16 +112,31 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)  # `zoo-ablate study --force seed=1,2` too
     try:
         if args.list or not args.study:
-            print(describe())
+            listing, broken = describe()
+            print(listing)
+            for line in broken:
+                print(f"zoo-ablate: {line}", file=sys.stderr)
             return 0
         if args.jobs < 1:
             raise SpecError("--jobs", f"must be >= 1, got {args.jobs}")
+        validate_study(args.study)  # every check against the full-scale sweep, before training
         hydra_args = hydra_argv(args.study, args.scale, args.jobs, args.force, args.overrides)
     except SpecError as err:
         print(f"zoo-ablate: {err}", file=sys.stderr)
         return 2
-    print(f"zoo-ablate: {args.study} at scale {args.scale}: "
-          f"{job_count(args.study, hydra_args)} jobs", flush=True)
+    from zoo.train import HYDRA_CONFIG_ERRORS, hydra_error_line
+
+    try:
+        jobs = job_count(args.study, hydra_args)
+        spec = check_overrides(args.study, hydra_args, args.overrides)
+    except SpecError as err:
+        print(f"zoo-ablate: config error: {err}", file=sys.stderr)
+        return 2
+    except HYDRA_CONFIG_ERRORS as err:
+        print(f"zoo-ablate: config error: {hydra_error_line(err)}", file=sys.stderr)
+        return 2
+    print(f"zoo-ablate: {args.study} at scale {args.scale}: {jobs} jobs", flush=True)
+    repair_before(spec)
     from zoo.train import main as zoo_train
 
     saved = sys.argv

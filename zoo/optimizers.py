@@ -22,10 +22,10 @@ CLIP_KEYS = ("clipnorm", "global_clipnorm", "clipvalue")
 
 @dataclass
 class OptimizerConfig(Section):
-    lr: float = 1e-3
-    clipnorm: Optional[float] = None
-    global_clipnorm: Optional[float] = None
-    clipvalue: Optional[float] = None
+    lr: float = 1e-3                        # learning rate
+    clipnorm: Optional[float] = None        # rescale each variable's gradient to at most this L2 norm
+    global_clipnorm: Optional[float] = None  # rescale all gradients together to at most this joint L2 norm
+    clipvalue: Optional[float] = None       # clip every gradient element to [-v, v]; at most one clip
 
     def __post_init__(self):
         positive(lr=self.lr)
@@ -45,9 +45,9 @@ class OptimizerConfig(Section):
 
 @dataclass
 class SGDConfig(OptimizerConfig):
-    lr: float = 1e-2
-    momentum: float = 0.0
-    nesterov: bool = False
+    lr: float = 1e-2           # learning rate
+    momentum: float = 0.0      # heavy-ball momentum; 0 = plain SGD
+    nesterov: bool = False     # Nesterov momentum (Sutskever et al. 2013)
 
     def __post_init__(self):
         super().__post_init__()

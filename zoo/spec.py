@@ -1,19 +1,30 @@
 """The validated run spec: a composed Hydra config checked section by section, before training.
 
 ``model``, ``data`` and ``optimizer`` are registry-backed: their ``name`` picks a builder whose
-schema types the rest of the section. ``trainer``, ``monitor`` and ``tracking`` have fixed
-schemas below. Nothing here imports TensorFlow, so a bad config fails in well under a second.
+schema types the rest of the section. ``trainer``, ``monitor``, ``pretrain`` and ``tracking``
+have fixed schemas below. Nothing here imports TensorFlow, so a bad config fails in well under a
+second; that includes a tracking store that cannot be written or reached, and a model too big
+for this machine's memory (zoo.budget).
+
+The schemas are the one source of every key's default and meaning: ``zoo-train --help`` lists
+them through the ``${zoo.help_keys:}`` resolver (see :func:`help_keys`).
 """
 from __future__ import annotations
 
+import os
+import unicodedata
+import urllib.parse
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from zoo import budget
 from zoo.registry import Entry, Registry, UnknownNameError
-from zoo.schema import Section, SpecError, at_least, positive
+from zoo.schema import (Section, SpecError, at_least, check_finite, check_raw_types, defaults,
+                        field_docs, positive, show_value)
 
 
 def _matched_init(activation: str) -> str:
@@ -34,8 +45,8 @@ CONFIG_NAME = "config"
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 10
-    batch_size: int = 64
+    epochs: int = 10            # passes over the training set
+    batch_size: int = 64        # examples per step
     deterministic: bool = True  # TF op determinism: same seed -> identical loss curve
     threads: int = 0            # TF intra/inter-op threads per job; 0 = TensorFlow's choice (all cores)
 
@@ -64,16 +75,32 @@ class PretrainConfig:
         positive(lr=self.lr)
 
 
+TRACKING_URIS = "sqlite:///PATH, file:PATH or a plain path, http(s)://HOST:PORT, or null"
+
+
 @dataclass
 class TrackingConfig:
-    uri: Optional[str] = "sqlite:///mlflow.db"  # null: keep records in memory, no MLflow
-    experiment: str = "gradzoo"
+    uri: Optional[str] = "sqlite:///mlflow.db"  # MLflow store (relative paths: from the working directory); null: no MLflow
+    experiment: str = "gradzoo"  # MLflow experiment name (at most 500 characters)
     resume: bool = False  # skip the job if a FINISHED run with the same config and seed exists
+    log_model: bool = True  # log the trained model (MLflow Keras flavour, signature, input example) under the run's logged models
+
+    def __post_init__(self):
+        name = self.experiment
+        if not name.strip():
+            raise SpecError("experiment", "must not be empty")
+        if len(name) > 500:
+            raise SpecError("experiment", f"must be at most 500 characters, got {len(name)}")
+        if any(unicodedata.category(ch) == "Cc" for ch in name):
+            raise SpecError("experiment", f"must not hold control characters, got {name!r}")
+        if self.uri is not None:
+            scheme = urllib.parse.urlsplit(self.uri).scheme.lower()
+            if scheme not in ("", "file", "sqlite", "http", "https"):
+                raise SpecError("uri", f"unsupported MLflow store {self.uri!r}; use {TRACKING_URIS}")
 
 
 @dataclass
 class RunSpec:
-    seed: int
     model: Section
     data: Section
     optimizer: Section
@@ -82,6 +109,14 @@ class RunSpec:
     pretrain: PretrainConfig
     tracking: TrackingConfig
     resolved: dict[str, Any]  # the whole resolved config, for logging
+    seed: int = 0  # run seed: initialization and shuffling (same config + seed -> same losses)
+
+
+SEED_LIMIT = 2**32  # numpy's and TensorFlow's seeds are 32-bit
+FIXED = {"trainer": TrainerConfig, "monitor": MonitorConfig, "pretrain": PretrainConfig,
+         "tracking": TrackingConfig}
+# Top-level keys: the run's sections; ``study`` is added by ablations/*.yaml, ``hydra`` by Hydra.
+TOP_LEVEL = ("seed", "model", "data", "optimizer", *FIXED, "study", "hydra")
 
 
 def _registries() -> dict[str, Registry]:
@@ -95,8 +130,11 @@ def _registries() -> dict[str, Registry]:
 def _typed(section: str, schema: type, values: Any):
     """Merge ``values`` into ``schema``: unknown keys, wrong types and ranges become SpecErrors."""
     try:
+        check_raw_types(schema, values)
         merged = OmegaConf.merge(OmegaConf.structured(schema), values)
-        return OmegaConf.to_object(merged)
+        config = OmegaConf.to_object(merged)
+        check_finite(config)
+        return config
     except SpecError as err:
         raise err.within(section) from None
     except OmegaConfBaseException as err:
@@ -158,15 +196,79 @@ def check_head(model: Section, data: Entry) -> None:
                                       f"use model.head={target}, got {head}")
 
 
-PRETRAINABLE = ("mlp", "deep_linear")  # models made of blockNN_dense blocks
-
-
-def _pretrain(values: Any, model: Entry) -> PretrainConfig:
+def _pretrain(values: Any, model: Entry, models: Registry) -> PretrainConfig:
+    """Pretraining needs a model made of blockNN_dense blocks: registry tag ``pretrainable``."""
     config = _typed("pretrain", PretrainConfig, values)
-    if config.epochs and model.name not in PRETRAINABLE:
+    if config.epochs and not model.tags.get("pretrainable"):
+        able = [e.name for e in models if e.tags.get("pretrainable")]
         raise SpecError("pretrain.epochs", f"greedy layer-wise pretraining applies to "
-                                           f"{', '.join(PRETRAINABLE)}, not model {model.name!r}")
+                                           f"{', '.join(able) or 'no model yet'}, not model "
+                                           f"{model.name!r}")
     return config
+
+
+def _seed(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < SEED_LIMIT:
+        raise SpecError("seed", f"must be an integer in [0, 2**32), got {value!r}")
+    return value
+
+
+def _writable_folder(key: str, path: Path, what: str) -> None:
+    """``path`` is an existing writable folder, or can be made inside one."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise SpecError(key, f"{what}: {str(probe)!r} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise SpecError(key, f"{what}: folder {str(probe)!r} is not writable")
+
+
+def check_tracking(config: TrackingConfig, timeout: float = 3.0) -> None:
+    """The MLflow store can be used from here: a local store's folder is writable (or can be
+    created), a server answers ``GET /health`` within ``timeout`` seconds."""
+    uri = config.uri
+    if uri is None:
+        return
+    parts = urllib.parse.urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if scheme == "sqlite":
+        path = uri[len("sqlite:///"):] if uri.lower().startswith("sqlite:///") else ""
+        if not path:
+            raise SpecError("tracking.uri", f"needs a database file, sqlite:///PATH; got {uri!r}")
+        if Path(path).is_dir():
+            raise SpecError("tracking.uri", f"{path!r} is a folder, not a database file")
+        _writable_folder("tracking.uri", Path(path).parent, f"cannot create {path!r}")
+    elif scheme in ("", "file"):
+        if scheme == "file" and parts.netloc not in ("", "localhost"):
+            raise SpecError("tracking.uri", f"file stores must be local, got {uri!r}")
+        path = Path(parts.path if scheme == "file" else uri)
+        if path.exists() and not path.is_dir():
+            raise SpecError("tracking.uri", f"{str(path)!r} is a file, not a store folder")
+        _writable_folder("tracking.uri", path, f"cannot create the store {str(path)!r}")
+    elif scheme in ("http", "https"):
+        if not parts.hostname:
+            raise SpecError("tracking.uri", f"needs a host, http(s)://HOST:PORT; got {uri!r}")
+        from urllib.error import HTTPError, URLError
+        from urllib.request import urlopen
+
+        health = uri.rstrip("/") + "/health"
+        try:
+            with urlopen(health, timeout=timeout) as response:
+                response.read(64)
+        except HTTPError as err:
+            raise SpecError("tracking.uri", f"{health} answered HTTP {err.code}: not an MLflow "
+                                            f"server?") from None
+        except (URLError, OSError, ValueError) as err:
+            reason = getattr(err, "reason", err)
+            raise SpecError("tracking.uri", f"no MLflow server answers at {uri} within "
+                                            f"{timeout:g} s ({reason}); start one "
+                                            f"(mlflow server --host 127.0.0.1 --port 5000) or "
+                                            f"set tracking.uri=null") from None
+    else:  # TrackingConfig refuses these already; kept for callers that build it by hand
+        raise SpecError("tracking.uri", f"unsupported MLflow store {uri!r}; use {TRACKING_URIS}")
 
 
 def validate(cfg: DictConfig | dict) -> RunSpec:
@@ -176,6 +278,10 @@ def validate(cfg: DictConfig | dict) -> RunSpec:
         resolved = OmegaConf.to_container(raw, resolve=True)
     except OmegaConfBaseException as err:
         raise SpecError("", f"config does not resolve: {err}") from None
+    unknown = [key for key in resolved if key not in TOP_LEVEL]
+    if unknown:
+        raise SpecError(unknown[0], f"unknown top-level key; the sections are: {', '.join(TOP_LEVEL)}")
+    seed = _seed(resolved.get("seed", RunSpec.seed))
     registries = _registries()
     entries, sections = {}, {}
     for section, registry in registries.items():
@@ -183,18 +289,12 @@ def validate(cfg: DictConfig | dict) -> RunSpec:
         sections[section] = validate_section(section, entries[section], resolved[section])
     check_fit(entries["model"], entries["data"], registries["data"], sections["data"])
     check_head(sections["model"], entries["data"])
-    seed = resolved.get("seed", 0)
-    if not isinstance(seed, int) or seed < 0:
-        raise SpecError("seed", f"must be an integer >= 0, got {seed!r}")
-    return RunSpec(
-        seed=seed,
-        trainer=_typed("trainer", TrainerConfig, resolved.get("trainer", {})),
-        monitor=_typed("monitor", MonitorConfig, resolved.get("monitor", {})),
-        pretrain=_pretrain(resolved.get("pretrain", {}), entries["model"]),
-        tracking=_typed("tracking", TrackingConfig, resolved.get("tracking", {})),
-        resolved=resolved,
-        **sections,
-    )
+    fixed = {name: _typed(name, schema, resolved.get(name) or {}) for name, schema in FIXED.items()}
+    fixed["pretrain"] = _pretrain(resolved.get("pretrain") or {}, entries["model"], registries["model"])
+    check_tracking(fixed["tracking"])
+    budget.check(entries["model"].name, sections["model"], entries["data"].name, sections["data"],
+                 fixed["trainer"].batch_size)
+    return RunSpec(seed=seed, resolved=resolved, **fixed, **sections)
 
 
 def compose_spec(overrides: list[str]) -> RunSpec:
@@ -204,3 +304,63 @@ def compose_spec(overrides: list[str]) -> RunSpec:
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         cfg = compose(config_name=CONFIG_NAME, overrides=list(overrides))
     return validate(cfg)
+
+
+# --- zoo-train --help: the keys, generated from the schemas -------------------------------------
+def _key_lines(prefix: str, schema: type, indent: str = "") -> list[str]:
+    docs = field_docs(schema)
+    return [f"{indent}{f'{prefix}{key}={show_value(value)}':<{34 - len(indent)}} {docs.get(key, '')}".rstrip()
+            for key, value in defaults(schema).items()]
+
+
+def _presets(group: str, registry: Registry) -> list[str]:
+    """Group files that extend a builder's file: ``irnn  simple_rnn + activation=relu ...``."""
+    import importlib.resources
+
+    import yaml
+
+    lines = []
+    folder = importlib.resources.files(CONFIG_MODULE) / group
+    for path in sorted(folder.iterdir(), key=lambda p: p.name):
+        stem = path.name.removesuffix(".yaml")
+        if not path.name.endswith(".yaml") or stem in registry:
+            continue
+        text = path.read_text()
+        values = yaml.safe_load(text) or {}
+        base = next((d for d in values.pop("defaults", []) if d != "_self_"), values.get("name"))
+        changes = " ".join(f"{k}={show_value(v)}" for k, v in values.items() if k != "name")
+        lines.append(f"  {group}={stem:<16} = {base} with {changes}")
+    return lines
+
+
+def help_keys() -> str:
+    """The ``== Keys ==`` part of ``zoo-train --help``: every section's keys with their defaults
+    and descriptions, read from the schemas (registries for model, data, optimizer)."""
+    from zoo.models import blocks
+
+    import importlib.resources
+
+    import yaml
+
+    primary = yaml.safe_load((importlib.resources.files(CONFIG_MODULE) / f"{CONFIG_NAME}.yaml").read_text())
+    chosen = {k: v for d in primary["defaults"] if isinstance(d, dict) for k, v in d.items()}
+    out = [f"{'seed=' + str(RunSpec.seed):<34} {field_docs(RunSpec)['seed']}"]
+    for name, schema in FIXED.items():
+        out += _key_lines(f"{name}.", schema)
+    for group, registry in _registries().items():
+        out += ["", f"== {group}=NAME: one of these {registry.kind}s, then {group}.KEY=VALUE =="]
+        for entry in registry:
+            default = " [default]" if chosen.get(group) == entry.name else ""
+            out.append(f"{group}={entry.name}{default}: {entry.description}")
+            out += _key_lines(f"{group}.", entry.schema, indent="  ")
+        presets = _presets(group, registry)
+        if presets:
+            out += ["presets (config files that change a few keys of a builder's file):", *presets]
+        if group == "model":
+            out.append("choices of the knobs every model family shares:")
+            out += [f"  {r.kind}: {', '.join(r.names())}" for r in
+                    (blocks.ACTIVATIONS, blocks.INITIALIZERS, blocks.NORMS, blocks.REGULARIZERS)]
+    return "\n".join(out)
+
+
+OmegaConf.register_new_resolver("zoo.help_keys", help_keys, replace=True)

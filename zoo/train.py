@@ -1,35 +1,67 @@
 """``zoo-train``: one instrumented training run per Hydra job (``-m`` for sweeps).
 
-Thin on purpose: compose (Hydra), validate (zoo.spec, no TensorFlow), then hand over to
-zoo.run. A config error prints one line and exits 2 before TensorFlow is imported. Within a
-sweep a job never kills the sweep: a config error or a crash is logged and recorded (the crash
-as a FAILED MLflow run with its error), and the next job runs. With ``tracking.resume=true`` a
-job whose config and seed already have a FINISHED run is skipped (see zoo.tracking.runs).
+Thin on purpose: compose (Hydra), validate (zoo.spec, no TensorFlow), maybe skip (resume), then
+hand over to zoo.run. A config error, Hydra's own included (an unknown group option, a sweep
+without ``-m``, an override that does not parse), prints one line and exits 2 before TensorFlow
+is imported. Within a sweep a job never kills the sweep: a config error or a crash is logged and
+recorded (the crash as a FAILED MLflow run with its error), and the next job runs. With
+``tracking.resume=true`` a job whose config and seed already have a FINISHED run is skipped
+(zoo.tracking.sweep.skip_if_finished).
+
+Ctrl-C and SIGTERM take the same path: SIGTERM raises :class:`Terminated` (a KeyboardInterrupt)
+in the main thread, zoo.run ends the job's run as KILLED (``zoo.outcome=killed``), and on the way
+out every run this process still has open, a sweep's parent included (Hydra calls no callback
+then), is ended as KILLED too; with the joblib launcher the jobs of workers that died with the
+sweep are repaired (zoo.tracking.repair). Exit code 130 (SIGINT) or 143 (SIGTERM).
 """
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
+import threading
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException, OverrideParseException, SearchPathException
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from zoo._lazy import pin_backend
 from zoo.schema import SpecError
 from zoo.spec import validate
+from zoo.tracking import repair, sweep
 
 log = logging.getLogger("zoo")
 
 
-def _run_name() -> str | None:
-    job = HydraConfig.get().job
-    return job.override_dirname or None
+def _run(spec, hydra_cfg, sweeping: bool):
+    """Train one job; inside a sweep a crash is recorded and the sweep goes on."""
+    from zoo.run import run
+    from zoo.tracking import sink_for
+
+    sink = sink_for(spec.tracking, sweep.parent_for(spec, hydra_cfg))
+    try:
+        result = run(spec, sink, run_name=hydra_cfg.job.override_dirname or None)
+    except Exception as err:
+        if not sweeping:
+            raise
+        log.exception("job failed (recorded as a FAILED run); the sweep goes on")
+        sweep.record_job(spec, hydra_cfg, run_id=sink.run_id, error=f"{type(err).__name__}: {err}")
+        return None
+    sweep.record_job(spec, hydra_cfg, run_id=result.run_id, outcome=result.outcome)
+    print(f"zoo-train: {result.outcome} after {len(result.stats.step)} steps; "
+          f"verdict {result.verdict.label} ({result.verdict.reason})"
+          + (f"; MLflow run {result.run_id} in {spec.tracking.uri}" if spec.tracking.uri else ""))
+    return result.verdict.label
 
 
 @hydra.main(version_base="1.3", config_path="pkg://zoo.conf", config_name="config")
-def main(cfg: DictConfig):
+def app(cfg: DictConfig):
+    """One job, in whatever process the launcher gives it (a loky worker has its own signals)."""
+    catch_sigterm()
     hydra_cfg = HydraConfig.get()
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     try:
@@ -41,36 +73,109 @@ def main(cfg: DictConfig):
         print(f"zoo-train: config error: {err}", file=sys.stderr)
         sys.exit(2)
     pin_backend()
-    from zoo.run import run
-    from zoo.tracking import sink_for
-    from zoo.tracking.runs import config_hash, find_finished
-    from zoo.tracking.sweep import parent_run_id, write_job_record
-
-    parent = parent_run_id(hydra_cfg.sweep.dir) if sweeping and spec.tracking.uri else None
-    job = {"job": hydra_cfg.job.num if sweeping else 0, "parent_run_id": parent}
-    if spec.tracking.resume and spec.tracking.uri:
-        done = find_finished(spec.tracking.uri, spec.tracking.experiment, config_hash(spec.resolved))
-        if done:
-            log.info("already finished as MLflow run %s with this config and seed: skipped", done)
-            print(f"zoo-train: skipped, already finished as MLflow run {done}")
-            if sweeping:
-                write_job_record(hydra_cfg.runtime.output_dir, run_id=done, reused=True, **job)
-            return "skipped"
-    sink = sink_for(spec.tracking, parent)
+    repair.keep_alive(spec.tracking.uri, spec.tracking.experiment)
     try:
-        result = run(spec, sink, run_name=_run_name())
-    except Exception as err:
-        if not sweeping:
+        done = sweep.skip_if_finished(spec, hydra_cfg)
+        if done:
+            print(f"zoo-train: skipped, already finished as MLflow run {done}")
+            return "skipped"
+        return _run(spec, hydra_cfg, sweeping)
+    except KeyboardInterrupt as stop:  # zoo.run ended the job's run; anything else still open too
+        repair.close_owned("KILLED", _signal_name(stop))
+        raise
+
+
+# --- the command: signals, Hydra's errors, nothing left open ----------------------------------
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread, so that a run ends exactly as on Ctrl-C."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def catch_sigterm() -> None:
+    """SIGTERM (``timeout``, ``kill``, a scheduler) raises :class:`Terminated` in this process's
+    main thread, unless someone set a handler already. Called by the command and by every job:
+    a joblib (loky) worker is a process of its own and would otherwise die on the spot."""
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def _signal_name(stop: BaseException) -> str:
+    return "SIGTERM" if isinstance(stop, Terminated) else "SIGINT"
+
+
+HYDRA_CONFIG_ERRORS = (OverrideParseException, ConfigCompositionException, SearchPathException)
+
+
+def hydra_error_line(err: Exception) -> str:
+    """Hydra's message on one line, in its own words: every line up to the config search path
+    (the options it lists joined by commas), joined by '; ', and the OmegaConf cause's first line."""
+    lines: list[str] = []
+    for line in str(err).splitlines():
+        if line.startswith("Config search path"):
+            break
+        if line.startswith("\t") and lines:  # an option listed under "Available options in 'model':"
+            lines[-1] += (" " if lines[-1].endswith(":") else ", ") + line.strip()
+        elif line.strip():
+            lines.append(line.strip())
+    if isinstance(err.__cause__, OmegaConfBaseException) and str(err.__cause__).strip():
+        lines.append(str(err.__cause__).strip().splitlines()[0])
+    text = "; ".join(line.removesuffix(".") if i < len(lines) - 1 else line for i, line in enumerate(lines))
+    if isinstance(err, OverrideParseException) and err.override and err.override not in text:
+        text = f"{err.override}: {text}"
+    return text
+
+
+def main() -> None:
+    """``zoo-train``: the Hydra app, with Hydra's config errors as one line and exit code 2 (it
+    would print 3-16 lines and exit 1), and no run left RUNNING when it stops early.
+
+    Hydra reports errors itself unless ``HYDRA_FULL_ERROR=1``, its documented switch, which makes
+    the app raise them instead; set here for the call, so they can be told apart (a crash of a
+    single run then prints its whole traceback, exit 1). A user who set it gets Hydra's raise."""
+    catch_sigterm()
+    pin_backend()  # before anything can import TensorFlow, here or in a joblib worker
+    users_full_error = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        app()
+    except HYDRA_CONFIG_ERRORS as err:
+        if users_full_error == "1":
             raise
-        log.exception("job failed (recorded as a FAILED run); the sweep goes on")
-        write_job_record(hydra_cfg.runtime.output_dir, run_id=sink.run_id, error=f"{type(err).__name__}: {err}", **job)
-        return None
-    if sweeping:
-        write_job_record(hydra_cfg.runtime.output_dir, run_id=result.run_id, outcome=result.outcome, **job)
-    print(f"zoo-train: {result.outcome} after {len(result.stats.step)} steps; "
-          f"verdict {result.verdict.label} ({result.verdict.reason})"
-          + (f"; MLflow run {result.run_id} in {spec.tracking.uri}" if spec.tracking.uri else ""))
-    return result.verdict.label
+        _close_open_runs("FAILED", f"config error: {hydra_error_line(err)}")  # e.g. job 2 of -m model=mlp,foo
+        print(f"zoo-train: config error: {hydra_error_line(err)}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt as stop:
+        before = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:  # a second Ctrl-C must not cut the cleanup short
+            name = _signal_name(stop)
+            closed = _close_open_runs("KILLED", name)
+        finally:
+            for s, handler in before.items():
+                signal.signal(s, handler)
+        print(f"zoo-train: stopped by {name}; {closed}", file=sys.stderr)
+        sys.exit(143 if isinstance(stop, Terminated) else 130)
+    except Exception as err:
+        _close_open_runs("FAILED", f"{type(err).__name__}: {err}")
+        raise
+    finally:
+        if users_full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = users_full_error
+
+
+def _close_open_runs(status: str, why: str) -> str:
+    """End this process's open runs (a sweep's parent, a job cut short) and the jobs of workers
+    that died with it; what was done, in words."""
+    repair.close_owned(status, why)
+    repaired = repair.repair_stores()  # joblib's workers are gone by now: their runs are orphans
+    return (f"ended {len(set(repair.ended))} open run(s) as {status}"
+            + (f"; repaired {len(repaired)} orphaned run(s) (their process is gone, e.g. a joblib worker)"
+                  if repaired else ""))
 
 
 if __name__ == "__main__":

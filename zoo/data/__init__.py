@@ -44,6 +44,19 @@ def prior_baselines(y_train: np.ndarray, y_val: np.ndarray, num_classes: int) ->
     return {"val_loss": val_loss, "val_accuracy": float(np.mean(y_val == np.argmax(prior)))}
 
 
+def constant_baseline(data: Dataset) -> float:
+    """Training-split loss of the best constant predictor, the "learned nothing" score a run's
+    training loss is read against: the entropy of the label frequencies (cross-entropy of
+    predicting them everywhere) for classification, the targets' variance (MSE of predicting
+    their mean) for regression."""
+    y = np.asarray(data.y_train)
+    if data.task == "classification":
+        p = np.bincount(y.ravel(), minlength=data.num_outputs) / y.size
+        p = p[p > 0]
+        return float(-np.sum(p * np.log(p)))
+    return float(np.mean(np.var(y.astype(np.float64), axis=0)))
+
+
 for _module in pkgutil.iter_modules(__path__):
     if not _module.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_module.name}")

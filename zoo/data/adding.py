@@ -27,8 +27,8 @@ from zoo.schema import Section, at_least
 @dataclass
 class AddingConfig(Section):
     length: int = 50      # T, steps per sequence
-    n_train: int = 10000
-    n_val: int = 1000
+    n_train: int = 10000  # training sequences
+    n_val: int = 1000     # validation sequences
     seed: int = 0         # the data's own seed: same seed -> bit-identical arrays
 
     def __post_init__(self):

@@ -35,8 +35,8 @@ BLANK, DELIMITER, N_CLASSES = 0, 9, 10
 @dataclass
 class CopyMemoryConfig(Section):
     length: int = 100     # the delay between the last symbol and the delimiter, plus one
-    n_train: int = 10000
-    n_val: int = 1000
+    n_train: int = 10000  # training sequences
+    n_val: int = 1000     # validation sequences
     seed: int = 0         # the data's own seed: same seed -> bit-identical arrays
 
     def __post_init__(self):

@@ -15,10 +15,10 @@ from zoo.schema import Section, at_least
 
 @dataclass
 class SyntheticConfig(Section):
-    n_train: int = 4096
-    n_val: int = 1024
-    n_features: int = 32
-    n_classes: int = 10
+    n_train: int = 4096      # training examples
+    n_val: int = 1024        # validation examples
+    n_features: int = 32     # input dimension
+    n_classes: int = 10      # labels of the teacher network
     seed: int = 0  # the data's own seed, apart from the run's: runs vary init, not data
 
     def __post_init__(self):

@@ -4,12 +4,22 @@ Each knob is a registry, so an unknown name fails at config validation with the 
 names, and adding a choice is one registered function. Factories build Keras objects only when
 called; importing this module costs no TensorFlow.
 
-Activation tags tell the monitor what to measure on a layer's output:
-``saturation`` ("sigmoid" | "tanh"): the fraction of units in the flat tails, where the
-derivative is under ~0.02 (sigmoid output outside [0.02, 0.98]; |tanh| > 0.98);
-``rectifier``: the fraction of dead units, which give no positive output on any example.
+Activation tags tell the monitor what to measure on a layer's output (zoo.monitor.graph_stats):
+``saturation`` ("sigmoid" | "tanh"): the fraction of outputs in the flat tails, where the local
+derivative is under 1% of its peak (sigmoid output outside [0.0025, 0.9975]; |tanh| > 0.995);
+``dies``: the fraction of dead units, which give no positive output on any example and so pass
+no gradient at all. Only ReLU dies: LeakyReLU and PReLU keep a slope below zero, and ELU, SELU
+and GELU a smooth one, so a unit that is negative everywhere still learns.
+
+Every random initializer is seeded per layer, from the run's seed and the layer's name
+(:func:`layer_seed`): adding a layer (an auxiliary head, a projection shortcut, a norm) leaves
+every other layer's initial weights unchanged, so two variants that differ by one knob start
+from the same weights wherever they share layers. Keras' default, one global stream of draws
+in build order, would shift every later layer's weights instead.
 """
 from __future__ import annotations
+
+import zlib
 
 from zoo._lazy import keras
 from zoo.registry import Registry
@@ -35,36 +45,40 @@ def _plain(fn: str, **tags):
 # one with its own init.
 _plain("sigmoid", saturation="sigmoid", init="glorot_uniform")
 _plain("tanh", saturation="tanh", init="glorot_uniform")
-_plain("relu", rectifier=True, init="he_normal")
-_plain("elu", rectifier=True, init="he_normal")
-_plain("selu", rectifier=True, init="lecun_normal")
-_plain("gelu", rectifier=True, init="he_normal")
+_plain("relu", dies=True, init="he_normal")
+_plain("elu", init="he_normal")
+_plain("selu", init="lecun_normal")
+_plain("gelu", init="he_normal")
 _plain("linear", init="glorot_uniform")
 
 
-@ACTIVATIONS.register("leaky_relu", rectifier=True, init="he_normal")
+@ACTIVATIONS.register("leaky_relu", init="he_normal")
 def _leaky_relu(name: str):
     """LeakyReLU with slope 0.01 for x < 0 (Maas et al. 2013), not Keras' default 0.3."""
     return keras.layers.LeakyReLU(negative_slope=0.01, name=name)
 
 
-@ACTIVATIONS.register("prelu", rectifier=True, init="he_normal")
+@ACTIVATIONS.register("prelu", init="he_normal")
 def _prelu(name: str):
     """PReLU (He et al. 2015): a learned negative slope per unit, starting at 0.25 as in the paper."""
     return keras.layers.PReLU(alpha_initializer=keras.initializers.Constant(0.25), name=name)
 
 
-# --- initializers: factory(std) -> keras initializer --------------------------------------------
+# --- initializers: factory(std, seed) -> keras initializer ----------------------------------------
 # ``std`` is read by random_normal only: the "naive" init whose scale does not follow fan-in.
 @INITIALIZERS.register("random_normal")
-def _random_normal(std: float):
+def _random_normal(std: float, seed: int | None = None):
     """N(0, std^2) whatever the layer size: small std vanishes, large std explodes."""
-    return keras.initializers.RandomNormal(stddev=std)
+    return keras.initializers.RandomNormal(stddev=std, seed=seed)
 
 
 def _named(name: str, doc: str):
-    def factory(std: float):
-        return keras.initializers.get(name)
+    def factory(std: float, seed: int | None = None):
+        init = keras.initializers.get(name)
+        config = init.get_config()
+        if "seed" not in config:  # identity: nothing random
+            return init
+        return type(init).from_config({**config, "seed": seed})
 
     INITIALIZERS.register(name, description=doc)(factory)
 
@@ -130,8 +144,18 @@ def activation(kind: str, name: str):
     return ACTIVATIONS.build(kind, name)
 
 
-def initializer(kind: str, std: float):
-    return INITIALIZERS.build(kind, std)
+def layer_seed(name: str) -> int:
+    """The seed of layer ``name``'s random draws: a function of the run's seed (set by
+    ``keras.utils.set_random_seed``) and the name alone, not of the order layers are built in."""
+    from keras.src.utils.rng_utils import get_random_seed  # not exported; set_random_seed's record
+
+    run_seed = get_random_seed() or 0
+    return zlib.crc32(f"{run_seed}/{name}".encode()) & 0x7FFFFFFF
+
+
+def initializer(kind: str, std: float, name: str):
+    """Initializer ``kind`` for the weights called ``name`` (``stage1_block1_conv1/kernel``)."""
+    return INITIALIZERS.build(kind, std, layer_seed(name))
 
 
 def norm(kind: str, name: str):
@@ -144,9 +168,9 @@ def regularizer(kind: str, strength: float):
 
 def kernel_options(init: str, init_std: float, reg: str, reg_strength: float):
     """Every model's weight layers take the same two knobs; this returns a factory of their
-    keyword arguments, fresh per call, so no two layers share an initializer instance."""
-    return lambda: {"kernel_initializer": initializer(init, init_std),
-                    "kernel_regularizer": regularizer(reg, reg_strength)}
+    keyword arguments for the layer called ``name``, fresh per call and seeded by that name."""
+    return lambda name: {"kernel_initializer": initializer(init, init_std, f"{name}/kernel"),
+                         "kernel_regularizer": regularizer(reg, reg_strength)}
 
 
 def normalized(kind: str, name: str, h):

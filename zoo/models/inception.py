@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from zoo._lazy import keras
 from zoo.models import MODELS, blocks
+from zoo.models.roles import RoleBook
 from zoo.schema import Section, SpecError, at_least
 
 
@@ -27,14 +28,14 @@ from zoo.schema import Section, SpecError, at_least
 class InceptionConfig(Section):
     depth: int = 6             # Inception modules (GoogLeNet has 9)
     width: int = 8             # u of stage 1: branch filters 2u, 3u->4u, u/2->u, u; doubling per stage
-    activation: str = "relu"
-    init: str = "he_normal"
+    activation: str = "relu"   # after every conv (and its norm)
+    init: str = "he_normal"    # conv and Dense kernels
     init_std: float = 0.05     # std of init=random_normal; others ignore it
     norm: str = "none"         # none (GoogLeNet v1) | batch | layer, after every conv
     aux_heads: int = 0         # 0, 1 or 2 auxiliary classifiers on intermediate modules
     aux_weight: float = 0.3    # weight of each auxiliary loss in the training objective
-    regularizer: str = "none"
-    reg_strength: float = 1e-4
+    regularizer: str = "none"  # none | l1 | l2 on every kernel
+    reg_strength: float = 1e-4  # factor of the l1 / l2 penalty
 
     def __post_init__(self):
         at_least(1, depth=self.depth, width=self.width)
@@ -66,13 +67,14 @@ def build_inception(input_shape, num_outputs, *, depth, width, activation, init,
 
     def conv(h, filters, size, name):
         h = keras.layers.Conv2D(filters, size, padding="same", name=name, use_bias=norm == "none",
-                                **kernel())(h)
+                                **kernel(name))(h)
         h = blocks.normalized(norm, f"{name}_norm", h)
-        return blocks.activation(activation, f"{name}_act")(h)
+        return roles.activation(activation, f"{name}_act")(h)
 
     def dense(h, units, name):
-        return keras.layers.Dense(units, name=name, **kernel())(h)
+        return keras.layers.Dense(units, name=name, **kernel(name))(h)
 
+    roles = RoleBook()
     inputs, h = blocks.image_input(input_shape)
     h = conv(h, 2 * width, 3, "stem_conv")
     aux_at = aux_positions(depth)[:aux_heads]
@@ -92,11 +94,11 @@ def build_inception(input_shape, num_outputs, *, depth, width, activation, init,
             a = f"aux{len(aux_outputs) + 1}"
             x = conv(h, 2 * u, 1, f"{a}_conv")
             x = keras.layers.GlobalAveragePooling2D(name=f"{a}_pool")(x)
-            x = blocks.activation(activation, f"{a}_dense_act")(dense(x, 8 * u, f"{a}_dense"))
+            x = roles.activation(activation, f"{a}_dense_act")(dense(x, 8 * u, f"{a}_dense"))
             aux_outputs.append(dense(x, num_outputs, f"{a}_head"))
     h = keras.layers.GlobalAveragePooling2D(name="pool")(h)
     outputs = dense(h, num_outputs, "head")
     model = keras.Model(inputs, [outputs, *aux_outputs] if aux_outputs else outputs,
                         name=f"inception{depth}")
-    model.aux_weight = float(aux_weight)  # read by the train step; see zoo.step
-    return model
+    return roles.attach(model, aux_heads=[f"aux{i}_head" for i in range(1, len(aux_outputs) + 1)],
+                        aux_weight=aux_weight)

@@ -19,6 +19,7 @@ import numpy as np
 
 from zoo._lazy import keras
 from zoo.models import MODELS, blocks
+from zoo.models.roles import RoleBook
 from zoo.schema import Section, at_least, choice
 
 RECURRENT_INITS = ("orthogonal", "identity", "glorot_uniform")
@@ -36,8 +37,8 @@ class RecurrentConfig(Section):
     recurrent_init: str = "orthogonal"  # orthogonal (Keras' default) | identity (IRNN) | glorot_uniform
     norm: str = "none"                 # none | layer (between recurrent layers)
     head: str = "last"                 # last: sequence-to-one | sequence: sequence-to-sequence
-    regularizer: str = "none"
-    reg_strength: float = 1e-4
+    regularizer: str = "none"          # none | l1 | l2 on input and recurrent kernels
+    reg_strength: float = 1e-4         # factor of the l1 / l2 penalty
 
     def _check(self, activation: str = "tanh"):
         at_least(1, depth=self.depth, width=self.width)
@@ -70,11 +71,11 @@ class LSTMConfig(RecurrentConfig):
         at_least(3, chrono_tmax=self.chrono_tmax)
 
 
-def chrono_bias(units: int, t_max: int):
+def chrono_bias(units: int, t_max: int, seed: int):
     """Keras LSTM bias layout [i, f, c, o]: b_f ~ log U(1, T_max - 1), b_i = -b_f, others 0."""
 
     def initializer(shape, dtype=None):
-        b_f = np.log(np.random.uniform(1.0, t_max - 1.0, size=units))
+        b_f = np.log(np.random.default_rng(seed).uniform(1.0, t_max - 1.0, size=units))
         return keras.ops.convert_to_tensor(
             np.concatenate([-b_f, b_f, np.zeros(2 * units)]).astype("float32"), dtype=dtype)
 
@@ -85,33 +86,41 @@ def _recurrent_layer(cell: str, units: int, name: str, *, activation, init, init
                      recurrent_init, regularizer, reg_strength, forget_bias="one", chrono_tmax=100):
     common = dict(
         return_sequences=True, name=name,
-        **blocks.kernel_options(init, init_std, regularizer, reg_strength)(),
-        recurrent_initializer=blocks.initializer(recurrent_init, init_std),
+        **blocks.kernel_options(init, init_std, regularizer, reg_strength)(name),
+        recurrent_initializer=blocks.initializer(recurrent_init, init_std, f"{name}/recurrent_kernel"),
         recurrent_regularizer=blocks.regularizer(regularizer, reg_strength),
     )
     if cell == "simple_rnn":
-        return keras.layers.SimpleRNN(units, activation=activation, **common)
+        # the registry's activation, so relu / tanh mean what they mean everywhere else
+        return keras.layers.SimpleRNN(units, activation=blocks.activation(activation, name).activation,
+                                      **common)
     if cell == "gru":
         return keras.layers.GRU(units, **common)
     if forget_bias == "chrono":
-        return keras.layers.LSTM(units, unit_forget_bias=False,
-                                 bias_initializer=chrono_bias(units, chrono_tmax), **common)
+        return keras.layers.LSTM(units, unit_forget_bias=False, **common,
+                                 bias_initializer=chrono_bias(units, chrono_tmax,
+                                                              blocks.layer_seed(f"{name}/bias")))
     return keras.layers.LSTM(units, unit_forget_bias=forget_bias == "one", **common)
 
 
 def _stack(cell: str, input_shape, num_outputs, *, depth, width, init, init_std, recurrent_init,
            norm, head, regularizer, reg_strength, **cell_options):
+    roles = RoleBook()
     inputs = h = keras.Input(shape=tuple(input_shape), name="inputs")
     for i in range(1, depth + 1):
         h = _recurrent_layer(cell, width, f"rnn{i}", init=init, init_std=init_std,
                              recurrent_init=recurrent_init, regularizer=regularizer,
                              reg_strength=reg_strength, **cell_options)(h)
+        if cell == "simple_rnn":  # its output h_t = act(...) is an activation like any other
+            roles.activations.append((f"rnn{i}", cell_options["activation"]))
         h = blocks.normalized(norm, f"rnn{i}_norm", h)  # none | layer (the schema allows no batch)
     if head == "last":
-        h = keras.layers.Lambda(lambda t: t[:, -1], name="last_step")(h)
+        from zoo.models._layers import LastStep
+
+        h = LastStep(name="last_step")(h)
     kernel = blocks.kernel_options(init, init_std, regularizer, reg_strength)
-    outputs = keras.layers.Dense(num_outputs, name="head", **kernel())(h)
-    return keras.Model(inputs, outputs, name=f"{cell}{depth}")
+    outputs = keras.layers.Dense(num_outputs, name="head", **kernel("head"))(h)
+    return roles.attach(keras.Model(inputs, outputs, name=f"{cell}{depth}"))
 
 
 @MODELS.register("simple_rnn", schema=SimpleRNNConfig, input_kind="sequence",

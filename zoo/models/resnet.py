@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from zoo._lazy import keras
 from zoo.models import MODELS, blocks
+from zoo.models.roles import RoleBook
 from zoo.schema import Section, SpecError, at_least, choice
 
 SHORTCUTS = ("A", "B")
@@ -30,14 +31,14 @@ SHORTCUTS = ("A", "B")
 class ResNetConfig(Section):
     depth: int = 20            # 6n+2 weight layers: 8, 14, 20, 32, 44, 56, 110 (n = 1, 2, 3, ...)
     width: int = 16            # filters of stage 1; stages 2 and 3 have 2x and 4x
-    activation: str = "relu"
+    activation: str = "relu"   # after every norm (and after each residual addition)
     init: str = "he_normal"    # conv and Dense kernels
     init_std: float = 0.05     # std of init=random_normal; others ignore it
     norm: str = "batch"        # batch | layer | none, after every conv (convs then have no bias)
     residual: bool = True      # false: the plain twin, same convs without the additions
     shortcut: str = "A"        # A: zero-pad identity (no parameters) | B: 1x1 conv projection
     regularizer: str = "none"  # none | l1 | l2 on every kernel
-    reg_strength: float = 1e-4
+    reg_strength: float = 1e-4  # factor of the l1 / l2 penalty
 
     def __post_init__(self):
         at_least(1, depth=self.depth, width=self.width)
@@ -48,22 +49,13 @@ class ResNetConfig(Section):
         choice(SHORTCUTS, shortcut=self.shortcut)
 
 
-def _zero_pad_shortcut(stride: int, extra: int, name: str):
-    """Option A: keep every stride-th pixel, then zero-pad ``extra`` channels (split both sides)."""
-    before, after = extra // 2, extra - extra // 2
-
-    def shortcut(t):
-        t = t[:, ::stride, ::stride, :]
-        return keras.ops.pad(t, [[0, 0], [0, 0], [0, 0], [before, after]])
-
-    return keras.layers.Lambda(shortcut, name=name)
-
-
 @MODELS.register("resnet", schema=ResNetConfig, input_kind="image",
                  description="CIFAR ResNet (He et al. 2016): 6n+2 layers, 3 stages; plain twin "
                              "with residual=false")
 def build_resnet(input_shape, num_outputs, *, depth, width, activation, init, init_std, norm,
                  residual, shortcut, regularizer, reg_strength):
+    from zoo.models._layers import ZeroPadShortcut
+
     n = (depth - 2) // 6
     kernel = blocks.kernel_options(init, init_std, regularizer, reg_strength)
 
@@ -71,15 +63,16 @@ def build_resnet(input_shape, num_outputs, *, depth, width, activation, init, in
         return keras.layers.Conv2D(
             filters, kernel_size, strides=stride, padding="same", name=name,
             use_bias=norm == "none",  # a following norm's shift makes the bias redundant
-            **kernel())
+            **kernel(name))
 
     def normalize(h, name):
         return blocks.normalized(norm, name, h)
 
+    roles = RoleBook()
     inputs, h = blocks.image_input(input_shape)
     h = conv(width, 3, 1, "stem_conv")(h)
     h = normalize(h, "stem_norm")
-    h = blocks.activation(activation, "stem_act")(h)
+    h = roles.activation(activation, "stem_act")(h)
     for s in range(1, 4):
         filters = width * 2 ** (s - 1)
         for b in range(1, n + 1):
@@ -88,7 +81,7 @@ def build_resnet(input_shape, num_outputs, *, depth, width, activation, init, in
             block_input = h
             h = conv(filters, 3, stride, f"{prefix}_conv1")(h)
             h = normalize(h, f"{prefix}_norm1")
-            h = blocks.activation(activation, f"{prefix}_conv1_act")(h)
+            h = roles.activation(activation, f"{prefix}_conv1_act")(h)
             h = conv(filters, 3, 1, f"{prefix}_conv2")(h)
             h = normalize(h, f"{prefix}_norm2")
             if residual:
@@ -96,13 +89,13 @@ def build_resnet(input_shape, num_outputs, *, depth, width, activation, init, in
                 skip = block_input
                 if stride != 1 or in_filters != filters:
                     if shortcut == "A":
-                        skip = _zero_pad_shortcut(stride, filters - in_filters,
-                                                  f"{prefix}_shortcut")(block_input)
+                        skip = ZeroPadShortcut(stride, filters - in_filters,
+                                               name=f"{prefix}_shortcut")(block_input)
                     else:
                         skip = conv(filters, 1, stride, f"{prefix}_shortcut")(block_input)
                         skip = normalize(skip, f"{prefix}_shortcut_norm")
                 h = keras.layers.Add(name=f"{prefix}_add")([skip, h])
-            h = blocks.activation(activation, f"{prefix}_out_act")(h)
+            h = roles.activation(activation, f"{prefix}_out_act")(h)
     h = keras.layers.GlobalAveragePooling2D(name="pool")(h)
-    outputs = keras.layers.Dense(num_outputs, name="head", **kernel())(h)
-    return keras.Model(inputs, outputs, name=f"{'resnet' if residual else 'plain'}{depth}")
+    outputs = keras.layers.Dense(num_outputs, name="head", **kernel("head"))(h)
+    return roles.attach(keras.Model(inputs, outputs, name=f"{'resnet' if residual else 'plain'}{depth}"))

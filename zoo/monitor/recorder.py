@@ -1,71 +1,91 @@
 """Collects what the train step returns and hands the sink a thinned view, in few calls.
 
-Every step's packed vector is kept (for the raw statistics file and the plots); the sink sees
-``loss``/``accuracy``/``aux_loss/<head>`` (means over the last ``log_every`` steps) and ``grad_norm/<layer>`` (the
-value at that step) once every ``log_every`` steps, and at each epoch end ``val_loss``,
-``val_accuracy``, ``update_ratio/<layer>`` (the epoch's median) and the latest
-``saturated_fraction/<act>`` / ``dead_fraction/<act>`` where they apply.
+Every step's packed vectors are kept (for the raw statistics file and the plots). The sink sees
+each step field the way its :class:`~zoo.monitor.layout.Field` says (``loss``, ``accuracy``,
+``aux_loss/<head>``: means over the window; ``grad_norm/<layer>``: the value at the window's
+last step) once every ``log_every`` steps, and once more for a last, shorter window at the end
+(``flush``); at each epoch end ``val_loss``, ``val_accuracy``, ``update_ratio/<layer>`` (the
+epoch's median) and the latest instrument readings in :data:`EPOCH_READINGS`.
 """
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 
+from zoo.monitor.layout import Layout
 from zoo.monitor.stats import ACT_STATS, HIST_BINS, RunStats, hist_edges
-from zoo.step import StepLayout
 from zoo.tracking.sink import Sink
 
+TINY = 1e-45
+RUNSTATS_FIELDS = {f.name for f in fields(RunStats)}
 
-MLFLOW_ACT_STATS = ("saturated_fraction", "dead_fraction")
+
+def _activation_fractions(layout: Layout, latest: np.ndarray) -> dict[str, float]:
+    """saturated_fraction/<act>, dead_fraction/<act> where they apply (means and stds stay in
+    the raw file)."""
+    out = {}
+    for layer, values in zip(layout.field("act_stats").labels, latest):
+        for name, value in zip(ACT_STATS, values):
+            if name in ("saturated_fraction", "dead_fraction") and not np.isnan(value):
+                out[f"{name}/{layer}"] = float(value)
+    return out
+
+
+def _time_grad_ratio(layout: Layout, latest: np.ndarray) -> dict[str, float]:
+    """The gradient reaching the first step relative to the last, per recurrent layer."""
+    return {f"time_grad_ratio/{layer}": float(norms[0] / max(norms[-1], TINY))
+            for layer, norms in zip(layout.field("time_grad").labels, latest)}
+
+
+def _forget_gates(layout: Layout, latest: np.ndarray) -> dict[str, float]:
+    return {f"forget_gate/{layer}": float(v) for layer, v in zip(layout.field("forget_gate").labels, latest)}
+
+
+# instrument field -> its MLflow readings at an epoch's end, from the latest histogram step
+EPOCH_READINGS = {"act_stats": _activation_fractions, "time_grad": _time_grad_ratio,
+                  "forget_gate": _forget_gates}
 
 
 class Recorder:
-    def __init__(self, layout: StepLayout, activation_kinds, sink: Sink, log_every: int,
-                 clipping: bool, seq_layers=(), gate_layers=()):
-        self.layout, self.kinds, self.sink = layout, tuple(activation_kinds), sink
-        self.log_every, self.clipping = log_every, clipping
+    def __init__(self, layout: Layout, probe_layout: Layout, sink: Sink, log_every: int,
+                 activation_kinds: tuple[str, ...] = ()):
+        self.layout, self.probe_layout, self.sink = layout, probe_layout, sink
+        self.log_every, self.activation_kinds = log_every, tuple(activation_kinds)
         self.rows: list[np.ndarray] = []
-        self.hist_step: list[int] = []
-        self.hists: list[np.ndarray] = []
-        self.acts: list[np.ndarray] = []
-        self.seq_layers = tuple(seq_layers)
-        self.times: list[np.ndarray] = []  # ||dL/dh_t|| [seq layers, T] per histogram step
-        self.gate_layers = tuple(gate_layers)
-        self.gates: list[np.ndarray] = []  # mean LSTM forget gate [gate layers] per histogram step
+        self.probe_steps: list[int] = []
+        self.probes: list[np.ndarray] = []
         self.epoch_step: list[int] = []
         self.val: list[tuple[float, float]] = []
         self._epoch_start = 0
+        self._logged = 0  # steps already sent to the sink
+        self._finite_at = layout.offset("finite")
 
     @property
     def steps(self) -> int:
         return len(self.rows)
 
-    def on_step(self, packed: np.ndarray, hist=None, act=None, time=None, gates=None) -> bool:
+    def on_step(self, packed: np.ndarray, probed: np.ndarray | None = None) -> bool:
         """Record one step; returns False when its loss or gradients were not finite."""
         self.rows.append(packed)
-        step = len(self.rows)
-        if hist is not None:
-            self.hist_step.append(step)
-            self.hists.append(hist)
-            self.acts.append(act)
-            if time is not None and len(self.seq_layers):
-                self.times.append(time)
-            if gates is not None and len(self.gate_layers):
-                self.gates.append(gates)
-        finite = bool(packed[2])
-        if step % self.log_every == 0 or not finite:
-            self._log_window(step)
+        if probed is not None:
+            self.probe_steps.append(len(self.rows))
+            self.probes.append(probed)
+        finite = bool(packed[self._finite_at])
+        if len(self.rows) % self.log_every == 0 or not finite:
+            self.flush()
         return finite
 
-    def _log_window(self, step: int) -> None:
-        start = (step - 1) // self.log_every * self.log_every
-        u = self.layout.unpack(np.stack(self.rows[start:step]))
-        metrics = {"loss": float(np.mean(u["loss"]))}
-        if not np.all(np.isnan(u["metric"])):
-            metrics["accuracy"] = float(np.mean(u["metric"]))
-        for i, head in enumerate(self.layout.aux_heads):
-            metrics[f"aux_loss/{head}"] = float(np.mean(u["aux_loss"][:, i]))
-        for i, layer in enumerate(self.layout.kernels):
-            metrics[f"grad_norm/{layer}"] = float(u["grad_norm"][-1, i])
+    def flush(self) -> None:
+        """Send the steps not yet logged as one window (the last one may be shorter)."""
+        step = len(self.rows)
+        if step == self._logged:
+            return
+        window = self.layout.unpack(np.stack(self.rows[self._logged:step]))
+        metrics = {}
+        for f in self.layout.fields:
+            metrics.update(f.window_metrics(window[f.name]))
+        self._logged = step
         self.sink.log_metrics(metrics, step)
 
     def on_epoch_end(self, val_loss: float, val_metric: float) -> dict[str, float]:
@@ -77,50 +97,48 @@ class Recorder:
             metrics["val_accuracy"] = val_metric
         u = self.layout.unpack(np.stack(self.rows[self._epoch_start:step]))
         ratio = u["update_norm"] / np.maximum(u["weight_norm"], 1e-30)
-        for i, layer in enumerate(self.layout.kernels):
-            metrics[f"update_ratio/{layer}"] = float(np.median(ratio[:, i]))
-        if self.acts:  # the fractions that apply; means and stds stay in the raw file
-            for layer, values in zip(self.layout.activations, self.acts[-1]):
-                for name, value in zip(ACT_STATS, values):
-                    if name in MLFLOW_ACT_STATS and not np.isnan(value):
-                        metrics[f"{name}/{layer}"] = float(value)
-        if self.times:  # the gradient reaching the first step relative to the last
-            for layer, norms in zip(self.seq_layers, self.times[-1]):
-                metrics[f"time_grad_ratio/{layer}"] = float(norms[0] / max(norms[-1], 1e-45))
-        if self.gates:
-            for layer, value in zip(self.gate_layers, self.gates[-1]):
-                metrics[f"forget_gate/{layer}"] = float(value)
+        for layer, values in zip(self.layout.field("weight_norm").labels, ratio.T):
+            metrics[f"update_ratio/{layer}"] = float(np.median(values))
+        if self.probes:
+            latest = self.probe_layout.unpack(self.probes[-1])
+            for f in self.probe_layout.fields:
+                if f.name in EPOCH_READINGS:
+                    metrics.update(EPOCH_READINGS[f.name](self.probe_layout, latest[f.name][0]))
         self._epoch_start = step
         self.sink.log_metrics(metrics, step)
         return metrics
 
     def stats(self) -> RunStats:
-        n_layers, n_acts = len(self.layout.kernels), len(self.layout.activations)
-        u = self.layout.unpack(np.stack(self.rows) if self.rows
-                               else np.zeros((0, self.layout.width), np.float32))
-        hists = np.stack(self.hists) if self.hists else np.zeros((0, n_layers, HIST_BINS + 1))
-        acts = np.stack(self.acts) if self.acts else np.zeros((0, n_acts, len(ACT_STATS)))
+        u = self.layout.unpack(np.stack(self.rows)) if self.rows else self.layout.empty()
+        p = self.probe_layout.unpack(np.stack(self.probes)) if self.probes else self.probe_layout.empty()
+        labels = {f.name: f.labels for f in self.probe_layout.fields}
+        kernels = self.layout.field("grad_norm").labels
+        n_hist = len(self.probe_steps)
+
+        def probed(name, *shape):  # an instrument that did not apply to this model: no rows
+            return p[name] if name in p else np.zeros((n_hist, *shape), np.float32)
+
+        hists = probed("hist", len(kernels), HIST_BINS + 1)
         val = np.array(self.val, dtype=np.float32).reshape(-1, 2)
+        # a step field that RunStats has by the same name goes to the raw file as it is
+        same_name = {k: v for k, v in u.items() if k in RUNSTATS_FIELDS and k != "finite"}
         return RunStats(
-            step=np.arange(1, len(self.rows) + 1), loss=u["loss"], metric=u["metric"],
-            aux_heads=np.array(self.layout.aux_heads, dtype=str), aux_loss=u["aux_loss"],
+            **same_name,
+            step=np.arange(1, len(self.rows) + 1),
+            aux_heads=np.array(self.layout.field("aux_loss").labels, dtype=str),
             finite=u["finite"].astype(bool),
-            grad_norm=u["grad_norm"], grad_norm_clipped=u["grad_norm_clipped"],
-            weight_norm=u["weight_norm"],
             update_ratio=u["update_norm"] / np.maximum(u["weight_norm"], 1e-30),
-            layers=np.array(self.layout.kernels, dtype=str),
-            hist_step=np.array(self.hist_step, dtype=np.int64),
+            layers=np.array(kernels, dtype=str),
+            hist_step=np.array(self.probe_steps, dtype=np.int64),
             hist_counts=hists[:, :, :-1].astype(np.int64), hist_zeros=hists[:, :, -1].astype(np.int64),
             hist_edges=hist_edges(),
-            act_layers=np.array(self.layout.activations, dtype=str),
-            act_kinds=np.array([k or "" for k in self.kinds], dtype=str),
-            act_stats=acts.astype(np.float32),
+            act_layers=np.array(labels.get("act_stats", ()), dtype=str),
+            act_kinds=np.array(self.activation_kinds, dtype=str),
+            act_stats=probed("act_stats", 0, len(ACT_STATS)).astype(np.float32),
             epoch_step=np.array(self.epoch_step, dtype=np.int64),
             val_loss=val[:, 0], val_metric=val[:, 1],
-            seq_layers=np.array(self.seq_layers, dtype=str),
-            time_grad=(np.stack(self.times) if self.times
-                       else np.zeros((len(self.hist_step), len(self.seq_layers), 0))).astype(np.float32),
-            gate_layers=np.array(self.gate_layers, dtype=str),
-            forget_gate=(np.stack(self.gates) if self.gates
-                         else np.zeros((len(self.hist_step), len(self.gate_layers)))).astype(np.float32),
+            seq_layers=np.array(labels.get("time_grad", ()), dtype=str),
+            time_grad=probed("time_grad", 0, 0).astype(np.float32),
+            gate_layers=np.array(labels.get("forget_gate", ()), dtype=str),
+            forget_gate=probed("forget_gate", 0).astype(np.float32),
         )

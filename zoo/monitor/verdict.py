@@ -10,15 +10,25 @@ Two numbers per window of steps, each the median over the window's steps:
   chain W_l = a*I every layer's gradient is a^(L-2) times its weight, so flow stays 1 while all
   layers starve (a < 1) or blow up (a > 1).
 
+The gradient is the data objective's (zoo.step): a weight penalty's own gradient is not flow.
+
 Rule (first match wins):
 1. **diverged**: a step had a non-finite loss or gradient norm (training stopped there).
-2. **exploding**: in any window, flow > FLOW_LIMIT or scale > SCALE_HIGH.
+2. **exploding**: in any window, flow > FLOW_LIMIT: the input side gets three decades more than
+   the output side.
 3. **vanishing**: in any window, flow < 1/FLOW_LIMIT; or, in the first window, scale < SCALE_LOW.
    The scale test looks at the first window only, because near convergence every gradient
    legitimately becomes small relative to its weights.
-4. **healthy** otherwise.
+4. **exploding**: in any window, scale > SCALE_HIGH.
+5. **healthy** otherwise.
 
-Windows are consecutive blocks of WINDOW_FRACTION of the run's steps (at least MIN_WINDOW).
+Vanishing is checked before the scale test of exploding because one layer can starve while
+another's gradient is large *relative to its weights*: a deep sigmoid net whose first layer
+gets 1e-12 of the head's gradient may still have a head whose small weights see a large ratio;
+the net's problem is the starved layer, and the label says so.
+
+Windows are consecutive blocks of WINDOW_FRACTION of the run's steps, at least MIN_WINDOW steps
+each: a short remainder at the end joins the window before it.
 FLOW_LIMIT = 1e3: three decades lost or gained between the last and the first layer.
 SCALE_LOW = 1e-5: a relative gradient at which plain SGD at lr 1e-2 moves weights by 1e-7 of
 themselves per step, i.e. no learning in any realistic budget. SCALE_HIGH = 1e2: one SGD step at
@@ -51,7 +61,10 @@ class Verdict:
 
 def windows(n_steps: int) -> list[slice]:
     size = max(MIN_WINDOW, int(np.ceil(WINDOW_FRACTION * n_steps)))
-    return [slice(s, min(s + size, n_steps)) for s in range(0, n_steps, size)]
+    starts = list(range(0, n_steps, size))
+    if len(starts) > 1 and n_steps - starts[-1] < MIN_WINDOW:
+        starts.pop()  # the short remainder joins the window before it
+    return [slice(s, e) for s, e in zip(starts, starts[1:] + [n_steps])]
 
 
 def judge(grad_norm: np.ndarray, weight_norm: np.ndarray, finite: np.ndarray) -> Verdict:
@@ -74,15 +87,15 @@ def judge(grad_norm: np.ndarray, weight_norm: np.ndarray, finite: np.ndarray) ->
     if numbers["flow_max"] > FLOW_LIMIT:
         return Verdict("exploding", f"first/last layer gradient ratio reached "
                                     f"{numbers['flow_max']:.3g} > {FLOW_LIMIT:g}", numbers)
-    if numbers["scale_max"] > SCALE_HIGH:
-        return Verdict("exploding", f"gradient/weight norm ratio reached "
-                                    f"{numbers['scale_max']:.3g} > {SCALE_HIGH:g}", numbers)
     if numbers["flow_min"] < 1 / FLOW_LIMIT:
         return Verdict("vanishing", f"first/last layer gradient ratio fell to "
                                     f"{numbers['flow_min']:.3g} < {1 / FLOW_LIMIT:g}", numbers)
     if scales[0] < SCALE_LOW:
         return Verdict("vanishing", f"largest gradient/weight norm ratio at the start is "
                                     f"{scales[0]:.3g} < {SCALE_LOW:g}", numbers)
+    if numbers["scale_max"] > SCALE_HIGH:
+        return Verdict("exploding", f"gradient/weight norm ratio reached "
+                                    f"{numbers['scale_max']:.3g} > {SCALE_HIGH:g}", numbers)
     return Verdict("healthy", f"first/last ratio within [{numbers['flow_min']:.3g}, "
                               f"{numbers['flow_max']:.3g}], start gradient/weight ratio "
                               f"{scales[0]:.3g}", numbers)

@@ -34,6 +34,10 @@ def gradient_flow(stats: RunStats, path, verdict: Verdict | None = None, title: 
     spans = windows(n_steps) if n_steps else []
     picks = np.unique(np.linspace(0, len(spans) - 1, min(MAX_SNAPSHOTS, len(spans))).astype(int)) if spans else []
     colors = plt.cm.viridis(np.linspace(0, 1, max(len(picks), 1)))
+    if n_steps and np.all(np.isfinite(stats.grad_norm[0])):  # the gradient before any update
+        first = stats.grad_norm[0]
+        left.plot(x, np.where(first > 0, first, np.nan), "--", color="black", lw=1.2,
+                  label="step 1 (initialization)")
     for color, i in zip(colors, picks):
         w = spans[i]
         with np.errstate(all="ignore"):
@@ -49,7 +53,7 @@ def gradient_flow(stats: RunStats, path, verdict: Verdict | None = None, title: 
     left.set_xticks(x)
     left.set_xticklabels(_short(stats.layers), rotation=90, fontsize=7)
     left.set_xlabel("layer (input → output)")
-    left.set_ylabel("‖∂L/∂W‖ (median over steps)")
+    left.set_ylabel("‖∂L/∂W‖, data loss (median over steps)")
     left.grid(True, which="both", alpha=0.3)
     if len(picks):
         left.legend(fontsize=7)

@@ -13,6 +13,7 @@ class MemorySink:
         self.tags: dict[str, str] = {}
         self.metrics: dict[str, list[tuple[int, float]]] = defaultdict(list)
         self.artifacts: dict[str, bytes] = {}
+        self.models: dict[str, dict] = {}  # name -> {"model", "input_example", "tags"}
         self.status: str | None = None
 
     def start(self, run_name, params, tags):
@@ -28,6 +29,10 @@ class MemorySink:
         path = Path(local_path)
         key = f"{artifact_path}/{path.name}" if artifact_path else path.name
         self.artifacts[key] = path.read_bytes()
+
+    def log_model(self, model, name, input_example, tags=None):
+        self.models[name] = {"model": model, "input_example": input_example, "tags": dict(tags or {})}
+        return f"memory:/{name}"
 
     def set_tags(self, tags):
         self.tags.update(tags)

@@ -25,15 +25,6 @@ FLUSH_SECONDS = 1.0
 _STOP = object()
 
 
-def artifact_root_for(uri: str) -> str | None:
-    """Artifacts of a sqlite store live beside the database file (``<dir>/mlruns``), so the
-    store is one self-contained folder whatever the working directory of later runs."""
-    if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):])  # sqlite:///rel.db -> rel.db; sqlite:////abs -> /abs
-        return (db.resolve().parent / "mlruns").as_uri()
-    return None
-
-
 class MlflowSink:
     def __init__(self, uri: str, experiment: str, parent_run_id: str | None = None):
         self.uri, self.experiment, self.parent_run_id = uri, experiment, parent_run_id
@@ -45,12 +36,12 @@ class MlflowSink:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, run_name, params, tags):
-        from mlflow import MlflowClient
         from mlflow.entities import Param
 
         from zoo.tracking.runs import experiment_id
+        from zoo.tracking.store import client
 
-        self._client = MlflowClient(tracking_uri=self.uri)
+        self._client = client(self.uri)
         if self.parent_run_id:  # a sweep's job: nest under the sweep's parent run
             tags = {**tags, "mlflow.parentRunId": self.parent_run_id}
         run = self._client.create_run(experiment_id(self._client, self.experiment, self.uri),
@@ -76,6 +67,38 @@ class MlflowSink:
 
     def log_artifact(self, local_path, artifact_path=None):
         self._client.log_artifact(self.run_id, str(local_path), artifact_path)
+
+    def log_model(self, model, name, input_example, tags=None):
+        """Log ``model`` with MLflow's Keras flavour as one of this run's logged models (MLflow 3:
+        a LoggedModel linked to the run, listed under the run's *Logged models*), with a
+        signature inferred from ``input_example`` and the main head's output on it.
+
+        This is what ``mlflow.keras.log_model`` does (it calls ``Model.log(flavor=mlflow.keras)``),
+        minus the fluent *active run*: the zoo never starts one (a sweep's in-process jobs and a
+        stray ``MLFLOW_RUN_ID`` must not capture each other), so the run is named by id and the
+        store by a scoped tracking URI. Requirements are given, not inferred: inference loads the
+        model again in a subprocess (seconds per run). Loading it back needs the zoo's layers
+        registered: ``import zoo.models._layers`` before ``mlflow.keras.load_model``."""
+        import keras
+        import mlflow
+        from mlflow.models import Model, infer_signature
+
+        output = model(input_example, training=False)
+        main = output[0] if isinstance(output, (list, tuple)) else output
+        signature = infer_signature(input_example, main.numpy() if hasattr(main, "numpy") else main)
+        chatty = keras.config.is_interactive_logging_enabled()
+        keras.config.disable_interactive_logging()  # MLflow's check of the example calls predict
+        try:
+            with _scoped_tracking_uri(self.uri):
+                info = Model.log(None, _KerasFlavor, name=name, model=model, run_id=self.run_id,
+                                 flavor_name="mlflow.keras",
+                                 signature=signature, input_example=input_example,
+                                 pip_requirements=mlflow.keras.get_default_pip_requirements(),
+                                 tags=tags or None)
+        finally:
+            if chatty:
+                keras.config.enable_interactive_logging()
+        return info.model_uri
 
     def set_tags(self, tags):
         from mlflow.entities import RunTag
@@ -116,3 +139,39 @@ class MlflowSink:
                 time.sleep(0.2 * 2 ** attempt)
         self._error = last
         log.error("dropped %d metric points after %d attempts", len(metrics), attempts)
+
+
+class _KerasFlavor:
+    """``mlflow.keras`` with the model folder made first: MLflow 3.17's Keras ``save_model``
+    writes the input example into ``path`` before it creates ``path`` (FileNotFoundError for
+    every ``log_model(..., input_example=...)``)."""
+
+    @staticmethod
+    def save_model(path, **kwargs):
+        import os
+
+        import mlflow.keras
+
+        os.makedirs(path, exist_ok=True)
+        return mlflow.keras.save_model(model=kwargs.pop("model"), path=path, **kwargs)
+
+
+def _scoped_tracking_uri(uri: str):
+    """MLflow's fluent model logging reads the process-wide tracking URI: set it for the call
+    and put the previous one back."""
+    try:
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+    except ImportError:  # pragma: no cover - older or newer MLflow without the helper
+        import contextlib
+
+        import mlflow
+
+        @contextlib.contextmanager
+        def _use_tracking_uri(u):
+            before = mlflow.get_tracking_uri()
+            mlflow.set_tracking_uri(u)
+            try:
+                yield
+            finally:
+                mlflow.set_tracking_uri(before)
+    return _use_tracking_uri(uri)

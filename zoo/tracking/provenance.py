@@ -1,10 +1,13 @@
-"""What a run must record to be reproduced: package versions and the code's git commit."""
+"""What a run must record to be reproduced (package versions, the code's git commit) and who
+owns it while it is open (host, pid, heartbeat: zoo.tracking.repair)."""
 from __future__ import annotations
 
 import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
+
+from zoo.tracking.repair import owner_tags
 
 PACKAGES = ("gradzoo", "tensorflow", "keras", "numpy", "hydra-core", "omegaconf", "mlflow",
             "scikit-learn", "matplotlib")
@@ -43,4 +46,5 @@ def tags(seed: int) -> dict[str, str]:
     git = git_state()
     out = {"zoo.seed": str(seed), "zoo.git_commit": git["commit"], "zoo.git_dirty": git["dirty"]}
     out.update({f"zoo.version.{k}": v for k, v in versions().items()})
+    out.update(owner_tags())
     return out

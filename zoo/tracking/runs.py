@@ -1,45 +1,102 @@
-"""Finding runs again: the config hash that makes a sweep resumable, and records for claims.
+"""MLflow helpers for finding runs again: the client, the experiment, the params a run logs, and
+the config hash that makes a sweep resumable.
 
 A run is tagged ``zoo.config_hash``: a digest of its resolved config without the keys that do
 not change what is trained (``tracking``, ``study``, ``trainer.threads``: with op determinism a
-depth-10 MLP gave bit-identical losses at 1 and 2 threads). Same hash = same model, data, optimizer,
-budget and seed, so with op determinism the same numbers; a re-run study skips a job whose hash
-already has a FINISHED run (diverged runs included: they would diverge again).
+depth-10 MLP gave bit-identical losses at 1 and 2 threads), plus the gradzoo version and a
+fingerprint of the code (every ``.py`` file of the installed ``zoo`` package and every shipped
+config and study ``.yaml``), so that a code fix invalidates the runs made before it. Same hash =
+same code, model, data, optimizer, budget and seed, so with op determinism the same numbers; a
+re-run study skips a job whose hash already has a FINISHED run (diverged runs included: they
+would diverge again). See zoo.tracking.sweep for the skip itself.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-import math
+from importlib import metadata
+from pathlib import Path
 
 NOT_TRAINING = ("tracking", "study")
+# MLflow 3's UI opens an untagged experiment on its GenAI overview (traces, token panels)
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 EXECUTION_ONLY = ("threads",)  # trainer keys that change how fast, not what is computed
+
+
+def source_fingerprint(roots: tuple[tuple[Path, str], ...]) -> str:
+    """sha256 over (relative path, content) of the files under each root matching its glob, sorted."""
+    digest = hashlib.sha256()
+    for root, pattern in roots:
+        for path in sorted(root.rglob(pattern), key=lambda p: p.relative_to(root).as_posix()):
+            if "__pycache__" in path.parts or not path.is_file():
+                continue
+            digest.update(f"{root.name}/{path.relative_to(root).as_posix()}\0".encode())
+            digest.update(path.read_bytes())
+            digest.update(b"\0")
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """The gradzoo version and the fingerprint of its Python code (read once per process: ~80
+    small files, no import of what they contain). YAML is left out: a config or study file
+    that changes what is trained changes the resolved config, which the hash covers already,
+    and one that changes only a claim's text should not cost a re-run."""
+    try:
+        version = metadata.version("gradzoo")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    zoo_dir = Path(__file__).resolve().parents[1]
+    roots = [(zoo_dir, "*.py")]
+    return f"{version}+{source_fingerprint(tuple(roots))[:16]}"
 
 
 def config_hash(resolved: dict) -> str:
     kept = {k: v for k, v in resolved.items() if k not in NOT_TRAINING}
     if isinstance(kept.get("trainer"), dict):
         kept["trainer"] = {k: v for k, v in kept["trainer"].items() if k not in EXECUTION_ONLY}
+    kept["zoo.code_version"] = code_version()
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def client(uri: str):
-    from mlflow import MlflowClient
+def flat_params(resolved: dict, prefix: str = "") -> dict[str, str]:
+    """A resolved config as MLflow params: dotted keys, string values, ``null`` for None."""
+    out = {}
+    for key, value in resolved.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_params(value, f"{name}."))
+        else:
+            out[name] = "null" if value is None else str(value)
+    return out
 
-    return MlflowClient(tracking_uri=uri)
+
+def client(uri: str):
+    """An MlflowClient on ``uri``, its store created and migrated once, quietly (zoo.tracking.store)."""
+    from zoo.tracking.store import client as store_client
+
+    return store_client(uri)
+
+
+def artifact_root_for(uri: str) -> str | None:
+    """Artifacts of a sqlite store live beside the database file (``<dir>/mlruns``), so the
+    store is one self-contained folder whatever the working directory of later runs."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])  # sqlite:///rel.db -> rel.db; sqlite:////abs -> /abs
+        return (db.resolve().parent / "mlruns").as_uri()
+    return None
 
 
 def experiment_id(c, name: str, uri: str) -> str:
     """The experiment's id, created on first use with its artifacts beside a sqlite store."""
     from mlflow.exceptions import MlflowException
 
-    from zoo.tracking.mlflow_sink import artifact_root_for
-
     found = c.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
     try:
-        return c.create_experiment(name, artifact_location=artifact_root_for(uri))
+        return c.create_experiment(name, artifact_location=artifact_root_for(uri), tags=EXPERIMENT_KIND)
     except MlflowException:  # created by a concurrent job in between
         return c.get_experiment_by_name(name).experiment_id
 
@@ -54,20 +111,3 @@ def find_finished(uri: str, experiment: str, digest: str) -> str | None:
                           f"tags.`zoo.config_hash` = '{digest}' and attributes.status = 'FINISHED'",
                           order_by=["attributes.start_time DESC"], max_results=1)
     return found[0].info.run_id if found else None
-
-
-def records(uri: str, run_ids: list[str]):
-    """Claim-checker records of these runs (their params, final metric values, status, outcome)."""
-    from zoo.report.claims import RunRecord
-
-    c, out = client(uri), []
-    for run_id in run_ids:
-        run = c.get_run(run_id)
-        tags = run.data.tags
-        outcome = tags.get("zoo.outcome") or ("failed" if run.info.status != "FINISHED" else "finished")
-        step = tags.get("zoo.diverged_step")
-        metrics = {k: v for k, v in run.data.metrics.items() if not math.isnan(v)}
-        out.append(RunRecord(run_id=run_id, params=dict(run.data.params), metrics=metrics,
-                             status=run.info.status, outcome=outcome, error=tags.get("zoo.error"),
-                             diverged_step=int(step) if step else None))
-    return out

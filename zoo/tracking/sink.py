@@ -1,8 +1,8 @@
 """The sink interface: what training emits, whoever stores it.
 
 Training calls ``start`` once, then ``log_metrics`` many times (it must return at once: the
-MLflow sink only enqueues), ``log_artifact``/``set_tags`` at the end, and ``finish`` exactly
-once, which must not return before every record is stored.
+MLflow sink only enqueues), ``log_artifact``/``log_model``/``set_tags`` at the end, and
+``finish`` exactly once, which must not return before every record is stored.
 """
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ class Sink(Protocol):
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
 
     def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None: ...
+
+    def log_model(self, model, name: str, input_example, tags: dict[str, str] | None = None) -> str | None:
+        """Store the trained keras.Model with an input example (a few rows of inputs); returns
+        a URI it can be loaded from (``models:/<id>`` for MLflow), or None."""
 
     def set_tags(self, tags: dict[str, str]) -> None: ...
 

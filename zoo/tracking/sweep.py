@@ -1,22 +1,29 @@
-"""One MLflow parent run per sweep, a nested child run per job, the study judged at the end.
+"""One MLflow parent run per sweep, a nested child run per job, resume, the study judged at the end.
 
 Hydra has no MLflow integration; its callbacks are the hook. ``on_multirun_start`` (in the
-launching process) creates the parent run and leaves its id in ``<sweep dir>/zoo_sweep.json``;
-each job, in whatever process the launcher gives it, reads that file, tags its own run with
-``mlflow.parentRunId`` (MlflowClient, no fluent "active run", so neither a previous job's run
-nor a stray MLFLOW_RUN_ID can capture it) and leaves ``zoo_job.json`` in its output folder.
-``on_multirun_end`` gathers those files, adopts the runs a resumed sweep reused from an earlier
-invocation of the same study (a run another study trained stays nested there and is listed in
-``zoo.reused_runs``), and, for a study, judges the claim and logs the table, plots and verdict.
+launching process) checks a study's claim against its sweep (zoo.studies.validate: a bad check
+prints one line and exits 2 before any job; Hydra would only warn about an exception), creates the parent run and leaves its id in
+``<sweep dir>/zoo_sweep.json``. Each job, in whatever process the launcher gives it, asks
+:func:`skip_if_finished` (resume: a FINISHED run with the same config hash is reused), tags its
+own run with ``mlflow.parentRunId`` (MlflowClient, no fluent "active run", so neither a previous
+job's run nor a stray MLFLOW_RUN_ID can capture it) and leaves ``zoo_job.json`` in its output
+folder (:func:`record_job`). ``on_multirun_end`` gathers those files, adopts the runs a resumed
+sweep reused from an earlier invocation of the same study (a run another study trained stays
+nested there), lists every reused run and why in ``zoo.reused_runs``, and, for a study, judges
+the claim and logs the table, plots and verdict (zoo.studies.judge). Hydra calls no callback
+on Ctrl-C or SIGTERM: zoo.train then ends the parent (and any job) as KILLED
+(zoo.tracking.repair.close_owned); after SIGKILL the next ``zoo-ablate`` repairs them.
 """
 from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("zoo")
@@ -29,8 +36,36 @@ def parent_run_id(sweep_dir: str | Path) -> str | None:
     return json.loads(path.read_text())["parent_run_id"] if path.is_file() else None
 
 
-def write_job_record(output_dir: str | Path, **record) -> None:
-    (Path(output_dir) / JOB_FILE).write_text(json.dumps(record))
+def _sweeping(hydra_cfg) -> bool:
+    return hydra_cfg.mode == RunMode.MULTIRUN
+
+
+def parent_for(spec, hydra_cfg) -> str | None:
+    """The sweep's parent run a job nests under (None outside a sweep or without MLflow)."""
+    return parent_run_id(hydra_cfg.sweep.dir) if _sweeping(hydra_cfg) and spec.tracking.uri else None
+
+
+def record_job(spec, hydra_cfg, **record) -> None:
+    """Leave this job's record for ``on_multirun_end`` (nothing outside a sweep)."""
+    if not _sweeping(hydra_cfg):
+        return
+    record = {"job": hydra_cfg.job.num, "parent_run_id": parent_for(spec, hydra_cfg), **record}
+    (Path(hydra_cfg.runtime.output_dir) / JOB_FILE).write_text(json.dumps(record))
+
+
+def skip_if_finished(spec, hydra_cfg) -> str | None:
+    """With ``tracking.resume``: the FINISHED run with this job's config hash, recorded as reused
+    (the job is then skipped); None when the job should run."""
+    if not (spec.tracking.resume and spec.tracking.uri):
+        return None
+    from zoo.tracking.runs import config_hash, find_finished
+
+    digest = config_hash(spec.resolved)
+    done = find_finished(spec.tracking.uri, spec.tracking.experiment, digest)
+    if done:
+        log.info("already finished as MLflow run %s with this config and seed: skipped", done)
+        record_job(spec, hydra_cfg, run_id=done, reused=True, config_hash=digest)
+    return done
 
 
 def job_records(sweep_dir: Path, parent: str) -> list[dict]:
@@ -50,16 +85,27 @@ def _study_of_parent(c, run_id: str) -> str | None:
 
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        study = OmegaConf.select(config, "study.name")
+        if study:
+            from zoo.schema import SpecError
+            from zoo.studies.validate import validate_sweep
+
+            try:
+                validate_sweep(config)
+            except SpecError as err:  # Hydra turns a callback's exception into a warning and goes
+                print(f"zoo-train: study error: {err}", file=sys.stderr)  # on: exit, before any job
+                raise SystemExit(2) from None
         uri = OmegaConf.select(config, "tracking.uri")
         if not uri:
             return
         from zoo.tracking import provenance
+        from zoo.tracking.repair import keep_alive
         from zoo.tracking.runs import client, experiment_id
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        study = OmegaConf.select(config, "study.name")
         c = client(uri)
+        keep_alive(uri, config.tracking.experiment)  # the parent's heartbeat; Ctrl-C closes it (zoo.train)
         tags = {"zoo.kind": "study" if study else "sweep", "zoo.sweep_dir": str(sweep_dir.resolve()),
                 **{k: v for k, v in provenance.tags(0).items() if k != "zoo.seed"}}
         if study:
@@ -86,18 +132,19 @@ class SweepCallback(Callback):
         jobs = job_records(sweep_dir, parent)
         run_ids = [j["run_id"] for j in jobs if j.get("run_id")]
         study = OmegaConf.select(config, "study.name")
-        reused = [j["run_id"] for j in jobs if j.get("reused")]
-        for run_id in reused:
-            if _study_of_parent(c, run_id) == study:  # an earlier invocation of this study: adopt it
-                c.set_tag(run_id, "mlflow.parentRunId", parent)
+        reused = [j for j in jobs if j.get("reused")]
+        for job in reused:
+            if _study_of_parent(c, job["run_id"]) == study:  # an earlier invocation of this study: adopt it
+                c.set_tag(job["run_id"], "mlflow.parentRunId", parent)
         c.set_tag(parent, "zoo.jobs", str(len(jobs)))
         c.set_tag(parent, "zoo.jobs_reused", str(len(reused)))
-        if reused:  # runs of another study stay nested where they were trained; listed here
-            c.set_tag(parent, "zoo.reused_runs", " ".join(reused)[:5000])
+        if reused:  # what was reused and why; runs of another study stay nested where they were trained
+            c.set_tag(parent, "zoo.reused_runs", "\n".join(
+                f"{j['run_id']}: same config hash {j.get('config_hash', '?')}" for j in reused)[:5000])
         status = "FINISHED"
         try:
             if OmegaConf.select(config, "study") is not None:
-                from zoo.report.study import judge_study
+                from zoo.studies.judge import judge_study
 
                 judge_study(c, uri, parent, config.study, run_ids, sweep_dir)
         except Exception as err:  # the children are safe; say why the judgement is missing

@@ -1,0 +1,215 @@
+"""Nothing left RUNNING, nothing lost: Ctrl-C, SIGTERM and SIGKILL in the middle of a sweep.
+
+A real ``zoo-train -m`` sweep of tiny jobs (enough epochs to be caught mid-job) runs in a process
+group of its own; once its first job has logged metrics to the sqlite store it gets a signal, as
+a terminal's Ctrl-C or ``timeout`` sends it (to the whole group). Then every run in the store
+must have ended: the interrupted job and the sweep's parent as KILLED with ``zoo.outcome=killed``.
+After SIGKILL nothing can clean up: ``zoo-runs repair`` (and ``zoo-ablate`` before it launches)
+finds the runs whose owner process is gone and ends them.
+"""
+import importlib
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from zoo.tracking import repair
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+TINY = ["model.depth=2", "model.width=8", "trainer.epochs=200", "monitor.log_every=5"]
+
+
+def start_sweep(tmp_path: Path, *extra: str) -> subprocess.Popen:
+    args = [sys.executable, "-m", "zoo.train", "-m", *TINY, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+            f"hydra.sweep.dir={tmp_path}/multirun", *extra]
+    return subprocess.Popen(args, cwd=tmp_path, env=ENV, start_new_session=True, text=True,
+                            stdout=open(tmp_path / "stdout.txt", "w"), stderr=open(tmp_path / "stderr.txt", "w"))
+
+
+def jobs_training(db: Path) -> int:
+    """How many child runs are RUNNING and have logged a metric (read-only, no MLflow)."""
+    if not db.is_file():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            return con.execute(
+                "SELECT COUNT(DISTINCT r.run_uuid) FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+                "JOIN metrics m ON m.run_uuid = r.run_uuid "
+                "WHERE t.key = 'mlflow.parentRunId' AND r.status = 'RUNNING'").fetchone()[0]
+    except sqlite3.Error:  # tables not made yet, or locked for a moment
+        return 0
+
+
+def wait_training(proc: subprocess.Popen, tmp_path: Path, jobs: int = 1, timeout: float = 45) -> None:
+    deadline = time.monotonic() + timeout
+    while jobs_training(tmp_path / "mlflow.db") < jobs:
+        assert proc.poll() is None, output(tmp_path)
+        assert time.monotonic() < deadline, "no job started training in time\n" + output(tmp_path)
+        time.sleep(0.3)
+
+
+def output(tmp_path: Path) -> str:
+    return (tmp_path / "stdout.txt").read_text()[-2000:] + (tmp_path / "stderr.txt").read_text()[-3000:]
+
+
+def runs(tmp_path: Path):
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("gradzoo")
+    found = client.search_runs([exp.experiment_id], max_results=100)
+    parents = [r for r in found if r.data.tags.get("zoo.kind") == "sweep"]
+    return parents, [r for r in found if r not in parents]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_mid_sweep_ends_the_job_and_the_parent_as_killed(tmp_path, sig, code):
+    proc = start_sweep(tmp_path, "seed=0,1")
+    wait_training(proc, tmp_path)
+    os.killpg(proc.pid, sig)  # as Ctrl-C in a terminal, or `timeout`, does: the whole group
+    assert proc.wait(timeout=45) == code, output(tmp_path)
+    parents, children = runs(tmp_path)
+    assert len(parents) == 1 and len(children) == 1, output(tmp_path)  # the second job never started
+    for run in parents + children:
+        assert run.info.status == "KILLED", (run.info.run_name, run.info.status, output(tmp_path))
+        assert run.data.tags["zoo.outcome"] == "killed"
+    job = children[0]
+    assert int(job.data.tags["zoo.steps"]) > 0 and "zoo.verdict" in job.data.tags  # judged on what it did
+    assert "loss" in job.data.metrics  # what it logged is kept
+    name = "SIGTERM" if sig == signal.SIGTERM else "SIGINT"
+    assert parents[0].data.tags["zoo.killed"] == name
+    assert f"zoo-train: stopped by {name}; ended 1 open run(s) as KILLED" in output(tmp_path)
+    assert "Traceback" not in output(tmp_path)
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_parallel_sweep_leaves_nothing_running(tmp_path):
+    proc = start_sweep(tmp_path, "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "trainer.threads=1")
+    wait_training(proc, tmp_path, jobs=2)
+    os.kill(proc.pid, signal.SIGTERM)  # the sweep only: joblib takes its workers down with it
+    assert proc.wait(timeout=45) == 143, output(tmp_path)
+    parents, children = runs(tmp_path)
+    assert len(parents) == 1 and len(children) == 2, output(tmp_path)
+    for run in parents + children:
+        assert run.info.status == "KILLED", (run.info.run_name, run.info.status, output(tmp_path))
+        assert run.data.tags["zoo.outcome"] == "killed"
+
+
+@pytest.mark.slow
+def test_runs_orphaned_by_sigkill_are_repaired(tmp_path, capsys):
+    proc = start_sweep(tmp_path, "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "trainer.threads=1")
+    wait_training(proc, tmp_path, jobs=2)
+    os.killpg(proc.pid, signal.SIGKILL)  # nothing can clean up
+    proc.wait(timeout=30)
+    parents, children = runs(tmp_path)
+    assert [r.info.status for r in parents + children] == ["RUNNING"] * 3
+    owners = {r.info.run_id: r.data.tags["zoo.owner.pid"] for r in parents + children}
+    assert len(set(owners.values())) == 3  # the sweep and its two loky workers
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert repair.main(["repair", "--uri", uri, "--dry-run"]) == 0
+    assert capsys.readouterr().out.count("would close") == 3
+    assert {r.info.status for r in sum(runs(tmp_path), [])} == {"RUNNING"}
+    done = subprocess.run([sys.executable, "-m", "zoo.tracking.repair", "repair", "--uri", uri,
+                           "--experiment", "gradzoo"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 orphaned run(s) repaired" in done.stdout and "Creating initial" not in done.stderr
+    for run in sum(runs(tmp_path), []):
+        tags = run.data.tags
+        assert run.info.status == "KILLED" and tags["zoo.outcome"] == "killed"
+        assert f"owner pid {owners[run.info.run_id]} on " in tags["zoo.repaired"]
+        assert tags["zoo.repaired"].endswith("is gone") or "zombie" in tags["zoo.repaired"]
+        assert run.info.end_time is not None
+        assert run.info.run_id in done.stdout
+    assert repair.main(["repair", "--uri", uri]) == 0
+    assert "0 orphaned run(s) repaired" in capsys.readouterr().out
+
+
+# --- what makes an orphan, and zoo-ablate repairing before it launches (fast) --------------------
+def dead_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(done.stdout)
+
+
+def open_run(client: MlflowClient, exp: str, start_time: int | None = None, **tags) -> str:
+    return client.create_run(exp, start_time=start_time,
+                             tags={k.replace("_", "."): str(v) for k, v in tags.items()}).info.run_id
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One sqlite store for the fast tests (making one costs seconds), an experiment each."""
+    folder = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{folder}/mlflow.db"
+    return folder, uri, MlflowClient(uri)
+
+
+def test_an_orphan_is_a_dead_owner_here_or_a_stale_heartbeat_anywhere(store):
+    _, uri, client = store
+    exp = client.create_experiment("orphans")
+    now, host = int(time.time()), socket.gethostname()
+    alive = {"zoo_owner_host": host, "zoo_heartbeat": now}
+    ours = open_run(client, exp, zoo_owner_pid=os.getpid(), **alive)
+    parent = open_run(client, exp, zoo_owner_pid=os.getppid(), **alive)  # pytest's parent: alive, older
+    dead = open_run(client, exp, zoo_owner_pid=dead_pid(), **alive)
+    away = open_run(client, exp, zoo_owner_host="elsewhere", zoo_owner_pid=1, zoo_heartbeat=now - 60)
+    lost = open_run(client, exp, zoo_owner_host="elsewhere", zoo_owner_pid=1, zoo_heartbeat=now - 3600)
+    sleeper = subprocess.Popen(["sleep", "30"])  # a live process that started after the run below
+    reused = open_run(client, exp, start_time=(now - 60) * 1000, zoo_owner_pid=sleeper.pid, **alive)
+    legacy = open_run(client, exp)
+    finished = open_run(client, exp, zoo_owner_pid=dead_pid(), **alive)
+    client.set_terminated(finished, "FINISHED")
+
+    found = {o.run_id: o for o in repair.repair(uri, "orphans", dry_run=True)}
+    assert set(found) == {dead, lost, reused}, {k: o.reason for k, o in found.items()}
+    assert found[dead].reason.endswith("is gone") and found[dead].last_seen_ms == now * 1000
+    assert found[lost].reason.startswith("heartbeat 36") and "(owner pid 1 on elsewhere)" in found[lost].reason
+    assert "the pid was reused" in found[reused].reason
+    assert client.get_run(dead).info.status == "RUNNING"  # a dry run changes nothing
+    assert {o.run_id for o in repair.repair(uri, "orphans", dry_run=True, unowned=True)} == set(found)  # legacy is new
+    repair.repair(uri, "orphans")
+    status = {r: client.get_run(r).info.status for r in (ours, parent, dead, away, lost, reused, legacy, finished)}
+    assert status == {ours: "RUNNING", parent: "RUNNING", dead: "KILLED", away: "RUNNING", lost: "KILLED",
+                      reused: "KILLED", legacy: "RUNNING", finished: "FINISHED"}
+    assert client.get_run(dead).info.end_time == now * 1000  # ended when it was last seen alive
+    sleeper.kill()
+
+
+def test_zoo_ablate_repairs_its_experiment_before_launching(store, monkeypatch, capsys):
+    folder, _, client = store
+    monkeypatch.chdir(folder)  # the studies' store is sqlite:///mlflow.db, experiment gradzoo
+    launched = []
+    monkeypatch.setattr(importlib.import_module("zoo.train"), "main", lambda: launched.append(sys.argv))
+    exp = client.create_experiment("gradzoo")
+    orphan = open_run(client, exp, zoo_owner_host=socket.gethostname(), zoo_owner_pid=dead_pid(),
+                      zoo_heartbeat=int(time.time()))
+    from zoo.ablate import main
+
+    assert main(["input_scaling", "--scale", "quick"]) == 0 and launched
+    out = capsys.readouterr().out
+    assert f"zoo-ablate: closed {orphan} (" in out and "repaired 1 orphaned run(s) of experiment gradzoo" in out
+    run = client.get_run(orphan)
+    assert run.info.status == "KILLED" and run.data.tags["zoo.repaired"].endswith("is gone")
+
+
+def test_the_heartbeat_refreshes_this_processs_open_runs(store, monkeypatch):
+    _, uri, client = store
+    exp = client.create_experiment("beat")
+    mine = open_run(client, exp, **{k.replace(".", "_"): v for k, v in repair.owner_tags().items()})
+    client.set_tag(mine, "zoo.heartbeat", "1000")
+    monkeypatch.setattr(repair, "BEAT_SECONDS", 0.2)
+    repair.keep_alive(uri, "beat")
+    deadline = time.monotonic() + 20
+    while client.get_run(mine).data.tags["zoo.heartbeat"] == "1000":
+        assert time.monotonic() < deadline, "no heartbeat"
+        time.sleep(0.2)
+    assert abs(int(client.get_run(mine).data.tags["zoo.heartbeat"]) - time.time()) < 10
+    assert repair.close_owned("KILLED", "SIGINT") == [mine]
+    run = client.get_run(mine)
+    assert run.info.status == "KILLED" and run.data.tags["zoo.outcome"] == "killed"
+    assert run.data.tags["zoo.killed"] == "SIGINT"

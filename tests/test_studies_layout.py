@@ -1,0 +1,51 @@
+"""Imports point down: no cycles among zoo's modules, counting imports inside functions."""
+import ast
+from pathlib import Path
+
+import zoo
+
+ROOT = Path(zoo.__file__).parent
+
+
+def imports() -> dict[str, set[str]]:
+    graph = {}
+    for path in ROOT.rglob("*.py"):
+        name = ".".join(("zoo", *path.relative_to(ROOT).with_suffix("").parts)).removesuffix(".__init__")
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("zoo"):
+                found.add(node.module)
+                found.update(f"{node.module}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names if a.name.startswith("zoo"))
+        graph[name] = found
+    return {k: {m for m in v if m in graph and m != k} for k, v in graph.items()}
+
+
+def cycle_through(graph, start):
+    stack, seen = [(start, [start])], set()
+    while stack:
+        node, path = stack.pop()
+        for nxt in graph.get(node, ()):
+            if nxt == start:
+                return path + [start]
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append((nxt, path + [nxt]))
+    return None
+
+
+def test_studies_and_tracking_have_no_import_cycles():
+    graph = imports()
+    for module in sorted(graph):
+        if module.startswith(("zoo.studies", "zoo.tracking", "zoo.train", "zoo.ablate")):
+            assert cycle_through(graph, module) is None, " -> ".join(cycle_through(graph, module))
+
+
+def test_tracking_reaches_studies_only_through_the_sweep_callback():
+    graph = imports()
+    for module, deps in graph.items():
+        if module.startswith("zoo.tracking") and module != "zoo.tracking.sweep":
+            assert not {d for d in deps if d.startswith("zoo.studies")}, module
+    assert {d for d in graph["zoo.tracking.sweep"] if d.startswith("zoo.studies")} == {
+        "zoo.studies.validate", "zoo.studies.judge"}

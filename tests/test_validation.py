@@ -1,0 +1,208 @@
+"""Validation hardening: every bad input is refused by the CLI in one line, with exit code 2,
+within about two seconds and before TensorFlow is imported."""
+import http.server
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from zoo.schema import SpecError
+from zoo.spec import compose_spec
+
+# Runs ``zoo-train ARGS`` in-process and reports whether TensorFlow got imported on the way.
+PROBE = ("import runpy, sys\n"
+         "sys.argv = ['zoo-train'] + sys.argv[1:]\n"
+         "try:\n    runpy.run_module('zoo.train', run_name='__main__')\n    code = 0\n"
+         "except SystemExit as e:\n    code = e.code\n"
+         "print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_NOT_IMPORTED', code)\n")
+
+
+def refuse(args, cwd, budget=2.0):
+    """Run the CLI on ``args``; assert exit 2, one stderr line, no TensorFlow, within budget s."""
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=cwd, capture_output=True,
+                         text=True, timeout=60)
+    seconds = time.perf_counter() - start
+    assert out.stdout.split()[-2:] == ["TF_NOT_IMPORTED", "2"], (args, out.stdout, out.stderr[-2000:])
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("zoo-train: config error: "), out.stderr[-2000:]
+    # Python start-up and Hydra's compose are most of it; slack for a loaded test machine
+    assert seconds < budget + 1.5, (args, seconds)
+    return lines[0].removeprefix("zoo-train: config error: ")
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["seed=-1"], "seed must be an integer in [0, 2**32), got -1"),
+    (["seed=4294967296"], "seed must be an integer in [0, 2**32), got 4294967296"),
+    (["seed=1.5"], "seed must be an integer in [0, 2**32), got 1.5"),
+    (["seed=true"], "seed must be an integer in [0, 2**32), got True"),
+    (["optimizer.lr=inf"], "optimizer.lr must be a finite number, got inf"),
+    (["optimizer.lr=nan"], "optimizer.lr must be a finite number, got nan"),
+    (["optimizer=sgd", "optimizer.momentum=inf"], "optimizer.momentum must be a finite number, got inf"),
+    (["optimizer.clipnorm=-inf"], "optimizer.clipnorm must be a finite number, got -inf"),
+    (["model.init_std=inf"], "model.init_std must be a finite number, got inf"),
+    (["model.residual=2"], "model.residual must be true or false, got 2"),
+    (["model.residual=yes"], "model.residual must be true or false, got 'yes'"),
+    (["trainer.deterministic=0"], "trainer.deterministic must be true or false, got 0"),
+    (["+foo=1"], "foo: unknown top-level key; the sections are: seed, model, data, optimizer, "
+                 "trainer, monitor, pretrain, tracking, study, hydra"),
+    (["tracking.uri=postgresql://db/mlflow"],
+     "tracking.uri: unsupported MLflow store 'postgresql://db/mlflow'; use sqlite:///PATH, "
+     "file:PATH or a plain path, http(s)://HOST:PORT, or null"),
+    (["tracking.uri=sqlite://"], "tracking.uri: needs a database file, sqlite:///PATH; got 'sqlite://'"),
+    (["tracking.experiment=''"], "tracking.experiment must not be empty"),
+    (["tracking.experiment=" + "x" * 501], "tracking.experiment must be at most 500 characters, got 501"),
+])
+def test_bad_input_is_refused_before_tensorflow(tmp_path, args, message):
+    assert refuse(args, tmp_path) == message
+
+
+def test_tracking_store_in_an_unwritable_place_is_refused(tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
+    message = refuse([f"tracking.uri=sqlite:///{tmp_path}/a_file/mlflow.db"], tmp_path)
+    assert message == f"tracking.uri: cannot create '{tmp_path}/a_file/mlflow.db': " \
+                      f"'{tmp_path}/a_file' is a file, not a folder"
+    message = refuse([f"tracking.uri=file:{tmp_path}/a_file"], tmp_path)
+    assert message == f"tracking.uri: '{tmp_path}/a_file' is a file, not a store folder"
+
+
+def test_a_store_folder_that_does_not_exist_yet_is_fine(tmp_path):
+    spec = compose_spec([f"tracking.uri=sqlite:///{tmp_path}/new/deeper/mlflow.db"])
+    assert spec.tracking.uri.endswith("mlflow.db") and not (tmp_path / "new").exists()
+    compose_spec([f"tracking.uri={tmp_path}/mlruns"])  # a plain path
+
+
+def test_tracking_server_that_is_not_there_is_refused_at_once(tmp_path):
+    port = closed_port()
+    message = refuse([f"tracking.uri=http://127.0.0.1:{port}"], tmp_path)
+    assert message.startswith(f"tracking.uri: no MLflow server answers at http://127.0.0.1:{port} "
+                              f"within 3 s (")
+
+
+def test_tracking_server_that_never_answers_is_refused_after_the_timeout(tmp_path):
+    with socket.socket() as listener:  # accepts the connection (kernel backlog), never replies
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        message = refuse([f"tracking.uri=http://127.0.0.1:{port}"], tmp_path, budget=3 + 2)
+    assert "within 3 s (timed out)" in message or "within 3 s (The read operation timed out)" in message, message
+
+
+def test_tracking_server_that_answers_health_is_accepted():
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            ok = self.path == "/health"
+            self.send_response(200 if ok else 404)
+            self.end_headers()
+            self.wfile.write(b"OK" if ok else b"")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        uri = f"http://127.0.0.1:{server.server_port}"
+        assert compose_spec([f"tracking.uri={uri}"]).tracking.uri == uri
+        with pytest.raises(SpecError, match=r"/nested/health answered HTTP 404: not an MLflow server"):
+            compose_spec([f"tracking.uri={uri}/nested"])
+    finally:
+        server.shutdown()
+
+
+def test_experiment_names_with_control_characters_are_refused():
+    from zoo.spec import TrackingConfig
+
+    with pytest.raises(SpecError, match=r"experiment must not hold control characters, got 'a\\x07b'"):
+        TrackingConfig(experiment="a\x07b")
+
+
+@pytest.mark.parametrize("args", [["model.width=1000000"], ["model.depth=100000"],
+                                  ["model=lstm", "data=adding", "model.width=200000"],
+                                  ["trainer.batch_size=100000000"]])
+def test_a_run_too_big_for_this_machine_is_refused_with_its_estimate(tmp_path, args):
+    message = refuse(args, tmp_path)
+    assert message.startswith("this run needs about ") and " is available; lower " in message, message
+
+
+def test_memory_estimates_agree_with_counted_parameters():
+    """The closed forms count the same weights Keras builds (a second way to the number)."""
+    from zoo import budget
+    from zoo.data.digits import DigitsConfig
+    from zoo.data.adding import AddingConfig
+    from zoo.data.keras_datasets import KerasImageConfig
+    from zoo.models.mlp import MLPConfig
+    from zoo.models.recurrent import LSTMConfig
+    from zoo.models.resnet import ResNetConfig
+
+    mlp = budget.estimate("mlp", MLPConfig(depth=3, width=10), "digits", DigitsConfig())
+    assert mlp.params == (64 + 1) * 10 + (10 + 1) * 10 + (10 + 1) * 10
+    lstm = budget.estimate("lstm", LSTMConfig(width=8), "adding", AddingConfig(length=50))
+    assert lstm.params == 4 * (2 + 8 + 1) * 8 + (8 + 1) * 1
+    # ResNet-20 on 32x32x3, option A shortcuts: 269,722 trainable parameters counted by Keras
+    # (README; the paper's 0.27M)
+    resnet = budget.estimate("resnet", ResNetConfig(), "cifar10", KerasImageConfig())
+    assert resnet.params == 269_722
+    assert budget.available_bytes() > 0
+
+
+def test_ordinary_runs_pass_the_memory_check():
+    for overrides in ([], ["model=resnet", "data=cifar10", "model.depth=110"],
+                      ["model=inception", "data=digits", "data.layout=image", "data.image_size=32"],
+                      ["model=lstm", "data=adding", "data.length=150"]):
+        compose_spec(overrides + ["tracking.uri=null"])
+
+
+# --- Hydra's own errors and zoo-ablate's overrides: the same one-line contract --------------------
+@pytest.mark.parametrize("args, message", [
+    (["model=foo"], "In 'config': Could not find 'model/foo'; Available options in 'model': deep_linear, gru, "),
+    (["seed=0,1"], "Ambiguous value for argument 'seed=0,1'; 1. To use it as a list, use key=[value1,value2]; "),
+    (["model.depth=[1,2"], "model.depth=[1,2: no viable alternative at input '[1,2'"),
+    (["+model=mlp"], "model appears more than once in the final defaults list"),
+    (["model.nosuch=1"], "Could not override 'model.nosuch'; To append to your config use +model.nosuch=1; "
+                         "Key 'nosuch' is not in struct"),
+    (["--config-name", "nosuch"], "Cannot find primary config 'nosuch'"),
+    (["--config-dir", "/nonexistent"], "Additional config directory '/nonexistent' not found"),
+])
+def test_hydras_own_errors_are_one_line_and_exit_2(tmp_path, args, message):
+    assert refuse(args, tmp_path).startswith(message)
+
+
+def test_a_user_asking_for_hydras_full_error_gets_the_exception(tmp_path):
+    import os
+
+    out = subprocess.run([sys.executable, "-m", "zoo.train", "model=foo"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "HYDRA_FULL_ERROR": "1"})
+    assert out.returncode == 1 and "hydra.errors.MissingConfigException" in out.stderr
+
+
+ABLATE = ("import sys\nfrom zoo.ablate import main\ncode = main(sys.argv[1:])\n"
+          "print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_NOT_IMPORTED', code)\n")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.depth=abc", "model.depth: Value 'abc' of type 'str' could not be converted to Integer"),
+    ("model.depth=5,abc", "model.depth: Value 'abc' of type 'str' could not be converted to Integer"),
+    ("optimizer.lr=inf", "optimizer.lr must be a finite number, got inf"),
+    ("model=foo", "In 'config': Could not find 'model/foo'; Available options in 'model': "),
+    ("model.depth=[1", "model.depth=[1: no viable alternative at input '[1'"),
+])
+def test_a_bad_override_to_zoo_ablate_is_refused_before_the_sweep(tmp_path, override, message):
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", ABLATE, "input_scaling", "--scale", "quick", override],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    seconds = time.perf_counter() - start
+    assert out.stdout.split()[-2:] == ["TF_NOT_IMPORTED", "2"], out.stdout + out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"zoo-ablate: config error: {message}"), out.stderr
+    assert seconds < 2.0 + 1.5, seconds
+    assert not (tmp_path / "multirun").exists() and not (tmp_path / "mlflow.db").exists()

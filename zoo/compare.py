@@ -1,0 +1,392 @@
+"""Two models' gradient flow side by side, measured the way runs measure it.
+
+``zoo.compare(a, b)`` takes two pretrained entries (names) or two keras Models and the data to
+probe them with, and passes the same batches through each model's own
+:class:`zoo.step.InstrumentedStep`, built with plain SGD at learning rate 0 so nothing moves (the
+batch-norm moving statistics a training-mode forward pass updates are put back too). The numbers
+are therefore the very ``grad_norm`` per kernel (the data objective's gradient, before clipping)
+and, for recurrent models, the ``time_grad`` (gradient reaching each time step) that a run logs,
+at the models' trained weights. Several batches (default 4 of 64) give a median and a spread.
+
+The figure aligns the layers by normalized depth (0 = input side, 1 = output), so a 20-layer
+net and a 56-layer net line up; gradient norms are on a log scale, exact zeros (float32
+underflow: nothing at all reaches the layer) sit on the floor as ✕, and a second panel shows the
+ratio b / a at each aligned position. The table has one row per aligned position.
+"""
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+COLORS = ("#c0392b", "#1f5fa8")  # a: warm red, b: blue
+BATCHES, BATCH_SIZE = 4, 64
+
+
+@dataclass
+class Probed:
+    """One model's measurements over the probe batches."""
+    label: str
+    layers: tuple[str, ...]
+    grad_norm: np.ndarray                 # [batches, layers]
+    loss: np.ndarray                      # [batches]
+    seq_layers: tuple[str, ...] = ()
+    time_grad: np.ndarray | None = None   # [batches, seq layers, time steps]
+
+    @property
+    def depth(self) -> np.ndarray:
+        """Normalized position of each layer: 0 at the input side, 1 at the output."""
+        n = len(self.layers)
+        return np.linspace(0.0, 1.0, n) if n > 1 else np.zeros(n)
+
+    @property
+    def median(self) -> np.ndarray:
+        return np.median(self.grad_norm, axis=0)
+
+
+@dataclass
+class Comparison:
+    a: Probed
+    b: Probed
+    knob: str
+    batches: int
+    batch_size: int
+    table: list[dict] = field(default_factory=list)
+    figure: object = None  # matplotlib.figure.Figure
+
+    def markdown(self) -> str:
+        """The table as markdown: aligned layers, medians and spreads, and the ratio b / a."""
+        a, b = self.a.label, self.b.label
+        lines = [f"| depth | {a} layer | {a} ‖∂L/∂W‖ median [min, max] | {b} layer | "
+                 f"{b} ‖∂L/∂W‖ median [min, max] | ratio b/a |",
+                 "|---:|---|---:|---|---:|---:|"]
+        for row in self.table:
+            lines.append(
+                f"| {row['depth']:.2f} | {row['layer_a']} | {_num(row['median_a'])} "
+                f"[{_num(row['min_a'])}, {_num(row['max_a'])}] | {row['layer_b']} | "
+                f"{_num(row['median_b'])} [{_num(row['min_b'])}, {_num(row['max_b'])}] | "
+                f"{_num(row['ratio'])} |")
+        return "\n".join(lines)
+
+    def save(self, path) -> Path:
+        """The figure (``.png``, ``.svg``, ``.pdf``) or the table (``.md``)."""
+        path = Path(path)
+        if path.suffix == ".md":
+            path.write_text(self.markdown() + "\n")
+        else:
+            self.figure.savefig(path, dpi=120)
+        return path
+
+    def _repr_png_(self) -> bytes:  # notebooks show the figure whatever matplotlib's backend
+        buffer = io.BytesIO()
+        self.figure.savefig(buffer, format="png", dpi=100)
+        return buffer.getvalue()
+
+    def __repr__(self) -> str:
+        return f"Comparison({self.a.label} vs {self.b.label}; knob {self.knob})\n{self.markdown()}"
+
+
+def _num(x: float) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if x == 0:
+        return "0"
+    if math.isinf(x):
+        return "∞"
+    return f"{x:.3g}"
+
+
+# -- measuring -------------------------------------------------------------------------------
+
+def _resolve(model_or_name):
+    """(keras model, label, manifest entry or None)."""
+    if isinstance(model_or_name, str):
+        from zoo.pretrained import describe, load_pretrained
+
+        return load_pretrained(model_or_name), model_or_name, describe(model_or_name)
+    return model_or_name, model_or_name.name, None
+
+
+def _dataset(data, entry):
+    from zoo.data import DATASETS, Dataset
+
+    if isinstance(data, Dataset):
+        return data
+    if data is None:
+        if entry is None:
+            raise ValueError("compare: pass data= (a dataset name, a zoo Dataset or (x, y, task)) "
+                             "when comparing models that are not pretrained entries")
+        options = {k: v for k, v in entry.data.items() if k not in ("name", "input_shape", "num_outputs")}
+        return DATASETS.build(entry.data["name"], **options)
+    if isinstance(data, str):
+        from zoo import load_dataset
+
+        return load_dataset(data)
+    if isinstance(data, dict):
+        from zoo import load_dataset
+
+        return load_dataset(**data)
+    x, y, task = data
+    return Dataset("custom", x, y, x[:0], y[:0], task, 0)
+
+
+def probe(model, x_batches, y_batches, task: str, label: str) -> Probed:
+    """Gradient norms (and gradient through time) of ``model`` on each batch, by its own
+    instrumented step at learning rate 0; the model's variables are left as they were."""
+    import keras
+
+    from zoo.step import InstrumentedStep, batch_spec
+
+    step = InstrumentedStep(model, task, keras.optimizers.SGD(learning_rate=0.0), None,
+                            batch_spec(x_batches[0], y_batches[0]))
+    saved = [v.numpy() for v in model.variables]
+    grads, losses, times = [], [], []
+    try:
+        for x, y in zip(x_batches, y_batches):
+            packed, probed = step.train_with_probes(x, y)
+            fields = {k: v[0] for k, v in step.layout.unpack(packed.numpy()).items()}  # one step
+            grads.append(np.asarray(fields["grad_norm"], dtype=np.float64))
+            losses.append(float(fields["loss"]))
+            measured = {k: v[0] for k, v in step.probe_layout.unpack(probed.numpy()).items()}
+            if "time_grad" in measured:
+                times.append(np.asarray(measured["time_grad"], dtype=np.float64))
+    finally:
+        for v, value in zip(model.variables, saved):
+            v.assign(value)
+    seq = step.probe_layout.field("time_grad").labels if times else ()
+    return Probed(label, tuple(step.kernels), np.stack(grads), np.asarray(losses),
+                  tuple(seq), np.stack(times) if times else None)
+
+
+def compare(a, b, data=None, batches: int = BATCHES, batch_size: int = BATCH_SIZE, seed: int = 0,
+            knob: str | None = None) -> Comparison:
+    """Per-layer gradient norms of ``a`` and ``b`` (entry names or keras Models) on the same
+    ``batches`` batches of ``batch_size`` training examples drawn with ``seed``.
+
+    ``data``: a dataset name, a ``zoo.data.Dataset``, a dict of ``zoo.load_dataset`` arguments,
+    or ``(x, y, task)``; by default the data entry ``a`` was trained on. ``knob``: what differs,
+    for the title (by default the pair's knob from the manifest)."""
+    model_a, label_a, entry_a = _resolve(a)
+    model_b, label_b, entry_b = _resolve(b)
+    dataset = _dataset(data, entry_a or entry_b)
+    if knob is None:
+        knob = ""
+        if entry_a is not None and entry_b is not None:
+            from zoo.pretrained import read_manifest
+
+            pair = read_manifest().pair_of(label_a, label_b)
+            knob = pair.knob if pair else ""
+    order = np.random.RandomState(seed).permutation(len(dataset.x_train))
+    take = min(batches * batch_size, len(order))
+    idx = order[:take]
+    xs = [dataset.x_train[idx[i:i + batch_size]] for i in range(0, take, batch_size)]
+    ys = [dataset.y_train[idx[i:i + batch_size]] for i in range(0, take, batch_size)]
+    pa = probe(model_a, xs, ys, dataset.task, label_a)
+    pb = probe(model_b, xs, ys, dataset.task, label_b)
+    result = Comparison(pa, pb, knob, len(xs), batch_size)
+    result.table = table(pa, pb)
+    result.figure = figure(result)
+    return result
+
+
+# -- the table -------------------------------------------------------------------------------
+
+def _align(pa: Probed, pb: Probed) -> list[tuple[int, int]]:
+    """(index in a, index in b) at each aligned position: by index when the depths agree, else
+    every layer of the deeper net with the nearest layer of the other by normalized depth."""
+    na, nb = len(pa.layers), len(pb.layers)
+    if na == nb:
+        return [(i, i) for i in range(na)]
+    if na > nb:
+        return [(i, int(np.argmin(abs(pb.depth - d)))) for i, d in enumerate(pa.depth)]
+    return [(int(np.argmin(abs(pa.depth - d))), j) for j, d in enumerate(pb.depth)]
+
+
+def _ratio(num: float, den: float) -> float:
+    if den == 0:
+        return math.inf if num > 0 else math.nan
+    return num / den
+
+
+def table(pa: Probed, pb: Probed) -> list[dict]:
+    ma, mb = pa.median, pb.median
+    rows = []
+    for i, j in _align(pa, pb):
+        depth = pa.depth[i] if len(pa.layers) >= len(pb.layers) else pb.depth[j]
+        rows.append({
+            "depth": float(depth),
+            "layer_a": pa.layers[i], "median_a": float(ma[i]),
+            "min_a": float(pa.grad_norm[:, i].min()), "max_a": float(pa.grad_norm[:, i].max()),
+            "layer_b": pb.layers[j], "median_b": float(mb[j]),
+            "min_b": float(pb.grad_norm[:, j].min()), "max_b": float(pb.grad_norm[:, j].max()),
+            "ratio": _ratio(float(mb[j]), float(ma[i])),
+        })
+    return rows
+
+
+# -- the figure ------------------------------------------------------------------------------
+
+def _short(name: str) -> str:
+    for old, new in (("_dense", ""), ("_conv", "c"), ("block", "b"), ("stage", "s"),
+                     ("inception", "inc"), ("_kernel", "")):
+        name = name.replace(old, new)
+    return name
+
+
+def _floor(*arrays) -> float:
+    positive = np.concatenate([np.ravel(a)[np.ravel(a) > 0] for a in arrays if a is not None] or [np.ones(1)])
+    positive = positive[np.isfinite(positive)]
+    low = positive.min() if positive.size else 1.0
+    return 10 ** (math.floor(math.log10(low)) - 1)
+
+
+def _flow(ax, p: Probed, color: str, floor: float, marker: str) -> None:
+    x, med = p.depth, p.median
+    lo, hi = p.grad_norm.min(axis=0), p.grad_norm.max(axis=0)
+    shown = np.where(med > 0, med, np.nan)
+    flow = med[0] / med[-1] if len(med) and med[-1] > 0 else math.nan
+    label = f"{p.label}:  first/last layer {_num(flow)},  loss {np.median(p.loss):.3g}"
+    ax.fill_between(x, np.where(lo > 0, lo, floor), np.where(hi > 0, hi, floor), color=color,
+                    alpha=0.18, lw=0, step=None)
+    ax.plot(x, shown, marker + "-", color=color, ms=4.5, lw=1.8, label=label)
+    zeros = np.flatnonzero(med == 0)
+    if len(zeros):
+        ax.plot(x[zeros], np.full(len(zeros), floor), "x", color=color, ms=9, mew=2.4, clip_on=False,
+                label=f"{p.label}: exactly 0 in {len(zeros)} layer{'s' * (len(zeros) > 1)} (underflow)")
+
+
+def _ticks(ax, p: Probed, top: bool, color: str = COLORS[0]) -> None:
+    if len(p.layers) > 40:
+        return
+    names = [_short(n) for n in p.layers]
+    if top:
+        twin = ax.secondary_xaxis("top")
+        twin.set_xticks(p.depth)
+        twin.set_xticklabels(names, rotation=90, fontsize=6.5, color=COLORS[1])
+    else:
+        ax.set_xticks(p.depth)
+        ax.set_xticklabels(names, rotation=90, fontsize=6.5, color=color)
+
+
+def figure(c: Comparison):
+    from matplotlib.figure import Figure
+
+    pa, pb = c.a, c.b
+    recurrent = pa.time_grad is not None or pb.time_grad is not None
+    fig = Figure(figsize=(15 if recurrent else 10.5, 7.4))
+    grid = fig.add_gridspec(2, 2 if recurrent else 1, height_ratios=[2.3, 1],
+                            width_ratios=[1.25, 1] if recurrent else None, hspace=0.08, wspace=0.22)
+    flow = fig.add_subplot(grid[0, 0])
+    ratio_ax = fig.add_subplot(grid[1, 0], sharex=flow)
+    floor = _floor(pa.grad_norm, pb.grad_norm)
+    _flow(flow, pa, COLORS[0], floor, "o")
+    _flow(flow, pb, COLORS[1], floor, "s")
+    flow.set_yscale("log")
+    top = max(np.nanmax(pa.grad_norm), np.nanmax(pb.grad_norm), floor * 10)
+    flow.set_ylim(floor / 1.6, top * 6)
+    if np.any(pa.median == 0) or np.any(pb.median == 0):  # the floor stands for exactly 0
+        flow.axhline(floor, color="0.5", lw=0.8, ls=":")
+        flow.text(1.005, floor, "= 0", color="0.3", fontsize=8, va="center", ha="left",
+                  transform=flow.get_yaxis_transform(), clip_on=False)
+    flow.set_ylabel("‖∂L/∂W‖ of each layer (log scale)")
+    flow.grid(True, which="major", alpha=0.3)
+    flow.legend(fontsize=8.5, loc="best", framealpha=0.92,
+                title="line: median over batches · band: min–max", title_fontsize=7.5)
+    flow.tick_params(axis="x", labelbottom=False)
+    same_names = pa.layers == pb.layers
+    if not same_names:
+        _ticks(flow, pb, top=True)
+
+    rows = c.table
+    depth = np.array([r["depth"] for r in rows])
+    ratios = np.array([r["ratio"] for r in rows], dtype=np.float64)
+    finite = np.isfinite(ratios) & (ratios > 0)
+    logs = np.where(finite, np.log10(np.where(finite, ratios, 1.0)), 0.0)
+    shown = logs[finite]
+    hi = max(float(shown.max()) if shown.size else 0.0, 0.5)
+    lo = min(float(shown.min()) if shown.size else 0.0, -0.5)
+    pad = 0.18 * (hi - lo)
+    hi, lo = hi + pad, lo - pad
+    width = min(0.8 / max(len(rows) - 1, 1), 0.1)
+    bar_colors = np.array([COLORS[1] if v >= 0 else COLORS[0] for v in logs], dtype=object)
+    ratio_ax.bar(depth[finite], shown, width=width, color=bar_colors[finite], alpha=0.85)
+    for d, r, v in zip(depth, ratios, logs):
+        if r == math.inf:  # a underflowed, b did not
+            ratio_ax.annotate("a = 0 ↑", (d, hi * 0.9), ha="center", va="top", fontsize=7, color=COLORS[0])
+        elif r == 0:       # b underflowed
+            ratio_ax.annotate("b = 0 ↓", (d, lo * 0.9), ha="center", va="bottom", fontsize=7, color=COLORS[1])
+        elif math.isnan(r):
+            ratio_ax.annotate("both 0", (d, 0), ha="center", va="center", fontsize=6, color="0.3")
+    if shown.size:  # the extreme ratio, spelled out
+        k = int(np.flatnonzero(finite)[np.argmax(np.abs(shown))])
+        ratio_ax.annotate(f"×{_num(ratios[k])}", (depth[k], logs[k]), xytext=(0, 3 if logs[k] >= 0 else -3),
+                          textcoords="offset points", ha="center", va="bottom" if logs[k] >= 0 else "top",
+                          fontsize=8, fontweight="bold")
+    ratio_ax.axhline(0, color="black", lw=0.8)
+    ratio_ax.set_ylim(lo, hi)
+    ratio_ax.set_ylabel("log10 (b / a)\nb larger ↑ · a larger ↓", fontsize=8)
+    names = "" if len(pa.layers) > 40 else ("; layer names below" if same_names
+                                             else "; layer names: a below, b above")
+    ratio_ax.set_xlabel("normalized depth (0 = input layer, 1 = output layer)" + names)
+    ratio_ax.grid(True, axis="y", alpha=0.3)
+    _ticks(ratio_ax, pa, top=False, color="black" if same_names else COLORS[0])
+    ratio_ax.set_xlim(-0.04, 1.04)
+
+    if recurrent:
+        _time_panel(fig.add_subplot(grid[:, 1]), c)
+    fig.text(0.5, 0.975, f"a = {pa.label}   vs   b = {pb.label}", ha="center", va="top",
+             fontsize=13, fontweight="bold")
+    fig.text(0.5, 0.935, f"knob: {c.knob}" if c.knob else "", ha="center", va="top", fontsize=11)
+    fig.text(0.5, 0.9, f"gradient of the data loss at the trained weights, the same {c.batches} batches "
+             f"of {c.batch_size} through each model's instrumented step (lr 0);  ✕ = exactly 0 (underflow)",
+             ha="center", va="top", fontsize=8.5, color="0.3")
+    top = 0.83 if (not same_names and len(pb.layers) <= 40) else 0.865
+    longest = max(len(_short(n)) for n in pa.layers) if len(pa.layers) <= 40 else 0
+    fig.subplots_adjust(left=0.085 if not recurrent else 0.06, right=0.955, top=top,
+                        bottom=min(0.1 + 0.009 * longest, 0.24))
+    return fig
+
+
+def _time_panel(ax, c: Comparison) -> None:
+    """Gradient reaching each time step of the first recurrent layer's input, both models."""
+    arrays = [p.time_grad[:, 0, :] for p in (c.a, c.b) if p.time_grad is not None]
+    floor = _floor(*arrays)
+    for p, color in zip((c.a, c.b), COLORS):
+        if p.time_grad is None:
+            continue
+        g = p.time_grad[:, 0, :]
+        t = np.arange(g.shape[1])
+        med, lo, hi = np.median(g, axis=0), g.min(axis=0), g.max(axis=0)
+        ax.fill_between(t, np.where(lo > 0, lo, floor), np.where(hi > 0, hi, floor), color=color, alpha=0.18, lw=0)
+        ratio = med[0] / med[-1] if med[-1] > 0 else math.nan
+        ax.plot(t, np.where(med > 0, med, np.nan), color=color, lw=1.8,
+                label=f"{p.label}: ‖∂L/∂x_0‖ / ‖∂L/∂x_T‖ = {_num(ratio)}")
+        zeros = np.flatnonzero(med == 0)
+        if len(zeros):
+            ax.plot(t[zeros], np.full(len(zeros), floor), "x", color=color, ms=5, mew=1.5, clip_on=False,
+                    label=f"{p.label}: exactly 0 at {len(zeros)} steps")
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=floor / 1.6)
+    ax.set_xlabel("time step t (input order; the loss is read after the last)")
+    ax.set_ylabel("‖∂L/∂x_t‖ into the first recurrent layer (log)")
+    ax.text(0.02, 0.98, "gradient through time", transform=ax.transAxes, ha="left", va="top",
+            fontsize=10, fontweight="bold")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+
+
+class _CallableModule(type(math)):
+    """``zoo.compare`` is both this module and the function: importing a submodule sets the
+    package attribute of the same name to the module, so the module itself is made callable
+    (``zoo.compare(a, b)`` works however it was imported)."""
+
+    def __call__(self, *args, **kwargs) -> Comparison:
+        return compare(*args, **kwargs)
+
+
+import sys  # noqa: E402
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,146 @@
+"""The train step's extra instruments: what it measures on histogram steps besides the gradient
+norms it measures every step.
+
+Each instrument declares the tensors of the forward pass it reads (``taps``), the tensors whose
+gradient it needs (``wrt``), the fields it returns (``fields``, see zoo.monitor.layout) and how
+to compute them inside the compiled step (``compute``). The step wires them in without knowing
+what they are; adding an instrument is one class here and one line in :func:`instruments_for`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import keras
+import tensorflow as tf
+
+from zoo.models import blocks
+from zoo.monitor import graph_stats
+from zoo.monitor.layout import Field
+from zoo.monitor.stats import ACT_STATS, HIST_BINS
+
+
+@dataclass
+class Probe:
+    """What an instrument gets on a histogram step: the batch's inputs, the tapped tensors of
+    the forward pass by name, the gradient of the data objective w.r.t. its ``wrt`` tensors,
+    and the per-kernel gradients of the data objective."""
+    x: tf.Tensor
+    taps: dict
+    wrt_grads: list
+    kernel_grads: list = field(default_factory=list)
+
+
+class Instrument:
+    fields: tuple[Field, ...] = ()
+
+    def taps(self) -> dict:
+        return {}
+
+    def wrt(self, x, taps) -> list:
+        return []
+
+    def compute(self, probe: Probe) -> dict:
+        raise NotImplementedError
+
+
+class GradientHistograms(Instrument):
+    """log10|g| of each monitored kernel's data-loss gradient, HIST_BINS bins plus exact zeros."""
+
+    def __init__(self, kernels: tuple[str, ...]):
+        self.fields = (Field("hist", (len(kernels), HIST_BINS + 1), kernels),)
+
+    def compute(self, probe):
+        return {"hist": tf.stack([graph_stats.log_histogram(g) for g in probe.kernel_grads])}
+
+
+class ActivationStats(Instrument):
+    """Mean, std, saturated and dead fractions of each activation layer's output; which
+    fractions apply comes from the activation registry's tags (zoo.models.blocks)."""
+
+    def __init__(self, layers: list[tuple[keras.Layer, str]]):
+        self.layers = layers
+        self.kinds = tuple(kind for _, kind in layers)
+        names = tuple(layer.name for layer, _ in layers)
+        self.fields = (Field("act_stats", (len(layers), len(ACT_STATS)), names),)
+
+    def taps(self):
+        return {f"act:{layer.name}": layer.output for layer, _ in self.layers}
+
+    def compute(self, probe):
+        rows = []
+        for layer, kind in self.layers:
+            tags = blocks.ACTIVATIONS.get(kind).tags
+            rows.append(graph_stats.activation_stats(probe.taps[f"act:{layer.name}"],
+                                                     tags.get("saturation"), bool(tags.get("dies"))))
+        return {"act_stats": tf.stack(rows)}
+
+
+class GradientThroughTime(Instrument):
+    """The gradient reaching each time step of each recurrent layer's *input*: dL/dx_t for the
+    first layer, the total dL/dh_t of the layer below for the others (norm over batch and
+    features). Not the layer's output sequence: the recurrence runs inside the layer, so steps
+    the head does not read get no gradient through the output tensor."""
+
+    def __init__(self, layers: list, model_input):
+        self.layers, self.model_input = layers, model_input
+        steps = int(layers[0].input.shape[1])
+        self.fields = (Field("time_grad", (len(layers), steps), tuple(l.name for l in layers)),)
+
+    def taps(self):
+        return {f"seq_in:{l.name}": l.input for l in self.layers if l.input is not self.model_input}
+
+    def wrt(self, x, taps):
+        return [x if l.input is self.model_input else taps[f"seq_in:{l.name}"] for l in self.layers]
+
+    def compute(self, probe):
+        return {"time_grad": tf.stack([tf.sqrt(tf.reduce_sum(tf.square(g), axis=[0, 2]))
+                                       for g in probe.wrt_grads])}
+
+
+def forget_gate_mean(layer, x, h):
+    """Mean forget-gate activation of a Keras LSTM layer over batch, time and units, from its
+    input sequence ``x`` and output sequence ``h``: f_t = sigmoid(x_t W_f + h_(t-1) U_f + b_f),
+    Keras' gate order being [i, f, c, o] and h_(-1) = 0. A gate near 1 keeps the cell state
+    (and the gradient through it); near 0 it forgets."""
+    cell, u = layer.cell, layer.cell.units
+    h_prev = tf.concat([tf.zeros_like(h[:, :1]), h[:, :-1]], axis=1)
+    pre = (tf.einsum("btd,du->btu", x, cell.kernel[:, u:2 * u])
+           + tf.einsum("btd,du->btu", h_prev, cell.recurrent_kernel[:, u:2 * u]))
+    if cell.use_bias:
+        pre = pre + cell.bias[u:2 * u]
+    return tf.reduce_mean(tf.sigmoid(pre))
+
+
+class ForgetGates(Instrument):
+    """Each LSTM layer's mean forget gate, recomputed from its input and output sequences."""
+
+    def __init__(self, layers: list, model_input):
+        self.layers, self.model_input = layers, model_input
+        self.fields = (Field("forget_gate", (len(layers),), tuple(l.name for l in layers)),)
+
+    def taps(self):
+        taps = {f"gate_out:{l.name}": l.output for l in self.layers}
+        taps.update({f"gate_in:{l.name}": l.input for l in self.layers
+                     if l.input is not self.model_input})
+        return taps
+
+    def compute(self, probe):
+        return {"forget_gate": tf.stack([
+            forget_gate_mean(l, probe.x if l.input is self.model_input else probe.taps[f"gate_in:{l.name}"],
+                             probe.taps[f"gate_out:{l.name}"]) for l in self.layers])}
+
+
+def instruments_for(main: keras.Model, activations: list[tuple[keras.Layer, str]],
+                    kernels: tuple[str, ...]) -> list[Instrument]:
+    """The instruments that apply to a model's main path (its activation layers as the builder
+    named them, its recurrent and LSTM layers, its monitored kernels)."""
+    found: list[Instrument] = [GradientHistograms(kernels)]
+    if activations:
+        found.append(ActivationStats(activations))
+    recurrent = [l for l in main.layers if isinstance(l, keras.layers.RNN)]
+    if recurrent:
+        found.append(GradientThroughTime(recurrent, main.inputs[0]))
+    lstms = [l for l in recurrent if isinstance(l, keras.layers.LSTM)]
+    if lstms:
+        found.append(ForgetGates(lstms, main.inputs[0]))
+    return found

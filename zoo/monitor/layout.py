@@ -1,0 +1,85 @@
+"""The names and shapes of what the train step returns, declared once.
+
+The compiled step returns one packed float32 vector per step (and a second one on histogram
+steps), because Python converting one small tensor is cheaper than converting ten. A
+:class:`Layout` is the only place that knows the packing: the step hands it a dict of named
+tensors (``zoo.monitor.graph_stats.pack``), the recorder gets the same dict back as numpy
+(``unpack``). Each :class:`Field` also says how it reaches MLflow per ``log_every`` window, so a
+new per-layer series is declared where it is computed and needs no bookkeeping elsewhere.
+
+numpy only: the recorder and the raw statistics file do not import TensorFlow.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    shape: tuple[int, ...] = ()     # per step: () a scalar, (L,) one value per layer, (L, B) ...
+    labels: tuple[str, ...] = ()    # names along the first axis (layers, heads): MLflow keys
+    window: str | None = None       # how a log_every window reaches MLflow: "mean" | "last" | None
+    mlflow_name: str | None = None  # MLflow key (prefix for labelled fields); default: name
+    undefined_nan: bool = False     # NaN means "does not apply" (accuracy of a regression): not logged
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def window_metrics(self, values: np.ndarray) -> dict[str, float]:
+        """MLflow points for one window of this field's per-step values [steps, *shape]."""
+        if self.window is None or len(values) == 0:
+            return {}
+        value = np.mean(values, axis=0) if self.window == "mean" else values[-1]
+        key = self.mlflow_name or self.name
+        if self.shape == ():  # a NaN loss is news (divergence); an undefined metric is not
+            return {} if self.undefined_nan and np.isnan(value) else {key: float(value)}
+        return {f"{key}/{label}": float(v) for label, v in zip(self.labels, np.ravel(value))}
+
+
+@dataclass(frozen=True)
+class Layout:
+    fields: tuple[Field, ...]
+
+    @property
+    def width(self) -> int:
+        return sum(f.size for f in self.fields)
+
+    def offset(self, name: str) -> int:
+        """Where field ``name`` starts in the packed vector (its first value, for a scalar)."""
+        first = 0
+        for f in self.fields:
+            if f.name == name:
+                return first
+            first += f.size
+        raise KeyError(name)
+
+    def field(self, name: str) -> Field:
+        return next(f for f in self.fields if f.name == name)
+
+    def unpack(self, packed: np.ndarray) -> dict[str, np.ndarray]:
+        """[steps, width] (or one [width] vector) -> {name: [steps, *shape]}."""
+        packed = np.atleast_2d(packed)
+        out, first = {}, 0
+        for f in self.fields:
+            out[f.name] = packed[:, first:first + f.size].reshape(len(packed), *f.shape)
+            first += f.size
+        return out
+
+    def empty(self) -> dict[str, np.ndarray]:
+        return self.unpack(np.zeros((0, self.width), np.float32))
+
+
+def kernel_name(path: str) -> str | None:
+    """Monitored layer name of a weight matrix, from its variable path: ``block03_dense/kernel``
+    -> ``block03_dense``, ``rnn1/lstm_cell/recurrent_kernel`` -> ``rnn1/recurrent``; None for
+    biases, norm scales and other non-kernel variables."""
+    *where, leaf = path.split("/")
+    if not leaf.endswith("kernel"):
+        return None
+    layer = "/".join(p for p in where if not p.endswith("_cell"))
+    return layer if leaf == "kernel" else f"{layer}/{leaf.removesuffix('_kernel')}"

@@ -1,0 +1,157 @@
+"""``zoo-pretrained``: list, show and verify the pretrained entries, and regenerate one from its
+recipe.
+
+    zoo-pretrained list                   the entries, their pair and knob, size and headline metrics
+    zoo-pretrained show NAME              one entry's manifest record (JSON)
+    zoo-pretrained verify [NAME ...]      check every file's sha256 (fetched entries: their cached copy)
+    zoo-pretrained train NAME [--register] [--tracking-uri URI] [--experiment E] [--update]
+
+``list``, ``show`` and ``verify`` import no TensorFlow. ``train`` reruns the recipe with the
+project's own code and compares the metrics with the manifest's within the tolerance of
+zoo.pretrained.recipes (exit 1 when one is off); ``--register`` tracks that run in MLflow and
+registers its model under the entry's name with the alias ``zoo``; ``--update`` (maintainers)
+writes the new weights and metrics into the package.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from zoo.pretrained import integrity
+from zoo.pretrained.manifest import MANIFEST, WEIGHTS, UnknownPretrainedError, load as load_manifest
+
+HEADLINE = ("final/val_accuracy", "final/val_loss")
+
+
+def _fmt(value: float) -> str:
+    return "0" if value == 0 else f"{value:.3g}"
+
+
+def cmd_list(args) -> int:
+    manifest = load_manifest()
+    print("| name | pair: knob | params | size | val | first-layer grad at init | verdict |")
+    print("|---|---|---:|---:|---|---:|---|")
+    for e in manifest.entries:
+        knob = ", ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in e.knob.items())
+        val = next((f"{k.split('/')[1]} {_fmt(e.metrics[k])}" for k in HEADLINE if k in e.metrics), "")
+        first = e.metrics.get("summary/grad_first_init")
+        print(f"| {e.name} | {', '.join(e.pairs)}: {knob} | {e.params:,} | "
+              f"{e.size / 1024:.0f} KB | {val} | {'' if first is None else _fmt(first)} | {e.verdict} |")
+    print(f"\n{len(manifest.entries)} entries, {sum(e.size for e in manifest.entries) / 1e6:.2f} MB; "
+          f"pairs: " + "; ".join(f"{p.name} ({p.a} vs {p.b}: {p.knob})" for p in manifest.pairs))
+    return 0
+
+
+def cmd_show(args) -> int:
+    manifest = load_manifest()
+    entry = manifest.get(args.name)
+    record = entry.to_json()
+    record["pair_details"] = [vars_of(manifest.pair(p)) for p in entry.pairs]
+    print(json.dumps(record, indent=2))
+    return 0
+
+
+def vars_of(obj) -> dict:
+    from dataclasses import asdict
+
+    return asdict(obj)
+
+
+def cmd_verify(args) -> int:
+    manifest = load_manifest()
+    names = args.names or manifest.names()
+    bad = 0
+    for name in names:
+        entry = manifest.get(name)
+        path = integrity.cached_path(entry.file) if entry.url else entry.shipped_path
+        try:
+            if entry.url and not path.is_file():
+                print(f"{name}: not cached yet (fetched from {entry.url} on first load)")
+                continue
+            integrity.check_file(path, entry.sha256, entry.size)
+            print(f"{name}: ok  {entry.sha256[:16]}…  {entry.size} bytes")
+        except (integrity.IntegrityError, FileNotFoundError) as err:
+            bad += 1
+            print(f"{name}: FAILED  {err}")
+    return 1 if bad else 0
+
+
+def cmd_train(args) -> int:
+    from zoo.pretrained import recipes
+
+    manifest = load_manifest()
+    entry = manifest.get(args.name)
+    sink = None
+    if args.register:
+        from zoo.tracking.mlflow_sink import MlflowSink
+
+        sink = MlflowSink(args.tracking_uri, args.experiment)
+    extra = (f"trainer.threads={args.threads}",) + (("tracking.log_model=false",) if args.register else ())
+    with tempfile.TemporaryDirectory(prefix="gradzoo-train-") as tmp:
+        out = WEIGHTS if args.update else Path(tmp)
+        trained = recipes.train(entry, out, extra=extra, sink=sink)
+        checks = recipes.check(entry.metrics, trained.entry.metrics, args.rtol, args.atol)
+        print(f"{entry.name}: trained in {trained.entry.train_seconds:.1f}s; metrics against the "
+              f"manifest (|new - old| <= {args.atol:g} + {args.rtol:g}·|old|):")
+        print("| metric | manifest | this run | ok |\n|---|---:|---:|---|")
+        for c in checks:
+            print(f"| {c.metric} | {c.expected:.6g} | {c.got:.6g} | {'yes' if c.ok else 'NO'} |")
+        same = trained.entry.sha256 == entry.sha256
+        print(f"weights sha256 {'identical to' if same else 'differs from'} the shipped file"
+              + ("" if same else " (the .keras zip holds a save timestamp; compare metrics)"))
+        if args.register:
+            from zoo.data import DATASETS
+            from zoo.pretrained.mlflow_registry import register
+
+            data = DATASETS.build(entry.data["name"], **{k: v for k, v in entry.data.items()
+                                                         if k not in ("name", "input_shape", "num_outputs")})
+            uri, version = register(sink, trained, data.x_val, shipped=entry)
+            print(f"registered {entry.name} version {version} (alias @zoo) from {uri} in {args.tracking_uri}")
+        if args.update:
+            manifest.with_entry(trained.entry).save(MANIFEST)
+            print(f"updated {MANIFEST} and {out / entry.file}")
+    return 0 if all(c.ok for c in checks) or args.update else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    from zoo.pretrained.recipes import ATOL, RTOL
+
+    p = argparse.ArgumentParser(prog="zoo-pretrained", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="the entries").set_defaults(run=cmd_list)
+    show = sub.add_parser("show", help="one entry's manifest record")
+    show.add_argument("name")
+    show.set_defaults(run=cmd_show)
+    verify = sub.add_parser("verify", help="check the files' sha256")
+    verify.add_argument("names", nargs="*")
+    verify.set_defaults(run=cmd_verify)
+    train = sub.add_parser("train", help="regenerate an entry from its recipe and check its metrics")
+    train.add_argument("name")
+    train.add_argument("--register", action="store_true",
+                       help="track the run in MLflow and register the model as NAME@zoo")
+    train.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+    train.add_argument("--experiment", default="gradzoo-pretrained")
+    train.add_argument("--update", action="store_true",
+                       help="maintainers: write the new weights and metrics into the package")
+    train.add_argument("--threads", type=int, default=0,
+                       help="TensorFlow threads (execution only: op determinism gives the same numbers)")
+    train.add_argument("--rtol", type=float, default=RTOL)
+    train.add_argument("--atol", type=float, default=ATOL)
+    train.set_defaults(run=cmd_train)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except UnknownPretrainedError as err:
+        print(f"zoo-pretrained: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""The catalogue of pretrained entries: ``manifest.json`` beside the weights, read without
+TensorFlow.
+
+An entry is data plus a recipe (DESIGN.md): the ``zoo-train`` overrides that trained it and its
+seed, the metrics that run reached, and the file it left, named by its sha256 and size. A
+``pairs`` list says which entries are meant to be compared and the one knob that differs;
+``zoo.compare(a, b)`` draws a pair. An entry ships its ``file`` in ``weights/`` or names a
+``url`` to fetch it from (zoo.pretrained.integrity caches it); either way the hash is checked on
+every load.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+MANIFEST = HERE / "manifest.json"
+WEIGHTS = HERE / "weights"
+FORMAT = 1
+
+
+class UnknownPretrainedError(KeyError):
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Pair:
+    name: str    # e.g. "activation"
+    a: str       # entry names, the reference first
+    b: str
+    knob: str    # the one config key that differs, as the user would type it
+    shows: str   # what the comparison shows, one line
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    description: str             # one line
+    pairs: tuple[str, ...]       # the pairs it belongs to (Pair.name)
+    knob: dict[str, Any]         # its own values of the knobs that differ within its pairs
+    recipe: tuple[str, ...]      # zoo-train overrides that produced it (seed apart)
+    seed: int
+    model: dict[str, Any]        # the resolved model section: rebuilds the architecture and roles
+    data: dict[str, Any]         # the resolved data section: what it was trained and is compared on
+    metrics: dict[str, float]    # final/* and summary/* of the run that produced the file
+    verdict: str                 # that run's gradient-health verdict
+    file: str                    # file name (in weights/ when shipped, in the cache when fetched)
+    sha256: str
+    size: int                    # bytes
+    gradzoo_version: str
+    keras_version: str
+    tensorflow_version: str
+    params: int = 0              # trainable + non-trainable weights
+    train_seconds: float = 0.0
+    url: str | None = None       # set for an entry that is fetched rather than shipped
+
+    @property
+    def shipped_path(self) -> Path:
+        return WEIGHTS / self.file
+
+    def overrides(self) -> list[str]:
+        """The recipe as ``zoo.train`` takes it, seed included."""
+        return [*self.recipe, f"seed={self.seed}"]
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["pairs"], out["recipe"] = list(self.pairs), list(self.recipe)
+        return out
+
+
+@dataclass(frozen=True)
+class Manifest:
+    entries: tuple[Entry, ...]
+    pairs: tuple[Pair, ...] = field(default=())
+
+    def get(self, name: str) -> Entry:
+        for entry in self.entries:
+            if entry.name == name:
+                return entry
+        raise UnknownPretrainedError(f"unknown pretrained model {name!r}; choose one of: "
+                                     f"{', '.join(e.name for e in self.entries)}")
+
+    def pair(self, name: str) -> Pair:
+        for pair in self.pairs:
+            if pair.name == name:
+                return pair
+        raise UnknownPretrainedError(f"unknown pair {name!r}; choose one of: "
+                                     f"{', '.join(p.name for p in self.pairs)}")
+
+    def pair_of(self, a: str, b: str) -> Pair | None:
+        for pair in self.pairs:
+            if {pair.a, pair.b} == {a, b}:
+                return pair
+        return None
+
+    def names(self, pattern: str = "*") -> list[str]:
+        import fnmatch
+
+        return [e.name for e in self.entries if fnmatch.fnmatchcase(e.name, pattern)]
+
+    def with_entry(self, entry: Entry) -> "Manifest":
+        """A copy with ``entry`` replacing the one of the same name (or appended)."""
+        kept = [entry if e.name == entry.name else e for e in self.entries]
+        if entry.name not in self.names():
+            kept.append(entry)
+        return Manifest(tuple(kept), self.pairs)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, "pairs": [asdict(p) for p in self.pairs],
+                "entries": [e.to_json() for e in self.entries]}
+
+    def save(self, path: Path = MANIFEST) -> None:
+        text = json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n"
+        tmp = Path(path).with_suffix(".json.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+
+
+def parse(raw: dict[str, Any], where: str = "manifest") -> Manifest:
+    if raw.get("format") != FORMAT:
+        raise ValueError(f"{where}: format {raw.get('format')!r}, expected {FORMAT}")
+    entries = []
+    for item in raw.get("entries", []):
+        item = dict(item)
+        item["pairs"], item["recipe"] = tuple(item.get("pairs", ())), tuple(item["recipe"])
+        entries.append(Entry(**item))
+    manifest = Manifest(tuple(entries), tuple(Pair(**p) for p in raw.get("pairs", [])))
+    names = [e.name for e in manifest.entries]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{where}: duplicate entry names")
+    for pair in manifest.pairs:
+        for member in (pair.a, pair.b):
+            manifest.get(member)
+    return manifest
+
+
+@functools.lru_cache(maxsize=4)
+def _read(path: str, mtime_ns: int) -> Manifest:
+    return parse(json.loads(Path(path).read_text()), path)
+
+
+def load(path: Path = MANIFEST) -> Manifest:
+    """The shipped manifest (re-read when the file changes)."""
+    path = Path(path)
+    return _read(str(path), path.stat().st_mtime_ns)

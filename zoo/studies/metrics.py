@@ -1,0 +1,51 @@
+"""The metric names a run logs, in one place, and the scale each is compared on.
+
+A claim or a table that names a metric no run logs would be judged "no data" after the whole
+sweep; checking names against this list fails the study file before training instead.
+
+Gradient norms and their ratios span 1e-18 … 1e3: their arithmetic mean over seeds is the
+largest seed, and a difference of means says nothing about the others. Those metrics
+(``LOG_SCALE``) are compared and tabulated as log10 values, so the mean is a geometric mean and
+a ``factor`` is a shift by log10(factor). An exact zero (underflow) counts as ``TINY`` first.
+"""
+from __future__ import annotations
+
+import fnmatch
+import math
+
+DIVERGED = "diverged"  # pseudo-metric: 1 per diverged run, 0 per clean one (a divergence rate)
+TINY = 1e-45           # where an underflowed (exact zero) value sits before the log
+
+# ``*_init``: the value at step 1, before any update; ``*_start``: the median over the first
+# window of steps; ``*_end``: the median over the last window (zoo.monitor.summary).
+LOGGED = (
+    DIVERGED,
+    "final/val_loss", "final/val_accuracy", "final/train_loss", "final/train_accuracy",
+    *(f"summary/{m}_{when}" for m in ("grad_first", "grad_last", "flow") for when in ("init", "start", "end")),
+    "summary/time_grad_ratio_init", "summary/time_grad_ratio_end",
+    "summary/forget_gate_init", "summary/forget_gate_end",
+    "health/flow_min", "health/flow_max", "health/flow_first_window",
+    "health/scale_first_window", "health/scale_max",
+    "baseline/*",
+    "pretrain/recon_loss/*", "pretrain/recon_loss_init/*",
+    # per-layer series at their last logged value (an epoch's end)
+    "saturated_fraction/*", "dead_fraction/*", "update_ratio/*", "time_grad_ratio/*", "forget_gate/*",
+    "progress/train_loss_ratio",
+)
+LOG_SCALE = ("summary/grad_*", "summary/flow_*", "summary/time_grad_ratio_*", "health/flow_*", "health/scale_*")
+SCALES = ("linear", "log")
+
+
+def is_logged(name: str) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in LOGGED)
+
+
+def default_scale(name: str) -> str:
+    return "log" if any(fnmatch.fnmatchcase(name, p) for p in LOG_SCALE) else "linear"
+
+
+def to_scale(value: float, scale: str) -> float:
+    """A metric value on its comparison scale; ``nan`` for a negative value on log scale."""
+    if scale == "linear":
+        return value
+    return math.log10(max(value, TINY)) if value >= 0 else math.nan

@@ -1,0 +1,262 @@
+"""No run left RUNNING: who owns an open run, closing a process's runs on the way out, and
+closing the runs whose process is gone (``zoo-runs repair``).
+
+Every run and sweep parent is tagged with its owner, ``zoo.owner.host`` and ``zoo.owner.pid``,
+and a heartbeat ``zoo.heartbeat`` (epoch seconds, zoo.tracking.provenance), which a daemon
+thread of the owning process refreshes every BEAT_SECONDS while the run is open
+(:func:`keep_alive`). Ctrl-C and SIGTERM end a process's open runs as KILLED on the way out
+(:func:`close_owned`, called by zoo.train); SIGKILL, the OOM killer or a lost machine cannot, so
+a RUNNING run is an *orphan* when
+
+- its owner pid is dead on this host (no such process, a zombie, or a process that started
+  after the run did: the pid was reused), or
+- its heartbeat is older than STALE_SECONDS (the owner is on another host, or hung).
+
+:func:`repair` ends orphans as KILLED with ``zoo.outcome=killed`` and ``zoo.repaired`` saying
+when and why; ``zoo-ablate STUDY`` repairs the study's experiment before launching. RUNNING runs
+without owner tags (made before owners were recorded) are left alone unless ``--unowned``.
+
+    zoo-runs repair [--uri URI] [--experiment NAME] [--dry-run] [--unowned]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("zoo")
+
+OWNER_HOST, OWNER_PID, HEARTBEAT = "zoo.owner.host", "zoo.owner.pid", "zoo.heartbeat"
+BEAT_SECONDS = 30.0
+STALE_SECONDS = 300.0  # ten missed beats
+
+
+def owner_tags() -> dict[str, str]:
+    """This process as the owner of a run it is about to create, alive now."""
+    return {OWNER_HOST: socket.gethostname(), OWNER_PID: str(os.getpid()), HEARTBEAT: str(int(time.time()))}
+
+
+# --- the owning process -------------------------------------------------------------------------
+_stores: set[tuple[str, str]] = set()  # (uri, experiment) this process has opened runs in
+_lock = threading.Lock()
+_beat: threading.Thread | None = None
+_beat_pid: int | None = None
+ended: list[str] = []  # the runs close_owned ended in this process
+
+
+def _owned_filter() -> str:
+    return (f"tags.`{OWNER_HOST}` = '{socket.gethostname()}' and tags.`{OWNER_PID}` = '{os.getpid()}' "
+            "and attributes.status = 'RUNNING'")
+
+
+def _owned_runs(uri: str, experiment: str):
+    from zoo.tracking.store import client
+
+    c = client(uri)
+    exp = c.get_experiment_by_name(experiment)
+    return c, (c.search_runs([exp.experiment_id], _owned_filter(), max_results=1000) if exp else [])
+
+
+def _beat_loop() -> None:
+    while True:
+        time.sleep(BEAT_SECONDS)
+        with _lock:
+            stores = sorted(_stores)
+        for uri, experiment in stores:
+            try:
+                c, runs = _owned_runs(uri, experiment)
+                now = str(int(time.time()))
+                for run in runs:
+                    c.set_tag(run.info.run_id, HEARTBEAT, now)
+            except Exception as err:  # e.g. "database is locked": the next beat tries again
+                log.debug("heartbeat to %s failed: %s", uri, err)
+
+
+def keep_alive(uri: str | None, experiment: str) -> None:
+    """Refresh the heartbeat of this process's open runs in ``experiment`` of ``uri`` from now on
+    (one daemon thread per process; a loky worker is a process of its own)."""
+    global _beat, _beat_pid
+    if not uri:
+        return
+    with _lock:
+        _stores.add((uri, experiment))
+        if _beat is None or _beat_pid != os.getpid() or not _beat.is_alive():
+            _beat = threading.Thread(target=_beat_loop, name="zoo-heartbeat", daemon=True)
+            _beat_pid = os.getpid()
+            _beat.start()
+
+
+def close_owned(status: str, why: str) -> list[str]:
+    """End every RUNNING run this process owns as ``status``: KILLED (``zoo.outcome=killed``,
+    ``zoo.killed`` = why, e.g. SIGINT) or FAILED (``zoo.outcome=failed``, ``zoo.error`` = why);
+    the run ids. Runs that zoo.run already ended are not touched."""
+    with _lock:
+        stores = sorted(_stores)
+    tags = {"zoo.outcome": "killed", "zoo.killed": why} if status == "KILLED" else \
+        {"zoo.outcome": "failed", "zoo.error": why}
+    closed = []
+    for uri, experiment in stores:
+        try:
+            c, runs = _owned_runs(uri, experiment)
+            for run in runs:
+                _end(c, run.info.run_id, status, tags)
+                closed.append(run.info.run_id)
+                ended.append(run.info.run_id)
+        except Exception as err:  # say so; the next zoo-runs repair finds them (dead pid)
+            print(f"zoo: could not end the open runs in {uri}: {type(err).__name__}: {err}", file=sys.stderr)
+    return closed
+
+
+def repair_stores() -> list[Orphan]:
+    """:func:`repair` every experiment this process has opened runs in (the jobs of joblib
+    workers that died with an interrupted sweep)."""
+    with _lock:
+        stores = sorted(_stores)
+    found = []
+    for uri, experiment in stores:
+        try:
+            found += repair(uri, experiment)
+        except Exception as err:
+            print(f"zoo: could not repair {uri}: {type(err).__name__}: {err}", file=sys.stderr)
+    return found
+
+
+def _end(c, run_id: str, status: str, tags: dict[str, str], end_time: int | None = None) -> None:
+    from mlflow.entities import RunTag
+
+    c.log_batch(run_id, tags=[RunTag(k, v[:5000]) for k, v in tags.items()])
+    c.set_terminated(run_id, status, end_time=end_time)
+
+
+# --- orphans --------------------------------------------------------------------------------------
+def _clock_ticks() -> int:
+    return os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def pid_state(pid: int, since: float) -> str | None:
+    """Why ``pid`` on this host cannot be the owner of a run started at ``since`` (epoch s), or
+    None if it may be. Linux reads /proc; elsewhere only existence is checked."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return "is gone"
+    except PermissionError:
+        pass  # exists, another user's
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+    except (OSError, IndexError, StopIteration, ValueError):
+        return None
+    if fields[0] in ("Z", "X"):
+        return "is gone (a zombie)"
+    started = boot + int(fields[19]) / _clock_ticks()
+    if started > since + 2:  # btime is whole seconds
+        return "is another process now (the pid was reused)"
+    return None
+
+
+@dataclass
+class Orphan:
+    run_id: str
+    name: str
+    reason: str
+    last_seen_ms: int | None  # the last heartbeat, as the run's end time
+
+
+def why_orphaned(run, now: float, host: str, unowned: bool = False) -> tuple[str, int | None] | None:
+    """Why a RUNNING run is an orphan and when it was last alive (ms), or None if it may be alive."""
+    tags = run.data.tags
+    beat = tags.get(HEARTBEAT)
+    last = int(float(beat)) if beat and beat.replace(".", "", 1).isdigit() else None
+    last_ms = last * 1000 if last is not None else None
+    if OWNER_PID not in tags:
+        if unowned and now - run.info.start_time / 1000 > STALE_SECONDS:
+            return f"no owner recorded and started {now - run.info.start_time / 1000:.0f} s ago", None
+        return None
+    owner_host, pid = tags.get(OWNER_HOST, "?"), tags[OWNER_PID]
+    if owner_host == host and pid.isdigit():
+        if int(pid) == os.getpid():
+            return None  # ours: we are alive
+        state = pid_state(int(pid), run.info.start_time / 1000)
+        if state:
+            return f"owner pid {pid} on {host} {state}", last_ms
+    if last is not None and now - last > STALE_SECONDS:
+        return f"heartbeat {now - last:.0f} s old (owner pid {pid} on {owner_host})", last_ms
+    return None
+
+
+def find_orphans(c, experiment_ids: list[str], unowned: bool = False, now: float | None = None) -> list[Orphan]:
+    now = time.time() if now is None else now
+    host = socket.gethostname()
+    found = []
+    for run in c.search_runs(experiment_ids, "attributes.status = 'RUNNING'", max_results=50000):
+        why = why_orphaned(run, now, host, unowned)
+        if why:
+            found.append(Orphan(run.info.run_id, run.info.run_name or "", *why))
+    return found
+
+
+def repair(uri: str, experiment: str | None = None, dry_run: bool = False,
+           unowned: bool = False) -> list[Orphan]:
+    """Close the orphans of ``experiment`` (every experiment if None) as KILLED; what was closed
+    (or, with ``dry_run``, would be). A sqlite store that does not exist yet has none."""
+    from zoo.tracking.store import client, sqlite_path
+
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        return []
+    c = client(uri)
+    if experiment is None:
+        ids = [e.experiment_id for e in c.search_experiments()]
+    else:
+        exp = c.get_experiment_by_name(experiment)
+        ids = [exp.experiment_id] if exp else []
+    orphans = find_orphans(c, ids, unowned) if ids else []
+    if not dry_run:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        for o in orphans:
+            _end(c, o.run_id, "KILLED", {"zoo.outcome": "killed", "zoo.repaired": f"{stamp}: {o.reason}"},
+                 end_time=o.last_seen_ms)
+    return orphans
+
+
+def describe(orphans: list[Orphan], dry_run: bool = False) -> list[str]:
+    verb = "would close" if dry_run else "closed"
+    return [f"{verb} {o.run_id} ({o.name}) as KILLED: {o.reason}" for o in orphans]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="zoo-runs", description="Look after the runs in an MLflow store.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    fix = sub.add_parser("repair", help="end RUNNING runs whose process is gone as KILLED",
+                         description="A RUNNING run is an orphan when its owner pid is dead on this host "
+                                     f"or its heartbeat is over {STALE_SECONDS:.0f} s old; each is ended as "
+                                     "KILLED with zoo.outcome=killed and zoo.repaired saying why.")
+    fix.add_argument("--uri", default="sqlite:///mlflow.db", help="MLflow store (default: %(default)s)")
+    fix.add_argument("--experiment", help="only this experiment (default: every experiment)")
+    fix.add_argument("--dry-run", action="store_true", help="list the orphans, change nothing")
+    fix.add_argument("--unowned", action="store_true",
+                     help=f"also RUNNING runs without owner tags started over {STALE_SECONDS:.0f} s ago")
+    args = parser.parse_args(argv)
+    try:
+        orphans = repair(args.uri, args.experiment, args.dry_run, args.unowned)
+    except Exception as err:
+        print(f"zoo-runs: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", file=sys.stderr)
+        return 2
+    for line in describe(orphans, args.dry_run):
+        print(f"zoo-runs: {line}")
+    print(f"zoo-runs: {len(orphans)} orphaned run(s) {'found' if args.dry_run else 'repaired'} in {args.uri}"
+          + (f", experiment {args.experiment}" if args.experiment else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
