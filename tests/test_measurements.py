@@ -206,3 +206,34 @@ def test_simple_rnn_activation_is_monitored_too():
     x, y = RNG.normal(size=(8, 10, 1)).astype(np.float32), RNG.normal(size=(8, 1)).astype(np.float32)
     _, probed = probe_once(make_step(model, x, y, "regression"), x, y)
     assert 0.0 <= probed["act_stats"][0, 2] <= 1.0  # tanh's saturated fraction
+
+
+def test_a_raw_statistics_file_that_is_not_one_is_refused_naming_it(tmp_path):
+    from zoo.monitor.stats import RunStats, StatsFileError
+
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not an npz at all")
+    with pytest.raises(StatsFileError, match=f"{garbage}: not a gradzoo statistics file"):
+        RunStats.load(garbage)
+    pickled = tmp_path / "pickled.npz"
+    np.savez(pickled, step=np.array([object()], dtype=object))
+    with pytest.raises(StatsFileError, match=f"{pickled}: missing arrays"):
+        RunStats.load(pickled)
+    keras.utils.set_random_seed(0)
+    model = zoo.build_model("mlp", (12,), 4, depth=3, width=8)
+    step = make_step(model, X_FLAT[:16], Y[:16], "classification")
+    recorder = Recorder(step.layout, step.probe_layout, MemorySink(), 10, [k for _, k in step.activations])
+    recorder.on_step(*(p.numpy() for p in step.train_with_probes(tf.constant(X_FLAT[:16]), tf.constant(Y[:16]))))
+    good = tmp_path / "good.npz"
+    recorder.stats().save(good)
+    assert RunStats.load(good).grad_norm.shape == (1, 3)
+    arrays = dict(np.load(good))
+    arrays["grad_norm"] = arrays["grad_norm"][:, :2]  # one layer short
+    np.savez(tmp_path / "short.npz", **arrays)
+    with pytest.raises(StatsFileError, match=r"grad_norm has shape \(1, 2\), expected \(1, 3\)"):
+        RunStats.load(tmp_path / "short.npz")
+    arrays = dict(np.load(good))
+    arrays["loss"] = arrays["loss"].astype(str)
+    np.savez(tmp_path / "text.npz", **arrays)
+    with pytest.raises(StatsFileError, match="loss has dtype <U.*, expected float"):
+        RunStats.load(tmp_path / "text.npz")

@@ -61,7 +61,7 @@ def test_sequence_to_sequence_run_draws_gradient_through_time():
                         "data.length=5", "data.n_train=128", "data.n_val=32", "trainer.epochs=1",
                         "trainer.batch_size=32", "monitor.histogram_every=2"])
     assert result.stats.time_grad.shape == (2, 1, 25)  # histogram steps 1, 3; T = 5 + 20
-    assert result.verdict.label in {"healthy", "vanishing", "exploding"}
+    assert result.verdict.label == "healthy", result.verdict  # one LSTM layer, T = 25
     assert "baseline/val_loss_memoryless" in result.final
 
 

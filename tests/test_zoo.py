@@ -127,3 +127,14 @@ def test_deep_linear_chain_is_bias_free_and_linear():
     x = np.random.default_rng(0).normal(size=(7, 6)).astype(np.float32)
     product = np.linalg.multi_dot([v.numpy() for v in model.trainable_variables])
     np.testing.assert_allclose(model(x).numpy(), x @ product, rtol=1e-5, atol=1e-6)
+
+
+def test_public_functions_survive_the_import_of_same_named_submodules():
+    """``zoo.train`` is the function even after the CLI module ``zoo.train`` was imported (a test,
+    a joblib worker, ``python -m zoo.train``), and so is ``zoo.compare``."""
+    import importlib
+
+    cli = importlib.import_module("zoo.train")
+    importlib.import_module("zoo.compare")
+    assert callable(zoo.train) and zoo.train.__module__ == "zoo" and hasattr(cli, "main")
+    assert zoo.compare.__module__ == "zoo"

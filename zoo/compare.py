@@ -376,17 +376,3 @@ def _time_panel(ax, c: Comparison) -> None:
             fontsize=10, fontweight="bold")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-
-
-class _CallableModule(type(math)):
-    """``zoo.compare`` is both this module and the function: importing a submodule sets the
-    package attribute of the same name to the module, so the module itself is made callable
-    (``zoo.compare(a, b)`` works however it was imported)."""
-
-    def __call__(self, *args, **kwargs) -> Comparison:
-        return compare(*args, **kwargs)
-
-
-import sys  # noqa: E402
-
-sys.modules[__name__].__class__ = _CallableModule
