@@ -72,24 +72,25 @@ class Entry:
         return out
 
 
+def _named(items, name: str, kind: str):
+    """The item called ``name``; an unknown name lists the valid choices, as the registries do."""
+    for item in items:
+        if item.name == name:
+            return item
+    raise UnknownPretrainedError(f"unknown {kind} {name!r}; choose one of: "
+                                 f"{', '.join(i.name for i in items)}")
+
+
 @dataclass(frozen=True)
 class Manifest:
     entries: tuple[Entry, ...]
     pairs: tuple[Pair, ...] = field(default=())
 
     def get(self, name: str) -> Entry:
-        for entry in self.entries:
-            if entry.name == name:
-                return entry
-        raise UnknownPretrainedError(f"unknown pretrained model {name!r}; choose one of: "
-                                     f"{', '.join(e.name for e in self.entries)}")
+        return _named(self.entries, name, "pretrained model")
 
     def pair(self, name: str) -> Pair:
-        for pair in self.pairs:
-            if pair.name == name:
-                return pair
-        raise UnknownPretrainedError(f"unknown pair {name!r}; choose one of: "
-                                     f"{', '.join(p.name for p in self.pairs)}")
+        return _named(self.pairs, name, "pair")
 
     def pair_of(self, a: str, b: str) -> Pair | None:
         for pair in self.pairs:
