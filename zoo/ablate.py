@@ -3,6 +3,8 @@
     zoo-ablate --list
     zoo-ablate init_depth --scale quick            # CI-size; full (default) is the study's own size
     zoo-ablate gated_cells --jobs 2                # joblib launcher, TF threads split per job
+    zoo-ablate gated_cells --launcher ray --jobs 2 # a local Ray cluster (or --address HOST:PORT)
+    zoo-ablate residual --launcher submitit_slurm hydra.launcher.partition=gpu tracking=server
     zoo-ablate init_depth --force seed=3           # re-run finished jobs; extra Hydra overrides
 
 A study is a Hydra sweep: this is ``zoo-train -m --config-dir <ablations> --config-name
@@ -23,6 +25,7 @@ import os
 import sys
 import time
 
+from zoo.launchers import LAUNCHERS, launcher_overrides
 from zoo.schema import SpecError
 from zoo.studies.jobs import job_count, study_jobs, task_overrides
 from zoo.studies.load import SCALES, load_study, study_names, studies_dir
@@ -43,17 +46,14 @@ def describe() -> tuple[str, list[str]]:
     return "studies (zoo-ablate <study> [--scale quick|full]):\n" + "\n".join(lines), broken
 
 
-def hydra_argv(name: str, scale: str, jobs: int, force: bool, extra: list[str]) -> list[str]:
+def hydra_argv(name: str, scale: str, launcher: list[str], force: bool, extra: list[str]) -> list[str]:
+    """The ``zoo-train -m`` command line of a study; ``launcher`` from zoo.launchers."""
     study = load_study(name)
     sweep_dir = os.path.join("multirun", name, f"{scale}-{time.strftime('%Y%m%d-%H%M%S')}")
     argv = ["-m", "--config-dir", str(studies_dir()), "--config-name", name,
             f"+study.scale={scale}", f"hydra.sweep.dir={sweep_dir}",
             f"tracking.resume={'false' if force else 'true'}", *study.overrides(scale)]
-    if jobs > 1:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        argv += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}",
-                 f"trainer.threads={max(1, cores // jobs)}"]
-    return argv + list(extra)
+    return argv + launcher + list(extra)
 
 
 def jobs_to_check(jobs: list[list[str]], extra: list[str]) -> list[list[str]]:
@@ -107,7 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. seed=1,2,3")
     parser.add_argument("--list", action="store_true", help="list the studies, one line each")
     parser.add_argument("--scale", choices=SCALES, default="full")
-    parser.add_argument("--jobs", type=int, default=1, help="parallel jobs (joblib launcher)")
+    parser.add_argument("--launcher", choices=LAUNCHERS.names(),
+                        help="where the jobs run: " + "; ".join(f"{e.name}: {e.description}" for e in LAUNCHERS)
+                        + " (default: basic, or joblib with --jobs > 1)")
+    parser.add_argument("--jobs", type=int, help="jobs at once (default: 1 for basic, the cores otherwise)")
+    parser.add_argument("--threads", type=int, help="TensorFlow threads per job (default: cores / jobs)")
+    parser.add_argument("--address", help="Ray: an existing cluster's address (HOST:PORT or auto)")
     parser.add_argument("--force", action="store_true", help="re-run jobs that already finished")
     args = parser.parse_intermixed_args(argv)  # `zoo-ablate study --force seed=1,2` too
     try:
@@ -117,10 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             for line in broken:
                 print(f"zoo-ablate: {line}", file=sys.stderr)
             return 0
-        if args.jobs < 1:
-            raise SpecError("--jobs", f"must be >= 1, got {args.jobs}")
+        launcher = launcher_overrides(args.launcher, args.jobs, args.address, args.threads)
         validate_study(args.study)  # every check against the full-scale sweep, before training
-        hydra_args = hydra_argv(args.study, args.scale, args.jobs, args.force, args.overrides)
+        hydra_args = hydra_argv(args.study, args.scale, launcher, args.force, args.overrides)
     except SpecError as err:
         print(f"zoo-ablate: {err}", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 owns it while it is open (host, pid, heartbeat: zoo.tracking.repair)."""
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -42,9 +43,24 @@ def git_state() -> dict[str, str]:
     return {"commit": "unknown", "dirty": "unknown"}
 
 
+def launcher() -> str:
+    """The Hydra launcher this process runs under (basic, joblib, ray, submitit_local, ...);
+    ``none`` outside Hydra (a notebook calling zoo.run)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return "none"
+    return str(HydraConfig.get().runtime.choices.get("hydra/launcher", "basic"))
+
+
 def tags(seed: int) -> dict[str, str]:
+    """Reproduction (versions, commit) and where the run ran: ``zoo.launcher`` beside the owner's
+    host and pid (a Ray or SLURM worker on another machine names itself)."""
     git = git_state()
-    out = {"zoo.seed": str(seed), "zoo.git_commit": git["commit"], "zoo.git_dirty": git["dirty"]}
+    out = {"zoo.seed": str(seed), "zoo.git_commit": git["commit"], "zoo.git_dirty": git["dirty"],
+           "zoo.launcher": launcher()}
+    if os.environ.get("SLURM_JOB_ID"):
+        out["zoo.slurm_job_id"] = os.environ["SLURM_JOB_ID"]
     out.update({f"zoo.version.{k}": v for k, v in versions().items()})
     out.update(owner_tags())
     return out

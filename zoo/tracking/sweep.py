@@ -84,6 +84,22 @@ def _study_of_parent(c, run_id: str) -> str | None:
 
 
 class SweepCallback(Callback):
+    @staticmethod
+    def _repair(uri: str, config: DictConfig) -> list:
+        """End the runs of workers that died during the sweep (SIGKILL, the OOM killer; Ray has
+        re-run their jobs) as KILLED, so none is left RUNNING; the orphans ended."""
+        from zoo.tracking.repair import describe, repair
+
+        try:
+            killed = repair(uri, config.tracking.experiment)
+        except Exception as err:  # the sweep's results matter more; zoo-runs repair can do it later
+            log.warning("could not look for the runs of dead workers: %s", err)
+            return []
+        for line in describe(killed):
+            log.warning("%s", line)
+        return killed
+
+
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         study = OmegaConf.select(config, "study.name")
         if study:
@@ -107,7 +123,9 @@ class SweepCallback(Callback):
         c = client(uri)
         keep_alive(uri, config.tracking.experiment)  # the parent's heartbeat; Ctrl-C closes it (zoo.train)
         tags = {"zoo.kind": "study" if study else "sweep", "zoo.sweep_dir": str(sweep_dir.resolve()),
-                **{k: v for k, v in provenance.tags(0).items() if k != "zoo.seed"}}
+                **{k: v for k, v in provenance.tags(0).items() if k != "zoo.seed"},
+                "zoo.launcher": str(OmegaConf.select(config, "hydra.runtime.choices")
+                                    .get("hydra/launcher", "basic"))}
         if study:
             tags["zoo.study"] = study
             tags["zoo.scale"] = str(OmegaConf.select(config, "study.scale", default="full"))
@@ -129,6 +147,7 @@ class SweepCallback(Callback):
 
         uri = json.loads((sweep_dir / SWEEP_FILE).read_text())["uri"]
         c = client(uri)
+        killed = self._repair(uri, config)
         jobs = job_records(sweep_dir, parent)
         run_ids = [j["run_id"] for j in jobs if j.get("run_id")]
         study = OmegaConf.select(config, "study.name")
@@ -138,6 +157,8 @@ class SweepCallback(Callback):
                 c.set_tag(job["run_id"], "mlflow.parentRunId", parent)
         c.set_tag(parent, "zoo.jobs", str(len(jobs)))
         c.set_tag(parent, "zoo.jobs_reused", str(len(reused)))
+        if killed:
+            c.set_tag(parent, "zoo.jobs_killed", "\n".join(f"{o.run_id}: {o.reason}" for o in killed)[:5000])
         if reused:  # what was reused and why; runs of another study stay nested where they were trained
             c.set_tag(parent, "zoo.reused_runs", "\n".join(
                 f"{j['run_id']}: same config hash {j.get('config_hash', '?')}" for j in reused)[:5000])

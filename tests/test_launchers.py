@@ -1,0 +1,146 @@
+"""Scale-out launchers: ``zoo-ablate --launcher ray|submitit_local|joblib`` gives the same study
+(verdict, runs, numbers) as the basic launcher; each job says where it ran; a worker killed
+mid-sweep costs only its own run, which ends KILLED, not RUNNING."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from zoo.launchers import LAUNCHERS, launcher_overrides
+from zoo.schema import SpecError
+from zoo.studies.jobs import job_count
+from zoo.studies.load import load_study
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+STUDY = "input_scaling"  # 2 jobs at quick scale, the MLP is small: ~5 s a job
+
+
+def ablate(cwd: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, "-m", "zoo.ablate", *args], cwd=cwd, env=ENV,
+                         capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+def study_runs(cwd: Path):
+    client = MlflowClient(f"sqlite:///{cwd}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("gradzoo").experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("zoo.kind") == "study"]
+    return parents, [r for r in runs if r not in parents]
+
+
+def test_each_launcher_splits_the_cores_between_its_jobs():
+    assert LAUNCHERS.names() == ["basic", "joblib", "ray", "submitit_local", "submitit_slurm"]
+    assert launcher_overrides(None, None) == []
+    assert launcher_overrides(None, 2, threads=3) == ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                                                      "trainer.threads=3"]
+    ray = launcher_overrides("ray", 2, threads=1)
+    assert {"hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2", "+hydra.launcher.ray.remote.num_cpus=1",
+            "trainer.threads=1"} <= set(ray)
+    remote = launcher_overrides("ray", None, address="10.0.0.1:6379")
+    assert "hydra.launcher.ray.init.address=10.0.0.1:6379" in remote
+    assert not any("init.num_cpus" in o for o in remote)  # an existing cluster counts its own CPUs
+    slurm = launcher_overrides("submitit_slurm", 8, threads=4)
+    assert {"hydra/launcher=submitit_slurm", "hydra.launcher.cpus_per_task=4", "trainer.threads=4",
+            "hydra.launcher.array_parallelism=8"} <= set(slurm)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("basic", 2, None), "--jobs: the basic launcher runs one job at a time"),
+    (("joblib", 2, "auto"), "--address is a Ray cluster's address"),
+    (("ray", 0, None), "--jobs must be >= 1"),
+])
+def test_impossible_launcher_settings_fail_before_training(args, message):
+    with pytest.raises(SpecError, match=message.replace("(", r"\(")):
+        launcher_overrides(*args)
+
+
+def test_an_unknown_launcher_lists_the_choices_without_tensorflow(tmp_path):
+    code = ("import sys\nfrom zoo.ablate import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_NOT_IMPORTED', e.code)\n")
+    out = subprocess.run([sys.executable, "-c", code, STUDY, "--launcher", "dask"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert "TF_NOT_IMPORTED 2" in out.stdout
+    assert "invalid choice: 'dask'" in out.stderr
+    assert all(f"'{name}'" in out.stderr for name in LAUNCHERS.names())
+
+
+@pytest.mark.slow
+def test_ray_and_submitit_give_the_basic_launchers_study(tmp_path):
+    """Same verdict, same jobs (names, seeds, nesting) and the same numbers, whichever launcher;
+    every job names its launcher, host and worker pid."""
+    results = {}
+    for launcher in ("basic", "ray", "submitit_local"):
+        cwd = tmp_path / launcher
+        cwd.mkdir()
+        flags = [] if launcher == "basic" else ["--launcher", launcher, "--jobs", "2"]
+        ablate(cwd, STUDY, "--scale", "quick", *flags, "trainer.threads=1")  # the same threads: the same sums
+        parents, children = study_runs(cwd)
+        assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+        assert len(children) == job_count(STUDY, load_study(STUDY).overrides("quick"))
+        pids = set()
+        for child in children:
+            tags = child.data.tags
+            assert child.info.status == "FINISHED"
+            assert tags["mlflow.parentRunId"] == parents[0].info.run_id
+            assert tags["zoo.launcher"] == launcher and tags["zoo.owner.host"]
+            pids.add(tags["zoo.owner.pid"])
+        if launcher != "basic":  # the jobs ran in workers, not in the launching process
+            assert parents[0].data.tags["zoo.owner.pid"] not in pids
+        assert parents[0].data.tags["zoo.launcher"] == launcher
+        results[launcher] = (parents[0].data.tags["zoo.claim_verdict"],
+                             {c.info.run_name: (c.data.params["seed"], c.data.metrics["final/train_loss"],
+                                                c.data.metrics["summary/grad_first_init"]) for c in children})
+    assert results["ray"] == results["basic"]
+    assert results["submitit_local"] == results["basic"]
+
+
+def _running_child(db: Path, timeout: float = 300.0):
+    """The first child run that is RUNNING and has taken steps, once the store exists."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(0.5)
+        if not db.is_file():
+            continue
+        try:
+            client = MlflowClient(f"sqlite:///{db}")
+            exp = client.get_experiment_by_name("gradzoo")
+            runs = client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'") if exp else []
+        except Exception:  # the store is being created
+            continue
+        for run in runs:
+            if run.data.tags.get("zoo.kind") is None and "loss" in run.data.metrics:
+                return run
+    raise AssertionError("no job started within the timeout")
+
+
+@pytest.mark.slow
+def test_a_killed_ray_worker_costs_only_its_run(tmp_path):
+    """SIGKILL one worker mid-job: Ray re-runs that job on a fresh worker, the other jobs finish,
+    the study is judged on complete runs, and the killed run ends KILLED (zoo.repaired), not RUNNING."""
+    sweep = subprocess.Popen([sys.executable, "-m", "zoo.ablate", STUDY, "--scale", "quick", "--launcher", "ray",
+                              "--jobs", "2", "seed=0,1", "trainer.epochs=40"],
+                             cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        victim = _running_child(tmp_path / "mlflow.db")
+        os.kill(int(victim.data.tags["zoo.owner.pid"]), signal.SIGKILL)
+        out, _ = sweep.communicate(timeout=600)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 0, out[-4000:]
+    parents, children = study_runs(tmp_path)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    killed = [c for c in children if c.info.status == "KILLED"]
+    assert [c.info.run_id for c in killed] == [victim.info.run_id]
+    assert killed[0].data.tags["zoo.outcome"] == "killed" and "zoo.repaired" in killed[0].data.tags
+    assert victim.info.run_id in parents[0].data.tags["zoo.jobs_killed"]
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    assert len(finished) == 4  # 2 variants x 2 seeds, the killed one re-run
+    assert not [c for c in children if c.info.status == "RUNNING"]
+    assert {c.info.run_name for c in finished} >= {victim.info.run_name}
