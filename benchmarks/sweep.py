@@ -9,11 +9,14 @@ whole command: interpreter start, TensorFlow import in every worker, the study's
     python benchmarks/sweep.py [--study regularization] [--scales quick,full] [--ways basic,joblib,...]
 
 Every way must finish every job (checked in the store): a fast sweep that lost runs is no result.
+"Cores busy" is the CPU time of the command's processes over its wall time (the server's own
+work, in another process, is not counted): how much of the machine each way could use.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -41,18 +44,26 @@ def finished_children(uri: str, experiment: str) -> int:
     return sum(1 for r in runs if r.data.tags.get("zoo.kind") is None)
 
 
-def timed(study: str, scale: str, flags: list[str], uri: str, experiment: str) -> tuple[float, int]:
+def _children_cpu() -> float:
+    """CPU seconds of the finished child processes (and theirs, once reaped): the command's work."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(study: str, scale: str, flags: list[str], uri: str, experiment: str) -> tuple[float, float, int]:
     with tempfile.TemporaryDirectory() as tmp:
         uri = uri or f"sqlite:///{tmp}/mlflow.db"
         tracking = [] if uri.startswith("sqlite") else ["tracking=server"]
         cmd = [sys.executable, "-m", "zoo.ablate", study, "--scale", scale, *flags, *tracking,
                f"tracking.uri={uri}", f"tracking.experiment={experiment}"]
+        cpu_before = _children_cpu()
         start = time.perf_counter()
         done = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
         seconds = time.perf_counter() - start
+        busy = (_children_cpu() - cpu_before) / seconds
         if done.returncode != 0:
             raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-        return seconds, finished_children(uri, experiment)
+        return seconds, busy, finished_children(uri, experiment)
 
 
 def main():
@@ -77,19 +88,19 @@ def main():
             base = None
             for i, name in enumerate(ways):
                 flags, tracking = WAYS[name]
-                seconds, finished = timed(args.study, scale, flags, server if tracking == "server" else "",
+                seconds, busy, finished = timed(args.study, scale, flags, server if tracking == "server" else "",
                                           f"bench-{scale}-{i}-{int(time.time())}")
                 if finished != jobs:
                     raise SystemExit(f"{name} at {scale}: {finished} of {jobs} jobs finished")
                 base = base or seconds
-                rows.append((scale, jobs, name, seconds, jobs * 60 / seconds, base / seconds))
-                print(f"  {scale} {name}: {seconds:.1f} s", flush=True)
+                rows.append((scale, jobs, name, seconds, jobs * 60 / seconds, base / seconds, busy))
+                print(f"  {scale} {name}: {seconds:.1f} s, {busy:.2f} cores busy", flush=True)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"\n`{args.study}` study, {cores} cores, one run each (the first way is the 1.00x)\n")
-    print("| scale | jobs | launcher and store | wall s | runs/minute | vs basic |")
-    print("|---|---:|---|---:|---:|---:|")
-    for scale, jobs, name, seconds, rate, ratio in rows:
-        print(f"| {scale} | {jobs} | {name} | {seconds:.1f} | {rate:.1f} | {ratio:.2f}× |")
+    print("| scale | jobs | launcher and store | wall s | runs/minute | vs basic | cores busy |")
+    print("|---|---:|---|---:|---:|---:|---:|")
+    for scale, jobs, name, seconds, rate, ratio, busy in rows:
+        print(f"| {scale} | {jobs} | {name} | {seconds:.1f} | {rate:.1f} | {ratio:.2f}× | {busy:.2f} |")
 
 
 if __name__ == "__main__":

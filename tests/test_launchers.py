@@ -144,3 +144,66 @@ def test_a_killed_ray_worker_costs_only_its_run(tmp_path):
     assert len(finished) == 4  # 2 variants x 2 seeds, the killed one re-run
     assert not [c for c in children if c.info.status == "RUNNING"]
     assert {c.info.run_name for c in finished} >= {victim.info.run_name}
+
+
+def test_a_job_on_another_machine_finds_its_parent_and_reports_through_the_store(tmp_path):
+    """A Ray or SLURM worker elsewhere sees neither the sweep folder's file nor the launcher's
+    disk: it finds the parent by the sweep's key in the store and leaves its record there."""
+    from types import SimpleNamespace
+
+    from hydra.types import RunMode
+
+    from zoo.tracking import sweep
+    from zoo.tracking.runs import client, experiment_id
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    c = client(uri)
+    exp = experiment_id(c, "gradzoo", uri)
+    other = c.create_run(exp, tags={sweep.SWEEP_KEY: "multirun/other"})
+    parent = c.create_run(exp, tags={sweep.SWEEP_KEY: "multirun/init_depth/quick-1"})
+    spec = SimpleNamespace(tracking=SimpleNamespace(uri=uri, experiment="gradzoo"))
+    for num in (1, 0):
+        job = SimpleNamespace(mode=RunMode.MULTIRUN, sweep=SimpleNamespace(dir="multirun/init_depth/quick-1"),
+                              job=SimpleNamespace(num=num))
+        assert not (tmp_path / "multirun").exists()  # no shared disk
+        assert sweep.parent_for(spec, job) == parent.info.run_id
+        sweep.record_job(spec, job, run_id=f"run{num}", outcome="finished", error="x" * 9000)
+    records = sweep.job_records(c, parent.info.run_id)
+    assert [r["job"] for r in records] == [0, 1] and [r["run_id"] for r in records] == ["run0", "run1"]
+    assert len(records[0]["error"]) == 2000  # long errors are cut, the record stays JSON
+    assert sweep.job_records(c, other.info.run_id) == []
+
+
+@pytest.mark.slow
+def test_a_killed_submitit_job_is_killed_and_the_next_call_resumes(tmp_path):
+    """submitit reports a lost job by raising: the sweep stops with one line (no traceback), the
+    lost run is KILLED, the other job's process finishes on its own, and the next call re-runs
+    only the lost job and judges the study."""
+    args = [sys.executable, "-m", "zoo.ablate", STUDY, "--scale", "quick", "--launcher", "submitit_local",
+            "--jobs", "2", "trainer.epochs=40"]
+    sweep = subprocess.Popen(args, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        victim = _running_child(tmp_path / "mlflow.db")
+        os.kill(int(victim.data.tags["zoo.owner.pid"]), signal.SIGKILL)
+        out, err = sweep.communicate(timeout=600)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 1, out[-2000:] + err[-3000:]
+    assert "zoo-train: the launcher stopped the sweep: UncompletedJobError" in err
+    assert "Traceback" not in err and "same zoo-ablate command resumes" in err
+    deadline = time.time() + 300
+    while time.time() < deadline:  # the other job runs on in its own process
+        parents, children = study_runs(tmp_path)
+        if not [c for c in children if c.info.status == "RUNNING"]:
+            break
+        time.sleep(1)
+    assert {c.info.run_id: c.info.status for c in children}[victim.info.run_id] == "KILLED"
+    assert [c.info.status for c in children].count("FINISHED") == 1
+    assert parents[0].info.status == "FAILED"
+    resumed = ablate(tmp_path, *args[3:])
+    assert "reproduced" in resumed.stdout or "inconclusive" in resumed.stdout
+    parents, children = study_runs(tmp_path)
+    last = max(parents, key=lambda p: p.info.start_time)
+    assert last.info.status == "FINISHED" and last.data.tags["zoo.jobs_reused"] == "1"
+    assert [c.info.status for c in children].count("FINISHED") == 2

@@ -159,13 +159,25 @@ def main() -> None:
         print(f"zoo-train: stopped by {name}; {closed}", file=sys.stderr)
         sys.exit(143 if isinstance(stop, Terminated) else 130)
     except Exception as err:
-        _close_open_runs("FAILED", f"{type(err).__name__}: {err}")
-        raise
+        closed = _close_open_runs("FAILED", f"{type(err).__name__}: {err}")
+        if not _multirun() or users_full_error == "1":
+            raise
+        # the jobs catch their own errors, so this is the launcher: a worker it lost (submitit's
+        # UncompletedJobError after a SIGKILL, joblib's TerminatedWorkerError), not our traceback
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        print(f"zoo-train: the launcher stopped the sweep: {type(err).__name__}: {first}; {closed}. Finished "
+              "runs are kept: the same zoo-ablate command resumes and re-runs only the missing jobs.",
+              file=sys.stderr)
+        sys.exit(1)
     finally:
         if users_full_error is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = users_full_error
+
+
+def _multirun() -> bool:
+    return any(a in ("-m", "--multirun") for a in sys.argv[1:])
 
 
 def _close_open_runs(status: str, why: str) -> str:

@@ -2,12 +2,15 @@
 
 Hydra has no MLflow integration; its callbacks are the hook. ``on_multirun_start`` (in the
 launching process) checks a study's claim against its sweep (zoo.studies.validate: a bad check
-prints one line and exits 2 before any job; Hydra would only warn about an exception), creates the parent run and leaves its id in
-``<sweep dir>/zoo_sweep.json``. Each job, in whatever process the launcher gives it, asks
+prints one line and exits 2 before any job; Hydra would only warn about an exception), creates
+the parent run (tagged with the sweep's key, ``hydra.sweep.dir``) and leaves its id in
+``<sweep dir>/zoo_sweep.json``. Each job, in whatever process or machine the launcher gives it,
+finds the parent (that file, or the store for a worker on another machine), asks
 :func:`skip_if_finished` (resume: a FINISHED run with the same config hash is reused), tags its
 own run with ``mlflow.parentRunId`` (MlflowClient, no fluent "active run", so neither a previous
-job's run nor a stray MLFLOW_RUN_ID can capture it) and leaves ``zoo_job.json`` in its output
-folder (:func:`record_job`). ``on_multirun_end`` gathers those files, adopts the runs a resumed
+job's run nor a stray MLFLOW_RUN_ID can capture it) and hands its record back as a tag of the
+parent (:func:`record_job`), so nothing depends on a shared disk. ``on_multirun_end`` ends the
+runs of workers that died (KILLED), gathers the records, adopts the runs a resumed
 sweep reused from an earlier invocation of the same study (a run another study trained stays
 nested there), lists every reused run and why in ``zoo.reused_runs``, and, for a study, judges
 the claim and logs the table, plots and verdict (zoo.studies.judge). Hydra calls no callback
@@ -28,7 +31,8 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("zoo")
 SWEEP_FILE = "zoo_sweep.json"
-JOB_FILE = "zoo_job.json"
+SWEEP_KEY = "zoo.sweep_key"
+JOB_TAG = "zoo.job."
 
 
 def parent_run_id(sweep_dir: str | Path) -> str | None:
@@ -40,17 +44,51 @@ def _sweeping(hydra_cfg) -> bool:
     return hydra_cfg.mode == RunMode.MULTIRUN
 
 
+def _sweep_key(sweep_dir) -> str:
+    """The sweep as every job's config names it (``hydra.sweep.dir`` as configured, the same
+    string on every machine), for jobs that do not share the launcher's disk."""
+    return str(sweep_dir)[:5000]
+
+
+_parents: dict[tuple[str, str, str], str] = {}  # a warm worker asks once per sweep
+
+
+def _parent_in_store(uri: str, experiment: str, key: str) -> str | None:
+    if (uri, experiment, key) in _parents:
+        return _parents[uri, experiment, key]
+    from zoo.tracking.runs import client
+
+    c = client(uri)
+    exp = c.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    found = c.search_runs([exp.experiment_id], f"tags.`{SWEEP_KEY}` = '{key}' and attributes.status = 'RUNNING'",
+                          order_by=["attributes.start_time DESC"], max_results=1)
+    if found:
+        _parents[uri, experiment, key] = found[0].info.run_id
+    return found[0].info.run_id if found else None
+
+
 def parent_for(spec, hydra_cfg) -> str | None:
-    """The sweep's parent run a job nests under (None outside a sweep or without MLflow)."""
-    return parent_run_id(hydra_cfg.sweep.dir) if _sweeping(hydra_cfg) and spec.tracking.uri else None
+    """The sweep's parent run a job nests under (None outside a sweep or without MLflow): from
+    the sweep folder's file where the job shares the launcher's disk, else (a Ray or SLURM
+    worker on another machine) the RUNNING parent tagged with this sweep's key in the store."""
+    if not (_sweeping(hydra_cfg) and spec.tracking.uri):
+        return None
+    return parent_run_id(hydra_cfg.sweep.dir) or _parent_in_store(
+        spec.tracking.uri, spec.tracking.experiment, _sweep_key(hydra_cfg.sweep.dir))
 
 
 def record_job(spec, hydra_cfg, **record) -> None:
-    """Leave this job's record for ``on_multirun_end`` (nothing outside a sweep)."""
-    if not _sweeping(hydra_cfg):
+    """Hand this job's record to ``on_multirun_end`` as a tag of the sweep's parent run,
+    ``zoo.job.<number>`` (through the store, so from any machine; nothing outside a sweep)."""
+    parent = parent_for(spec, hydra_cfg)
+    if parent is None:
         return
-    record = {"job": hydra_cfg.job.num, "parent_run_id": parent_for(spec, hydra_cfg), **record}
-    (Path(hydra_cfg.runtime.output_dir) / JOB_FILE).write_text(json.dumps(record))
+    from zoo.tracking.runs import client
+
+    record = {"job": hydra_cfg.job.num, **{k: v[:2000] if isinstance(v, str) else v for k, v in record.items()}}
+    client(spec.tracking.uri).set_tag(parent, f"{JOB_TAG}{int(hydra_cfg.job.num):05d}", json.dumps(record))
 
 
 def skip_if_finished(spec, hydra_cfg) -> str | None:
@@ -68,14 +106,10 @@ def skip_if_finished(spec, hydra_cfg) -> str | None:
     return done
 
 
-def job_records(sweep_dir: Path, parent: str) -> list[dict]:
-    """This sweep's job records (a re-used sweep folder may hold older ones), by job number."""
-    found = []
-    for path in sweep_dir.glob(f"**/{JOB_FILE}"):
-        record = json.loads(path.read_text())
-        if record.get("parent_run_id") == parent:
-            found.append(record)
-    return sorted(found, key=lambda r: r.get("job", 0))
+def job_records(c, parent: str) -> list[dict]:
+    """The records the sweep's jobs left on its parent run, by job number."""
+    tags = c.get_run(parent).data.tags
+    return sorted((json.loads(v) for k, v in tags.items() if k.startswith(JOB_TAG)), key=lambda r: r.get("job", 0))
 
 
 def _study_of_parent(c, run_id: str) -> str | None:
@@ -123,6 +157,7 @@ class SweepCallback(Callback):
         c = client(uri)
         keep_alive(uri, config.tracking.experiment)  # the parent's heartbeat; Ctrl-C closes it (zoo.train)
         tags = {"zoo.kind": "study" if study else "sweep", "zoo.sweep_dir": str(sweep_dir.resolve()),
+                SWEEP_KEY: _sweep_key(config.hydra.sweep.dir),
                 **{k: v for k, v in provenance.tags(0).items() if k != "zoo.seed"},
                 "zoo.launcher": str(OmegaConf.select(config, "hydra.runtime.choices")
                                     .get("hydra/launcher", "basic"))}
@@ -148,7 +183,7 @@ class SweepCallback(Callback):
         uri = json.loads((sweep_dir / SWEEP_FILE).read_text())["uri"]
         c = client(uri)
         killed = self._repair(uri, config)
-        jobs = job_records(sweep_dir, parent)
+        jobs = job_records(c, parent)
         run_ids = [j["run_id"] for j in jobs if j.get("run_id")]
         study = OmegaConf.select(config, "study.name")
         reused = [j for j in jobs if j.get("reused")]
