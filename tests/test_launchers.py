@@ -119,21 +119,30 @@ def _running_child(db: Path, timeout: float = 300.0):
     raise AssertionError("no job started within the timeout")
 
 
+KILL_SWEEP = [STUDY, "--scale", "quick", "--jobs", "2", "trainer.epochs=40"]  # jobs long enough to be hit
+
+
+def kill_one_job(cwd: Path, launcher: str, *extra: str):
+    """Run the study with ``launcher``, SIGKILL the worker of the first job that has taken
+    steps; (exit code, the victim's run, stdout, stderr) once the sweep ends."""
+    sweep = subprocess.Popen([sys.executable, "-m", "zoo.ablate", *KILL_SWEEP, "--launcher", launcher, *extra],
+                             cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        victim = _running_child(cwd / "mlflow.db")
+        os.kill(int(victim.data.tags["zoo.owner.pid"]), signal.SIGKILL)
+        out, err = sweep.communicate(timeout=600)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    return sweep.returncode, victim, out, err
+
+
 @pytest.mark.slow
 def test_a_killed_ray_worker_costs_only_its_run(tmp_path):
     """SIGKILL one worker mid-job: Ray re-runs that job on a fresh worker, the other jobs finish,
     the study is judged on complete runs, and the killed run ends KILLED (zoo.repaired), not RUNNING."""
-    sweep = subprocess.Popen([sys.executable, "-m", "zoo.ablate", STUDY, "--scale", "quick", "--launcher", "ray",
-                              "--jobs", "2", "seed=0,1", "trainer.epochs=40"],
-                             cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        victim = _running_child(tmp_path / "mlflow.db")
-        os.kill(int(victim.data.tags["zoo.owner.pid"]), signal.SIGKILL)
-        out, _ = sweep.communicate(timeout=600)
-    finally:
-        if sweep.poll() is None:
-            sweep.kill()
-    assert sweep.returncode == 0, out[-4000:]
+    returncode, victim, out, err = kill_one_job(tmp_path, "ray", "seed=0,1")
+    assert returncode == 0, out[-2000:] + err[-3000:]
     parents, children = study_runs(tmp_path)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     killed = [c for c in children if c.info.status == "KILLED"]
@@ -179,17 +188,8 @@ def test_a_killed_submitit_job_is_killed_and_the_next_call_resumes(tmp_path):
     """submitit reports a lost job by raising: the sweep stops with one line (no traceback), the
     lost run is KILLED, the other job's process finishes on its own, and the next call re-runs
     only the lost job and judges the study."""
-    args = [sys.executable, "-m", "zoo.ablate", STUDY, "--scale", "quick", "--launcher", "submitit_local",
-            "--jobs", "2", "trainer.epochs=40"]
-    sweep = subprocess.Popen(args, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        victim = _running_child(tmp_path / "mlflow.db")
-        os.kill(int(victim.data.tags["zoo.owner.pid"]), signal.SIGKILL)
-        out, err = sweep.communicate(timeout=600)
-    finally:
-        if sweep.poll() is None:
-            sweep.kill()
-    assert sweep.returncode == 1, out[-2000:] + err[-3000:]
+    returncode, victim, out, err = kill_one_job(tmp_path, "submitit_local")
+    assert returncode == 1, out[-2000:] + err[-3000:]
     assert "zoo-train: the launcher stopped the sweep: UncompletedJobError" in err
     assert "Traceback" not in err and "same zoo-ablate command resumes" in err
     deadline = time.time() + 300
@@ -201,7 +201,7 @@ def test_a_killed_submitit_job_is_killed_and_the_next_call_resumes(tmp_path):
     assert {c.info.run_id: c.info.status for c in children}[victim.info.run_id] == "KILLED"
     assert [c.info.status for c in children].count("FINISHED") == 1
     assert parents[0].info.status == "FAILED"
-    resumed = ablate(tmp_path, *args[3:])
+    resumed = ablate(tmp_path, *KILL_SWEEP, "--launcher", "submitit_local")
     assert "reproduced" in resumed.stdout or "inconclusive" in resumed.stdout
     parents, children = study_runs(tmp_path)
     last = max(parents, key=lambda p: p.info.start_time)

@@ -31,3 +31,16 @@ def test_two_processes_create_a_new_sqlite_store_at_once(tmp_path):
         runs = client.search_runs([client.get_experiment_by_name("race").experiment_id])
         assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
         shutil.rmtree(tmp_path / "new")  # the next attempt races on a fresh store again
+
+
+def test_a_new_sqlite_store_logs_ahead_so_parallel_jobs_wait_less(tmp_path):
+    """WAL mode is kept in the file: every later connection, MLflow's included, uses it."""
+    import sqlite3
+
+    from zoo.tracking.store import client
+
+    db = tmp_path / "mlflow.db"
+    client(f"sqlite:///{db}").create_experiment("wal")
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert MlflowClient(f"sqlite:///{db}").get_experiment_by_name("wal") is not None

@@ -265,7 +265,7 @@ def check_tracking(config: TrackingConfig, timeout: float = 3.0) -> None:
             reason = getattr(err, "reason", err)
             raise SpecError("tracking.uri", f"no MLflow server answers at {uri} within "
                                             f"{timeout:g} s ({reason}); start one "
-                                            f"(mlflow server --host 127.0.0.1 --port 5000) or "
+                                            f"(zoo-server start --root DIR, or mlflow server --host 127.0.0.1 --port 5000) or "
                                             f"set tracking.uri=null") from None
     else:  # TrackingConfig refuses these already; kept for callers that build it by hand
         raise SpecError("tracking.uri", f"unsupported MLflow store {uri!r}; use {TRACKING_URIS}")

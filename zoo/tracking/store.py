@@ -5,8 +5,9 @@ tables``, then alembic migrations). Two processes that do that at once on a file
 exist yet race: one fails with ``duplicate column name`` or an alembic error. The README's
 default ``sqlite:///mlflow.db`` makes two terminals' first runs exactly that case. So the first
 open of a sqlite store in a process happens under an exclusive lock on ``<db>.lock`` beside it:
-the second process waits, then finds the tables made. Other stores (a server, a file store) are
-returned as they are.
+the second process waits, then finds the tables made; the file is switched to write-ahead
+logging then (:func:`_write_ahead_log`). Other stores (a server, a file store) are returned as
+they are.
 """
 from __future__ import annotations
 
@@ -49,10 +50,23 @@ def _prepared(uri: str) -> bool:
             q.setLevel(logging.WARNING)
         with _exclusive(db.resolve().with_name(db.name + ".lock")):
             MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+            _write_ahead_log(db)
     finally:
         for q, level in zip(quiet, levels):
             q.setLevel(level)
     return True
+
+
+def _write_ahead_log(db: Path) -> None:
+    """Put the database in WAL mode (kept in the file): readers no longer block the writer and a
+    commit appends to the log instead of rewriting pages, so parallel jobs (joblib, Ray) wait
+    far less for the file's single write lock. Not for a file on NFS (SQLite's own caveat); a
+    team shares a server (tracking=server) instead."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db, timeout=60)) as conn:
+        if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            conn.execute("PRAGMA journal_mode=WAL")
 
 
 def client(uri: str):

@@ -1,0 +1,178 @@
+"""A study over HTTP: a real MLflow server on 127.0.0.1 over a real PostgreSQL cluster, both
+started here (zoo.tracking.server) and stopped at the end; never a mock.
+
+The quick gated_init study (4 jobs) runs as a user runs it, ``zoo-ablate ... tracking=server``,
+with ``monitor.log_every=1`` so every step's loss and per-layer gradient norms cross HTTP. As
+root, PostgreSQL runs as the ``postgres`` user, which cannot enter pytest's private temp
+folders: the server's folder is a world-searchable one in /tmp.
+"""
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import urllib.parse
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from zoo.tracking import server as zoo_server
+
+STUDY = ["gated_init", "--scale", "quick", "tracking=server", "monitor.log_every=1"]
+QUICK_JOBS = 4
+STEPS = 10  # adding T=150: 640 sequences, batches of 64, one epoch
+EXPERIMENT = "gradzoo"
+
+
+pytestmark = pytest.mark.slow  # no PostgreSQL is a failure that says so (postgres_bin), not a skip
+
+
+def _server_root() -> Path:
+    root = Path(tempfile.mkdtemp(prefix="gradzoo-server-"))
+    root.chmod(0o755)  # the postgres user (when we are root) must be able to enter it
+    return root
+
+
+def _answers(uri: str) -> bool:
+    parts = urllib.parse.urlsplit(uri)
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (an exited postmaster waits for its reaper, PID 1, here)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.fixture(scope="module")
+def team():
+    root = _server_root()
+    try:
+        with zoo_server.serving(root) as (database, server):
+            yield SimpleNamespace(uri=server.uri, database=database, artifacts=server.artifacts)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _ablate(uri: str, cwd: Path) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "zoo.ablate", *STUDY, f"tracking.uri={uri}"], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def study(team, tmp_path_factory):
+    """The study, run once over HTTP; its working folder (resume runs from the same one)."""
+    listing = subprocess.run([sys.executable, "-m", "zoo.ablate", "--list"], capture_output=True,
+                             text=True, timeout=120)
+    assert re.search(rf"^\s*gated_init\s.*\[{QUICK_JOBS} jobs quick", listing.stdout, re.M), listing.stdout
+    cwd = tmp_path_factory.mktemp("study")
+    _ablate(team.uri, cwd)
+    return cwd
+
+
+def _runs(c):
+    experiment = c.get_experiment_by_name(EXPERIMENT)
+    return experiment, c.search_runs([experiment.experiment_id], max_results=100)
+
+
+def test_quick_study_logs_every_child_run_and_metric_over_http(team, study, tmp_path):
+    from mlflow import MlflowClient
+
+    c = MlflowClient(tracking_uri=team.uri)
+    experiment, runs = _runs(c)
+    parents = [r for r in runs if r.data.tags.get("zoo.kind") == "study"]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.data.tags["zoo.study"] == "gated_init"
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["zoo.claim_verdict"] in ("reproduced", "not reproduced", "inconclusive")
+    assert parent.data.tags["zoo.jobs"] == str(QUICK_JOBS)
+
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == QUICK_JOBS == len(runs) - 1
+    assert {re.search(r"model=(\w+)", r.info.run_name)[1] for r in children} == {"simple_rnn", "irnn", "lstm",
+                                                                                 "lstm_chrono"}
+    points = 0
+    for child in children:
+        assert child.info.status == "FINISHED"
+        run_id = child.info.run_id
+        loss = c.get_metric_history(run_id, "loss")
+        assert [m.step for m in loss] == list(range(1, STEPS + 1))
+        grads = sorted(k for k in child.data.metrics if k.startswith("grad_norm/"))
+        assert "grad_norm/rnn1" in grads and "grad_norm/head" in grads
+        for key in grads:
+            history = c.get_metric_history(run_id, key)
+            assert len(history) == STEPS and all(m.value >= 0 for m in history), key
+        points += len(loss) + sum(len(c.get_metric_history(run_id, k)) for k in grads)
+        # artifacts go through the server (no shared disk): a proxied URI, files in its folder
+        assert child.info.artifact_uri.startswith("mlflow-artifacts:"), child.info.artifact_uri
+        stats = c.download_artifacts(run_id, "stats/gradient_stats.npz", str(tmp_path))
+        assert Path(stats).stat().st_size > 0
+    plots = [a.path for a in c.list_artifacts(parent.info.run_id, "plots")]
+    assert "plots/final_metrics.png" in plots and len(plots) >= 2
+    summary = Path(c.download_artifacts(parent.info.run_id, "summary/summary.md", str(tmp_path)))
+    assert "gated_init" in summary.read_text()
+    assert list(team.artifacts.rglob("gradient_stats.npz"))
+
+    # the rows are in PostgreSQL itself
+    import psycopg2
+
+    with psycopg2.connect(team.database.dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM runs WHERE experiment_id = %s", (int(experiment.experiment_id),))
+        assert cur.fetchone()[0] == QUICK_JOBS + 1
+        cur.execute("SELECT count(*) FROM metrics m JOIN runs r ON r.run_uuid = m.run_uuid "
+                    "WHERE r.experiment_id = %s AND (m.key = 'loss' OR m.key LIKE 'grad\\_norm/%%')",
+                    (int(experiment.experiment_id),))
+        assert cur.fetchone()[0] == points
+    conn.close()
+
+
+def test_resume_over_http_skips_every_finished_job(team, study):
+    from mlflow import MlflowClient
+
+    done = _ablate(team.uri, study)
+    assert done.stdout.count("zoo-train: skipped, already finished") == QUICK_JOBS, done.stdout[-3000:]
+    c = MlflowClient(tracking_uri=team.uri)
+    _, runs = _runs(c)
+    parents = sorted((r for r in runs if r.data.tags.get("zoo.kind") == "study"), key=lambda r: r.info.start_time)
+    assert len(parents) == 2 and len(runs) == 2 + QUICK_JOBS  # no job trained again
+    latest = parents[-1]
+    assert latest.info.status == "FINISHED"
+    assert latest.data.tags["zoo.jobs_reused"] == str(QUICK_JOBS)
+    assert latest.data.tags["zoo.claim_verdict"] == parents[0].data.tags["zoo.claim_verdict"]
+    adopted = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == latest.info.run_id]
+    assert len(adopted) == QUICK_JOBS
+
+
+def test_team_server_stops_both_and_keeps_history_across_restarts():
+    from mlflow import MlflowClient
+
+    root = _server_root()
+    database = zoo_server.Postgres(root / "postgres")  # reads the running cluster's postmaster.pid
+    try:
+        with zoo_server.team_server(root) as uri:
+            assert uri.startswith("http://127.0.0.1:") and _answers(uri)
+            pid = database.pid
+            assert pid and _alive(pid)
+            MlflowClient(tracking_uri=uri).create_experiment("kept")
+        assert not _answers(uri), "the MLflow server still answers"
+        assert not _alive(pid), "postgres still runs"
+        assert database.pid is None  # postmaster.pid removed: a clean shutdown
+
+        with zoo_server.team_server(root) as uri:  # the same cluster again: the history is there
+            assert MlflowClient(tracking_uri=uri).get_experiment_by_name("kept") is not None
+            pid = database.pid
+        assert not _answers(uri) and not _alive(pid)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
