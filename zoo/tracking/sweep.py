@@ -88,7 +88,10 @@ def record_job(spec, hydra_cfg, **record) -> None:
     from zoo.tracking.runs import client
 
     record = {"job": hydra_cfg.job.num, **{k: v[:2000] if isinstance(v, str) else v for k, v in record.items()}}
-    client(spec.tracking.uri).set_tag(parent, f"{JOB_TAG}{int(hydra_cfg.job.num):05d}", json.dumps(record))
+    try:
+        client(spec.tracking.uri).set_tag(parent, f"{JOB_TAG}{int(hydra_cfg.job.num):05d}", json.dumps(record))
+    except Exception as err:  # the run itself is safe in the store; the sweep goes on without its record
+        log.error("could not leave job %s's record on the sweep's parent run %s: %s", hydra_cfg.job.num, parent, err)
 
 
 def skip_if_finished(spec, hydra_cfg) -> str | None:
