@@ -207,3 +207,20 @@ def test_a_killed_submitit_job_is_killed_and_the_next_call_resumes(tmp_path):
     last = max(parents, key=lambda p: p.info.start_time)
     assert last.info.status == "FINISHED" and last.data.tags["zoo.jobs_reused"] == "1"
     assert [c.info.status for c in children].count("FINISHED") == 2
+
+
+@pytest.mark.slow
+def test_a_killed_joblib_worker_stops_the_sweep_and_leaves_nothing_running(tmp_path):
+    """loky cannot lose a worker and go on: the sweep stops with one line, every run of the sweep
+    is FINISHED or KILLED (none RUNNING), and the next call resumes and judges the study."""
+    returncode, victim, out, err = kill_one_job(tmp_path, "joblib")
+    assert returncode == 1, out[-2000:] + err[-3000:]
+    assert "zoo-train: the launcher stopped the sweep: TerminatedWorkerError" in err, err[-3000:]
+    parents, children = study_runs(tmp_path)
+    assert {c.info.run_id: c.info.status for c in children}[victim.info.run_id] == "KILLED"
+    assert not [c for c in children if c.info.status == "RUNNING"] and parents[0].info.status == "FAILED"
+    ablate(tmp_path, *KILL_SWEEP, "--launcher", "joblib")
+    parents, children = study_runs(tmp_path)
+    last = max(parents, key=lambda p: p.info.start_time)
+    assert last.info.status == "FINISHED" and "zoo.claim_verdict" in last.data.tags
+    assert [c.info.status for c in children].count("FINISHED") == 2
