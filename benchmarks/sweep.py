@@ -26,17 +26,14 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-WAYS = {  # name: (zoo-ablate flags, tracking)
-    "basic (1 process)": ([], "sqlite"),
-    "joblib, 2 workers": (["--launcher", "joblib", "--jobs", "2"], "sqlite"),
-    "Ray local, 2 CPUs": (["--launcher", "ray", "--jobs", "2"], "sqlite"),
-    "submitit_local, 2 at a time": (["--launcher", "submitit_local", "--jobs", "2"], "sqlite"),
-    "basic (1 process), HTTP server on PostgreSQL": ([], "server"),
-    "joblib, 2 workers, HTTP server on PostgreSQL": (["--launcher", "joblib", "--jobs", "2"], "server"),
+WAYS = {  # --ways name: (label, zoo-ablate flags, store); a basic way first sets its store's 1.00x
+    "basic": ("basic (1 process)", [], "sqlite"),
+    "joblib": ("joblib, 2 workers", ["--launcher", "joblib", "--jobs", "2"], "sqlite"),
+    "ray": ("Ray local, 2 CPUs", ["--launcher", "ray", "--jobs", "2"], "sqlite"),
+    "submitit_local": ("submitit_local, 2 at a time", ["--launcher", "submitit_local", "--jobs", "2"], "sqlite"),
+    "basic_server": ("basic (1 process), HTTP server on PostgreSQL", [], "server"),
+    "server": ("joblib, 2 workers, HTTP server on PostgreSQL", ["--launcher", "joblib", "--jobs", "2"], "server"),
 }
-SHORT = {"basic": "basic (1 process)", "joblib": "joblib, 2 workers", "ray": "Ray local, 2 CPUs",
-         "submitit_local": "submitit_local, 2 at a time", "basic_server": "basic (1 process), HTTP server on PostgreSQL",
-         "server": "joblib, 2 workers, HTTP server on PostgreSQL"}
 
 
 def finished_children(uri: str, experiment: str) -> tuple[int, float]:
@@ -74,19 +71,20 @@ def timed(study: str, scale: str, flags: list[str], uri: str, experiment: str) -
 
 
 def main():
+    from zoo.launchers import cores
     from zoo.studies.jobs import job_count
     from zoo.studies.load import load_study
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--study", default="regularization")
     parser.add_argument("--scales", default="quick,full")
-    parser.add_argument("--ways", default=",".join(SHORT), help=f"some of {', '.join(SHORT)}")
+    parser.add_argument("--ways", default=",".join(WAYS), help=f"some of {', '.join(WAYS)}")
     args = parser.parse_args()
-    ways = [SHORT[w] for w in args.ways.split(",")]
+    ways = [WAYS[w] for w in args.ways.split(",")]
     rows = []
     with ExitStack() as stack:
         server = None
-        if any(WAYS[w][1] == "server" for w in ways):
+        if any(store == "server" for _, _, store in ways):
             from zoo.tracking.server import team_server
 
             root = Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -95,8 +93,7 @@ def main():
         for scale in args.scales.split(","):
             jobs = job_count(args.study, load_study(args.study).overrides(scale))
             bases = {}  # store -> the basic launcher's time on it
-            for i, name in enumerate(ways):
-                flags, tracking = WAYS[name]
+            for i, (name, flags, tracking) in enumerate(ways):
                 seconds, busy, finished, per_job = timed(args.study, scale, flags, server if tracking == "server" else "",
                                           f"bench-{scale}-{i}-{int(time.time())}")
                 if finished != jobs:
@@ -106,8 +103,7 @@ def main():
                 ratio = bases[tracking] / seconds if tracking in bases else float("nan")
                 rows.append((scale, jobs, name, seconds, jobs * 60 / seconds, ratio, busy, per_job))
                 print(f"  {scale} {name}: {seconds:.1f} s, {busy:.2f} cores busy, {per_job:.1f} s a job", flush=True)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"\n`{args.study}` study, {cores} cores, one run each; speed-up against the basic launcher "
+    print(f"\n`{args.study}` study, {cores()} cores, one run each; speed-up against the basic launcher "
           f"on the same store\n")
     print("| scale | jobs | launcher and store | wall s | runs/minute | vs basic | cores busy | s a job |")
     print("|---|---:|---|---:|---:|---:|---:|---:|")

@@ -17,6 +17,17 @@ def run_cli(*args, cwd, env=None, timeout=600):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def runs_of(cwd: Path):
+    """The sweeps' parent runs and their jobs in ``cwd``'s default store: (client, parents, jobs)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{cwd}/mlflow.db")
+    exp = client.get_experiment_by_name("gradzoo")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("zoo.kind") in ("study", "sweep")]
+    return client, parents, [r for r in runs if r not in parents]
+
+
 @pytest.fixture
 def sqlite_uri(tmp_path):
     return f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
 
+from conftest import runs_of
 from zoo.spec import validate
 from zoo.studies.jobs import expand, job_count, job_params, study_jobs
 from zoo.studies.load import from_section, load_study, study_names, studies_dir, sweep_params
@@ -59,15 +59,6 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 900, code: str | None = N
                          text=True, timeout=timeout)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out
-
-
-def runs_of(tmp_path: Path):
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    exp = client.get_experiment_by_name("gradzoo")
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("zoo.kind") in ("study", "sweep")]
-    children = [r for r in runs if r not in parents]
-    return client, parents, children
 
 
 def test_list_and_argument_errors_do_not_import_tensorflow(tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from conftest import runs_of
 from zoo.launchers import LAUNCHERS, launcher_overrides
 from zoo.schema import SpecError
 from zoo.studies.jobs import job_count
@@ -25,13 +26,6 @@ def ablate(cwd: Path, *args: str, timeout: int = 600) -> subprocess.CompletedPro
                          capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out
-
-
-def study_runs(cwd: Path):
-    client = MlflowClient(f"sqlite:///{cwd}/mlflow.db")
-    runs = client.search_runs([client.get_experiment_by_name("gradzoo").experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("zoo.kind") == "study"]
-    return parents, [r for r in runs if r not in parents]
 
 
 def test_each_launcher_splits_the_cores_between_its_jobs():
@@ -80,7 +74,7 @@ def test_ray_and_submitit_give_the_basic_launchers_study(tmp_path):
         cwd.mkdir()
         flags = [] if launcher == "basic" else ["--launcher", launcher, "--jobs", "2"]
         ablate(cwd, STUDY, "--scale", "quick", *flags, "trainer.threads=1")  # the same threads: the same sums
-        parents, children = study_runs(cwd)
+        _, parents, children = runs_of(cwd)
         assert len(parents) == 1 and parents[0].info.status == "FINISHED"
         assert len(children) == job_count(STUDY, load_study(STUDY).overrides("quick"))
         pids = set()
@@ -143,7 +137,7 @@ def test_a_killed_ray_worker_costs_only_its_run(tmp_path):
     the study is judged on complete runs, and the killed run ends KILLED (zoo.repaired), not RUNNING."""
     returncode, victim, out, err = kill_one_job(tmp_path, "ray", "seed=0,1")
     assert returncode == 0, out[-2000:] + err[-3000:]
-    parents, children = study_runs(tmp_path)
+    _, parents, children = runs_of(tmp_path)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     killed = [c for c in children if c.info.status == "KILLED"]
     assert [c.info.run_id for c in killed] == [victim.info.run_id]
@@ -194,16 +188,17 @@ def test_a_killed_submitit_job_is_killed_and_the_next_call_resumes(tmp_path):
     assert "Traceback" not in err and "same zoo-ablate command resumes" in err
     deadline = time.time() + 300
     while time.time() < deadline:  # the other job runs on in its own process
-        parents, children = study_runs(tmp_path)
+        _, parents, children = runs_of(tmp_path)
         if not [c for c in children if c.info.status == "RUNNING"]:
             break
         time.sleep(1)
-    assert {c.info.run_id: c.info.status for c in children}[victim.info.run_id] == "KILLED"
-    assert [c.info.status for c in children].count("FINISHED") == 1
-    assert parents[0].info.status == "FAILED"
+    seen = [(c.info.run_name, c.info.status, c.data.tags.get("zoo.repaired")) for c in children]
+    assert {c.info.run_id: c.info.status for c in children}[victim.info.run_id] == "KILLED", (seen, err[-2000:])
+    assert [c.info.status for c in children].count("FINISHED") == 1, (seen, err[-2000:])
+    assert parents[0].info.status == "FAILED", (parents[0].data.tags.get("zoo.error"), err[-2000:])
     resumed = ablate(tmp_path, *KILL_SWEEP, "--launcher", "submitit_local")
     assert "reproduced" in resumed.stdout or "inconclusive" in resumed.stdout
-    parents, children = study_runs(tmp_path)
+    _, parents, children = runs_of(tmp_path)
     last = max(parents, key=lambda p: p.info.start_time)
     assert last.info.status == "FINISHED" and last.data.tags["zoo.jobs_reused"] == "1"
     assert [c.info.status for c in children].count("FINISHED") == 2
@@ -216,11 +211,11 @@ def test_a_killed_joblib_worker_stops_the_sweep_and_leaves_nothing_running(tmp_p
     returncode, victim, out, err = kill_one_job(tmp_path, "joblib")
     assert returncode == 1, out[-2000:] + err[-3000:]
     assert "zoo-train: the launcher stopped the sweep: TerminatedWorkerError" in err, err[-3000:]
-    parents, children = study_runs(tmp_path)
+    _, parents, children = runs_of(tmp_path)
     assert {c.info.run_id: c.info.status for c in children}[victim.info.run_id] == "KILLED"
     assert not [c for c in children if c.info.status == "RUNNING"] and parents[0].info.status == "FAILED"
     ablate(tmp_path, *KILL_SWEEP, "--launcher", "joblib")
-    parents, children = study_runs(tmp_path)
+    _, parents, children = runs_of(tmp_path)
     last = max(parents, key=lambda p: p.info.start_time)
     assert last.info.status == "FINISHED" and "zoo.claim_verdict" in last.data.tags
     assert [c.info.status for c in children].count("FINISHED") == 2

@@ -176,3 +176,11 @@ def test_team_server_stops_both_and_keeps_history_across_restarts():
         assert not _answers(uri) and not _alive(pid)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_an_impossible_port_is_refused_before_anything_starts(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        zoo_server.main(["start", "--root", str(tmp_path / "never"), "--port", "70000"])
+    assert stop.value.code == 2
+    assert "--port must be a TCP port in 1..65535, got 70000" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()

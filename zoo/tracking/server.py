@@ -352,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
                             "only; 0.0.0.0 exposes every run to the network, without authentication)")
     start.add_argument("--port", type=int, default=5000, help="MLflow server port (default 5000)")
     args = parser.parse_args(argv)
+    if not 1 <= args.port <= 65535:
+        parser.error(f"--port must be a TCP port in 1..65535, got {args.port}")
 
     # Ctrl-C, kill, the terminal closed: stop both cleanly (SIGINT too: a shell without job
     # control starts background commands with SIGINT ignored, and Python then leaves it so)
