@@ -180,6 +180,21 @@ def test_an_orphan_is_a_dead_owner_here_or_a_stale_heartbeat_anywhere(store):
     sleeper.kill()
 
 
+def test_an_owner_that_dies_or_is_reaped_while_it_is_checked_is_gone(monkeypatch):
+    """A zombie is gone; and a pool that reaps its dead workers while the sweep repairs their
+    runs can take the process away between the signal-0 probe and the /proc read."""
+    zombie = subprocess.Popen(["true"])
+    deadline = time.time() + 10
+    while Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z" and time.time() < deadline:
+        time.sleep(0.01)
+    assert repair.pid_state(zombie.pid, time.time() - 60) == "is gone (a zombie)"
+    zombie.wait()  # reaped: the next probe sees no process at all
+    assert repair.pid_state(zombie.pid, time.time() - 60) == "is gone"
+    monkeypatch.setattr(repair.os, "kill", lambda pid, sig: None)  # the probe saw it just before the reap
+    assert repair.pid_state(zombie.pid, time.time() - 60) == "is gone"
+    assert repair.pid_state(os.getpid(), time.time()) is None  # alive, and older than a run started now
+
+
 def test_zoo_ablate_repairs_its_experiment_before_launching(store, monkeypatch, capsys):
     folder, _, client = store
     monkeypatch.chdir(folder)  # the studies' store is sqlite:///mlflow.db, experiment gradzoo

@@ -3,6 +3,7 @@
 mid-sweep costs only its own run, which ends KILLED, not RUNNING."""
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -94,41 +95,48 @@ def test_ray_and_submitit_give_the_basic_launchers_study(tmp_path):
     assert results["submitit_local"] == results["basic"]
 
 
-def _running_child(db: Path, timeout: float = 300.0):
-    """The first child run that is RUNNING and has taken steps, once the store exists."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        time.sleep(0.5)
-        if not db.is_file():
-            continue
-        try:
-            client = MlflowClient(f"sqlite:///{db}")
-            exp = client.get_experiment_by_name("gradzoo")
-            runs = client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'") if exp else []
-        except Exception:  # the store is being created
-            continue
-        for run in runs:
-            if run.data.tags.get("zoo.kind") is None and "loss" in run.data.metrics:
-                return run
-    raise AssertionError("no job started within the timeout")
+def _training_child(db: Path) -> str | None:
+    """A child run that is RUNNING and has logged its loss, read-only: an MlflowClient here would
+    create the store's tables itself, racing the sweep that is creating them."""
+    if not db.is_file():
+        return None
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            row = con.execute(
+                "SELECT r.run_uuid FROM runs r WHERE r.status = 'RUNNING' "
+                "AND EXISTS (SELECT 1 FROM metrics m WHERE m.run_uuid = r.run_uuid AND m.key = 'loss') "
+                "AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.run_uuid = r.run_uuid AND t.key = 'zoo.kind') "
+                "LIMIT 1").fetchone()
+    except sqlite3.Error:  # no tables yet, or locked for a moment
+        return None
+    return row[0] if row else None
 
 
 KILL_SWEEP = [STUDY, "--scale", "quick", "--jobs", "2", "trainer.epochs=40"]  # jobs long enough to be hit
 
 
-def kill_one_job(cwd: Path, launcher: str, *extra: str):
+def kill_one_job(cwd: Path, launcher: str, *extra: str, timeout: float = 300.0):
     """Run the study with ``launcher``, SIGKILL the worker of the first job that has taken
-    steps; (exit code, the victim's run, stdout, stderr) once the sweep ends."""
-    sweep = subprocess.Popen([sys.executable, "-m", "zoo.ablate", *KILL_SWEEP, "--launcher", launcher, *extra],
-                             cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    steps; (exit code, the victim's run, stdout, stderr) once the sweep ends. The sweep writes to
+    files, not pipes: a pipe nobody reads until the end fills up and stops the sweep."""
+    out_file, err_file = cwd / "stdout.txt", cwd / "stderr.txt"
+    with open(out_file, "w") as out, open(err_file, "w") as err:
+        sweep = subprocess.Popen([sys.executable, "-m", "zoo.ablate", *KILL_SWEEP, "--launcher", launcher, *extra],
+                                 cwd=cwd, env=ENV, stdout=out, stderr=err, text=True)
+    said = lambda: out_file.read_text()[-2000:] + err_file.read_text()[-3000:]  # noqa: E731
     try:
-        victim = _running_child(cwd / "mlflow.db")
+        deadline = time.monotonic() + timeout
+        while (victim_id := _training_child(cwd / "mlflow.db")) is None:
+            assert sweep.poll() is None, "the sweep ended before a job trained\n" + said()
+            assert time.monotonic() < deadline, "no job trained within the timeout\n" + said()
+            time.sleep(0.3)
+        victim = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}").get_run(victim_id)
         os.kill(int(victim.data.tags["zoo.owner.pid"]), signal.SIGKILL)
-        out, err = sweep.communicate(timeout=600)
+        sweep.wait(timeout=600)
     finally:
         if sweep.poll() is None:
             sweep.kill()
-    return sweep.returncode, victim, out, err
+    return sweep.returncode, victim, out_file.read_text(), err_file.read_text()
 
 
 @pytest.mark.slow
@@ -212,8 +220,9 @@ def test_a_killed_joblib_worker_stops_the_sweep_and_leaves_nothing_running(tmp_p
     assert returncode == 1, out[-2000:] + err[-3000:]
     assert "zoo-train: the launcher stopped the sweep: TerminatedWorkerError" in err, err[-3000:]
     _, parents, children = runs_of(tmp_path)
-    assert {c.info.run_id: c.info.status for c in children}[victim.info.run_id] == "KILLED"
-    assert not [c for c in children if c.info.status == "RUNNING"] and parents[0].info.status == "FAILED"
+    seen = f"runs: {[(c.info.run_name, c.info.status, c.data.tags.get('zoo.owner.pid')) for c in children]}\n{err[-3000:]}"
+    assert {c.info.run_id: c.info.status for c in children}[victim.info.run_id] == "KILLED", seen
+    assert not [c for c in children if c.info.status == "RUNNING"] and parents[0].info.status == "FAILED", seen
     ablate(tmp_path, *KILL_SWEEP, "--launcher", "joblib")
     _, parents, children = runs_of(tmp_path)
     last = max(parents, key=lambda p: p.info.start_time)

@@ -159,6 +159,8 @@ def main() -> None:
         print(f"zoo-train: stopped by {name}; {closed}", file=sys.stderr)
         sys.exit(143 if isinstance(stop, Terminated) else 130)
     except Exception as err:
+        if _multirun():
+            _wait_for_workers()
         closed = _close_open_runs("FAILED", f"{type(err).__name__}: {err}")
         if not _multirun() or users_full_error == "1":
             raise
@@ -178,6 +180,18 @@ def main() -> None:
 
 def _multirun() -> bool:
     return any(a in ("-m", "--multirun") for a in sys.argv[1:])
+
+
+def _wait_for_workers(timeout: float = 30.0) -> None:
+    """Let a broken pool finish killing its workers before their runs are judged orphans: loky
+    fails the sweep first and kills (and reaps) the other workers after, so a repair at once
+    would find a run whose owner is still alive and leave it RUNNING."""
+    import multiprocessing
+    import time
+
+    deadline = time.monotonic() + timeout
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def _close_open_runs(status: str, why: str) -> str:

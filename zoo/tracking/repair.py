@@ -148,9 +148,14 @@ def pid_state(pid: int, since: float) -> str | None:
         return "is gone"
     except PermissionError:
         pass  # exists, another user's
-    stat = Path(f"/proc/{pid}/stat")
     try:
-        fields = stat.read_text().rsplit(")", 1)[1].split()
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):  # reaped since os.kill saw it (a pool joining
+        return "is gone" if Path("/proc/self/stat").exists() else None  # its dead workers); no /proc: cannot tell
+    except OSError:
+        return None
+    try:
+        fields = text.rsplit(")", 1)[1].split()
         boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
                     if line.startswith("btime "))
     except (OSError, IndexError, StopIteration, ValueError):
