@@ -11,7 +11,6 @@ import importlib
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from conftest import output, runs_of, wait_training
 from zoo.tracking import repair
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -33,38 +33,9 @@ def start_sweep(tmp_path: Path, *extra: str) -> subprocess.Popen:
                             stdout=open(tmp_path / "stdout.txt", "w"), stderr=open(tmp_path / "stderr.txt", "w"))
 
 
-def jobs_training(db: Path) -> int:
-    """How many child runs are RUNNING and have logged a metric (read-only, no MLflow)."""
-    if not db.is_file():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
-            return con.execute(
-                "SELECT COUNT(DISTINCT r.run_uuid) FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
-                "JOIN metrics m ON m.run_uuid = r.run_uuid "
-                "WHERE t.key = 'mlflow.parentRunId' AND r.status = 'RUNNING'").fetchone()[0]
-    except sqlite3.Error:  # tables not made yet, or locked for a moment
-        return 0
-
-
-def wait_training(proc: subprocess.Popen, tmp_path: Path, jobs: int = 1, timeout: float = 45) -> None:
-    deadline = time.monotonic() + timeout
-    while jobs_training(tmp_path / "mlflow.db") < jobs:
-        assert proc.poll() is None, output(tmp_path)
-        assert time.monotonic() < deadline, "no job started training in time\n" + output(tmp_path)
-        time.sleep(0.3)
-
-
-def output(tmp_path: Path) -> str:
-    return (tmp_path / "stdout.txt").read_text()[-2000:] + (tmp_path / "stderr.txt").read_text()[-3000:]
-
-
 def runs(tmp_path: Path):
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    exp = client.get_experiment_by_name("gradzoo")
-    found = client.search_runs([exp.experiment_id], max_results=100)
-    parents = [r for r in found if r.data.tags.get("zoo.kind") == "sweep"]
-    return parents, [r for r in found if r not in parents]
+    """(parents, jobs) of the store in ``tmp_path``."""
+    return runs_of(tmp_path)[1:]
 
 
 @pytest.mark.slow

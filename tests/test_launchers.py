@@ -3,7 +3,6 @@
 mid-sweep costs only its own run, which ends KILLED, not RUNNING."""
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from conftest import runs_of
+from conftest import runs_of, wait_training
 from zoo.launchers import LAUNCHERS, launcher_overrides
 from zoo.schema import SpecError
 from zoo.studies.jobs import job_count
@@ -95,23 +94,6 @@ def test_ray_and_submitit_give_the_basic_launchers_study(tmp_path):
     assert results["submitit_local"] == results["basic"]
 
 
-def _training_child(db: Path) -> str | None:
-    """A child run that is RUNNING and has logged its loss, read-only: an MlflowClient here would
-    create the store's tables itself, racing the sweep that is creating them."""
-    if not db.is_file():
-        return None
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
-            row = con.execute(
-                "SELECT r.run_uuid FROM runs r WHERE r.status = 'RUNNING' "
-                "AND EXISTS (SELECT 1 FROM metrics m WHERE m.run_uuid = r.run_uuid AND m.key = 'loss') "
-                "AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.run_uuid = r.run_uuid AND t.key = 'zoo.kind') "
-                "LIMIT 1").fetchone()
-    except sqlite3.Error:  # no tables yet, or locked for a moment
-        return None
-    return row[0] if row else None
-
-
 KILL_SWEEP = [STUDY, "--scale", "quick", "--jobs", "2", "trainer.epochs=40"]  # jobs long enough to be hit
 
 
@@ -119,24 +101,18 @@ def kill_one_job(cwd: Path, launcher: str, *extra: str, timeout: float = 300.0):
     """Run the study with ``launcher``, SIGKILL the worker of the first job that has taken
     steps; (exit code, the victim's run, stdout, stderr) once the sweep ends. The sweep writes to
     files, not pipes: a pipe nobody reads until the end fills up and stops the sweep."""
-    out_file, err_file = cwd / "stdout.txt", cwd / "stderr.txt"
-    with open(out_file, "w") as out, open(err_file, "w") as err:
+    with open(cwd / "stdout.txt", "w") as out, open(cwd / "stderr.txt", "w") as err:
         sweep = subprocess.Popen([sys.executable, "-m", "zoo.ablate", *KILL_SWEEP, "--launcher", launcher, *extra],
                                  cwd=cwd, env=ENV, stdout=out, stderr=err, text=True)
-    said = lambda: out_file.read_text()[-2000:] + err_file.read_text()[-3000:]  # noqa: E731
     try:
-        deadline = time.monotonic() + timeout
-        while (victim_id := _training_child(cwd / "mlflow.db")) is None:
-            assert sweep.poll() is None, "the sweep ended before a job trained\n" + said()
-            assert time.monotonic() < deadline, "no job trained within the timeout\n" + said()
-            time.sleep(0.3)
-        victim = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}").get_run(victim_id)
+        training = wait_training(sweep, cwd, timeout=timeout)
+        victim = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}").get_run(training[0])
         os.kill(int(victim.data.tags["zoo.owner.pid"]), signal.SIGKILL)
         sweep.wait(timeout=600)
     finally:
         if sweep.poll() is None:
             sweep.kill()
-    return sweep.returncode, victim, out_file.read_text(), err_file.read_text()
+    return sweep.returncode, victim, (cwd / "stdout.txt").read_text(), (cwd / "stderr.txt").read_text()
 
 
 @pytest.mark.slow

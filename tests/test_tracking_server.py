@@ -6,7 +6,6 @@ with ``monitor.log_every=1`` so every step's loss and per-layer gradient norms c
 root, PostgreSQL runs as the ``postgres`` user, which cannot enter pytest's private temp
 folders: the server's folder is a world-searchable one in /tmp.
 """
-import os
 import re
 import shutil
 import socket
@@ -20,6 +19,7 @@ from types import SimpleNamespace
 import pytest
 
 from zoo.tracking import server as zoo_server
+from zoo.tracking.repair import running
 
 STUDY = ["gated_init", "--scale", "quick", "tracking=server", "monitor.log_every=1"]
 QUICK_JOBS = 4
@@ -42,14 +42,6 @@ def _answers(uri: str) -> bool:
         with socket.create_connection((parts.hostname, parts.port), timeout=2):
             return True
     except OSError:
-        return False
-
-
-def _alive(pid: int) -> bool:
-    """Running, not a zombie (an exited postmaster waits for its reaper, PID 1, here)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
         return False
 
 
@@ -164,16 +156,16 @@ def test_team_server_stops_both_and_keeps_history_across_restarts():
         with zoo_server.team_server(root) as uri:
             assert uri.startswith("http://127.0.0.1:") and _answers(uri)
             pid = database.pid
-            assert pid and _alive(pid)
+            assert pid and running(pid)
             MlflowClient(tracking_uri=uri).create_experiment("kept")
         assert not _answers(uri), "the MLflow server still answers"
-        assert not _alive(pid), "postgres still runs"
+        assert not running(pid), "postgres still runs"
         assert database.pid is None  # postmaster.pid removed: a clean shutdown
 
         with zoo_server.team_server(root) as uri:  # the same cluster again: the history is there
             assert MlflowClient(tracking_uri=uri).get_experiment_by_name("kept") is not None
             pid = database.pid
-        assert not _answers(uri) and not _alive(pid)
+        assert not _answers(uri) and not running(pid)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -159,10 +159,11 @@ def main() -> None:
         print(f"zoo-train: stopped by {name}; {closed}", file=sys.stderr)
         sys.exit(143 if isinstance(stop, Terminated) else 130)
     except Exception as err:
-        if _multirun():
+        sweeping = _multirun()
+        if sweeping:
             _wait_for_workers()
         closed = _close_open_runs("FAILED", f"{type(err).__name__}: {err}")
-        if not _multirun() or users_full_error == "1":
+        if not sweeping or users_full_error == "1":
             raise
         # the jobs catch their own errors, so this is the launcher: a worker it lost (submitit's
         # UncompletedJobError after a SIGKILL, joblib's TerminatedWorkerError), not our traceback

@@ -43,14 +43,18 @@ def git_state() -> dict[str, str]:
     return {"commit": "unknown", "dirty": "unknown"}
 
 
-def launcher() -> str:
+def launcher(choices=None) -> str:
     """The Hydra launcher this process runs under (basic, joblib, ray, submitit_local, ...);
-    ``none`` outside Hydra (a notebook calling zoo.run)."""
-    from hydra.core.hydra_config import HydraConfig
+    ``none`` outside Hydra (a notebook calling zoo.run). ``choices``: a config's
+    ``hydra.runtime.choices``, for the launching process, where Hydra sets HydraConfig only
+    after ``on_multirun_start``."""
+    if choices is None:
+        from hydra.core.hydra_config import HydraConfig
 
-    if not HydraConfig.initialized():
-        return "none"
-    return str(HydraConfig.get().runtime.choices.get("hydra/launcher", "basic"))
+        if not HydraConfig.initialized():
+            return "none"
+        choices = HydraConfig.get().runtime.choices
+    return str(choices.get("hydra/launcher", "basic"))
 
 
 def tags(seed: int) -> dict[str, str]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import socket
 import sys
@@ -166,6 +167,13 @@ def pid_state(pid: int, since: float) -> str | None:
     if started > since + 2:  # btime is whole seconds
         return "is another process now (the pid was reused)"
     return None
+
+
+
+def running(pid: int) -> bool:
+    """A process runs as ``pid`` on this host now: not gone, not a zombie (a process started at
+    any time may be it, hence an infinitely late ``since``)."""
+    return pid_state(pid, math.inf) is None
 
 
 @dataclass

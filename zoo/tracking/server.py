@@ -17,7 +17,8 @@ artifacts in ``<root>/artifacts``, the server's log in ``<root>/mlflow-server.lo
 trusts local and loopback connections only (initdb ``--auth=trust``: its pg_hba.conf lists the
 unix socket, 127.0.0.1 and ::1) and listens on 127.0.0.1 whatever the MLflow server binds to.
 PostgreSQL refuses to run as root; as root the cluster is run by the ``postgres`` user.
-Only the standard library is imported here: ``zoo-server --help`` starts at once.
+Only the standard library (and zoo.tracking.repair, which needs no more) is imported here:
+``zoo-server --help`` starts at once.
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from zoo.tracking.repair import running  # standard library only, like this module
 
 DATABASE = "mlflow"
 PG_USER_AS_ROOT = "postgres"
@@ -164,7 +167,7 @@ class Postgres:
     def start(self, port: int | None = None) -> "Postgres":
         bin_dir = postgres_bin()
         self.folder.mkdir(parents=True, exist_ok=True)
-        if _alive(self.pid):
+        if self.pid is not None and running(self.pid):
             raise RuntimeError(f"a PostgreSQL server already runs on {self.data} (pid {self.pid}): "
                                f"another zoo-server on this root, or one a killed zoo-server left; "
                                f"stop it with: pg_ctl -D {self.data} -m fast stop"
@@ -204,24 +207,6 @@ class Postgres:
                   "stop", check=False)
         if self._socket is not None and self._socket.parent != self.folder:
             shutil.rmtree(self._socket, ignore_errors=True)
-
-
-def _alive(pid: int | None) -> bool:
-    """A process runs as ``pid`` (a zombie, exited and not yet reaped, does not)."""
-    if pid is None:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-    except (OSError, IndexError):  # no /proc (macOS): ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:  # someone else's process
-            return True
-        return True
 
 
 def _login() -> str:

@@ -136,7 +136,6 @@ class SweepCallback(Callback):
             log.warning("%s", line)
         return killed
 
-
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         study = OmegaConf.select(config, "study.name")
         if study:
@@ -162,8 +161,7 @@ class SweepCallback(Callback):
         tags = {"zoo.kind": "study" if study else "sweep", "zoo.sweep_dir": str(sweep_dir.resolve()),
                 SWEEP_KEY: _sweep_key(config.hydra.sweep.dir),
                 **{k: v for k, v in provenance.tags(0).items() if k != "zoo.seed"},
-                "zoo.launcher": str(OmegaConf.select(config, "hydra.runtime.choices")
-                                    .get("hydra/launcher", "basic"))}
+                "zoo.launcher": provenance.launcher(OmegaConf.select(config, "hydra.runtime.choices"))}
         if study:
             tags["zoo.study"] = study
             tags["zoo.scale"] = str(OmegaConf.select(config, "study.scale", default="full"))
