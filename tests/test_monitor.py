@@ -101,14 +101,19 @@ def test_update_ratio_is_the_sgd_step_size():
 
 
 def test_log_histogram_bins_and_counts_zeros_apart():
-    g = tf.constant([0.0, 0.0, 1e-3, 1e-3, 1.0, 1e-30, 1e9], tf.float32)
+    """Every float32 value has its own bin, a denormal included (it is not a zero); only a
+    float64 value beyond float32's range falls into an edge bin."""
+    g = tf.constant([0.0, 0.0, 1e-3, 1e-3, 1.0, 1e-30, 1e9, 1e-44, -3e38], tf.float32)
     counts = graph_stats.log_histogram(g).numpy()
     edges = hist_edges()
-    assert counts.shape == (HIST_BINS + 1,) and counts.sum() == 7
+    bin_of = lambda v: np.searchsorted(edges, np.log10(v), side="right") - 1  # noqa: E731
+    assert counts.shape == (HIST_BINS + 1,) and counts.sum() == 9
     assert counts[-1] == 2  # the two exact zeros
-    assert counts[np.searchsorted(edges, -3.0, side="right") - 1] == 2
-    assert counts[np.searchsorted(edges, 0.0, side="right") - 1] == 1
-    assert counts[0] == 1 and counts[HIST_BINS - 1] == 1  # out of range -> edge bins
+    assert counts[bin_of(1e-3)] == 2 and counts[bin_of(1.0)] == 1
+    for v in (1e-30, 1e9, float(np.float32(1e-44)), 3e38):
+        assert counts[bin_of(v)] == 1 and 0 < bin_of(v) < HIST_BINS - 1, v
+    wide = graph_stats.log_histogram(tf.constant([1e-300, 1e300], tf.float64)).numpy()
+    assert wide[0] == 1 and wide[HIST_BINS - 1] == 1  # out of range -> edge bins
 
 
 def test_activation_stats_saturation_and_dead_units():

@@ -253,8 +253,10 @@ def test_compare_tables_both_models_per_layer_numbers(tmp_path):
     assert first["median_a"] < 1e-6 * first["median_b"]  # sigmoid's first layer starves
     assert last["median_a"] > 0 and last["median_b"] > 0 and first["ratio"] > 1e6
     assert c.a.grad_norm.shape == (2, 20)
+    assert c.a.headline == "vanishing · stalled" and c.b.headline == "healthy · learning"
     md = c.save(tmp_path / "flow.md").read_text()
     assert "mlp20-sigmoid-digits" in md and "mlp20-relu-digits" in md
+    assert md.startswith("- a = mlp20-sigmoid-digits: vanishing · stalled; verdict vanishing (")
     assert c.save(tmp_path / "flow.png").stat().st_size > 10_000
 
 
@@ -291,3 +293,5 @@ def test_compare_of_recurrent_models_has_the_gradient_through_time():
     tanh_ratio = np.median(c.a.time_grad[:, 0, 0]) / np.median(c.a.time_grad[:, 0, -1])
     gru_ratio = np.median(c.b.time_grad[:, 0, 0]) / np.median(c.b.time_grad[:, 0, -1])
     assert gru_ratio > 1e3 * tanh_ratio
+    assert c.a.verdict.label == "vanishing" and c.a.verdict.reason.startswith("through time")
+    assert c.b.verdict.label == "healthy"

@@ -107,3 +107,26 @@ def test_mlflow_sink_flushes_everything_on_finish(sqlite_uri):
         assert sorted(m.step for m in history) == list(range(1, 301))
     assert client.get_run(sink.run_id).info.status == "FINISHED"
     assert sink.points_written == 300 * 25
+
+
+@pytest.mark.parametrize("overrides,verdict,learned", [
+    (["model.depth=20", "model.activation=sigmoid", "model.init=random_normal", "trainer.epochs=1"],
+     "vanishing", "stalled"),     # the README tour's sigmoid net: predicts the label frequencies
+    (["model.depth=3", "model.width=16", "optimizer=sgd", "optimizer.lr=20", "optimizer.global_clipnorm=1",
+      "trainer.epochs=1"], "healthy", "unstable"),  # gradients flow, and training makes it worse than a constant
+])
+def test_the_last_line_and_the_run_description_say_flow_and_learning(tmp_path, sqlite_uri, overrides,
+                                                                       verdict, learned):
+    out = run_cli(*overrides, f"tracking.uri={sqlite_uri}", "tracking.log_model=false",
+                  f"hydra.run.dir={tmp_path / 'hydra'}", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    last = out.stdout.strip().splitlines()[-1]
+    assert f"; verdict {verdict} (" in last and f"; progress {learned} (final train loss " in last, last
+    _, run = only_run(sqlite_uri)
+    ratio = run.data.metrics["progress/train_loss_ratio"]
+    assert (0.95 <= ratio <= 1 / 0.95) if learned == "stalled" else ratio > 1 / 0.95
+    assert f"{ratio:.2f}× the best constant predictor's" in last
+    tags = run.data.tags
+    assert tags["zoo.headline"] == f"{verdict} · {learned}" and tags["zoo.progress"] == learned
+    assert tags["mlflow.note.content"].startswith(f"**{verdict} · {learned}**")
+    assert tags["zoo.verdict_reason"] in tags["mlflow.note.content"]

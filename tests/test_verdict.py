@@ -1,6 +1,8 @@
 """The verdict rule on reference cases built from arrays (no training)."""
 import numpy as np
+import pytest
 
+from zoo.monitor.summary import progress
 from zoo.monitor.verdict import judge, windows
 
 T, L = 100, 10
@@ -55,3 +57,37 @@ def test_diverged_wins_and_names_the_step():
     finite[41] = False
     v = judge(grads(np.ones(L)), np.ones((T, L)), finite)
     assert v.label == "diverged" and v.numbers["diverged_step"] == 42
+
+
+def test_through_time_rules_on_histogram_steps():
+    """A recurrent net whose layers are all well fed (flow 1) but whose gradient reaching step 0
+    is 1e-5 of the last step's is vanishing through time; 1e5 is exploding through time; a
+    ratio of 0.02 (chrono LSTM at T = 150) is healthy. Exactly 0 at step 0 is vanishing."""
+    flat, weights, finite = grads(np.ones(L)), np.ones((T, L)), np.ones(T, bool)
+    through = lambda first: np.tile(np.geomspace(first, 1.0, 150), (10, 1))  # noqa: E731
+    v = judge(flat, weights, finite, through(1e-5))
+    assert v.label == "vanishing" and v.reason.startswith("through time") and v.numbers["time_flow_min"] == pytest.approx(1e-5)
+    assert judge(flat, weights, finite, through(1e5)).label == "exploding"
+    assert judge(flat, weights, finite, through(0.02)).label == "healthy"
+    zero_at_start = through(1e-5)
+    zero_at_start[:, 0] = 0.0
+    assert judge(flat, weights, finite, zero_at_start).numbers["time_flow_min"] == 0.0
+    late = through(0.5)
+    late[5:] = through(1e-6)[5:]  # the second window of histogram steps loses it
+    assert judge(flat, weights, finite, late).label == "vanishing"
+    assert judge(flat, weights, finite, None).label == "healthy"
+
+
+def test_every_layer_exactly_zero_is_vanishing_by_scale_not_by_a_fake_ratio():
+    """0/0 is not a ratio of 0: nothing reaches either end, so flow is 1 and the scale rule
+    (every layer starves alike) names it."""
+    v = judge(grads(np.zeros(L)), np.ones((T, L)), np.ones(T, bool))
+    assert v.label == "vanishing" and v.numbers["flow_min"] == 1.0 and v.numbers["scale_first_window"] == 0.0
+
+
+@pytest.mark.parametrize("loss,label", [(0.5, "learning"), (0.949, "learning"), (0.95, "stalled"),
+                                        (1.0, "stalled"), (1.05, "stalled"), (1.06, "unstable"),
+                                        (332 / 0.16, "unstable"), (float("nan"), "unstable"),
+                                        (float("inf"), "unstable")])
+def test_progress_tells_stalled_from_worse_than_a_constant(loss, label):
+    assert progress(loss, 1.0)[0] == label

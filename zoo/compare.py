@@ -6,12 +6,15 @@ probe them with, and passes the same batches through each model's own
 batch-norm moving statistics a training-mode forward pass updates are put back too). The numbers
 are therefore the very ``grad_norm`` per kernel (the data objective's gradient, before clipping)
 and, for recurrent models, the ``time_grad`` (gradient reaching each time step) that a run logs,
-at the models' trained weights. Several batches (default 4 of 64) give a median and a spread.
+at the models' trained weights, exact over float32's range (zoo.monitor.graph_stats). Several
+batches (default 4 of 64) give a median and a spread. Each model also gets a run's headline:
+the verdict rule (zoo.monitor.verdict) with the batches as its steps, and progress, the median
+batch loss against the best constant predictor's loss on the data (zoo.monitor.summary).
 
 The figure aligns the layers by normalized depth (0 = input side, 1 = output), so a 20-layer
-net and a 56-layer net line up; gradient norms are on a log scale, exact zeros (float32
-underflow: nothing at all reaches the layer) sit on the floor as ✕, and a second panel shows the
-ratio b / a at each aligned position. The table has one row per aligned position.
+net and a 56-layer net line up; gradient norms are on a log scale, exact zeros (every element of
+the gradient 0: nothing at all reaches the layer) sit on the floor as ✕, and a second panel
+shows the ratio b / a at each aligned position. The table has one row per aligned position.
 """
 from __future__ import annotations
 
@@ -35,6 +38,25 @@ class Probed:
     loss: np.ndarray                      # [batches]
     seq_layers: tuple[str, ...] = ()
     time_grad: np.ndarray | None = None   # [batches, seq layers, time steps]
+    weight_norm: np.ndarray | None = None  # [batches, layers] (the same every batch: lr 0)
+    verdict: object = None                # zoo.monitor.verdict.Verdict, the batches as steps
+    progress: tuple[str, float] | None = None  # (label, median batch loss / constant baseline)
+
+    @property
+    def headline(self) -> str:
+        """'vanishing · stalled', as a run's (zoo.monitor.summary.headline)."""
+        from zoo.monitor.summary import headline
+
+        return headline(self.verdict.label, self.progress[0] if self.progress else None)
+
+    def describe(self) -> str:
+        """One line: the headline, the verdict's reason, the loss against a constant predictor."""
+        from zoo.monitor.summary import describe_progress
+
+        line = f"{self.label}: {self.headline}; verdict {self.verdict.label} ({self.verdict.reason})"
+        if self.progress:
+            line += "; progress " + describe_progress(*self.progress).replace("final train loss", "loss on these batches")
+        return line
 
     @property
     def depth(self) -> np.ndarray:
@@ -58,9 +80,11 @@ class Comparison:
     figure: object = None  # matplotlib.figure.Figure
 
     def markdown(self) -> str:
-        """The table as markdown: aligned layers, medians and spreads, and the ratio b / a."""
+        """Each model's verdict and progress, then the table: aligned layers, medians and spreads,
+        and the ratio b / a."""
         a, b = self.a.label, self.b.label
-        lines = [f"| depth | {a} layer | {a} ‖∂L/∂W‖ median [min, max] | {b} layer | "
+        lines = [f"- a = {self.a.describe()}", f"- b = {self.b.describe()}", "",
+                 f"| depth | {a} layer | {a} ‖∂L/∂W‖ median [min, max] | {b} layer | "
                  f"{b} ‖∂L/∂W‖ median [min, max] | ratio b/a |",
                  "|---:|---|---:|---|---:|---:|"]
         for row in self.table:
@@ -143,12 +167,14 @@ def probe(model, x_batches, y_batches, task: str, label: str) -> Probed:
     step = InstrumentedStep(model, task, keras.optimizers.SGD(learning_rate=0.0), None,
                             batch_spec(x_batches[0], y_batches[0]))
     saved = [v.numpy() for v in model.variables]
-    grads, losses, times = [], [], []
+    grads, weights, finite, losses, times = [], [], [], [], []
     try:
         for x, y in zip(x_batches, y_batches):
             packed, probed = step.train_with_probes(x, y)
             fields = {k: v[0] for k, v in step.layout.unpack(packed.numpy()).items()}  # one step
             grads.append(np.asarray(fields["grad_norm"], dtype=np.float64))
+            weights.append(np.asarray(fields["weight_norm"], dtype=np.float64))
+            finite.append(bool(fields["finite"]))
             losses.append(float(fields["loss"]))
             measured = {k: v[0] for k, v in step.probe_layout.unpack(probed.numpy()).items()}
             if "time_grad" in measured:
@@ -156,9 +182,14 @@ def probe(model, x_batches, y_batches, task: str, label: str) -> Probed:
     finally:
         for v, value in zip(model.variables, saved):
             v.assign(value)
+    from zoo.monitor.verdict import judge
+
     seq = step.probe_layout.field("time_grad").labels if times else ()
+    time_grad = np.stack(times) if times else None
+    verdict = judge(np.stack(grads), np.stack(weights), np.array(finite),
+                    time_grad[:, 0, :] if time_grad is not None else None)
     return Probed(label, tuple(step.kernels), np.stack(grads), np.asarray(losses),
-                  tuple(seq), np.stack(times) if times else None)
+                  tuple(seq), time_grad, np.stack(weights), verdict)
 
 
 def compare(a, b, data=None, batches: int = BATCHES, batch_size: int = BATCH_SIZE, seed: int = 0,
@@ -184,8 +215,14 @@ def compare(a, b, data=None, batches: int = BATCHES, batch_size: int = BATCH_SIZ
     idx = order[:take]
     xs = [dataset.x_train[idx[i:i + batch_size]] for i in range(0, take, batch_size)]
     ys = [dataset.y_train[idx[i:i + batch_size]] for i in range(0, take, batch_size)]
+    from zoo.data import constant_baseline
+    from zoo.monitor.summary import progress
+
     pa = probe(model_a, xs, ys, dataset.task, label_a)
     pb = probe(model_b, xs, ys, dataset.task, label_b)
+    baseline = constant_baseline(dataset)
+    for p in (pa, pb):
+        p.progress = progress(float(np.median(p.loss)), baseline) if baseline > 0 else None
     result = Comparison(pa, pb, knob, len(xs), batch_size)
     result.table = table(pa, pb)
     result.figure = figure(result)
@@ -248,14 +285,14 @@ def _flow(ax, p: Probed, color: str, floor: float, marker: str) -> None:
     lo, hi = p.grad_norm.min(axis=0), p.grad_norm.max(axis=0)
     shown = np.where(med > 0, med, np.nan)
     flow = med[0] / med[-1] if len(med) and med[-1] > 0 else math.nan
-    label = f"{p.label}:  first/last layer {_num(flow)},  loss {np.median(p.loss):.3g}"
+    label = f"{p.label} ({p.headline}):  first/last layer {_num(flow)},  loss {np.median(p.loss):.3g}"
     ax.fill_between(x, np.where(lo > 0, lo, floor), np.where(hi > 0, hi, floor), color=color,
                     alpha=0.18, lw=0, step=None)
     ax.plot(x, shown, marker + "-", color=color, ms=4.5, lw=1.8, label=label)
     zeros = np.flatnonzero(med == 0)
     if len(zeros):
         ax.plot(x[zeros], np.full(len(zeros), floor), "x", color=color, ms=9, mew=2.4, clip_on=False,
-                label=f"{p.label}: exactly 0 in {len(zeros)} layer{'s' * (len(zeros) > 1)} (underflow)")
+                label=f"{p.label}: exactly 0 in {len(zeros)} layer{'s' * (len(zeros) > 1)}")
 
 
 def _ticks(ax, p: Probed, top: bool, color: str = COLORS[0]) -> None:
@@ -314,9 +351,9 @@ def figure(c: Comparison):
     bar_colors = np.array([COLORS[1] if v >= 0 else COLORS[0] for v in logs], dtype=object)
     ratio_ax.bar(depth[finite], shown, width=width, color=bar_colors[finite], alpha=0.85)
     for d, r, v in zip(depth, ratios, logs):
-        if r == math.inf:  # a underflowed, b did not
+        if r == math.inf:  # a is exactly 0, b is not
             ratio_ax.annotate("a = 0 ↑", (d, hi * 0.9), ha="center", va="top", fontsize=7, color=COLORS[0])
-        elif r == 0:       # b underflowed
+        elif r == 0:       # b is exactly 0
             ratio_ax.annotate("b = 0 ↓", (d, lo * 0.9), ha="center", va="bottom", fontsize=7, color=COLORS[1])
         elif math.isnan(r):
             ratio_ax.annotate("both 0", (d, 0), ha="center", va="center", fontsize=6, color="0.3")
@@ -341,7 +378,7 @@ def figure(c: Comparison):
              fontsize=13, fontweight="bold")
     fig.text(0.5, 0.935, f"knob: {c.knob}" if c.knob else "", ha="center", va="top", fontsize=11)
     fig.text(0.5, 0.9, f"gradient of the data loss at the trained weights, the same {c.batches} batches "
-             f"of {c.batch_size} through each model's instrumented step (lr 0);  ✕ = exactly 0 (underflow)",
+             f"of {c.batch_size} through each model's instrumented step (lr 0);  ✕ = exactly 0 (every element)",
              ha="center", va="top", fontsize=8.5, color="0.3")
     top = 0.83 if (not same_names and len(pb.layers) <= 40) else 0.865
     longest = max(len(_short(n)) for n in pa.layers) if len(pa.layers) <= 40 else 0

@@ -21,7 +21,7 @@ from zoo.evaluation import PopulationStatistics, evaluate
 from zoo.models import MODELS
 from zoo.monitor.recorder import Recorder
 from zoo.monitor.stats import RunStats
-from zoo.monitor.summary import progress, summarize
+from zoo.monitor.summary import describe_progress, headline, progress, summarize
 from zoo.monitor.verdict import Verdict, judge_run
 from zoo.optimizers import OPTIMIZERS
 from zoo.report import run_report
@@ -44,6 +44,19 @@ class RunResult:
     final: dict[str, float]
     train_seconds: float
     model: object = None    # the trained keras.Model (None if the run failed before building it)
+    progress: str | None = None  # learning | stalled | unstable (None: no final train loss)
+
+    @property
+    def headline(self) -> str:
+        """'vanishing · stalled': the verdict on the gradient flow and whether the net learned."""
+        return headline(self.verdict.label, self.progress)
+
+    def summary_line(self) -> str:
+        """The run's last line: outcome, steps, verdict with its reason, progress with its ratio."""
+        line = f"{self.outcome} after {len(self.stats.step)} steps; verdict {self.verdict.label} ({self.verdict.reason})"
+        if self.progress:
+            line += "; progress " + describe_progress(self.progress, self.final["progress/train_loss_ratio"])
+        return line
 
 
 @dataclass
@@ -145,8 +158,24 @@ def run(spec: RunSpec, sink: Sink, run_name: str | None = None) -> RunResult:
             sink.finish(status)
         else:
             stats, verdict, final = _finish(sink, spec, trainee, recorder, outcome, status)
-    log.info("%s: %s, verdict %s (%s) — %.1fs", run_name, outcome, verdict.label, verdict.reason, seconds)
-    return RunResult(sink.run_id, outcome, verdict, stats, final, seconds, trainee.model)
+    result = RunResult(sink.run_id, outcome, verdict, stats, final, seconds, trainee.model,
+                       progress=_progress_label(final))
+    log.info("%s: %s — %.1fs", run_name, result.summary_line(), seconds)
+    return result
+
+
+def _progress_label(final: dict[str, float]) -> str | None:
+    if "progress/train_loss_ratio" not in final:
+        return None
+    return progress(final["final/train_loss"], final["baseline/train_loss"])[0]
+
+
+def _description(verdict: Verdict, learned: str | None, final: dict[str, float]) -> str:
+    """The run's MLflow description (markdown): the headline, then each half with its reason."""
+    lines = [f"**{headline(verdict.label, learned)}**", "", f"- gradient flow: {verdict.label} — {verdict.reason}"]
+    if learned:
+        lines.append("- progress: " + describe_progress(learned, final["progress/train_loss_ratio"]))
+    return "\n".join(lines)
 
 
 def _finish(sink: Sink, spec: RunSpec, trainee: Trainee, recorder: Recorder, outcome: str, status: str):
@@ -158,12 +187,15 @@ def _finish(sink: Sink, spec: RunSpec, trainee: Trainee, recorder: Recorder, out
         final = final_numbers(trainee, stats, verdict, outcome) if status == "FINISHED" else {
             f"health/{k}": v for k, v in verdict.numbers.items()}
         tags = {"zoo.outcome": outcome, "zoo.steps": str(len(stats.step))}
+        learned = _progress_label(final)
+        if learned:
+            tags["zoo.progress"] = learned
         if len(stats.step):  # no verdict from zero steps
-            tags.update({"zoo.verdict": verdict.label, "zoo.verdict_reason": verdict.reason})
+            tags.update({"zoo.verdict": verdict.label, "zoo.verdict_reason": verdict.reason,
+                         "zoo.headline": headline(verdict.label, learned),
+                         "mlflow.note.content": _description(verdict, learned, final)})
         if outcome == "diverged":
             tags["zoo.diverged_step"] = str(int(verdict.numbers["diverged_step"]))
-        if "progress/train_loss_ratio" in final:
-            tags["zoo.progress"] = progress(final["final/train_loss"], final["baseline/train_loss"])[0]
         run_report.write(sink, spec, stats, verdict, final, tags, model=trainee.model,
                          input_example=trainee.data.x_val)
     finally:

@@ -100,12 +100,15 @@ class InstrumentedStep:
         clipped = self._clip(total)
         kernels = [self.variables[i] for i in self.kernel_index]
         before = [tf.identity(k) for k in kernels]
-        self.optimizer.apply(clipped, self.variables)
         on_kernels = lambda gs: [gs[i] for i in self.kernel_index]  # noqa: E731
+        # everything but the update's own size is read before the update is applied, so every
+        # number of a step describes the same, pre-update weights (a forget gate read after
+        # the update would mix step 1's hidden states with step 2's weights)
+        measured = self._measure(x, out, wrt, wrt_grads, on_kernels(grads)) if probing else None
         all_norms = graph_stats.norms(total)  # every variable: finiteness covers biases too
         grad_norm = tf.gather(all_norms, self.kernel_index) if total is grads else graph_stats.norms(on_kernels(grads))
         total_norm = tf.gather(all_norms, self.kernel_index)
-        packed = graph_stats.pack(self.layout, {
+        values = {
             "loss": loss, "metric": self._metric(y, out["head"]), "penalty": penalty,
             "finite": tf.math.is_finite(objective + penalty) & tf.reduce_all(tf.math.is_finite(all_norms)),
             "aux_loss": tf.stack(aux) if aux else tf.zeros([0]),
@@ -113,16 +116,21 @@ class InstrumentedStep:
             "grad_norm_total": total_norm,
             "grad_norm_clipped": total_norm if clipped is total else graph_stats.norms(on_kernels(clipped)),
             "weight_norm": graph_stats.norms(before),
-            "update_norm": graph_stats.norms([k - b for k, b in zip(kernels, before)]),
-        })
-        if not probing:
-            return packed
+        }
+        with tf.control_dependencies([values["weight_norm"]] + ([measured] if probing else [])):
+            self.optimizer.apply(clipped, self.variables)
+        values["update_norm"] = graph_stats.norms([k - b for k, b in zip(kernels, before)])
+        packed = graph_stats.pack(self.layout, values)
+        return (packed, measured) if probing else packed
+
+    def _measure(self, x, out, wrt, wrt_grads, kernel_grads):
+        """The instruments' fields, packed (zoo.monitor.instruments)."""
         measured, first = {}, 0
         for inst, ts in zip(self.instruments, wrt):
             mine = wrt_grads[first:first + len(ts)]
             first += len(ts)
-            measured.update(inst.compute(Probe(x, out, mine, on_kernels(grads))))
-        return packed, graph_stats.pack(self.probe_layout, measured)
+            measured.update(inst.compute(Probe(x, out, mine, kernel_grads)))
+        return graph_stats.pack(self.probe_layout, measured)
 
     def _zero_if_unreached(self, grads):
         """A variable the objective does not reach has no gradient: it gets a zero one."""

@@ -52,8 +52,7 @@ def _run(spec, hydra_cfg, sweeping: bool):
         sweep.record_job(spec, hydra_cfg, run_id=sink.run_id, error=f"{type(err).__name__}: {err}")
         return None
     sweep.record_job(spec, hydra_cfg, run_id=result.run_id, outcome=result.outcome)
-    print(f"zoo-train: {result.outcome} after {len(result.stats.step)} steps; "
-          f"verdict {result.verdict.label} ({result.verdict.reason})"
+    print(f"zoo-train: {result.summary_line()}"
           + (f"; MLflow run {result.run_id} in {spec.tracking.uri}" if spec.tracking.uri else ""))
     return result.verdict.label
 

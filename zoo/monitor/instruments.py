@@ -93,8 +93,7 @@ class GradientThroughTime(Instrument):
         return [x if l.input is self.model_input else taps[f"seq_in:{l.name}"] for l in self.layers]
 
     def compute(self, probe):
-        return {"time_grad": tf.stack([tf.sqrt(tf.reduce_sum(tf.square(g), axis=[0, 2]))
-                                       for g in probe.wrt_grads])}
+        return {"time_grad": tf.stack([graph_stats.norm(g, axis=[0, 2]) for g in probe.wrt_grads])}
 
 
 def forget_gate_mean(layer, x, h):

@@ -1,6 +1,6 @@
 """The names and shapes of what the train step returns, declared once.
 
-The compiled step returns one packed float32 vector per step (and a second one on histogram
+The compiled step returns one packed float64 vector per step (and a second one on histogram
 steps), because Python converting one small tensor is cheaper than converting ten. A
 :class:`Layout` is the only place that knows the packing: the step hands it a dict of named
 tensors (``zoo.monitor.graph_stats.pack``), the recorder gets the same dict back as numpy
@@ -71,7 +71,7 @@ class Layout:
         return out
 
     def empty(self) -> dict[str, np.ndarray]:
-        return self.unpack(np.zeros((0, self.width), np.float32))
+        return self.unpack(np.zeros((0, self.width), np.float64))
 
 
 def kernel_name(path: str) -> str | None:

@@ -15,9 +15,9 @@ import numpy as np
 
 from zoo.monitor.layout import Layout
 from zoo.monitor.stats import ACT_STATS, HIST_BINS, RunStats, hist_edges
+from zoo.monitor.verdict import flow_ratio
 from zoo.tracking.sink import Sink
 
-TINY = 1e-45
 RUNSTATS_FIELDS = {f.name for f in fields(RunStats)}
 
 
@@ -34,7 +34,7 @@ def _activation_fractions(layout: Layout, latest: np.ndarray) -> dict[str, float
 
 def _time_grad_ratio(layout: Layout, latest: np.ndarray) -> dict[str, float]:
     """The gradient reaching the first step relative to the last, per recurrent layer."""
-    return {f"time_grad_ratio/{layer}": float(norms[0] / max(norms[-1], TINY))
+    return {f"time_grad_ratio/{layer}": flow_ratio(float(norms[0]), float(norms[-1]))
             for layer, norms in zip(layout.field("time_grad").labels, latest)}
 
 
@@ -116,7 +116,7 @@ class Recorder:
         n_hist = len(self.probe_steps)
 
         def probed(name, *shape):  # an instrument that did not apply to this model: no rows
-            return p[name] if name in p else np.zeros((n_hist, *shape), np.float32)
+            return p[name] if name in p else np.zeros((n_hist, *shape), np.float64)
 
         hists = probed("hist", len(kernels), HIST_BINS + 1)
         val = np.array(self.val, dtype=np.float32).reshape(-1, 2)
@@ -138,7 +138,7 @@ class Recorder:
             epoch_step=np.array(self.epoch_step, dtype=np.int64),
             val_loss=val[:, 0], val_metric=val[:, 1],
             seq_layers=np.array(labels.get("time_grad", ()), dtype=str),
-            time_grad=probed("time_grad", 0, 0).astype(np.float32),
+            time_grad=probed("time_grad", 0, 0),  # float64: exact norms (graph_stats)
             gate_layers=np.array(labels.get("forget_gate", ()), dtype=str),
             forget_gate=probed("forget_gate", 0).astype(np.float32),
         )

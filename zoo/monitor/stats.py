@@ -11,6 +11,8 @@ Saved as ``stats/gradient_stats.npz`` (numpy, no pickles): load it with
   penalty [T]                    the weight penalty's value (0 without a regularizer)
   aux_heads [X], aux_loss [T, X] each auxiliary head's loss (X = 0 without auxiliary heads)
   finite [T]                     1 where the loss and every gradient norm were finite
+  Norms (grad_norm*, weight_norm, time_grad) are float64 and exact over float32's whole range
+  (zoo.monitor.graph_stats): 0 means every element was 0.
   grad_norm [T, L]               gradient of the data objective (main + weighted auxiliary
                                  losses), before clipping: what vanishes or explodes
   grad_norm_total [T, L]         data objective + weight penalty, before clipping
@@ -34,8 +36,10 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-HIST_RANGE = (-20.0, 4.0)  # log10|g|: float32 gradients below 1e-20 are already lost causes
-HIST_BINS = 96             # a quarter decade per bin
+# log10|g| over float32's whole range, 1.4e-45 (smallest denormal) ... 3.4e38: where gradients
+# vanish is exactly where the histogram must still see them
+HIST_RANGE = (-45.0, 39.0)
+HIST_BINS = 336            # a quarter decade per bin
 ACT_STATS = ("mean", "std", "saturated_fraction", "dead_fraction")
 
 

@@ -18,9 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from zoo.monitor.stats import RunStats
-from zoo.monitor.verdict import windows
+from zoo.monitor.verdict import flow_ratio, windows
 
-TINY = 1e-45
 POINTS = ("init", "start", "end")
 
 
@@ -42,24 +41,48 @@ def summarize(stats: RunStats) -> dict[str, float]:
         if profile is not None:
             out[f"summary/grad_first_{label}"] = float(profile[0])
             out[f"summary/grad_last_{label}"] = float(profile[-1])
-            out[f"summary/flow_{label}"] = float(profile[0] / max(profile[-1], TINY))
+            out[f"summary/flow_{label}"] = flow_ratio(float(profile[0]), float(profile[-1]))
     if stats.time_grad.size and stats.time_grad.shape[-1] > 1:
         for label, i in (("init", 0), ("end", -1)):
             norms = stats.time_grad[i, 0]
             if np.all(np.isfinite(norms)):
-                out[f"summary/time_grad_ratio_{label}"] = float(norms[0] / max(norms[-1], TINY))
+                out[f"summary/time_grad_ratio_{label}"] = flow_ratio(float(norms[0]), float(norms[-1]))
     if stats.forget_gate.size:  # the first LSTM layer's mean forget gate, start and end
         out["summary/forget_gate_init"] = float(stats.forget_gate[0, 0])
         out["summary/forget_gate_end"] = float(stats.forget_gate[-1, 0])
     return out
 
 
-STALLED_FRACTION = 0.95
+STALLED_FRACTION = 0.95  # below 95% of the constant predictor's loss: learning
+UNSTABLE_FRACTION = 1 / STALLED_FRACTION  # above ~105%: worse than predicting a constant
+PROGRESS = ("learning", "stalled", "unstable")
 
 
 def progress(train_loss: float, baseline: float) -> tuple[str, float]:
-    """('learning' | 'stalled', train loss / baseline): a run whose whole-training-split loss is
-    not below 95% of what the best constant predictor scores has not learned, whatever its
-    gradient flow says (plain-56 can be "healthy" at train accuracy 0.17)."""
+    """(label, train loss / baseline), ``baseline`` the best constant predictor's training loss
+    (the label entropy, or the targets' variance):
+
+    - **learning**: ratio < STALLED_FRACTION;
+    - **stalled**: within [STALLED_FRACTION, UNSTABLE_FRACTION], about what a constant scores:
+      the net has learned nothing (plain-56 can be "healthy" at train accuracy 0.17);
+    - **unstable**: above UNSTABLE_FRACTION, worse than a constant: training made the net worse
+      than doing nothing (an LSTM under SGD at lr 20 ending at 332 against 0.16), or a loss
+      that is not finite.
+
+    The band is symmetric on a log scale around 1, and fixed a priori like the verdict's."""
     ratio = train_loss / baseline if baseline > 0 else float("nan")
+    if not np.isfinite(train_loss) or ratio > UNSTABLE_FRACTION:
+        return "unstable", float(ratio)
     return ("learning" if ratio < STALLED_FRACTION else "stalled"), float(ratio)
+
+
+def headline(verdict_label: str, progress_label: str | None) -> str:
+    """The run's one-word-each headline: 'healthy · stalled', 'vanishing · learning'; the verdict
+    alone when there is no progress to tell (a diverged or stopped run)."""
+    return f"{verdict_label} · {progress_label}" if progress_label else verdict_label
+
+
+def describe_progress(label: str, ratio: float) -> str:
+    """'stalled (final train loss 1.00× the best constant predictor's)'."""
+    shown = f"{ratio:.2f}" if 0.01 <= ratio < 100 else f"{ratio:.3g}"
+    return f"{label} (final train loss {shown}× the best constant predictor's)"

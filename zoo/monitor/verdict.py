@@ -10,17 +10,27 @@ Two numbers per window of steps, each the median over the window's steps:
   chain W_l = a*I every layer's gradient is a^(L-2) times its weight, so flow stays 1 while all
   layers starve (a < 1) or blow up (a > 1).
 
+- **time flow** (recurrent models) = ||dL/dx_0|| / ||dL/dx_(T-1)|| into the first recurrent
+  layer: how much of the gradient that reaches the last time step of the sequence reaches its
+  first (Bengio et al. 1994; Pascanu et al. 2013, Sec. 2). It is measured on histogram steps
+  only, so its windows are blocks of the histogram steps, by the same rule.
+
 The gradient is the data objective's (zoo.step): a weight penalty's own gradient is not flow.
 
 Rule (first match wins):
 1. **diverged**: a step had a non-finite loss or gradient norm (training stopped there).
 2. **exploding**: in any window, flow > FLOW_LIMIT: the input side gets three decades more than
    the output side.
-3. **vanishing**: in any window, flow < 1/FLOW_LIMIT; or, in the first window, scale < SCALE_LOW.
-   The scale test looks at the first window only, because near convergence every gradient
-   legitimately becomes small relative to its weights.
-4. **exploding**: in any window, scale > SCALE_HIGH.
-5. **healthy** otherwise.
+3. **vanishing**: in any window, flow < 1/FLOW_LIMIT.
+4. **exploding through time**: in any window, time flow > TIME_FLOW_LIMIT.
+5. **vanishing through time**: in any window, time flow < 1/TIME_FLOW_LIMIT: a tanh RNN on
+   adding at T = 150 passes ~1e-5 of the last step's gradient to step 0 and learns nothing,
+   while every layer's weight gradient looks well fed (flow ~1), so depth alone says healthy.
+6. **vanishing**: in the first window, scale < SCALE_LOW. The scale test looks at the first
+   window only, because near convergence every gradient legitimately becomes small relative
+   to its weights.
+7. **exploding**: in any window, scale > SCALE_HIGH.
+8. **healthy** otherwise.
 
 Vanishing is checked before the scale test of exploding because one layer can starve while
 another's gradient is large *relative to its weights*: a deep sigmoid net whose first layer
@@ -30,6 +40,7 @@ the net's problem is the starved layer, and the label says so.
 Windows are consecutive blocks of WINDOW_FRACTION of the run's steps, at least MIN_WINDOW steps
 each: a short remainder at the end joins the window before it.
 FLOW_LIMIT = 1e3: three decades lost or gained between the last and the first layer.
+TIME_FLOW_LIMIT = 1e3: the same three decades, between the last and the first time step.
 SCALE_LOW = 1e-5: a relative gradient at which plain SGD at lr 1e-2 moves weights by 1e-7 of
 themselves per step, i.e. no learning in any realistic budget. SCALE_HIGH = 1e2: one SGD step at
 lr 1e-2 would change the weights by their own size. These are the instrument's definitions,
@@ -44,6 +55,7 @@ import numpy as np
 from zoo.monitor.stats import RunStats
 
 FLOW_LIMIT = 1e3
+TIME_FLOW_LIMIT = 1e3
 SCALE_LOW = 1e-5
 SCALE_HIGH = 1e2
 WINDOW_FRACTION = 0.1
@@ -67,39 +79,72 @@ def windows(n_steps: int) -> list[slice]:
     return [slice(s, e) for s, e in zip(starts, starts[1:] + [n_steps])]
 
 
-def judge(grad_norm: np.ndarray, weight_norm: np.ndarray, finite: np.ndarray) -> Verdict:
-    """Apply the rule to per-step, per-layer arrays [T, L] (first layer = input side)."""
+def flow_ratio(first: float, last: float) -> float:
+    """first / last, with 0/0 = 1 (nothing reaches either end: no loss between them) and
+    x/0 = inf."""
+    if last == 0:
+        return 1.0 if first == 0 else np.inf
+    return first / last
+
+
+def _window_flows(norms: np.ndarray) -> list[float]:
+    """Per window of rows of ``norms`` [steps, positions]: the median first position over the
+    median last position."""
+    flows = []
+    for w in windows(norms.shape[0]):
+        g = np.median(norms[w], axis=0)
+        flows.append(flow_ratio(float(g[0]), float(g[-1])))
+    return flows
+
+
+def judge(grad_norm: np.ndarray, weight_norm: np.ndarray, finite: np.ndarray,
+          time_grad: np.ndarray | None = None) -> Verdict:
+    """Apply the rule to per-step, per-layer arrays [T, L] (first layer = input side) and, for a
+    recurrent model, the gradient reaching each time step of the first recurrent layer's input
+    at the histogram steps, ``time_grad`` [H, time steps] (None or H = 0: not recurrent)."""
     if len(finite) and not np.all(finite):
         step = int(np.argmin(finite)) + 1
         return Verdict("diverged", f"non-finite loss or gradient at step {step}",
                        {"diverged_step": float(step)})
     if grad_norm.shape[0] == 0:
         return Verdict("healthy", "no steps recorded", {})
-    flows, scales = [], []
-    for w in windows(grad_norm.shape[0]):
-        g = np.median(grad_norm[w], axis=0)
-        rel = np.median(grad_norm[w] / np.maximum(weight_norm[w], 1e-30), axis=0)
-        flows.append(g[0] / max(g[-1], 1e-45))
-        scales.append(float(np.max(rel)))
+    flows = _window_flows(grad_norm)
+    scales = [float(np.max(np.median(grad_norm[w] / np.maximum(weight_norm[w], 1e-300), axis=0)))
+              for w in windows(grad_norm.shape[0])]
     numbers = {"flow_min": float(np.min(flows)), "flow_max": float(np.max(flows)),
                "flow_first_window": float(flows[0]), "scale_first_window": scales[0],
                "scale_max": float(np.max(scales))}
+    timed = time_grad is not None and time_grad.ndim == 2 and time_grad.shape[0] and time_grad.shape[1] > 1
+    time_flows = _window_flows(time_grad) if timed else []
+    if time_flows:
+        numbers.update({"time_flow_min": float(np.min(time_flows)), "time_flow_max": float(np.max(time_flows)),
+                        "time_flow_first_window": float(time_flows[0])})
     if numbers["flow_max"] > FLOW_LIMIT:
         return Verdict("exploding", f"first/last layer gradient ratio reached "
                                     f"{numbers['flow_max']:.3g} > {FLOW_LIMIT:g}", numbers)
     if numbers["flow_min"] < 1 / FLOW_LIMIT:
         return Verdict("vanishing", f"first/last layer gradient ratio fell to "
                                     f"{numbers['flow_min']:.3g} < {1 / FLOW_LIMIT:g}", numbers)
+    if time_flows and numbers["time_flow_max"] > TIME_FLOW_LIMIT:
+        return Verdict("exploding", f"through time: first/last time step gradient ratio reached "
+                                    f"{numbers['time_flow_max']:.3g} > {TIME_FLOW_LIMIT:g}", numbers)
+    if time_flows and numbers["time_flow_min"] < 1 / TIME_FLOW_LIMIT:
+        return Verdict("vanishing", f"through time: first/last time step gradient ratio fell to "
+                                    f"{numbers['time_flow_min']:.3g} < {1 / TIME_FLOW_LIMIT:g}", numbers)
     if scales[0] < SCALE_LOW:
         return Verdict("vanishing", f"largest gradient/weight norm ratio at the start is "
                                     f"{scales[0]:.3g} < {SCALE_LOW:g}", numbers)
     if numbers["scale_max"] > SCALE_HIGH:
         return Verdict("exploding", f"gradient/weight norm ratio reached "
                                     f"{numbers['scale_max']:.3g} > {SCALE_HIGH:g}", numbers)
+    through_time = (f", through time [{numbers['time_flow_min']:.3g}, {numbers['time_flow_max']:.3g}]"
+                    if time_flows else "")
     return Verdict("healthy", f"first/last ratio within [{numbers['flow_min']:.3g}, "
-                              f"{numbers['flow_max']:.3g}], start gradient/weight ratio "
+                              f"{numbers['flow_max']:.3g}]{through_time}, start gradient/weight ratio "
                               f"{scales[0]:.3g}", numbers)
 
 
 def judge_run(stats: RunStats) -> Verdict:
-    return judge(stats.grad_norm, stats.weight_norm, stats.finite)
+    """The rule on a run's raw statistics (the first recurrent layer's gradient through time)."""
+    time_grad = stats.time_grad[:, 0, :] if stats.time_grad.ndim == 3 and stats.time_grad.shape[1] else None
+    return judge(stats.grad_norm, stats.weight_norm, stats.finite, time_grad)

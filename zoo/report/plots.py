@@ -49,7 +49,7 @@ def gradient_flow(stats: RunStats, path, verdict: Verdict | None = None, title: 
     if len(picks) and len(underflow):  # exact zeros have no logarithm: mark them on the floor
         floor = left.get_ylim()[0]
         left.plot(underflow, np.full(len(underflow), floor), "x", color="crimson", ms=8, mew=2,
-                  label="gradient exactly 0 (underflow)", clip_on=False)
+                  label="gradient exactly 0 (every element)", clip_on=False)
     left.set_xticks(x)
     left.set_xticklabels(_short(stats.layers), rotation=90, fontsize=7)
     left.set_xlabel("layer (input → output)")

@@ -1,0 +1,117 @@
+"""Every norm the zoo reports is exact over float32's whole range: checked element range by
+element range against numpy in float64, and on the tour's nets against a float64 tape."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import zoo
+from conftest import make_step, probe_once, step_once
+from zoo.monitor import graph_stats
+
+RNG = np.random.default_rng(0)
+# decades of float32 from its smallest denormal to near its largest value
+RANGES = [(-44.8, -38.0), (-38.0, -30.0), (-30.0, -19.0), (-19.0, -10.0), (-10.0, 10.0),
+          (10.0, 19.0), (19.0, 30.0), (30.0, 38.5), (-44.8, 38.5)]
+
+
+def spanning(lo, hi, shape=(37, 23)):
+    """A float32 tensor whose magnitudes are log-uniform over [10**lo, 10**hi], signs random."""
+    exps = RNG.uniform(lo, hi, size=shape)
+    return (10.0 ** exps * RNG.choice([-1.0, 1.0], size=shape)).astype(np.float32)
+
+
+def reference(x, axis=None):
+    return np.sqrt(np.sum(np.square(x.astype(np.float64)), axis=axis))
+
+
+@pytest.mark.parametrize("lo,hi", RANGES)
+def test_norms_match_float64_numpy_across_the_float32_range(lo, hi):
+    """Denormals, values whose squares underflow float32, values whose squares overflow it."""
+    x = spanning(lo, hi)
+    assert np.all(x != 0)
+    compiled_norm = tf.function(lambda t: graph_stats.norm(t))
+    compiled_axis = tf.function(lambda t: graph_stats.norm(t, axis=[0]))
+    np.testing.assert_allclose(compiled_norm(tf.constant(x)).numpy(), reference(x), rtol=1e-6)
+    np.testing.assert_allclose(compiled_axis(tf.constant(x)).numpy(), reference(x, 0), rtol=1e-6)
+    parts = [x[:5], x[5:], x[:1, :1]]
+    np.testing.assert_allclose(graph_stats.norms([tf.constant(p) for p in parts]).numpy(),
+                               [reference(p) for p in parts], rtol=1e-6)
+    assert np.all(compiled_axis(tf.constant(x)).numpy() > 0)  # nothing nonzero reads as zero
+
+
+def test_exact_float64_reads_every_float32_bit_pattern_it_is_given():
+    """Value for value (denormals, both signs, inf, NaN), while a float cast in TensorFlow flushes
+    denormals to zero on this CPU: the reason the bits are read."""
+    x = np.concatenate([spanning(-44.8, 38.5, (4000,)), np.float32([0.0, -0.0, np.inf, -np.inf, 1.4e-45])])
+    got = tf.function(graph_stats.exact_float64)(tf.constant(x)).numpy()
+    np.testing.assert_array_equal(got, x.astype(np.float64))
+    assert np.isnan(graph_stats.exact_float64(tf.constant(np.float32([np.nan]))).numpy()[0])
+    half = np.float16([6e-8, 1e-5, 65504.0])  # float16's denormals and its largest value
+    np.testing.assert_array_equal(graph_stats.exact_float64(tf.constant(half)).numpy(), half.astype(np.float64))
+
+
+def test_a_norm_is_zero_only_when_every_element_is_zero():
+    x = np.zeros((64, 64), np.float32)
+    assert graph_stats.norm(tf.constant(x)).numpy() == 0.0
+    x[13, 7] = 1.4e-45  # one denormal among zeros
+    assert graph_stats.norm(tf.constant(x)).numpy() == pytest.approx(1.4e-45, rel=0.01)
+
+
+def test_a_large_finite_gradient_is_finite_and_not_diverged():
+    """A gradient whose elements are finite float32 numbers can have a norm above float32's
+    largest value (3.4e38): the step reports it as the float64 number it is, not as inf, and the
+    step is not 'diverged'. MSE of a zero kernel, targets 1, inputs x = 3e38 (D inputs and
+    outputs, any batch size): loss 1, every element -2x/D = -3.75e37, ||dL/dW|| = 2x = 6e38."""
+    big = np.full((1000,), 3e38, np.float32)
+    assert graph_stats.norm(tf.constant(big)).numpy() == pytest.approx(3e38 * np.sqrt(1000), rel=1e-6)
+    d, x0 = 16, 3e38
+    model = keras.Sequential([keras.Input((d,)), keras.layers.Dense(d, use_bias=False, kernel_initializer="zeros")])
+    x, y = np.full((8, d), x0, np.float32), np.ones((8, d), np.float32)
+    out = step_once(make_step(model, x, y, "regression", lr=0.0), x, y)
+    assert out["loss"] == pytest.approx(1.0)
+    assert out["grad_norm"][0] == pytest.approx(2 * x0, rel=1e-6) and out["grad_norm"][0] > 3.4e38
+    assert out["finite"] == 1
+
+
+def _float64_twin(build, model):
+    """The same architecture built in float64 (Keras' dtype policy), given ``model``'s weights."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float64")
+    try:
+        twin = build()
+    finally:
+        keras.config.set_dtype_policy(previous)
+    for a, b in zip(twin.weights, model.weights):
+        a.assign(b.numpy().astype(np.float64))
+    assert all(v.dtype == "float64" for v in twin.weights)
+    return twin
+
+
+def _tape_norms(twin, x, y):
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    with tf.GradientTape() as tape:
+        loss = loss_fn(y, twin(tf.constant(x, tf.float64), training=True))
+    kernels = [v for v in twin.trainable_variables if v.path.endswith("/kernel")]
+    return np.array([np.sqrt(np.sum(g.numpy() ** 2)) for g in tape.gradient(loss, kernels)])
+
+
+@pytest.mark.parametrize("depth,activation,init,lowest", [
+    (20, "sigmoid", "random_normal", 1e-20),   # README tour: first layers ~1e-19
+    (50, "relu", "random_normal", 1e-29),      # init_depth: every layer ~1e-28
+])
+def test_step_one_gradient_norms_match_a_float64_tape(depth, activation, init, lowest):
+    """The instrumented step's step-1 norms on digits against a float64 GradientTape on the same
+    weights and batch: every layer to 1e-4 relative (float32 backprop's own rounding over 50
+    layers), however small; none of them zero."""
+    data = zoo.load_dataset("digits")
+    x, y = data.x_train[:64], data.y_train[:64]
+    build = lambda: zoo.build_model("mlp", (64,), 10, depth=depth, width=64,  # noqa: E731
+                                    activation=activation, init=init)
+    model = build()
+    twin = _float64_twin(build, model)
+    expected = _tape_norms(twin, x, y)
+    got = step_once(make_step(model, x, y, "classification", lr=0.0), x, y)["grad_norm"]
+    assert expected.dtype == np.float64 and expected.min() < lowest * 1e3 and np.all(expected > lowest)
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+    assert np.all(got > 0)
