@@ -11,17 +11,21 @@ data, one validation pass per epoch) trained five ways:
   zoo (memory)    gradzoo's instrumented loop into the in-memory sink (and once without its
                   histogram steps, to separate their cost from the per-step statistics)
   zoo (mlflow)    the same into MLflow's sqlite store, the final flush included
+  zoo (float32)   the instrumented loop with the norms and histograms of before issue 17:
+                  ``sqrt(sum(x**2))`` in float32, which underflows below ~1e-19 and overflows
+                  above ~1.8e19; its ratio to "zoo (memory)" is the cost of exact norms
 
 Every way first runs one untimed epoch (tracing), then the timed 300 steps. Rounds are
 interleaved, and each way's ratio is the median over rounds of its time over plain fit's time in
 the same round (this machine's speed drifts by tens of percent between minutes). Extra rows vary
 ``monitor.log_every`` for the MLflow way, which is how the default was chosen.
 
-    python benchmarks/overhead.py [--rounds 5]
+    python benchmarks/overhead.py [--rounds 5] [--model resnet]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 import time
@@ -32,6 +36,25 @@ OVERRIDES = ["data=synthetic", "data.n_train=3840", "data.n_val=1024", "data.n_f
              "model.depth=20", "model.width=64", "model.activation=relu", "model.init=he_normal",
              "trainer.batch_size=128", "trainer.epochs=10", "monitor.histogram_every=10"]
 STEPS = 300
+MODELS = {  # --model: (overrides, timed steps): the default MLP, or ResNet-20 (0.27M parameters)
+    "mlp": ([], STEPS),
+    "resnet": (["model=resnet", "data=digits", "data.layout=image", "model.depth=20", "trainer.epochs=3"],
+               3 * 12),  # digits: 1,437 training images, 12 batches of 128
+}
+
+
+@contextlib.contextmanager
+def float32_norms():
+    """The instruments as they were before exact norms: values read as float32 (denormals
+    flushed), squares summed in float32."""
+    from zoo.monitor import graph_stats
+
+    exact = graph_stats.exact_float64
+    graph_stats.exact_float64 = lambda t: t
+    try:
+        yield
+    finally:
+        graph_stats.exact_float64 = exact
 
 
 def keras_fit(spec, tensorboard: bool) -> float:
@@ -125,20 +148,25 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--log-every", type=int, nargs="*", default=[1, 5, 50])
+    parser.add_argument("--model", choices=MODELS, default="mlp")
     args = parser.parse_args()
-    spec = compose_spec(OVERRIDES)
+    extra, steps = MODELS[args.model]
+    overrides = OVERRIDES + extra
+    spec = compose_spec(overrides)
     default = spec.monitor.log_every
     ways = {
         "fit": lambda: (keras_fit(spec, False), 0),
         "fit + TensorBoard(histogram_freq=1)": lambda: (keras_fit(spec, True), 0),
         "bare GradientTape step": lambda: (bare_tape(spec), 0),
         "zoo instrumented, memory sink": lambda: zoo_loop(spec, False),
+        "zoo instrumented with float32 norms (before exact norms), memory sink":
+            lambda: _with(float32_norms(), lambda: zoo_loop(spec, False)),
         "zoo per-step statistics only (no histogram steps), memory sink":
-            lambda: zoo_loop(compose_spec(OVERRIDES + ["monitor.histogram_every=100000"]), False),
+            lambda: zoo_loop(compose_spec(overrides + ["monitor.histogram_every=100000"]), False),
         f"zoo instrumented, MLflow (log_every={default}, default)": lambda: zoo_loop(spec, True),
     }
     for every in args.log_every:
-        variant = compose_spec(OVERRIDES + [f"monitor.log_every={every}"])
+        variant = compose_spec(overrides + [f"monitor.log_every={every}"])
         ways[f"zoo instrumented, MLflow (log_every={every})"] = lambda v=variant: zoo_loop(v, True)
     times = {name: [] for name in ways}
     points = {}
@@ -147,15 +175,23 @@ def main():
             seconds, points[name] = way()
             times[name].append(seconds)
             print(f"  round {r + 1}/{args.rounds} {name}: {seconds:.2f}s", flush=True)
-    print(f"\n{STEPS} steps, 20x64 ReLU MLP, batch 128; {args.rounds} interleaved rounds. "
-          "Ratio = median over rounds of (way / plain fit in the same round).\n")
+    print(f"\n{args.model} ({' '.join(extra) or '20x64 ReLU MLP'}, batch 128, {steps} steps); "
+          f"{args.rounds} interleaved rounds. Ratio = median over rounds of (way / plain fit in the same round).\n")
     print("| way | steps/s (median) | wall s (median) | × plain fit | × bare tape | metric points |")
     print("|---|---|---|---|---|---|")
     for name in ways:
         t = statistics.median(times[name])
         ratio = statistics.median(a / b for a, b in zip(times[name], times["fit"]))
         bare = statistics.median(a / b for a, b in zip(times[name], times["bare GradientTape step"]))
-        print(f"| {name} | {STEPS / t:.0f} | {t:.2f} | {ratio:.2f} | {bare:.2f} | {points[name]} |")
+        print(f"| {name} | {steps / t:.0f} | {t:.2f} | {ratio:.2f} | {bare:.2f} | {points[name]} |")
+    exact, old = times["zoo instrumented, memory sink"], times["zoo instrumented with float32 norms (before exact norms), memory sink"]
+    print(f"\nexact norms / float32 norms (paired, median over rounds): "
+          f"{statistics.median(a / b for a, b in zip(exact, old)):.3f}")
+
+
+def _with(context, way):
+    with context:
+        return way()
 
 
 if __name__ == "__main__":

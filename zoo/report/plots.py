@@ -80,14 +80,16 @@ def gradient_histograms(stats: RunStats, path, title: str = "") -> None:
     n_layers = len(stats.layers)
     picks = np.unique(np.linspace(0, n_layers - 1, min(MAX_HIST_PANELS, n_layers)).astype(int))
     fig, axes = plt.subplots(1, len(picks), figsize=(3.2 * len(picks), 3.8), sharey=True, squeeze=False)
-    lo, hi = stats.hist_edges[0], stats.hist_edges[-1]
+    lo, hi = _occupied_range(stats)
     steps = stats.hist_step
     for ax, layer in zip(axes[0], picks):
         counts = stats.hist_counts[:, layer, :].astype(np.float64) if len(steps) else np.zeros((1, 1))
         totals = counts.sum(axis=1, keepdims=True) + (stats.hist_zeros[:, layer:layer + 1] if len(steps) else 0)
         frac = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
-        extent = (steps[0], steps[-1] if len(steps) > 1 else steps[0] + 1, lo, hi) if len(steps) else (0, 1, lo, hi)
+        edges = stats.hist_edges
+        extent = (steps[0], steps[-1] if len(steps) > 1 else steps[0] + 1, edges[0], edges[-1]) if len(steps) else (0, 1, edges[0], edges[-1])
         ax.imshow(frac.T, aspect="auto", origin="lower", cmap="Blues", extent=extent, interpolation="nearest")
+        ax.set_ylim(lo, hi)
         zeros = float(stats.hist_zeros[-1, layer] / max(totals[-1, 0], 1)) if len(steps) else 0.0
         ax.set_title(f"{stats.layers[layer]}\nzeros at end: {zeros:.1%}", fontsize=8)
         ax.set_xlabel("step")
@@ -96,6 +98,17 @@ def gradient_histograms(stats: RunStats, path, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _occupied_range(stats: RunStats, pad: float = 1.0) -> tuple[float, float]:
+    """The log10|g| span the histograms cover (a decade of margin each side): the bins span all
+    of float32 (1e-45 ... 1e39), which would squash a run's few decades into a line."""
+    edges = stats.hist_edges
+    used = np.flatnonzero(stats.hist_counts.sum(axis=(0, 1))) if stats.hist_counts.size else []
+    if not len(used):
+        return float(edges[0]), float(edges[-1])
+    return (max(float(edges[used[0]]) - pad, float(edges[0])),
+            min(float(edges[used[-1] + 1]) + pad, float(edges[-1])))
 
 
 def gradient_through_time(stats: RunStats, path, title: str = "") -> None:
