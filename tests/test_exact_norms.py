@@ -115,3 +115,31 @@ def test_step_one_gradient_norms_match_a_float64_tape(depth, activation, init, l
     assert expected.dtype == np.float64 and expected.min() < lowest * 1e3 and np.all(expected > lowest)
     np.testing.assert_allclose(got, expected, rtol=1e-4)
     assert np.all(got > 0)
+
+
+def test_every_norm_the_step_reports_is_exact_where_squares_underflow():
+    """Weights, data and total gradients, the clipped gradient and the update of a net whose
+    every kernel element is ~1e-22 (squares ~1e-44: all lost in float32) against numpy in float64
+    on the very tensors: the weights before and after the step, and the tape's gradients."""
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, use_bias=False, name="a"),
+                              keras.layers.Dense(3, use_bias=False, name="b", kernel_regularizer=keras.regularizers.L2(1e-2))])
+    for v in model.weights:
+        v.assign(spanning(-23.0, -21.0, tuple(v.shape)))
+    x = RNG.normal(size=(8, 6)).astype(np.float32) * 1e20
+    y = RNG.normal(size=(8, 3)).astype(np.float32)
+    before = [v.numpy().astype(np.float64) for v in model.weights]
+    with tf.GradientTape() as tape:
+        loss = keras.losses.MeanSquaredError()(y, model(x))
+    data_grads = [g.numpy().astype(np.float64) for g in tape.gradient(loss, model.trainable_variables)]
+    step = make_step(model, x, y, "regression", lr=1.0, clipping=("clipvalue", 1e-23))
+    out = step_once(step, x, y)
+    after = [v.numpy().astype(np.float64) for v in model.weights]
+    norm = lambda a: np.sqrt(np.sum(a ** 2))  # noqa: E731
+    total = [data_grads[0], data_grads[1] + 2e-2 * before[1]]
+    np.testing.assert_allclose(out["weight_norm"], [norm(w) for w in before], rtol=1e-6)
+    np.testing.assert_allclose(out["grad_norm"], [norm(g) for g in data_grads], rtol=1e-5)
+    np.testing.assert_allclose(out["grad_norm_total"], [norm(g) for g in total], rtol=1e-5)
+    np.testing.assert_allclose(out["grad_norm_clipped"], [norm(np.clip(g, -1e-23, 1e-23)) for g in total], rtol=1e-5)
+    np.testing.assert_allclose(out["update_norm"], [norm(a - b) for a, b in zip(after, before)], rtol=1e-6)
+    assert np.all(out["weight_norm"] < 1e-19) and np.all(out["update_norm"] > 0)
