@@ -40,15 +40,15 @@ def test_norms_match_float64_numpy_across_the_float32_range(lo, hi):
     assert np.all(compiled_axis(tf.constant(x)).numpy() > 0)  # nothing nonzero reads as zero
 
 
-def test_exact_float64_reads_every_float32_bit_pattern_it_is_given():
-    """Value for value (denormals, both signs, inf, NaN), while a float cast in TensorFlow flushes
-    denormals to zero on this CPU: the reason the bits are read."""
-    x = np.concatenate([spanning(-44.8, 38.5, (4000,)), np.float32([0.0, -0.0, np.inf, -np.inf, 1.4e-45])])
-    got = tf.function(graph_stats.exact_float64)(tf.constant(x)).numpy()
-    np.testing.assert_array_equal(got, x.astype(np.float64))
-    assert np.isnan(graph_stats.exact_float64(tf.constant(np.float32([np.nan]))).numpy()[0])
-    half = np.float16([6e-8, 1e-5, 65504.0])  # float16's denormals and its largest value
-    np.testing.assert_array_equal(graph_stats.exact_float64(tf.constant(half)).numpy(), half.astype(np.float64))
+def test_exact_abs_reads_every_float32_bit_pattern_it_is_given():
+    """|x| in float64, value for value (denormals, both signs, inf), while a float cast in
+    TensorFlow flushes denormals to zero on this CPU: the reason the bits are read."""
+    x = np.concatenate([spanning(-44.8, 38.5, (4000,)), np.float32([0.0, -0.0, np.inf, -np.inf, 1.4e-45, -1.4e-45])])
+    got = tf.function(graph_stats.exact_abs)(tf.constant(x)).numpy()
+    np.testing.assert_array_equal(got, np.abs(x.astype(np.float64)))
+    assert np.isnan(graph_stats.exact_abs(tf.constant(np.float32([np.nan]))).numpy()[0])
+    half = np.float16([6e-8, -1e-5, 65504.0])  # float16's denormals and its largest value
+    np.testing.assert_array_equal(graph_stats.exact_abs(tf.constant(half)).numpy(), np.abs(half.astype(np.float64)))
 
 
 def test_a_norm_is_zero_only_when_every_element_is_zero():

@@ -125,3 +125,19 @@ def test_activation_stats_saturation_and_dead_units():
     assert dead == pytest.approx(1 / 3) and np.isnan(sat)
     tanh = tf.constant([[0.999, -0.999, 0.0, 0.5]], tf.float32)
     assert graph_stats.activation_stats(tanh, "tanh", False).numpy()[2] == pytest.approx(0.5)
+
+
+def test_layer_profile_reads_the_window_it_is_asked_for_and_refuses_anything_else():
+    """The study plot's 'first 10 %' and 'last 10 %' panels passed 0 and -1 and both drew the
+    last window: a position is refused now, and start and end differ where the run changed."""
+    from types import SimpleNamespace
+
+    from zoo.monitor.summary import layer_profile
+
+    g = np.vstack([np.full((50, 3), 1.0), np.full((50, 3), 1e-6)])
+    stats = SimpleNamespace(grad_norm=g)
+    assert layer_profile(stats, "start")[0] == 1.0 and layer_profile(stats, "end")[0] == 1e-6
+    assert layer_profile(stats, "init")[0] == 1.0
+    for bad in (0, -1, "first"):
+        with pytest.raises(ValueError, match="which must be one of init, start, end"):
+            layer_profile(stats, bad)

@@ -13,8 +13,8 @@ from zoo._lazy import pin_backend
 pin_backend()
 
 __version__ = "0.1.0"
-__all__ = ["build_model", "compare", "list_models", "list_datasets", "list_pretrained", "load_dataset",
-           "load_pretrained", "train"]
+__all__ = ["GradientMonitor", "build_model", "compare", "list_models", "list_datasets", "list_pretrained",
+           "load_dataset", "load_pretrained", "train"]
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -84,6 +84,16 @@ def compare(a, b, data=None, **options):
     import importlib
 
     return importlib.import_module("zoo.compare").compare(a, b, data, **options)
+
+
+def __getattr__(name: str):
+    """``zoo.GradientMonitor`` (a Keras callback: importing it imports TensorFlow) on first use."""
+    if name == "GradientMonitor":
+        pin_backend()
+        from zoo.monitor.callback import GradientMonitor
+
+        return GradientMonitor
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")
 
 
 class _PublicAPI(types.ModuleType):

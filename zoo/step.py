@@ -1,4 +1,5 @@
-"""The instrumented train step: forward, objective, gradients, clip, update, pack.
+"""The zoo's train step: forward, objective, gradients, penalty, clip, apply; the measuring is
+the monitor's (zoo.monitor.meter), as in a user's ``fit`` under ``zoo.GradientMonitor``.
 
 ``_step`` is the whole algorithm and reads top to bottom. The gradient it monitors is the
 gradient of the *data* objective (the main head's loss plus the weighted auxiliary losses):
@@ -18,9 +19,9 @@ import tensorflow as tf
 
 from zoo.models import blocks
 from zoo.models.roles import roles_of
-from zoo.monitor import graph_stats
-from zoo.monitor.instruments import Probe, instruments_for
-from zoo.monitor.layout import Field, Layout, kernel_name
+from zoo.monitor.instruments import instruments_for
+from zoo.monitor.layout import kernel_name
+from zoo.monitor.meter import Meter
 
 LOSSES = {
     "classification": lambda: keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -28,27 +29,19 @@ LOSSES = {
 }
 
 
-def step_fields(kernels: tuple[str, ...], aux_heads: tuple[str, ...], penalized: bool) -> tuple[Field, ...]:
-    """What every step returns, and how each field reaches MLflow per ``log_every`` window."""
-    per_layer = dict(shape=(len(kernels),), labels=kernels)
-    return (
-        Field("loss", window="mean"),                          # data loss of the main head
-        Field("metric", window="mean", mlflow_name="accuracy", undefined_nan=True),  # NaN for regression
-        Field("finite"),                                       # 1 if loss and every gradient finite
-        Field("penalty", window="mean" if penalized else None),  # the weight penalty's value
-        Field("aux_loss", (len(aux_heads),), aux_heads, window="mean"),
-        Field("grad_norm", **per_layer, window="last"),        # data objective, before clipping
-        Field("grad_norm_total", **per_layer, window="last" if penalized else None),  # + penalty
-        Field("grad_norm_clipped", **per_layer),               # what the optimizer received
-        Field("weight_norm", **per_layer),                     # before the update
-        Field("update_norm", **per_layer),                     # ||W_after - W_before||
-    )
-
-
 def batch_spec(x, y) -> tuple[tf.TensorSpec, tf.TensorSpec]:
     """Signature of (inputs, targets) batches with an open batch dimension."""
     return (tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype)),
             tf.TensorSpec((None, *y.shape[1:]), tf.as_dtype(y.dtype)))
+
+
+def _split(flat: list, like: list[list]) -> list[list]:
+    """``flat`` cut into consecutive lists as long as those of ``like``."""
+    out, first = [], 0
+    for part in like:
+        out.append(flat[first:first + len(part)])
+        first += len(part)
+    return out
 
 
 class InstrumentedStep:
@@ -72,9 +65,9 @@ class InstrumentedStep:
         activations = [(model.get_layer(name), kind) for name, kind in roles.activations
                        if name in main_layers]
         self.activations = tuple((layer.name, kind) for layer, kind in activations)  # monitored
-        self.instruments = instruments_for(self.main, activations, self.kernels)
-        self.layout = Layout(step_fields(self.kernels, self.aux_heads, bool(self.regularized)))
-        self.probe_layout = Layout(tuple(f for inst in self.instruments for f in inst.fields))
+        self.meter = Meter(self.variables, self.kernel_index, self.kernels, self.aux_heads,
+                           bool(self.regularized), instruments_for(self.main, activations, self.kernels))
+        self.instruments, self.layout, self.probe_layout = self.meter.instruments, self.meter.layout, self.meter.probe_layout
         # a twin sharing every layer that returns the heads and what the instruments read, by name
         heads = {"head": model.outputs[0], **dict(zip(self.aux_heads, model.outputs[1:]))}
         taps = {k: t for inst in self.instruments for k, t in inst.taps().items()}
@@ -93,44 +86,19 @@ class InstrumentedStep:
             loss = tf.cast(self.loss_fn(y, out["head"]), tf.float32)
             aux = [tf.cast(self.loss_fn(y, out[h]), tf.float32) for h in self.aux_heads]
             objective = loss + self.aux_weight * tf.add_n([0.0] + aux)  # the data objective
-        wrt = [[t for t in inst.wrt(x, out)] for inst in self.instruments] if probing else []
+        wrt = self.meter.wrt(x, out) if probing else []
         grads = tape.gradient(objective, self.variables + [t for ts in wrt for t in ts])
         grads, wrt_grads = self._zero_if_unreached(grads[:len(self.variables)]), grads[len(self.variables):]
         penalty, total = self._add_penalty(grads)
         clipped = self._clip(total)
-        kernels = [self.variables[i] for i in self.kernel_index]
-        before = [tf.identity(k) for k in kernels]
-        on_kernels = lambda gs: [gs[i] for i in self.kernel_index]  # noqa: E731
-        # everything but the update's own size is read before the update is applied, so every
-        # number of a step describes the same, pre-update weights (a forget gate read after
-        # the update would mix step 1's hidden states with step 2's weights)
-        measured = self._measure(x, out, wrt, wrt_grads, on_kernels(grads)) if probing else None
-        all_norms = graph_stats.norms(total)  # every variable: finiteness covers biases too
-        grad_norm = tf.gather(all_norms, self.kernel_index) if total is grads else graph_stats.norms(on_kernels(grads))
-        total_norm = tf.gather(all_norms, self.kernel_index)
-        values = {
-            "loss": loss, "metric": self._metric(y, out["head"]), "penalty": penalty,
-            "finite": tf.math.is_finite(objective + penalty) & tf.reduce_all(tf.math.is_finite(all_norms)),
-            "aux_loss": tf.stack(aux) if aux else tf.zeros([0]),
-            "grad_norm": grad_norm,
-            "grad_norm_total": total_norm,
-            "grad_norm_clipped": total_norm if clipped is total else graph_stats.norms(on_kernels(clipped)),
-            "weight_norm": graph_stats.norms(before),
-        }
-        with tf.control_dependencies([values["weight_norm"]] + ([measured] if probing else [])):
+        # every number of a step but the update's size is read from the pre-update weights
+        reading = self.meter.before_update(
+            loss=loss, metric=self._metric(y, out["head"]), penalty=penalty, aux=aux, objective=objective,
+            grads=grads, total=total, clipped=clipped, probe=(x, out, _split(wrt_grads, wrt)) if probing else None)
+        with tf.control_dependencies(reading.dependencies):
             self.optimizer.apply(clipped, self.variables)
-        values["update_norm"] = graph_stats.norms([k - b for k, b in zip(kernels, before)])
-        packed = graph_stats.pack(self.layout, values)
-        return (packed, measured) if probing else packed
-
-    def _measure(self, x, out, wrt, wrt_grads, kernel_grads):
-        """The instruments' fields, packed (zoo.monitor.instruments)."""
-        measured, first = {}, 0
-        for inst, ts in zip(self.instruments, wrt):
-            mine = wrt_grads[first:first + len(ts)]
-            first += len(ts)
-            measured.update(inst.compute(Probe(x, out, mine, kernel_grads)))
-        return graph_stats.pack(self.probe_layout, measured)
+        packed = self.meter.after_update(reading)
+        return (packed, reading.probed) if probing else packed
 
     def _zero_if_unreached(self, grads):
         """A variable the objective does not reach has no gradient: it gets a zero one."""

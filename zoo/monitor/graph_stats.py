@@ -2,7 +2,7 @@
 
 Conventions (also in the README):
 - Every norm is exact over float32's whole range (1e-45 ... 3.4e38, denormals included): the
-  elements are read into float64 bit by bit (:func:`exact_float64`) and squared and summed there.
+  elements are read into float64 bit by bit (:func:`exact_abs`) and squared and summed there.
   ``sqrt(sum(x**2))`` in float32 loses every element below ~1e-19 (its square is below float32's
   smallest normal number, and TensorFlow flushes denormals to zero on CPU) and overflows to inf
   above ~1.8e19; a float32 cast does not help, because the flush also applies to the cast's
@@ -30,8 +30,8 @@ TANH_SATURATED = 0.995      # 1 - y^2 < ~0.01
 
 
 PACKED_DTYPE = tf.float64  # norms may exceed float32's range (see above); counts stay exact
-_FLOAT32_BIAS, _FLOAT32_MANTISSA = 127, 23
-_FLOAT64_BIAS, _FLOAT64_MANTISSA = 1023, 52
+_SMALLEST_NORMAL_BITS = 0x00800000  # float32 bit patterns below this (sign cleared) are denormals
+_DENORMAL_UNIT = 2.0 ** -149        # the value of the last bit of a float32 denormal
 
 
 def pack(layout: Layout, values: dict) -> tf.Tensor:
@@ -39,57 +39,92 @@ def pack(layout: Layout, values: dict) -> tf.Tensor:
     return tf.concat([tf.reshape(tf.cast(values[f.name], PACKED_DTYPE), [f.size]) for f in layout.fields], 0)
 
 
-def exact_float64(t: tf.Tensor) -> tf.Tensor:
-    """``t`` (any shape; float16, bfloat16, float32 or float64) as float64, value for value,
+def exact_abs(t: tf.Tensor) -> tf.Tensor:
+    """|t| (any shape; float16, bfloat16, float32 or float64) as float64, value for value,
     denormals included.
 
     A float cast would do if TensorFlow did not run CPU kernels with denormals-are-zero: a
     float32 denormal (below 1.18e-38) reads as 0 in every floating-point op, the cast included.
-    So a float32 value is rebuilt from its bits (IEEE 754 binary32: 8 exponent bits with bias
-    127, 23 mantissa bits): value = significand * 2**(exponent - 150), where the significand
-    has the implicit leading 1 for normal numbers and the denormals' exponent is that of 1;
-    2**e is itself assembled as a float64 from its bits. inf and NaN keep their value (their
-    cast is exact). float16 and bfloat16 are widened to float32 first, which is exact."""
+    So a denormal's magnitude is read from its bits (IEEE 754 binary32: exponent field 0, value
+    = mantissa * 2**-149, exact in float64), every other value by the cast (exact; inf and NaN
+    keep theirs). float16 and bfloat16 are widened to float32 first, which is exact."""
     if t.dtype == tf.float64:
-        return t
+        return tf.abs(t)
     if t.dtype != tf.float32:
         t = tf.cast(t, tf.float32)
-    bits = tf.bitcast(t, tf.int32)
-    exponent = tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, _FLOAT32_MANTISSA), 0xFF)
-    mantissa = tf.bitwise.bitwise_and(bits, (1 << _FLOAT32_MANTISSA) - 1)
-    normal = exponent > 0
-    significand = tf.where(normal, tf.bitwise.bitwise_or(mantissa, 1 << _FLOAT32_MANTISSA), mantissa)
-    power = tf.maximum(exponent, 1) - (_FLOAT32_BIAS + _FLOAT32_MANTISSA)  # -149 ... 104
-    scale = tf.bitcast(tf.bitwise.left_shift(tf.cast(power + _FLOAT64_BIAS, tf.int64), _FLOAT64_MANTISSA),
-                       tf.float64)
-    magnitude = tf.cast(significand, tf.float64) * scale  # exact: 24 bits times a power of 2
-    value = tf.where(bits < 0, -magnitude, magnitude)
-    return tf.where(exponent == 0xFF, tf.cast(t, tf.float64), value)
+    bits = tf.bitwise.bitwise_and(tf.bitcast(t, tf.int32), 0x7FFFFFFF)  # the sign cleared
+    denormal = tf.cast(bits, tf.float64) * _DENORMAL_UNIT
+    return tf.where(bits < _SMALLEST_NORMAL_BITS, denormal, tf.cast(tf.abs(t), tf.float64))
 
 
-def norm(t: tf.Tensor, axis=None) -> tf.Tensor:
+def _dense(t):
+    """An embedding's sparse gradient as the dense one (rows with the same index summed)."""
+    if isinstance(t, tf.IndexedSlices):
+        return tf.math.unsorted_segment_sum(t.values, t.indices, t.dense_shape[0])
+    return t
+
+
+def norm(t, axis=None) -> tf.Tensor:
     """Exact L2 norm of ``t`` over ``axis`` (all axes by default), float64: the sum of squares is
-    taken in float64, where no square of a float32 value underflows or overflows."""
-    x = exact_float64(t)
-    return tf.sqrt(tf.reduce_sum(tf.square(x), axis=axis))
+    taken in float64, where no square of a float32 value underflows or overflows. ``t`` may be
+    None (a variable the loss does not reach: norm 0) or ``tf.IndexedSlices`` (an embedding's
+    sparse gradient, summed per row as the dense gradient would be)."""
+    if t is None:
+        return tf.constant(0.0, tf.float64)
+    return tf.sqrt(tf.reduce_sum(tf.square(exact_abs(_dense(t))), axis=axis))
 
 
 def norms(tensors) -> tf.Tensor:
-    """Exact L2 norm of each tensor (:func:`norm`), as one float64 vector [len(tensors)]."""
-    return tf.stack([norm(t) for t in tensors])
+    """Exact L2 norm of each tensor (:func:`norm`), as one float64 vector [len(tensors)].
+
+    All tensors are read at once: their elements are concatenated and summed per tensor by
+    segment, so a model with hundreds of variables adds a handful of ops to the step, not a
+    handful per variable."""
+    present = [(i, t) for i, t in enumerate(tensors) if t is not None]
+    if not present:
+        return tf.zeros([len(tensors)], tf.float64)
+    values, flat = _concatenated([t for _, t in present])
+    segments = _segment_ids([i for i, _ in present], flat)
+    return tf.sqrt(tf.math.unsorted_segment_sum(tf.square(exact_abs(values)), segments, len(tensors)))
+
+
+def _segment_ids(owners: list[int], flat: list) -> tf.Tensor:
+    """Which tensor each element of the concatenation belongs to: one constant when every size
+    is known while tracing (variables and their gradients), else built in the graph."""
+    sizes = [f.shape[0] for f in flat]
+    if all(size is not None for size in sizes):
+        return tf.constant(np.repeat(np.asarray(owners, np.int32), sizes))
+    return tf.concat([tf.fill(tf.shape(f), i) for i, f in zip(owners, flat)], 0)
+
+
+def _concatenated(tensors) -> tuple[tf.Tensor, list]:
+    """(every element of ``tensors`` in one vector, each tensor flattened): float64 if they all
+    are, else float32 (exact for float16 and bfloat16)."""
+    flat = [tf.reshape(_dense(t), [-1]) for t in tensors]
+    dtype = tf.float64 if all(f.dtype == tf.float64 for f in flat) else tf.float32
+    return tf.concat([f if f.dtype == dtype else tf.cast(f, dtype) for f in flat], 0), flat
+
+
+def log_histograms(tensors) -> tf.Tensor:
+    """[len(tensors), HIST_BINS + 1]: per tensor, counts of log10|g| in HIST_BINS fixed bins,
+    then the count of exact zeros. The values are read exactly (:func:`exact_abs`), so a
+    denormal is counted in its bin, not as a zero; all tensors are binned in one pass."""
+    lo, hi = HIST_RANGE
+    values, flat = _concatenated(tensors)
+    values = exact_abs(values)
+    owner = _segment_ids(list(range(len(flat))), flat)
+    is_zero = tf.equal(values, 0.0)
+    logs = tf.math.log(tf.where(is_zero, tf.ones_like(values), values)) / np.log(10.0)
+    index = tf.cast(tf.floor((logs - lo) / ((hi - lo) / HIST_BINS)), tf.int32)
+    index = tf.where(is_zero, HIST_BINS, tf.clip_by_value(index, 0, HIST_BINS - 1))
+    counts = tf.math.unsorted_segment_sum(tf.ones_like(index), owner * (HIST_BINS + 1) + index,
+                                          len(flat) * (HIST_BINS + 1))
+    return tf.reshape(counts, [len(flat), HIST_BINS + 1])
 
 
 def log_histogram(g: tf.Tensor) -> tf.Tensor:
-    """Counts of log10|g| in HIST_BINS fixed bins, then the count of exact zeros (HIST_BINS + 1).
-    The values are read exactly (:func:`exact_float64`), so a denormal is counted in its bin,
-    not as a zero."""
-    lo, hi = HIST_RANGE
-    flat = tf.reshape(tf.abs(exact_float64(g)), [-1])
-    is_zero = tf.equal(flat, 0.0)
-    logs = tf.math.log(tf.where(is_zero, tf.ones_like(flat), flat)) / np.log(10.0)
-    index = tf.cast(tf.floor((logs - lo) / ((hi - lo) / HIST_BINS)), tf.int32)
-    index = tf.where(is_zero, HIST_BINS, tf.clip_by_value(index, 0, HIST_BINS - 1))
-    return tf.math.unsorted_segment_sum(tf.ones_like(index), index, HIST_BINS + 1)
+    """Counts of log10|g| in HIST_BINS fixed bins, then the count of exact zeros (HIST_BINS + 1)."""
+    return log_histograms([g])[0]
 
 
 def activation_stats(a: tf.Tensor, saturation: str | None, dies: bool) -> tf.Tensor:

@@ -50,7 +50,7 @@ class GradientHistograms(Instrument):
         self.fields = (Field("hist", (len(kernels), HIST_BINS + 1), kernels),)
 
     def compute(self, probe):
-        return {"hist": tf.stack([graph_stats.log_histogram(g) for g in probe.kernel_grads])}
+        return {"hist": graph_stats.log_histograms(probe.kernel_grads)}
 
 
 class ActivationStats(Instrument):
@@ -129,17 +129,38 @@ class ForgetGates(Instrument):
                              probe.taps[f"gate_out:{l.name}"]) for l in self.layers])}
 
 
+def _time_steps(layer) -> int | None:
+    shape = layer.input.shape
+    return int(shape[1]) if len(shape) == 3 and shape[1] is not None else None
+
+
 def instruments_for(main: keras.Model, activations: list[tuple[keras.Layer, str]],
-                    kernels: tuple[str, ...]) -> list[Instrument]:
+                    kernels: tuple[str, ...], skipped: dict[str, str] | None = None) -> list[Instrument]:
     """The instruments that apply to a model's main path (its activation layers as the builder
-    named them, its recurrent and LSTM layers, its monitored kernels)."""
+    named them, its recurrent (or ``Bidirectional``) and LSTM layers, its monitored kernels).
+    What one cannot measure on a layer is left out and named in ``skipped`` (layer -> why)."""
+    skipped = {} if skipped is None else skipped
     found: list[Instrument] = [GradientHistograms(kernels)]
     if activations:
         found.append(ActivationStats(activations))
-    recurrent = [l for l in main.layers if isinstance(l, keras.layers.RNN)]
-    if recurrent:
-        found.append(GradientThroughTime(recurrent, main.inputs[0]))
-    lstms = [l for l in recurrent if isinstance(l, keras.layers.LSTM)]
+    sequence_layers = [l for l in main.layers if isinstance(l, (keras.layers.RNN, keras.layers.Bidirectional))]
+    steps = [_time_steps(l) for l in sequence_layers]
+    timed = [l for l, t in zip(sequence_layers, steps) if t is not None and t == next(filter(None, steps), None)]
+    for layer, t in zip(sequence_layers, steps):
+        if layer not in timed:
+            skipped[f"gradient through time: {layer.name}"] = (
+                "its input has no fixed number of time steps" if t is None
+                else "its input has another number of time steps than the first recurrent layer's")
+    if timed:
+        found.append(GradientThroughTime(timed, main.inputs[0]))
+    lstms = [l for l in timed if isinstance(l, keras.layers.LSTM)]
+    for layer in lstms:
+        if not layer.return_sequences:
+            skipped[f"forget gate: {layer.name}"] = "return_sequences=False: its hidden states are not outputs"
+    for layer in timed:
+        if isinstance(layer, keras.layers.Bidirectional) and isinstance(layer.forward_layer, keras.layers.LSTM):
+            skipped[f"forget gate: {layer.name}"] = "a Bidirectional LSTM's gates are not read"
+    lstms = [l for l in lstms if l.return_sequences]
     if lstms:
         found.append(ForgetGates(lstms, main.inputs[0]))
     return found

@@ -76,10 +76,11 @@ class Layout:
 
 def kernel_name(path: str) -> str | None:
     """Monitored layer name of a weight matrix, from its variable path: ``block03_dense/kernel``
-    -> ``block03_dense``, ``rnn1/lstm_cell/recurrent_kernel`` -> ``rnn1/recurrent``; None for
-    biases, norm scales and other non-kernel variables."""
+    -> ``block03_dense``, ``rnn1/lstm_cell/recurrent_kernel`` -> ``rnn1/recurrent``, an
+    ``Embedding``'s ``emb/embeddings`` -> ``emb``; None for biases, norm scales and other
+    non-kernel variables."""
     *where, leaf = path.split("/")
-    if not leaf.endswith("kernel"):
+    if not leaf.endswith("kernel") and leaf != "embeddings":
         return None
     layer = "/".join(p for p in where if not p.endswith("_cell"))
-    return layer if leaf == "kernel" else f"{layer}/{leaf.removesuffix('_kernel')}"
+    return layer if leaf in ("kernel", "embeddings") else f"{layer}/{leaf.removesuffix('_kernel')}"

@@ -92,7 +92,7 @@ class Recorder:
         step = len(self.rows)
         self.epoch_step.append(step)
         self.val.append((val_loss, val_metric))
-        metrics = {"val_loss": val_loss}
+        metrics = {} if np.isnan(val_loss) else {"val_loss": val_loss}  # NaN: no validation data
         if not np.isnan(val_metric):
             metrics["val_accuracy"] = val_metric
         u = self.layout.unpack(np.stack(self.rows[self._epoch_start:step]))

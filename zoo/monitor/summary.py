@@ -25,7 +25,9 @@ POINTS = ("init", "start", "end")
 
 def layer_profile(stats: RunStats, which: str) -> np.ndarray | None:
     """Per-layer gradient norm at step 1 (``init``), or its median over the first (``start``) or
-    last (``end``) window of finite steps."""
+    last (``end``) window of finite steps. Raises ValueError for any other ``which``."""
+    if which not in POINTS:
+        raise ValueError(f"layer_profile: which must be one of {', '.join(POINTS)}, got {which!r}")
     g = stats.grad_norm[np.all(np.isfinite(stats.grad_norm), axis=1)]
     if not len(g):
         return None
@@ -55,7 +57,6 @@ def summarize(stats: RunStats) -> dict[str, float]:
 
 STALLED_FRACTION = 0.95  # below 95% of the constant predictor's loss: learning
 UNSTABLE_FRACTION = 1 / STALLED_FRACTION  # above ~105%: worse than predicting a constant
-PROGRESS = ("learning", "stalled", "unstable")
 
 
 def progress(train_loss: float, baseline: float) -> tuple[str, float]:

@@ -26,6 +26,13 @@ def _short(names) -> list[str]:
 
 
 def gradient_flow(stats: RunStats, path, verdict: Verdict | None = None, title: str = "") -> None:
+    """:func:`gradient_flow_figure`, saved to ``path``."""
+    fig = gradient_flow_figure(stats, verdict, title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def gradient_flow_figure(stats: RunStats, verdict: Verdict | None = None, title: str = ""):
     """Left: gradient norm per layer (input -> output) at several points of training.
     Right: the same over every step as a heatmap, so a front of vanishing is visible."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [1, 1.3]})
@@ -70,8 +77,7 @@ def gradient_flow(stats: RunStats, path, verdict: Verdict | None = None, title: 
         head += f"\nverdict: {verdict.label} — {verdict.reason}"
     fig.suptitle(head, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def gradient_histograms(stats: RunStats, path, title: str = "") -> None:

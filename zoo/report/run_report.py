@@ -41,9 +41,19 @@ def write(sink: Sink, spec, stats: RunStats, verdict: Verdict, final: dict[str, 
         tmp = Path(tmp)
         (tmp / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(spec.resolved)))
         sink.log_artifact(tmp / "config.yaml")
+    write_records(sink, stats, verdict, f"{spec.model.name} on {spec.data.name}: {describe(spec)}")
+    if model is not None and input_example is not None and _log_model_wanted(spec, tags):
+        tags = {**tags, **log_model(sink, model, input_example, tags)}
+    sink.set_tags(tags)
+
+
+def write_records(sink: Sink, stats: RunStats, verdict: Verdict, title: str) -> None:
+    """The raw statistics file (``stats/gradient_stats.npz``) and the plots (``plots/``) of any
+    monitored run: a zoo run or a user's model under ``zoo.GradientMonitor``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
         stats.save(tmp / "gradient_stats.npz")
         sink.log_artifact(tmp / "gradient_stats.npz", "stats")
-        title = f"{spec.model.name} on {spec.data.name}: {describe(spec)}"
         drawn = [("gradient_flow.png", lambda p: plots.gradient_flow(stats, p, verdict, title)),
                  ("gradient_histograms.png", lambda p: plots.gradient_histograms(stats, p, title))]
         if len(stats.seq_layers) and len(stats.hist_step):
@@ -51,9 +61,6 @@ def write(sink: Sink, spec, stats: RunStats, verdict: Verdict, final: dict[str, 
         for name, draw in drawn:
             draw(tmp / name)
             sink.log_artifact(tmp / name, "plots")
-    if model is not None and input_example is not None and _log_model_wanted(spec, tags):
-        tags = {**tags, **log_model(sink, model, input_example, tags)}
-    sink.set_tags(tags)
 
 
 def _log_model_wanted(spec, tags: dict[str, str]) -> bool:

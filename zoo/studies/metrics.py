@@ -6,7 +6,7 @@ sweep; checking names against this list fails the study file before training ins
 Gradient norms and their ratios span 1e-18 … 1e3: their arithmetic mean over seeds is the
 largest seed, and a difference of means says nothing about the others. Those metrics
 (``LOG_SCALE``) are compared and tabulated as log10 values, so the mean is a geometric mean and
-a ``factor`` is a shift by log10(factor). An exact zero (underflow) counts as ``TINY`` first.
+a ``factor`` is a shift by log10(factor). An exact zero (every element 0) counts as ``TINY`` first.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import fnmatch
 import math
 
 DIVERGED = "diverged"  # pseudo-metric: 1 per diverged run, 0 per clean one (a divergence rate)
-TINY = 1e-45           # where an underflowed (exact zero) value sits before the log
+TINY = 1e-45           # where an exact zero sits before the log (below every nonzero float32 norm)
 
 # ``*_init``: the value at step 1, before any update; ``*_start``: the median over the first
 # window of steps; ``*_end``: the median over the last window (zoo.monitor.summary).

@@ -14,7 +14,7 @@ from zoo.monitor.stats import RunStats
 from zoo.monitor.summary import layer_profile
 from zoo.studies.metrics import default_scale
 
-FLOOR = 1e-30  # where an underflowed (zero) gradient is drawn on a log axis
+FLOOR = 1e-45  # where an exact zero (every element 0) is drawn on a log axis: below every nonzero float32 norm
 
 
 def _pyplot():
@@ -41,7 +41,7 @@ def gradient_flow_variants(groups: dict[str, list[RunStats]], path, title: str =
     different depth share the axis."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
-    for ax, which, label in ((axes[0], 0, "first 10% of steps"), (axes[1], -1, "last 10% of steps")):
+    for ax, which, label in ((axes[0], "start", "first 10% of steps"), (axes[1], "end", "last 10% of steps")):
         for color, (variant, runs) in zip(_colors(plt, len(groups)), groups.items()):
             profiles = [p for p in (layer_profile(s, which) for s in runs) if p is not None]
             if not profiles or len({len(p) for p in profiles}) != 1:

@@ -29,6 +29,8 @@ class MlflowSink:
     def __init__(self, uri: str, experiment: str, parent_run_id: str | None = None):
         self.uri, self.experiment, self.parent_run_id = uri, experiment, parent_run_id
         self.run_id: str | None = None
+        self.prefix = ""        # put before every metric name (a run shared with other writers)
+        self._owns_run = True   # finish() ends the run only if this sink started it
         self._queue: queue.Queue = queue.Queue()
         self._writer: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -53,13 +55,28 @@ class MlflowSink:
         self._writer = threading.Thread(target=self._write_loop, name="zoo-mlflow-writer", daemon=True)
         self._writer.start()
 
+    @classmethod
+    def attached(cls, uri: str, run_id: str, prefix: str = "") -> "MlflowSink":
+        """A sink writing into an existing run it does not own (a user's active run, one that
+        ``mlflow.keras.autolog()`` started): no ``start``; ``finish`` writes everything pending
+        and leaves the run's status to its owner. ``prefix`` goes before every metric name."""
+        from zoo.tracking.store import client
+
+        sink = cls(uri, "")
+        sink.run_id, sink.prefix, sink._owns_run = run_id, prefix, False
+        sink._client = client(uri)
+        sink._writer = threading.Thread(target=sink._write_loop, name="zoo-mlflow-writer", daemon=True)
+        sink._writer.start()
+        return sink
+
     def finish(self, status):
         if self._writer is not None:
             self._queue.put(_STOP)
             self._writer.join()
         if self._error is not None:
             log.error("some metrics could not be written to MLflow: %s", self._error)
-        self._client.set_terminated(self.run_id, status=status)
+        if self._owns_run:
+            self._client.set_terminated(self.run_id, status=status)
 
     # -- records ---------------------------------------------------------------------------
     def log_metrics(self, metrics, step):
@@ -118,7 +135,7 @@ class MlflowSink:
                     done = True
                     break
                 timestamp, step, metrics = item
-                batch.extend(Metric(k, float(v), timestamp, step) for k, v in metrics.items())
+                batch.extend(Metric(self.prefix + k, float(v), timestamp, step) for k, v in metrics.items())
                 if len(batch) >= FLUSH_POINTS:
                     break
                 try:

@@ -1,0 +1,123 @@
+"""What one optimizer step reports, measured in the graph: the one set of instruments every
+client uses (the zoo's own step, :class:`zoo.monitor.callback.GradientMonitor` in a user's
+``fit`` or custom loop, ``zoo.compare``).
+
+A client hands the meter the step's gradients three ways (the data objective's, the total with a
+weight penalty's gradient added, and what the optimizer receives after clipping) and the scalars
+of its objective; the meter returns the named fields of :func:`step_fields` packed in one
+float64 vector (zoo.monitor.layout). The reading happens in two halves around the update:
+:meth:`Meter.before_update` reads everything from the pre-update weights (every norm, and on
+histogram steps the instruments of zoo.monitor.instruments), :meth:`Meter.after_update` only
+the update's own size. A client orders its update after ``Reading.dependencies``.
+
+Each series is declared once, as a :class:`~zoo.monitor.layout.Field` in :func:`step_fields` or
+in its instrument: its name, shape, labels (layers), how a ``log_every`` window reaches MLflow,
+and (by name) its array in the raw statistics file.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+from zoo.monitor import graph_stats
+from zoo.monitor.instruments import Instrument, Probe
+from zoo.monitor.layout import Field, Layout
+
+
+def step_fields(kernels: tuple[str, ...], aux_heads: tuple[str, ...], penalized: bool) -> tuple[Field, ...]:
+    """What every step returns, and how each field reaches MLflow per ``log_every`` window."""
+    per_layer = dict(shape=(len(kernels),), labels=kernels)
+    return (
+        Field("loss", window="mean"),                          # data loss of the main head
+        Field("metric", window="mean", mlflow_name="accuracy", undefined_nan=True),  # NaN for regression
+        Field("finite"),                                       # 1 if loss and every gradient finite
+        Field("penalty", window="mean" if penalized else None),  # the weight penalty's value
+        Field("aux_loss", (len(aux_heads),), aux_heads, window="mean"),
+        Field("grad_norm", **per_layer, window="last"),        # data objective, before clipping
+        Field("grad_norm_total", **per_layer, window="last" if penalized else None),  # + penalty
+        Field("grad_norm_clipped", **per_layer),               # what the optimizer received
+        Field("weight_norm", **per_layer),                     # before the update
+        Field("update_norm", **per_layer),                     # ||W_after - W_before||
+    )
+
+
+@dataclass
+class Reading:
+    """One step's fields read before the update, and the kernels' values then (for the update's
+    size). ``dependencies``: what the update must wait for."""
+    values: dict
+    before: list
+    probed: tf.Tensor | None
+
+    @property
+    def dependencies(self) -> list:
+        return [self.values["weight_norm"]] + ([self.probed] if self.probed is not None else [])
+
+
+class Meter:
+    """Measures the steps of one model. ``variables``: every trainable variable, in the order
+    the client's gradient lists use; ``kernel_index``: the positions of the monitored kernels
+    (input side first), named ``kernels``; ``instruments``: what runs on histogram steps."""
+
+    def __init__(self, variables: list, kernel_index: list[int], kernels: tuple[str, ...],
+                 aux_heads: tuple[str, ...] = (), penalized: bool = False,
+                 instruments: list[Instrument] | None = None):
+        self.variables, self.kernel_index, self.kernels = list(variables), list(kernel_index), tuple(kernels)
+        self.instruments = list(instruments or [])
+        self.layout = Layout(step_fields(self.kernels, tuple(aux_heads), penalized))
+        self.probe_layout = Layout(tuple(f for inst in self.instruments for f in inst.fields))
+
+    def wrt(self, x, taps) -> list[list]:
+        """Per instrument, the tensors whose gradient it needs (pass them to the tape)."""
+        return [list(inst.wrt(x, taps)) for inst in self.instruments]
+
+    def kernels_of(self, gradients: list) -> list:
+        return [gradients[i] for i in self.kernel_index]
+
+    def before_update(self, *, loss, grads: list, total: list | None = None, clipped: list | None = None,
+                      metric=None, penalty=None, aux=(), objective=None, probe: tuple | None = None) -> Reading:
+        """Every field but the update's size, from the weights before the update. ``grads``:
+        the data objective's gradient of every variable (None or IndexedSlices allowed);
+        ``total``: with the weight penalty's gradient (default ``grads``); ``clipped``: what the
+        optimizer receives (default ``total``); ``objective``: the data objective whose
+        finiteness counts (default ``loss``); ``probe``: on histogram steps, (x, taps,
+        gradients of the instruments' ``wrt`` tensors as a list per instrument)."""
+        total = grads if total is None else total
+        clipped = total if clipped is None else clipped
+        penalty = tf.constant(0.0) if penalty is None else penalty
+        objective = loss if objective is None else objective
+        kernels = self.kernels_of(self.variables)
+        before = [tf.identity(k) for k in kernels]
+        all_norms = graph_stats.norms(total)  # every variable: finiteness covers biases too
+        total_norm = tf.gather(all_norms, self.kernel_index)
+        values = {
+            "loss": loss, "metric": tf.constant(float("nan")) if metric is None else metric, "penalty": penalty,
+            "finite": (tf.math.is_finite(tf.cast(objective, tf.float32) + tf.cast(penalty, tf.float32))
+                       & tf.reduce_all(tf.math.is_finite(all_norms))),
+            "aux_loss": tf.stack(list(aux)) if len(aux) else tf.zeros([0]),
+            "grad_norm": total_norm if total is grads else graph_stats.norms(self.kernels_of(grads)),
+            "grad_norm_total": total_norm,
+            "grad_norm_clipped": total_norm if clipped is total else graph_stats.norms(self.kernels_of(clipped)),
+            "weight_norm": graph_stats.norms(before),
+        }
+        probed = None
+        if probe is not None:
+            x, taps, wrt_grads = probe
+            measured = {}
+            for inst, mine in zip(self.instruments, wrt_grads):
+                measured.update(inst.compute(Probe(x, taps, mine, self.kernels_of(grads))))
+            probed = graph_stats.pack(self.probe_layout, measured)
+        return Reading(values, before, probed)
+
+    def after_update(self, reading: Reading) -> tf.Tensor:
+        """The update's size from the kernels now, then every field packed (float64)."""
+        after = self.kernels_of(self.variables)
+        values = {**reading.values,
+                  "update_norm": graph_stats.norms([k - b for k, b in zip(after, reading.before)])}
+        return graph_stats.pack(self.layout, values)
+
+    def without_update(self, reading: Reading) -> tf.Tensor:
+        """Every field packed, the update's size NaN (a client that measures but does not apply)."""
+        values = {**reading.values, "update_norm": tf.fill([len(self.kernel_index)], float("nan"))}
+        return graph_stats.pack(self.layout, values)
