@@ -73,8 +73,11 @@ def test_through_time_rules_on_histogram_steps():
     zero_at_start[:, 0] = 0.0
     assert judge(flat, weights, finite, zero_at_start).numbers["time_flow_min"] == 0.0
     late = through(0.5)
-    late[5:] = through(1e-6)[5:]  # the second window of histogram steps loses it
-    assert judge(flat, weights, finite, late).label == "vanishing"
+    late[5:] = through(1e-6)[5:]  # the second window of histogram steps: learned to ignore the start
+    assert judge(flat, weights, finite, late).label == "healthy"
+    early = through(1e-6)
+    early[5:] = through(0.5)[5:]  # starved at the start, whatever comes later
+    assert judge(flat, weights, finite, early).label == "vanishing"
     assert judge(flat, weights, finite, None).label == "healthy"
 
 

@@ -73,8 +73,11 @@ class GradientMonitor(keras.callbacks.Callback):
                  mlflow="auto", run_id: str | None = None, tracking_uri: str | None = None,
                  capacity: int = 256, verbose: bool = True):
         super().__init__()
-        if histogram_every < 1 or log_every < 1 or capacity < 1:
-            raise ValueError("histogram_every, log_every and capacity must be >= 1")
+        if min(histogram_every, log_every, capacity) < 1:
+            raise ValueError(f"GradientMonitor: histogram_every, log_every and capacity must be >= 1, got "
+                             f"{histogram_every}, {log_every}, {capacity}")
+        if mlflow not in ("auto", True, False):
+            raise ValueError(f"GradientMonitor: mlflow must be 'auto', True or False, got {mlflow!r}")
         self.histogram_every, self.log_every, self.baseline = histogram_every, log_every, baseline
         self.mlflow, self.run_id, self.tracking_uri = mlflow, run_id, tracking_uri
         self.capacity, self.verbose = capacity, verbose
@@ -92,8 +95,7 @@ class GradientMonitor(keras.callbacks.Callback):
     # -- fit ---------------------------------------------------------------------------------
     def on_train_begin(self, logs=None):
         model = self.model
-        if model.steps_per_execution > self.capacity:
-            self.capacity = int(model.steps_per_execution)
+        self.capacity = max(self.capacity, 2 * int(model.steps_per_execution))  # drained when half full
         if not self.attach(model):
             return
         step = self._fit_step(model)
@@ -312,7 +314,8 @@ class GradientMonitor(keras.callbacks.Callback):
         clip = getattr(inner, "_clip_gradients", None) if clips else None
         if clips and clip is None:
             self.skipped["grad_norm_clipped"] = "this optimizer does not expose its clipping"
-        scaled = optimizer.scale_loss(1.0) != 1.0 or hasattr(optimizer, "inner_optimizer")  # mixed precision
+        # a LossScaleOptimizer (mixed precision) or a fixed loss_scale_factor scales the loss
+        scaled = hasattr(optimizer, "inner_optimizer") or getattr(optimizer, "loss_scale_factor", None) is not None
         watch_inputs = any(isinstance(inst, GradientThroughTime) for inst in meter.instruments)
         # the data loss apart from the penalties needs Keras' own compute_loss (data + model.losses)
         own_loss = type(model).compute_loss is keras.Model.compute_loss and model._compile_loss is not None

@@ -85,5 +85,7 @@ def headline(verdict_label: str, progress_label: str | None) -> str:
 
 def describe_progress(label: str, ratio: float) -> str:
     """'stalled (final train loss 1.00× the best constant predictor's)'."""
+    if not np.isfinite(ratio):
+        return f"{label} (final train loss not finite)"
     shown = f"{ratio:.2f}" if 0.01 <= ratio < 100 else f"{ratio:.3g}"
     return f"{label} (final train loss {shown}× the best constant predictor's)"
