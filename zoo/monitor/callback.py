@@ -163,7 +163,7 @@ class GradientMonitor(keras.callbacks.Callback):
                                  self.log_every, kinds)
         return True
 
-    def observe(self, grads, variables=None, *, loss, apply=None, total=None, clipped=None, x=None):
+    def observe(self, grads, variables=None, *, loss, apply=None, total=None, clipped=None):
         """Inside a custom (compiled) step: measure this step from ``grads`` (the data loss's
         gradients of ``variables``, default the model's trainable variables, in that order) and
         ``loss``; ``apply``: a callable that applies the update (its size is then measured);
@@ -171,6 +171,8 @@ class GradientMonitor(keras.callbacks.Callback):
         differ. Histogram steps here read the gradient histograms only (the other instruments
         need the forward pass)."""
         meter = self.meter
+        if meter is None:
+            raise RuntimeError("GradientMonitor.observe: call monitor.attach(model) first, outside the compiled step")
         grads = list(grads)
         if variables is not None and [id(v) for v in variables] != [id(v) for v in meter.variables]:
             order = {id(v): i for i, v in enumerate(variables)}
