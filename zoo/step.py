@@ -91,12 +91,13 @@ class InstrumentedStep:
         grads, wrt_grads = self._zero_if_unreached(grads[:len(self.variables)]), grads[len(self.variables):]
         penalty, total = self._add_penalty(grads)
         clipped = self._clip(total)
-        # every number of a step but the update's size is read from the pre-update weights
+        # every number of a step but the update's size is read from the pre-update weights: the
+        # reads come first in program order, which tf.function keeps for reads and writes of a
+        # variable (automatic control dependencies); nothing else waits for the measurements
         reading = self.meter.before_update(
             loss=loss, metric=self._metric(y, out["head"]), penalty=penalty, aux=aux, objective=objective,
             grads=grads, total=total, clipped=clipped, probe=(x, out, _split(wrt_grads, wrt)) if probing else None)
-        with tf.control_dependencies(reading.dependencies):
-            self.optimizer.apply(clipped, self.variables)
+        self.optimizer.apply(clipped, self.variables)
         packed = self.meter.after_update(reading)
         return (packed, reading.probed) if probing else packed
 

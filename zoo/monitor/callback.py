@@ -182,8 +182,7 @@ class GradientMonitor(keras.callbacks.Callback):
         if apply is None:
             packed = meter.without_update(reading)
         else:
-            with tf.control_dependencies(reading.dependencies):
-                apply()
+            apply()  # after the reads, in program order (tf.function keeps it for variables)
             packed = meter.after_update(reading)
         self._write(packed, lambda: self._histograms_only(grads))
 
@@ -361,8 +360,7 @@ class GradientMonitor(keras.callbacks.Callback):
             clipped = clip(list(total)) if clip is not None else total
             reading = meter.before_update(loss=tf.cast(data_loss, tf.float32), penalty=tf.cast(penalty, tf.float32),
                                           grads=unscaled, total=total, clipped=clipped)
-            with tf.control_dependencies(reading.dependencies):
-                optimizer.apply_gradients(zip(update, variables))
+            optimizer.apply_gradients(zip(update, variables))  # after the reads, in program order
             packed = meter.after_update(reading)
 
             def probe():

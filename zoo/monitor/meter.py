@@ -8,7 +8,10 @@ of its objective; the meter returns the named fields of :func:`step_fields` pack
 float64 vector (zoo.monitor.layout). The reading happens in two halves around the update:
 :meth:`Meter.before_update` reads everything from the pre-update weights (every norm, and on
 histogram steps the instruments of zoo.monitor.instruments), :meth:`Meter.after_update` only
-the update's own size. A client orders its update after ``Reading.dependencies``.
+the update's own size. A client applies its update after ``before_update`` in program order:
+inside a ``tf.function`` that is enough, because automatic control dependencies keep reads and
+writes of a variable in program order (an explicit dependency of the update on every
+measurement cost a 20-layer MLP's step 1.7 ms of lost parallelism).
 
 Each series is declared once, as a :class:`~zoo.monitor.layout.Field` in :func:`step_fields` or
 in its instrument: its name, shape, labels (layers), how a ``log_every`` window reaches MLflow,
@@ -45,14 +48,10 @@ def step_fields(kernels: tuple[str, ...], aux_heads: tuple[str, ...], penalized:
 @dataclass
 class Reading:
     """One step's fields read before the update, and the kernels' values then (for the update's
-    size). ``dependencies``: what the update must wait for."""
+    size); ``probed``: the instruments' packed fields on a histogram step."""
     values: dict
     before: list
     probed: tf.Tensor | None
-
-    @property
-    def dependencies(self) -> list:
-        return [self.values["weight_norm"]] + ([self.probed] if self.probed is not None else [])
 
 
 class Meter:
