@@ -23,7 +23,9 @@ from conftest import output, runs_of, wait_training
 from zoo.tracking import repair
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
-TINY = ["model.depth=2", "model.width=8", "trainer.epochs=200", "monitor.log_every=5"]
+# long enough (~30 s a job) that the signal lands mid-training, whatever the step costs: with 200
+# epochs (~7 s) a signal could land after a job's loop had ended, which is issue 21's open race
+TINY = ["model.depth=2", "model.width=8", "trainer.epochs=1000", "monitor.log_every=5"]
 
 
 def start_sweep(tmp_path: Path, *extra: str) -> subprocess.Popen:
