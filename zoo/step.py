@@ -35,15 +35,6 @@ def batch_spec(x, y) -> tuple[tf.TensorSpec, tf.TensorSpec]:
             tf.TensorSpec((None, *y.shape[1:]), tf.as_dtype(y.dtype)))
 
 
-def _split(flat: list, like: list[list]) -> list[list]:
-    """``flat`` cut into consecutive lists as long as those of ``like``."""
-    out, first = [], 0
-    for part in like:
-        out.append(flat[first:first + len(part)])
-        first += len(part)
-    return out
-
-
 class InstrumentedStep:
     """Trains ``model`` one batch at a time. Auxiliary heads (``roles_of(model).aux_heads``,
     outputs 1..) add their loss times the roles' ``aux_weight`` to the objective and are logged
@@ -87,7 +78,7 @@ class InstrumentedStep:
             aux = [tf.cast(self.loss_fn(y, out[h]), tf.float32) for h in self.aux_heads]
             objective = loss + self.aux_weight * tf.add_n([0.0] + aux)  # the data objective
         wrt = self.meter.wrt(x, out) if probing else []
-        grads = tape.gradient(objective, self.variables + [t for ts in wrt for t in ts])
+        grads = tape.gradient(objective, self.variables + wrt)
         grads, wrt_grads = self._zero_if_unreached(grads[:len(self.variables)]), grads[len(self.variables):]
         penalty, total = self._add_penalty(grads)
         clipped = self._clip(total)
@@ -96,7 +87,7 @@ class InstrumentedStep:
         # variable (automatic control dependencies); nothing else waits for the measurements
         reading = self.meter.before_update(
             loss=loss, metric=self._metric(y, out["head"]), penalty=penalty, aux=aux, objective=objective,
-            grads=grads, total=total, clipped=clipped, probe=(x, out, _split(wrt_grads, wrt)) if probing else None)
+            grads=grads, total=total, clipped=clipped, probe=(x, out, self.meter.split_wrt(wrt_grads)) if probing else None)
         self.optimizer.apply(clipped, self.variables)
         packed = self.meter.after_update(reading)
         return (packed, reading.probed) if probing else packed

@@ -348,7 +348,7 @@ class GradientMonitor(keras.callbacks.Callback):
                 scaled_data, scaled_penalty = optimizer.scale_loss(data_loss), optimizer.scale_loss(penalty)
             variables = meter.variables
             wrt = meter.wrt(_first(x), taps)
-            grads = tape.gradient(scaled_data, variables + [t for ts in wrt for t in ts])
+            grads = tape.gradient(scaled_data, variables + wrt)
             grads, wrt_grads = grads[:len(variables)], grads[len(variables):]
             penalty_grads = (tape.gradient(scaled_penalty, variables) if model.losses and own_loss
                              else [None] * len(variables))
@@ -363,15 +363,8 @@ class GradientMonitor(keras.callbacks.Callback):
             optimizer.apply_gradients(zip(update, variables))  # after the reads, in program order
             packed = meter.after_update(reading)
 
-            def probe():
-                measured, first = {}, 0
-                for inst, ts in zip(meter.instruments, wrt):
-                    mine = [_unscale(g, scale) for g in wrt_grads[first:first + len(ts)]]
-                    first += len(ts)
-                    measured.update(inst.compute(Probe(_first(x), taps, mine, meter.kernels_of(unscaled))))
-                return graph_stats.pack(meter.probe_layout, measured)
-
-            self._write(packed, probe)
+            wrt_grads = meter.split_wrt([_unscale(g, scale) for g in wrt_grads])
+            self._write(packed, lambda: meter.probe(_first(x), taps, wrt_grads, meter.kernels_of(unscaled)))
             return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
         return train_step
@@ -385,7 +378,8 @@ class GradientMonitor(keras.callbacks.Callback):
 
             from zoo.tracking.mlflow_sink import MlflowSink
 
-            run_id = self.run_id or getattr(mlflow.active_run(), "info", None) and mlflow.active_run().info.run_id
+            active = mlflow.active_run()
+            run_id = self.run_id or (active.info.run_id if active is not None else None)
             if run_id:
                 return MlflowSink.attached(self.tracking_uri or mlflow.get_tracking_uri(), run_id,
                                            PREFIX_BESIDE_OTHERS)

@@ -66,10 +66,30 @@ class Meter:
         self.instruments = list(instruments or [])
         self.layout = Layout(step_fields(self.kernels, tuple(aux_heads), penalized))
         self.probe_layout = Layout(tuple(f for inst in self.instruments for f in inst.fields))
+        self._wrt_sizes = [0] * len(self.instruments)  # set by wrt(), while the step is traced
 
-    def wrt(self, x, taps) -> list[list]:
-        """Per instrument, the tensors whose gradient it needs (pass them to the tape)."""
-        return [list(inst.wrt(x, taps)) for inst in self.instruments]
+    def wrt(self, x, taps) -> list:
+        """The tensors whose gradient the instruments need, flattened (pass them to the tape;
+        :meth:`split_wrt` cuts their gradients back per instrument)."""
+        per_instrument = [list(inst.wrt(x, taps)) for inst in self.instruments]
+        self._wrt_sizes = [len(ts) for ts in per_instrument]
+        return [t for ts in per_instrument for t in ts]
+
+    def split_wrt(self, flat: list) -> list[list]:
+        """The gradients of the flattened ``wrt`` tensors, cut back into one list per instrument."""
+        out, first = [], 0
+        for inst_wrt in self._wrt_sizes:
+            out.append(flat[first:first + inst_wrt])
+            first += inst_wrt
+        return out
+
+    def probe(self, x, taps, wrt_grads: list[list], kernel_grads: list) -> tf.Tensor:
+        """The instruments' fields of a histogram step, packed: ``wrt_grads`` one list per
+        instrument (:meth:`split_wrt`), ``kernel_grads`` the monitored kernels' data gradients."""
+        measured = {}
+        for inst, mine in zip(self.instruments, wrt_grads):
+            measured.update(inst.compute(Probe(x, taps, mine, kernel_grads)))
+        return graph_stats.pack(self.probe_layout, measured)
 
     def kernels_of(self, gradients: list) -> list:
         return [gradients[i] for i in self.kernel_index]
@@ -100,13 +120,7 @@ class Meter:
             "grad_norm_clipped": total_norm if clipped is total else graph_stats.norms(self.kernels_of(clipped)),
             "weight_norm": graph_stats.norms(before),
         }
-        probed = None
-        if probe is not None:
-            x, taps, wrt_grads = probe
-            measured = {}
-            for inst, mine in zip(self.instruments, wrt_grads):
-                measured.update(inst.compute(Probe(x, taps, mine, self.kernels_of(grads))))
-            probed = graph_stats.pack(self.probe_layout, measured)
+        probed = None if probe is None else self.probe(*probe, self.kernels_of(grads))
         return Reading(values, before, probed)
 
     def after_update(self, reading: Reading) -> tf.Tensor:
