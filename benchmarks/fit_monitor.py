@@ -12,11 +12,23 @@ Each way is one whole ``fit`` call (tracing included, as a user waits for it) of
 Rounds are interleaved; each ratio is the median over rounds of the way's time over plain
 fit's in the same round. ``histogram_every`` is the monitor's default, 10.
 
+Besides the whole fit, each way's time is cut in three, from epoch-end timestamps (a timing
+callback that every way has): the first epoch (tracing the train step is most of it), the
+steady epochs (the median of the others: the per-step cost) and the end (after the last
+epoch: the monitor's final flush, verdict, plots and raw file). A short fit is dominated by
+the first and the last; a long one by the steady part.
+
+The steady epochs of whole fits drift with this machine by tens of percent, so the train step
+is also timed alone: one model plain and one under the monitor (memory), both traced, called
+with ``train_on_batch`` on the same batch in 20 interleaved blocks of 30 calls; "step ×" is the
+median ratio of the blocks (the rows are collected at the end, outside the timing).
+
     python benchmarks/fit_monitor.py [--rounds 3] [--epochs 5]
 """
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import tempfile
 import time
@@ -46,7 +58,25 @@ def models():
     return {"mlp 20x64": (mlp, (64,)), "cnn 3 conv": (cnn, (16, 16, 1)), "lstm T=50": (lstm, (50, 8))}
 
 
-def one_fit(build, shape, way: str, epochs: int, weights) -> float:
+class _EpochClock:
+    """Epoch-end timestamps (a Keras callback, built lazily so that --help needs no Keras)."""
+
+    def __new__(cls):
+        import keras
+
+        class Clock(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.ends = []
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.ends.append(time.perf_counter())
+
+        return Clock()
+
+
+def one_fit(build, shape, way: str, epochs: int, weights) -> dict[str, float]:
+    """One whole fit: {"total", "first", "steady", "end"} in seconds (see the module)."""
     import keras
 
     import zoo
@@ -58,10 +88,11 @@ def one_fit(build, shape, way: str, epochs: int, weights) -> float:
     model.set_weights(weights)
     model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
+    clock = _EpochClock()
     with tempfile.TemporaryDirectory() as tmp:
-        callbacks, run = [], None
+        callbacks, run = [clock], None
         if way == "fit + TensorBoard(histogram_freq=1)":
-            callbacks = [keras.callbacks.TensorBoard(tmp, histogram_freq=1)]
+            callbacks.append(keras.callbacks.TensorBoard(tmp, histogram_freq=1))
         elif way.startswith("fit + monitor"):
             mlflow_on = "MLflow" in way
             if mlflow_on:
@@ -70,15 +101,52 @@ def one_fit(build, shape, way: str, epochs: int, weights) -> float:
                 mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
                 mlflow.set_experiment("bench")
                 run = mlflow.start_run()
-            callbacks = [zoo.GradientMonitor(mlflow=mlflow_on, verbose=False)]
+            callbacks.append(zoo.GradientMonitor(mlflow=mlflow_on, verbose=False))
         start = time.perf_counter()
         model.fit(x, y, batch_size=BATCH, epochs=epochs, verbose=0, callbacks=callbacks)
-        seconds = time.perf_counter() - start
+        stop = time.perf_counter()
         if run is not None:
             import mlflow
 
             mlflow.end_run()
-    return seconds
+    ends = np.array(clock.ends)
+    steady = float(np.median(np.diff(ends))) if len(ends) > 1 else math.nan
+    return {"total": stop - start, "first": ends[0] - start, "steady": steady, "end": stop - ends[-1]}
+
+
+def step_ratio(build, shape, weights, blocks: int = 20, calls: int = 30) -> tuple[float, float, float]:
+    """(plain ms/step, monitored ms/step, median paired ratio) of the train step alone."""
+    import keras
+
+    import zoo
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(BATCH, *shape)).astype("float32")
+    y = rng.integers(0, 10, size=BATCH)
+    steps, monitors = {}, []
+    for way in ("plain", "monitor"):
+        model = build()
+        model.set_weights(weights)
+        model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+        model.train_on_batch(x, y)  # builds the optimizer
+        if way == "monitor":
+            monitor = zoo.GradientMonitor(mlflow=False, verbose=False, capacity=blocks * calls + 10)
+            monitor.set_model(model)
+            monitor.on_train_begin()  # as fit does: the instrumented train function
+            monitors.append(monitor)
+        model.train_on_batch(x, y)  # traced
+        steps[way] = model
+    times = {way: [] for way in steps}
+    for _ in range(blocks):
+        for way, model in steps.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                model.train_on_batch(x, y)
+            times[way].append((time.perf_counter() - start) / calls * 1000)
+    monitors[0].collect()
+    ratio = statistics.median(a / b for a, b in zip(times["monitor"], times["plain"]))
+    return statistics.median(times["plain"]), statistics.median(times["monitor"]), ratio
 
 
 WAYS = ("fit", "fit + monitor (memory)", "fit + monitor (MLflow)", "fit + TensorBoard(histogram_freq=1)")
@@ -91,7 +159,7 @@ def main():
     args = parser.parse_args()
     import keras
 
-    rows = []
+    rows, steps_alone = [], []
     for name, (build, shape) in models().items():
         keras.utils.set_random_seed(0)
         weights = build().get_weights()
@@ -99,16 +167,30 @@ def main():
         for r in range(args.rounds):
             for way in WAYS:
                 times[way].append(one_fit(build, shape, way, args.epochs, weights))
-                print(f"  {name} round {r + 1}/{args.rounds} {way}: {times[way][-1]:.2f}s", flush=True)
+                print(f"  {name} round {r + 1}/{args.rounds} {way}: {times[way][-1]['total']:.2f}s", flush=True)
+        step_plain, step_monitored, step_x = step_ratio(build, shape, weights)
+        print(f"  {name} step alone: {step_plain:.2f} ms plain, {step_monitored:.2f} ms monitored", flush=True)
+        steps_alone.append((name, step_plain, step_monitored, step_x))
         for way in WAYS:
-            ratio = statistics.median(a / b for a, b in zip(times[way], times["fit"]))
-            rows.append((name, way, statistics.median(times[way]), ratio))
+            def ratio(part):
+                return statistics.median(a[part] / b[part] for a, b in zip(times[way], times["fit"]))
+
+            def median(part):
+                return statistics.median(t[part] for t in times[way])
+
+            rows.append((name, way, median("total"), ratio("total"), median("first"), 1000 * median("steady") / STEPS_PER_EPOCH,
+                         ratio("steady"), median("end")))
     steps = STEPS_PER_EPOCH * args.epochs
-    print(f"\n{steps} steps per fit (batch {BATCH}), {args.rounds} interleaved rounds; ratio = median over rounds "
-          "of (way / plain fit in the same round)\n")
-    print("| model | way | wall s (median) | × plain fit |\n|---|---|---:|---:|")
-    for name, way, seconds, ratio in rows:
-        print(f"| {name} | {way} | {seconds:.2f} | {ratio:.2f} |")
+    print(f"\n{steps} steps per fit ({args.epochs} epochs of {STEPS_PER_EPOCH}, batch {BATCH}), {args.rounds} "
+          "interleaved rounds; ratio = median over rounds of (way / plain fit in the same round)\n")
+    print("| model | way | fit s | × plain fit | first epoch s | steady ms/step | steady × plain | end s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for name, way, total, ratio_total, first, step_ms, ratio_steady, end in rows:
+        print(f"| {name} | {way} | {total:.2f} | {ratio_total:.2f} | {first:.2f} | {step_ms:.2f} | {ratio_steady:.2f} | {end:.2f} |")
+    print("\nThe train step alone (train_on_batch, 20 interleaved blocks of 30 calls, memory):\n")
+    print("| model | plain ms/step | monitored ms/step | step × plain |\n|---|---:|---:|---:|")
+    for name, plain, monitored, ratio in steps_alone:
+        print(f"| {name} | {plain:.2f} | {monitored:.2f} | {ratio:.2f} |")
 
 
 if __name__ == "__main__":

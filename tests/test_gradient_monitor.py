@@ -295,6 +295,19 @@ def test_memory_only_without_mlflow_and_a_figure():
     assert fig.axes and "verdict" in fig._suptitle.get_text()
 
 
+def custom_step(model, monitor, optimizer, loss_fn):
+    """A user's own compiled train step with the one monitor call the README shows."""
+    @tf.function
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        monitor.observe(grads, model.trainable_variables, loss=loss,
+                        apply=lambda: optimizer.apply(grads, model.trainable_variables))
+
+    return step
+
+
 def test_a_custom_loop_gets_the_same_numbers_with_one_call():
     """monitor.observe(...) inside the user's own compiled step: the same per-step norms as the
     callback in fit on the same model, batches and optimizer."""
@@ -303,15 +316,7 @@ def test_a_custom_loop_gets_the_same_numbers_with_one_call():
     optimizer, loss_fn = keras.optimizers.SGD(0.05), sparse_ce()
     monitor = zoo.GradientMonitor(histogram_every=2, verbose=False)
     monitor.attach(looped)
-
-    @tf.function
-    def step(xb, yb):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(yb, looped(xb, training=True))
-        grads = tape.gradient(loss, looped.trainable_variables)
-        monitor.observe(grads, looped.trainable_variables, loss=loss,
-                        apply=lambda: optimizer.apply(grads, looped.trainable_variables))
-
+    step = custom_step(looped, monitor, optimizer, loss_fn)
     for i in range(0, N, BATCH):
         step(tf.constant(x[i:i + BATCH]), tf.constant(y[i:i + BATCH]))
         monitor.collect()
@@ -341,3 +346,56 @@ def test_a_model_it_cannot_instrument_trains_unmonitored():
     with pytest.warns(UserWarning, match="training goes on unmonitored"):
         history = model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[monitor])
     assert len(history.history["loss"]) == 1 and monitor.stats is None
+
+
+@pytest.mark.parametrize("bad", [
+    dict(histogram_every=0), dict(histogram_every=-3), dict(histogram_every=2.5), dict(histogram_every="10"),
+    dict(histogram_every=True), dict(log_every=0), dict(log_every=None), dict(capacity=0), dict(capacity=1e9),
+    dict(baseline=0.0), dict(baseline=-1.0), dict(baseline=float("nan")), dict(baseline=float("inf")),
+    dict(baseline="2.3"), dict(mlflow="yes"), dict(mlflow=1), dict(mlflow=None), dict(run_id=""),
+    dict(run_id=123), dict(tracking_uri=b"sqlite:///x.db"), dict(mlflow=False, run_id="abc"),
+    dict(verbose="no"),
+])
+def test_an_impossible_argument_is_refused_by_name_before_anything_runs(bad):
+    name = next(iter(bad))
+    with pytest.raises(ValueError, match=f"GradientMonitor: .*{name}") as err:
+        zoo.GradientMonitor(**bad)
+    assert "\n" not in str(err.value)
+
+
+def test_mlflow_true_without_a_run_and_observe_before_attach_are_refused(tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    assert mlflow.active_run() is None
+    x, y = data((8,))
+    model, _ = twins(mlp)
+    model.compile(keras.optimizers.SGD(0.05), sparse_ce())
+    with pytest.raises(ValueError, match="no active MLflow run"):
+        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[zoo.GradientMonitor(mlflow=True)])
+    with pytest.raises(ValueError, match="GradientMonitor: run_id 'no-such-run' is not a run of"):
+        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0,
+                  callbacks=[zoo.GradientMonitor(run_id="no-such-run", tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")])
+    fresh = zoo.GradientMonitor()
+    for call in (lambda: fresh.observe([], loss=tf.constant(0.0)), fresh.collect, fresh.finish, fresh.figure):
+        with pytest.raises(RuntimeError, match="attach"):
+            call()
+
+
+def test_steps_lost_to_an_overflowing_buffer_keep_their_numbers():
+    """A custom loop that collects too late loses the oldest rows (with a warning): the rows it
+    keeps are the last steps, numbered as such, and the summary says how many were lost."""
+    x, y = data((8,))
+    model, _ = twins(mlp)
+    optimizer, loss_fn = keras.optimizers.SGD(0.05), sparse_ce()
+    monitor = zoo.GradientMonitor(capacity=8, histogram_every=4, mlflow=False, verbose=False)
+    monitor.attach(model)
+    step = custom_step(model, monitor, optimizer, loss_fn)
+    for _ in range(20):
+        step(tf.constant(x[:BATCH]), tf.constant(y[:BATCH]))
+    with pytest.warns(UserWarning, match="12 steps were overwritten"):
+        monitor.collect()
+    monitor.finish()
+    assert list(monitor.stats.step) == list(range(13, 21))
+    assert set(monitor.stats.hist_step) <= set(range(13, 21)) and len(monitor.stats.hist_step)
+    assert monitor.summary_line().startswith("20 steps (12 not recorded")

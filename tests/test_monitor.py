@@ -127,6 +127,31 @@ def test_activation_stats_saturation_and_dead_units():
     assert graph_stats.activation_stats(tanh, "tanh", False).numpy()[2] == pytest.approx(0.5)
 
 
+def test_activation_stats_of_many_layers_equal_numpy_layer_by_layer():
+    """Layers stacked by shape and kind (in any order, one of unknown shape) give each layer's
+    own numbers, checked against numpy."""
+    rng = np.random.default_rng(0)
+    outputs = [rng.normal(size=(6, 5)), rng.uniform(size=(6, 5)), np.maximum(rng.normal(size=(6, 5)) - 1, 0),
+               np.tanh(3 * rng.normal(size=(6, 2, 4))), rng.uniform(size=(6, 5)), np.maximum(rng.normal(size=(6, 5)), 0)]
+    kinds = [(None, False), ("sigmoid", False), (None, True), ("tanh", False), ("sigmoid", False), (None, True)]
+    tensors = [tf.constant(o, tf.float32) for o in outputs]
+    dynamic = tf.function(lambda t: graph_stats.activation_stats_many(
+        tensors[:5] + [t], [k for k, _ in kinds], [d for _, d in kinds]),
+        input_signature=[tf.TensorSpec((None, 5), tf.float32)])
+    got = dynamic(tensors[5]).numpy()
+    for row, o, (sat, dies) in zip(got, outputs, kinds):
+        o = o.astype(np.float32)
+        assert row[0] == pytest.approx(o.mean(), rel=1e-5, abs=1e-6) and row[1] == pytest.approx(o.std(), rel=1e-4)
+        if sat == "sigmoid":
+            assert row[2] == pytest.approx(np.mean((o < 0.0025) | (o > 0.9975)))
+        elif sat == "tanh":
+            assert row[2] == pytest.approx(np.mean(np.abs(o) > 0.995))
+        else:
+            assert np.isnan(row[2])
+        units = o.reshape(-1, o.shape[-1])
+        assert np.isnan(row[3]) if not dies else row[3] == pytest.approx(np.mean(np.all(units <= 0, axis=0)))
+
+
 def test_layer_profile_reads_the_window_it_is_asked_for_and_refuses_anything_else():
     """The study plot's 'first 10 %' and 'last 10 %' panels passed 0 and -1 and both drew the
     last window: a position is refused now, and start and end differ where the run changed."""

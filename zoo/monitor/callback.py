@@ -35,8 +35,10 @@ it were not there.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import numbers
 import sys
 import warnings
 
@@ -55,6 +57,7 @@ from zoo.tracking.memory import MemorySink
 
 log = logging.getLogger("zoo")
 PREFIX_BESIDE_OTHERS = "zoo/"  # metric names in a run the monitor did not start
+RING_BYTES = 64 * 2**20        # the most the rings grow to, to hold an epoch of fit
 
 
 class GradientMonitor(keras.callbacks.Callback):
@@ -66,18 +69,17 @@ class GradientMonitor(keras.callbacks.Callback):
     ``progress`` (learning / stalled / unstable; ``zoo.data.constant_baseline`` computes it for
     a zoo dataset; None: no progress); ``mlflow``: "auto" | True | False; ``run_id`` /
     ``tracking_uri``: an existing run to log into; ``capacity``: rows the ring buffer holds
-    between two drains (at least ``steps_per_execution``); ``verbose``: print the verdict line
+    between two drains (in ``fit`` it grows to hold an epoch, up to RING_BYTES of rows, so
+    that it is drained at the epoch's end); ``verbose``: print the verdict line
     at the end."""
 
     def __init__(self, histogram_every: int = 10, log_every: int = 20, baseline: float | None = None,
                  mlflow="auto", run_id: str | None = None, tracking_uri: str | None = None,
                  capacity: int = 256, verbose: bool = True):
         super().__init__()
-        if min(histogram_every, log_every, capacity) < 1:
-            raise ValueError(f"GradientMonitor: histogram_every, log_every and capacity must be >= 1, got "
-                             f"{histogram_every}, {log_every}, {capacity}")
-        if mlflow not in ("auto", True, False):
-            raise ValueError(f"GradientMonitor: mlflow must be 'auto', True or False, got {mlflow!r}")
+        _check_arguments(histogram_every=histogram_every, log_every=log_every, capacity=capacity,
+                         baseline=baseline, mlflow=mlflow, run_id=run_id, tracking_uri=tracking_uri,
+                         verbose=verbose)
         self.histogram_every, self.log_every, self.baseline = histogram_every, log_every, baseline
         self.mlflow, self.run_id, self.tracking_uri = mlflow, run_id, tracking_uri
         self.capacity, self.verbose = capacity, verbose
@@ -91,11 +93,18 @@ class GradientMonitor(keras.callbacks.Callback):
         self.skipped: dict[str, str] = {}
         self._seen = self._probes_seen = self._pending = 0
         self._original_step = None
+        self._attached = False  # attach() was called (whether or not the model could be instrumented)
+        self._fit_rows = 0      # in fit: rows for an epoch (on_train_begin)
 
     # -- fit ---------------------------------------------------------------------------------
     def on_train_begin(self, logs=None):
         model = self.model
-        self.capacity = max(self.capacity, 2 * int(model.steps_per_execution))  # drained when half full
+        spe = int(model.steps_per_execution)
+        # a whole epoch fits in the ring when its length is known (drained at the epoch's end;
+        # the batch hook then only counts), else it is drained when half full
+        epoch = (self.params or {}).get("steps")
+        self.capacity = max(self.capacity, 2 * spe)  # drained when half full at the latest
+        self._fit_rows = max(2 * spe, epoch + 2 * spe if epoch else 0)
         if not self.attach(model):
             return
         step = self._fit_step(model)
@@ -133,6 +142,7 @@ class GradientMonitor(keras.callbacks.Callback):
     def attach(self, model) -> bool:
         """Find what to measure in ``model`` and make the buffers; False (with a warning) when
         the model cannot be instrumented at all: it then trains unmonitored."""
+        self._attached = True
         try:
             if not model.built or not model.trainable_variables:
                 raise ValueError("the model has no trainable variables yet (build it first)")
@@ -148,6 +158,9 @@ class GradientMonitor(keras.callbacks.Callback):
         self.skipped = dict(found.skipped)
         for what, why in self.skipped.items():
             warnings.warn(f"GradientMonitor: not measured: {what} ({why})")
+        if self._fit_rows > self.capacity:  # in fit: room for an epoch, within RING_BYTES
+            row_bytes = 8 * (self.meter.layout.width + self.meter.probe_layout.width / self.histogram_every)
+            self.capacity = max(self.capacity, min(self._fit_rows, int(RING_BYTES // row_bytes)))
         cap, probe_cap = self.capacity, self._probe_capacity()
         self._rows = tf.Variable(tf.zeros([cap, self.meter.layout.width], tf.float64), trainable=False)
         self._probes = tf.Variable(tf.zeros([probe_cap, max(self.meter.probe_layout.width, 1)], tf.float64),
@@ -184,12 +197,14 @@ class GradientMonitor(keras.callbacks.Callback):
         else:
             apply()  # after the reads, in program order (tf.function keeps it for variables)
             packed = meter.after_update(reading)
-        self._write(packed, lambda: self._histograms_only(grads))
+        self._write(packed, self._probing(), lambda: self._histograms_only(grads))
 
     def collect(self) -> int:
-        """Move the rows the compiled steps wrote into the recorder; returns how many."""
+        """Move the rows the compiled steps wrote into the recorder; returns how many. Raises
+        RuntimeError before ``attach``."""
+        self._require_attached("collect")
         if self.meter is None or self.recorder is None:
-            return 0
+            return 0  # the model could not be instrumented (warned): it trains unmonitored
         self._pending = 0
         count = int(self._count.numpy())
         new = count - self._seen
@@ -210,16 +225,21 @@ class GradientMonitor(keras.callbacks.Callback):
             probed = dict(zip(tf.gather(self._probe_step, slots).numpy().tolist(), found))
             self._probes_seen = probe_count
         for step, row in zip(steps.tolist(), rows):
-            self.recorder.on_step(row, probed.get(step))
+            self.recorder.on_step(row, probed.get(step), step=step + 1)
         self._seen = count
         return new
+
+    def _require_attached(self, what: str) -> None:
+        if not self._attached:
+            raise RuntimeError(f"GradientMonitor.{what}: call monitor.attach(model) first (fit does it itself)")
 
     def _probe_capacity(self) -> int:
         return self.capacity // self.histogram_every + 2
 
     def finish(self):
         """Judge the steps recorded so far; draw, write and (MLflow) log everything; the sink is
-        closed. Safe to call once after training."""
+        closed. Safe to call once after training. Raises RuntimeError before ``attach``."""
+        self._require_attached("finish")
         if self.recorder is None:
             return
         self.collect()
@@ -228,14 +248,15 @@ class GradientMonitor(keras.callbacks.Callback):
         self.stats = stats = recorder.stats()
         self.verdict = verdict = judge_run(stats)
         if self.baseline and len(stats.loss):  # the last epoch's mean data loss, training mode
-            start = int(stats.epoch_step[-2]) if len(stats.epoch_step) > 1 else 0
+            # the rows after the second-to-last epoch's end (row numbers are steps unless rows were lost)
+            start = int(np.searchsorted(stats.step, stats.epoch_step[-2], side="right")) if len(stats.epoch_step) > 1 else 0
             self.progress = progress(float(np.mean(stats.loss[start:])), float(self.baseline))
         final = {f"health/{k}": v for k, v in verdict.numbers.items()}
         final.update(summarize(stats))
         if self.progress:
             final["progress/train_loss_ratio"] = self.progress[1]
         tags = {"zoo.verdict": verdict.label, "zoo.verdict_reason": verdict.reason,
-                "zoo.headline": self.headline, "zoo.steps": str(len(stats.step))}
+                "zoo.headline": self.headline, "zoo.steps": str(int(stats.step[-1]) if len(stats.step) else 0)}
         if self.progress:
             tags["zoo.progress"] = self.progress[0]
         if self.skipped:
@@ -260,15 +281,24 @@ class GradientMonitor(keras.callbacks.Callback):
         return headline(self.verdict.label, self.progress[0] if self.progress else None) if self.verdict else ""
 
     def summary_line(self) -> str:
-        line = f"{len(self.stats.step)} steps; verdict {self.verdict.label} ({self.verdict.reason})"
+        steps = int(self.stats.step[-1]) if len(self.stats.step) else 0
+        lost = steps - len(self.stats.step)
+        line = (f"{steps} steps{f' ({lost} not recorded: the buffer overflowed)' if lost else ''}; "
+                f"verdict {self.verdict.label} ({self.verdict.reason})")
         if self.progress:
             line += "; progress " + describe_progress(*self.progress).replace("final train loss",
                                                                              "last epoch's training loss")
         return line
 
     def figure(self):
-        """The gradient-flow figure (matplotlib) of the steps recorded so far."""
+        """The gradient-flow figure (matplotlib) of the steps recorded so far. Raises
+        RuntimeError when nothing was recorded (never attached, or the model could not be
+        instrumented: its warning said why)."""
         from zoo.report import plots
+
+        if self.stats is None and self.recorder is None:
+            raise RuntimeError("GradientMonitor.figure: nothing recorded (the monitor was not attached to a "
+                               "model, or could not instrument it: see its warning)")
 
         stats = self.stats if self.stats is not None else self.recorder.stats()
         return plots.gradient_flow_figure(stats, self.verdict or judge_run(stats), self._title())
@@ -277,8 +307,13 @@ class GradientMonitor(keras.callbacks.Callback):
         return f"{self.model.name}: gradients under zoo.GradientMonitor" if self.model is not None else ""
 
     # -- inside the graph --------------------------------------------------------------------
-    def _write(self, packed, probe_fn):
-        """Store one step's row (and on histogram steps its instruments' row) in the rings."""
+    def _probing(self) -> tf.Tensor:
+        """Whether the step about to be written is a histogram step (a boolean tensor)."""
+        return tf.equal(tf.math.floormod(self._count.read_value(), self.histogram_every), 0)
+
+    def _write(self, packed, probing, probe_fn):
+        """Store one step's row (and on histogram steps, ``probing``, its instruments' row) in
+        the rings."""
         step = self._count.read_value()
         self._rows.scatter_nd_update([[tf.math.floormod(step, self.capacity)]], [packed])
         if self.meter.probe_layout.width:
@@ -288,7 +323,7 @@ class GradientMonitor(keras.callbacks.Callback):
                 self._probe_step.scatter_nd_update([[slot]], [step])
                 self._probe_count.assign_add(1)
                 return tf.constant(True)
-            tf.cond(tf.equal(tf.math.floormod(step, self.histogram_every), 0), probe, lambda: tf.constant(False))
+            tf.cond(probing, probe, lambda: tf.constant(False))
         self._count.assign_add(1)
 
     def _histograms_only(self, grads):
@@ -324,6 +359,8 @@ class GradientMonitor(keras.callbacks.Callback):
             self.skipped["the data loss's gradient apart from the penalties'"] = (
                 "compute_loss is overridden: grad_norm includes the penalties' gradient")
 
+        penalized = bool(model.losses) and own_loss  # the penalties' gradient taken apart
+
         def objective(x, y, y_pred, sample_weight):
             """(data loss, penalty, total) as Keras' compute_loss adds them."""
             if not own_loss:
@@ -336,7 +373,15 @@ class GradientMonitor(keras.callbacks.Callback):
 
         def train_step(data):
             x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
-            with tf.GradientTape(persistent=True) as tape:
+            # One tape for the data loss, asked once, every step, for the variables' gradients
+            # and those reaching the recurrent layers' inputs (the inner ones are on the
+            # backward pass anyway; the model input's is one small matmul per time step); a
+            # second tape only for the penalties. Each tape that records a recurrent layer's
+            # loop costs its step at run time: a persistent tape, or a third tape for the
+            # histogram steps alone, made an LSTM(32)'s step on 50 steps 1.3 ms (20%) slower.
+            with contextlib.ExitStack() as tapes:
+                tape = tapes.enter_context(tf.GradientTape())
+                penalty_tape = tapes.enter_context(tf.GradientTape()) if penalized else None
                 if watch_inputs:
                     for t in tf.nest.flatten(x):
                         tape.watch(t)
@@ -347,24 +392,21 @@ class GradientMonitor(keras.callbacks.Callback):
                     sample_weight=tf.shape(next(i for i in tf.nest.flatten(x) if i is not None))[0])
                 scaled_data, scaled_penalty = optimizer.scale_loss(data_loss), optimizer.scale_loss(penalty)
             variables = meter.variables
-            wrt = meter.wrt(_first(x), taps)
+            wrt = meter.wrt(_first(x), taps) if watch_inputs else []
             grads = tape.gradient(scaled_data, variables + wrt)
             grads, wrt_grads = grads[:len(variables)], grads[len(variables):]
-            penalty_grads = (tape.gradient(scaled_penalty, variables) if model.losses and own_loss
-                             else [None] * len(variables))
-            del tape
+            penalty_grads = penalty_tape.gradient(scaled_penalty, variables) if penalized else [None] * len(variables)
             update = [_add(g, p) for g, p in zip(grads, penalty_grads)]  # Keras' gradient of the total
             scale = optimizer.scale_loss(tf.constant(1.0, scaled_data.dtype)) if scaled else None
             unscaled = [_unscale(g, scale) for g in grads]
-            total = [_unscale(g, scale) for g in update] if model.losses and own_loss else unscaled
+            total = [_unscale(g, scale) for g in update] if penalized else unscaled
             clipped = clip(list(total)) if clip is not None else total
             reading = meter.before_update(loss=tf.cast(data_loss, tf.float32), penalty=tf.cast(penalty, tf.float32),
                                           grads=unscaled, total=total, clipped=clipped)
             optimizer.apply_gradients(zip(update, variables))  # after the reads, in program order
             packed = meter.after_update(reading)
-
             wrt_grads = meter.split_wrt([_unscale(g, scale) for g in wrt_grads])
-            self._write(packed, lambda: meter.probe(_first(x), taps, wrt_grads, meter.kernels_of(unscaled)))
+            self._write(packed, self._probing(), lambda: meter.probe(_first(x), taps, wrt_grads, meter.kernels_of(unscaled)))
             return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
         return train_step
@@ -381,12 +423,38 @@ class GradientMonitor(keras.callbacks.Callback):
             active = mlflow.active_run()
             run_id = self.run_id or (active.info.run_id if active is not None else None)
             if run_id:
-                return MlflowSink.attached(self.tracking_uri or mlflow.get_tracking_uri(), run_id,
-                                           PREFIX_BESIDE_OTHERS)
+                uri = self.tracking_uri or mlflow.get_tracking_uri()
+                if self.run_id:  # the user's id: refuse one the store does not have, in one line
+                    try:
+                        mlflow.MlflowClient(uri).get_run(run_id)
+                    except mlflow.exceptions.MlflowException as err:
+                        raise ValueError(f"GradientMonitor: run_id {run_id!r} is not a run of {uri} "
+                                         f"({str(err).splitlines()[0][:200]})") from None
+                return MlflowSink.attached(uri, run_id, PREFIX_BESIDE_OTHERS)
             if self.mlflow is True:
                 raise ValueError("GradientMonitor(mlflow=True): no active MLflow run; start one "
                                  "(mlflow.start_run()) or pass run_id=")
         return None
+
+
+def _check_arguments(*, histogram_every, log_every, capacity, baseline, mlflow, run_id, tracking_uri, verbose):
+    """Refuse an impossible argument with one line naming it (before anything is built)."""
+    for name, value in (("histogram_every", histogram_every), ("log_every", log_every), ("capacity", capacity)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"GradientMonitor: {name} must be a whole number >= 1, got {value!r}")
+    if baseline is not None and (isinstance(baseline, bool) or not isinstance(baseline, numbers.Real)
+                                 or not math.isfinite(baseline) or baseline <= 0):
+        raise ValueError(f"GradientMonitor: baseline must be a loss > 0 (the best constant predictor's) "
+                         f"or None, got {baseline!r}")
+    if not (mlflow is True or mlflow is False or mlflow == "auto"):
+        raise ValueError(f"GradientMonitor: mlflow must be 'auto', True or False, got {mlflow!r}")
+    for name, value in (("run_id", run_id), ("tracking_uri", tracking_uri)):
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ValueError(f"GradientMonitor: {name} must be a non-empty string or None, got {value!r}")
+    if not isinstance(verbose, bool):
+        raise ValueError(f"GradientMonitor: verbose must be True or False, got {verbose!r}")
+    if mlflow is False and (run_id or tracking_uri):
+        raise ValueError("GradientMonitor: run_id / tracking_uri given with mlflow=False (records would go nowhere)")
 
 
 def _first(x):

@@ -67,12 +67,10 @@ class ActivationStats(Instrument):
         return {f"act:{layer.name}": layer.output for layer, _ in self.layers}
 
     def compute(self, probe):
-        rows = []
-        for layer, kind in self.layers:
-            tags = blocks.ACTIVATIONS.get(kind).tags
-            rows.append(graph_stats.activation_stats(probe.taps[f"act:{layer.name}"],
-                                                     tags.get("saturation"), bool(tags.get("dies"))))
-        return {"act_stats": tf.stack(rows)}
+        tags = [blocks.ACTIVATIONS.get(kind).tags for _, kind in self.layers]
+        return {"act_stats": graph_stats.activation_stats_many(
+            [probe.taps[f"act:{layer.name}"] for layer, _ in self.layers],
+            [t.get("saturation") for t in tags], [bool(t.get("dies")) for t in tags])}
 
 
 class GradientThroughTime(Instrument):

@@ -4,8 +4,9 @@ The compiled step returns one packed float64 vector per step (and a second one o
 steps), because Python converting one small tensor is cheaper than converting ten. A
 :class:`Layout` is the only place that knows the packing: the step hands it a dict of named
 tensors (``zoo.monitor.graph_stats.pack``), the recorder gets the same dict back as numpy
-(``unpack``). Each :class:`Field` also says how it reaches MLflow per ``log_every`` window, so a
-new per-layer series is declared where it is computed and needs no bookkeeping elsewhere.
+(``unpack``). Each :class:`Field` also says how it reaches MLflow per ``log_every`` window. The
+per-step series' fields are made from their declarations in zoo.monitor.series; an
+instrument's, where it computes them.
 
 numpy only: the recorder and the raw statistics file do not import TensorFlow.
 """

@@ -13,9 +13,9 @@ inside a ``tf.function`` that is enough, because automatic control dependencies 
 writes of a variable in program order (an explicit dependency of the update on every
 measurement cost a 20-layer MLP's step 1.7 ms of lost parallelism).
 
-Each series is declared once, as a :class:`~zoo.monitor.layout.Field` in :func:`step_fields` or
-in its instrument: its name, shape, labels (layers), how a ``log_every`` window reaches MLflow,
-and (by name) its array in the raw statistics file.
+Each per-step series is declared once, in zoo.monitor.series (its name, axes, meaning, how a
+``log_every`` window reaches MLflow, its array in the raw statistics file); an instrument
+declares its fields where it computes them (zoo.monitor.instruments).
 """
 from __future__ import annotations
 
@@ -25,24 +25,8 @@ import tensorflow as tf
 
 from zoo.monitor import graph_stats
 from zoo.monitor.instruments import Instrument, Probe
-from zoo.monitor.layout import Field, Layout
-
-
-def step_fields(kernels: tuple[str, ...], aux_heads: tuple[str, ...], penalized: bool) -> tuple[Field, ...]:
-    """What every step returns, and how each field reaches MLflow per ``log_every`` window."""
-    per_layer = dict(shape=(len(kernels),), labels=kernels)
-    return (
-        Field("loss", window="mean"),                          # data loss of the main head
-        Field("metric", window="mean", mlflow_name="accuracy", undefined_nan=True),  # NaN for regression
-        Field("finite"),                                       # 1 if loss and every gradient finite
-        Field("penalty", window="mean" if penalized else None),  # the weight penalty's value
-        Field("aux_loss", (len(aux_heads),), aux_heads, window="mean"),
-        Field("grad_norm", **per_layer, window="last"),        # data objective, before clipping
-        Field("grad_norm_total", **per_layer, window="last" if penalized else None),  # + penalty
-        Field("grad_norm_clipped", **per_layer),               # what the optimizer received
-        Field("weight_norm", **per_layer),                     # before the update
-        Field("update_norm", **per_layer),                     # ||W_after - W_before||
-    )
+from zoo.monitor.layout import Layout
+from zoo.monitor.series import step_fields
 
 
 @dataclass
@@ -63,6 +47,7 @@ class Meter:
                  aux_heads: tuple[str, ...] = (), penalized: bool = False,
                  instruments: list[Instrument] | None = None):
         self.variables, self.kernel_index, self.kernels = list(variables), list(kernel_index), tuple(kernels)
+        self._kernel_set = set(self.kernel_index)
         self.instruments = list(instruments or [])
         self.layout = Layout(step_fields(self.kernels, tuple(aux_heads), penalized))
         self.probe_layout = Layout(tuple(f for inst in self.instruments for f in inst.fields))
@@ -106,14 +91,14 @@ class Meter:
         clipped = total if clipped is None else clipped
         penalty = tf.constant(0.0) if penalty is None else penalty
         objective = loss if objective is None else objective
-        kernels = self.kernels_of(self.variables)
-        before = [tf.identity(k) for k in kernels]
-        all_norms = graph_stats.norms(total)  # every variable: finiteness covers biases too
-        total_norm = tf.gather(all_norms, self.kernel_index)
+        # the kernels' values now: after the update these reads still hold the old values
+        before = [tf.convert_to_tensor(k) for k in self.kernels_of(self.variables)]
+        total_norm = graph_stats.norms(self.kernels_of(total))
         values = {
             "loss": loss, "metric": tf.constant(float("nan")) if metric is None else metric, "penalty": penalty,
             "finite": (tf.math.is_finite(tf.cast(objective, tf.float32) + tf.cast(penalty, tf.float32))
-                       & tf.reduce_all(tf.math.is_finite(all_norms))),
+                       & tf.reduce_all(tf.math.is_finite(total_norm))
+                       & graph_stats.all_finite([g for i, g in enumerate(total) if i not in self._kernel_set])),
             "aux_loss": tf.stack(list(aux)) if len(aux) else tf.zeros([0]),
             "grad_norm": total_norm if total is grads else graph_stats.norms(self.kernels_of(grads)),
             "grad_norm_total": total_norm,
@@ -126,8 +111,7 @@ class Meter:
     def after_update(self, reading: Reading) -> tf.Tensor:
         """The update's size from the kernels now, then every field packed (float64)."""
         after = self.kernels_of(self.variables)
-        values = {**reading.values,
-                  "update_norm": graph_stats.norms([k - b for k, b in zip(after, reading.before)])}
+        values = {**reading.values, "update_norm": graph_stats.norms(after, minus=reading.before)}
         return graph_stats.pack(self.layout, values)
 
     def without_update(self, reading: Reading) -> tf.Tensor:

@@ -9,16 +9,13 @@ epoch's median) and the latest instrument readings in :data:`EPOCH_READINGS`.
 """
 from __future__ import annotations
 
-from dataclasses import fields
-
 import numpy as np
 
 from zoo.monitor.layout import Layout
+from zoo.monitor.series import STEP_SERIES
 from zoo.monitor.stats import ACT_STATS, HIST_BINS, RunStats, hist_edges
 from zoo.monitor.verdict import flow_ratio
 from zoo.tracking.sink import Sink
-
-RUNSTATS_FIELDS = {f.name for f in fields(RunStats)}
 
 
 def _activation_fractions(layout: Layout, latest: np.ndarray) -> dict[str, float]:
@@ -53,6 +50,7 @@ class Recorder:
         self.layout, self.probe_layout, self.sink = layout, probe_layout, sink
         self.log_every, self.activation_kinds = log_every, tuple(activation_kinds)
         self.rows: list[np.ndarray] = []
+        self.numbers: list[int] = []  # each row's optimizer step
         self.probe_steps: list[int] = []
         self.probes: list[np.ndarray] = []
         self.epoch_step: list[int] = []
@@ -65,11 +63,19 @@ class Recorder:
     def steps(self) -> int:
         return len(self.rows)
 
-    def on_step(self, packed: np.ndarray, probed: np.ndarray | None = None) -> bool:
-        """Record one step; returns False when its loss or gradients were not finite."""
+    @property
+    def last_step(self) -> int:
+        """The optimizer step of the latest row (more than ``steps`` when some were lost)."""
+        return self.numbers[-1] if self.numbers else 0
+
+    def on_step(self, packed: np.ndarray, probed: np.ndarray | None = None, step: int | None = None) -> bool:
+        """Record one step (``step``: its 1-based number, default the next one; a client whose
+        buffer lost rows says which step this is); returns False when its loss or gradients
+        were not finite."""
         self.rows.append(packed)
+        self.numbers.append(self.last_step + 1 if step is None else int(step))
         if probed is not None:
-            self.probe_steps.append(len(self.rows))
+            self.probe_steps.append(self.last_step)
             self.probes.append(probed)
         finite = bool(packed[self._finite_at])
         if len(self.rows) % self.log_every == 0 or not finite:
@@ -86,11 +92,11 @@ class Recorder:
         for f in self.layout.fields:
             metrics.update(f.window_metrics(window[f.name]))
         self._logged = step
-        self.sink.log_metrics(metrics, step)
+        self.sink.log_metrics(metrics, self.last_step)
 
     def on_epoch_end(self, val_loss: float, val_metric: float) -> dict[str, float]:
         step = len(self.rows)
-        self.epoch_step.append(step)
+        self.epoch_step.append(self.last_step)
         self.val.append((val_loss, val_metric))
         metrics = {} if np.isnan(val_loss) else {"val_loss": val_loss}  # NaN: no validation data
         if not np.isnan(val_metric):
@@ -105,7 +111,7 @@ class Recorder:
                 if f.name in EPOCH_READINGS:
                     metrics.update(EPOCH_READINGS[f.name](self.probe_layout, latest[f.name][0]))
         self._epoch_start = step
-        self.sink.log_metrics(metrics, step)
+        self.sink.log_metrics(metrics, self.last_step)
         return metrics
 
     def stats(self) -> RunStats:
@@ -120,13 +126,11 @@ class Recorder:
 
         hists = probed("hist", len(kernels), HIST_BINS + 1)
         val = np.array(self.val, dtype=np.float32).reshape(-1, 2)
-        # a step field that RunStats has by the same name goes to the raw file as it is
-        same_name = {k: v for k, v in u.items() if k in RUNSTATS_FIELDS and k != "finite"}
+        kept = {s.name: u[s.name].astype(bool if s.raw == "bool" else np.float64) for s in STEP_SERIES if s.raw}
         return RunStats(
-            **same_name,
-            step=np.arange(1, len(self.rows) + 1),
+            **kept,
+            step=np.array(self.numbers, dtype=np.int64),
             aux_heads=np.array(self.layout.field("aux_loss").labels, dtype=str),
-            finite=u["finite"].astype(bool),
             update_ratio=u["update_norm"] / np.maximum(u["weight_norm"], 1e-30),
             layers=np.array(kernels, dtype=str),
             hist_step=np.array(self.probe_steps, dtype=np.int64),

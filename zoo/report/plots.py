@@ -1,6 +1,8 @@
 """Pictures of one run, drawn from its RunStats (no training code, no TensorFlow)."""
 from __future__ import annotations
 
+import warnings
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
@@ -47,7 +49,8 @@ def gradient_flow_figure(stats: RunStats, verdict: Verdict | None = None, title:
                   label="step 1 (initialization)")
     for color, i in zip(colors, picks):
         w = spans[i]
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a window of non-finite steps: a gap, said by the verdict
             g = np.nanmedian(np.where(np.isfinite(stats.grad_norm[w]), stats.grad_norm[w], np.nan), axis=0)
         left.plot(x, np.where(g > 0, g, np.nan), "o-", color=color, ms=3,
                   label=f"steps {w.start + 1}-{w.stop}")

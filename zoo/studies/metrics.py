@@ -13,6 +13,8 @@ from __future__ import annotations
 import fnmatch
 import math
 
+from zoo.monitor.series import mlflow_names
+
 DIVERGED = "diverged"  # pseudo-metric: 1 per diverged run, 0 per clean one (a divergence rate)
 TINY = 1e-45           # where an exact zero sits before the log (below every nonzero float32 norm)
 
@@ -31,6 +33,8 @@ LOGGED = (
     # per-layer series at their last logged value (an epoch's end)
     "saturated_fraction/*", "dead_fraction/*", "update_ratio/*", "time_grad_ratio/*", "forget_gate/*",
     "progress/train_loss_ratio",
+    # the per-step series at their last logged value, as zoo.monitor.series declares them
+    *mlflow_names(),
 )
 LOG_SCALE = ("summary/grad_*", "summary/flow_*", "summary/time_grad_ratio_*", "health/flow_*", "health/scale_*")
 SCALES = ("linear", "log")

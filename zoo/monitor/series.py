@@ -1,0 +1,83 @@
+"""Every per-step series the monitor measures, declared once.
+
+A :class:`Series` is one quantity measured at every optimizer step: its axes (none, one value
+per monitored kernel, one per auxiliary head), what it means, how a ``log_every`` window of it
+reaches MLflow, and how the raw statistics file keeps it. Everything else is derived from
+:data:`STEP_SERIES`:
+
+- the packed vector the compiled step returns (``Meter.layout``, zoo.monitor.meter), whose
+  values the meter computes under these names;
+- the MLflow points per window (zoo.monitor.recorder, through ``Field.window_metrics``);
+- the raw file's arrays, their shapes, dtypes and documentation (zoo.monitor.stats.RunStats);
+- the MLflow names a study may compare (zoo.studies.metrics.LOGGED).
+
+So a new per-step series is one entry here and its computation in ``Meter.before_update`` (or
+``after_update``). The instruments of histogram steps declare their fields where they are
+computed (zoo.monitor.instruments).
+
+numpy only: no TensorFlow.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from zoo.monitor.layout import Field
+
+AXES = {"L": "monitored kernel (input side first)", "X": "auxiliary head"}
+
+
+@dataclass(frozen=True)
+class Series:
+    name: str
+    axes: tuple[str, ...]            # after the step axis: () a scalar, ("L",) per kernel, ("X",) per aux head
+    doc: str
+    window: str | None = None        # how a log_every window reaches MLflow: "mean" | "last" | None
+    mlflow_name: str | None = None   # MLflow key (prefix for per-layer series); default: name
+    undefined_nan: bool = False      # NaN means "does not apply" (accuracy of a regression): not logged
+    penalized_only: bool = False     # sent to MLflow only when the model has a weight penalty
+    raw: str | None = "float"        # in the raw file as "float" (float64) or "bool"; None: not kept
+
+    def field(self, labels: dict[str, tuple[str, ...]], penalized: bool) -> Field:
+        """This series for one model: ``labels`` names each axis' entries (``{"L": kernels,
+        "X": aux_heads}``)."""
+        return Field(self.name, tuple(len(labels[a]) for a in self.axes),
+                     labels[self.axes[0]] if self.axes else (),
+                     window=None if self.penalized_only and not penalized else self.window,
+                     mlflow_name=self.mlflow_name, undefined_nan=self.undefined_nan)
+
+    def mlflow_names(self) -> tuple[str, ...]:
+        """The MLflow keys (``*`` for a label) this series can log; none without a window."""
+        if self.window is None:
+            return ()
+        key = self.mlflow_name or self.name
+        return (f"{key}/*",) if self.axes else (key,)
+
+
+STEP_SERIES = (
+    Series("loss", (), "batch data loss of the main head (no weight penalty)", window="mean"),
+    Series("metric", (), "batch accuracy (NaN for regression)", window="mean", mlflow_name="accuracy",
+           undefined_nan=True),
+    Series("finite", (), "True where the loss and every gradient were finite", raw="bool"),
+    Series("penalty", (), "the weight penalty's value (0 without a regularizer)", window="mean",
+           penalized_only=True),
+    Series("aux_loss", ("X",), "each auxiliary head's loss", window="mean"),
+    Series("grad_norm", ("L",), "gradient of the data objective (main + weighted auxiliary losses), "
+           "before clipping: what vanishes or explodes", window="last"),
+    Series("grad_norm_total", ("L",), "data objective + weight penalty, before clipping", window="last",
+           penalized_only=True),
+    Series("grad_norm_clipped", ("L",), "what the optimizer received (total, after clipping)"),
+    Series("weight_norm", ("L",), "the kernel's norm before the update"),
+    Series("update_norm", ("L",), "||W_after - W_before|| of the step (kept as update_ratio)", raw=None),
+)
+
+
+def step_fields(kernels: tuple[str, ...], aux_heads: tuple[str, ...], penalized: bool) -> tuple[Field, ...]:
+    """:data:`STEP_SERIES` for one model: its kernels and auxiliary heads, with or without a
+    weight penalty."""
+    labels = {"L": tuple(kernels), "X": tuple(aux_heads)}
+    return tuple(s.field(labels, penalized) for s in STEP_SERIES)
+
+
+def mlflow_names() -> tuple[str, ...]:
+    """Every MLflow key (pattern) the per-step series can log."""
+    return tuple(name for s in STEP_SERIES for name in s.mlflow_names())
