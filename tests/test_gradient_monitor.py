@@ -1,6 +1,8 @@
 """zoo.GradientMonitor on user-style Keras models: the numbers a bare GradientTape gives on the
 same weights and batch, training exactly as without the monitor, every model kind it promises,
 MLflow beside autolog, and the custom-loop call."""
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -399,3 +401,22 @@ def test_steps_lost_to_an_overflowing_buffer_keep_their_numbers():
     assert list(monitor.stats.step) == list(range(13, 21))
     assert set(monitor.stats.hist_step) <= set(range(13, 21)) and len(monitor.stats.hist_step)
     assert monitor.summary_line().startswith("20 steps (12 not recorded")
+
+
+def test_an_epoch_of_unknown_length_is_drained_as_it_goes_and_loses_nothing():
+    """A generator's epoch has no known length, so the ring (8 rows here) cannot hold it: the
+    batch hook drains it before the next call could overwrite unread rows."""
+    x, y = data((8,))
+    model, _ = twins(mlp)
+    model.compile(keras.optimizers.SGD(0.05), sparse_ce(), steps_per_execution=2)
+    batches = tf.data.Dataset.from_generator(
+        lambda: ((x[i:i + 4], y[i:i + 4]) for i in range(0, N, 4)),  # 16 steps an epoch
+        output_signature=(tf.TensorSpec((None, 8), tf.float32), tf.TensorSpec((None,), y.dtype)))
+    assert batches.cardinality() == tf.data.UNKNOWN_CARDINALITY
+    monitor = zoo.GradientMonitor(capacity=8, histogram_every=3, mlflow=False, verbose=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="GradientMonitor")  # "steps were overwritten" fails here
+        model.fit(batches, epochs=2, shuffle=False, verbose=0, callbacks=[monitor])
+    steps = 2 * (N // 4)
+    assert monitor.capacity == 8 and list(monitor.stats.step) == list(range(1, steps + 1))
+    assert list(monitor.stats.hist_step) == list(range(1, steps + 1, 3))

@@ -101,10 +101,10 @@ class GradientMonitor(keras.callbacks.Callback):
         model = self.model
         spe = int(model.steps_per_execution)
         # a whole epoch fits in the ring when its length is known (drained at the epoch's end;
-        # the batch hook then only counts), else it is drained when half full
+        # the batch hook then only counts), else it is drained when nearly full
         epoch = (self.params or {}).get("steps")
-        self.capacity = max(self.capacity, 2 * spe)  # drained when half full at the latest
-        self._fit_rows = max(2 * spe, epoch + 2 * spe if epoch else 0)
+        self.capacity = max(self.capacity, 4 * spe)
+        self._fit_rows = epoch + 2 * spe if epoch else 0
         if not self.attach(model):
             return
         step = self._fit_step(model)
@@ -113,9 +113,11 @@ class GradientMonitor(keras.callbacks.Callback):
         model.make_train_function(force=True)
 
     def on_train_batch_end(self, batch, logs=None):
-        # drain when the ring is half full, not every batch: a read costs a few eager ops
-        self._pending += self.model.steps_per_execution if self.model is not None else 1
-        if self._pending * 2 >= self.capacity:
+        # drain only when the next call of the train function could overwrite unread rows (not
+        # every batch: a read costs a few eager ops; when the ring holds an epoch, at its end)
+        spe = self.model.steps_per_execution if self.model is not None else 1
+        self._pending += spe
+        if self._pending + 2 * spe > self.capacity:
             self.collect()
 
     def on_epoch_end(self, epoch, logs=None):
