@@ -58,21 +58,20 @@ def models():
     return {"mlp 20x64": (mlp, (64,)), "cnn 3 conv": (cnn, (16, 16, 1)), "lstm T=50": (lstm, (50, 8))}
 
 
-class _EpochClock:
-    """Epoch-end timestamps (a Keras callback, built lazily so that --help needs no Keras)."""
+def epoch_clock():
+    """A Keras callback keeping epoch-end timestamps in ``.ends`` (made here, so that --help
+    does not import Keras)."""
+    import keras
 
-    def __new__(cls):
-        import keras
+    class Clock(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.ends = []
 
-        class Clock(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.ends = []
+        def on_epoch_end(self, epoch, logs=None):
+            self.ends.append(time.perf_counter())
 
-            def on_epoch_end(self, epoch, logs=None):
-                self.ends.append(time.perf_counter())
-
-        return Clock()
+    return Clock()
 
 
 def one_fit(build, shape, way: str, epochs: int, weights) -> dict[str, float]:
@@ -88,7 +87,7 @@ def one_fit(build, shape, way: str, epochs: int, weights) -> dict[str, float]:
     model.set_weights(weights)
     model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
-    clock = _EpochClock()
+    clock = epoch_clock()
     with tempfile.TemporaryDirectory() as tmp:
         callbacks, run = [clock], None
         if way == "fit + TensorBoard(histogram_freq=1)":
