@@ -143,3 +143,23 @@ def test_every_norm_the_step_reports_is_exact_where_squares_underflow():
     np.testing.assert_allclose(out["grad_norm_clipped"], [norm(np.clip(g, -1e-23, 1e-23)) for g in total], rtol=1e-5)
     np.testing.assert_allclose(out["update_norm"], [norm(a - b) for a, b in zip(after, before)], rtol=1e-6)
     assert np.all(out["weight_norm"] < 1e-19) and np.all(out["update_norm"] > 0)
+
+
+def test_both_ways_of_reading_a_norm_agree_with_numpy_at_their_border():
+    """norms() reads by a float64 cast (denormals read as 0 there) unless some tensor's sum of
+    squares is below FAST_PATH_FLOOR, then every tensor bit by bit. Just above the border the
+    lost denormals are below float64's resolution; just below it, and with a NaN beside, every
+    tensor still gets its exact norm."""
+    denormals = np.full(1000, 1e-40, np.float32)  # 1e-40 < 1.18e-38: float32 denormals
+    floor = graph_stats.FAST_PATH_FLOOR
+    above = np.concatenate([[np.float32(np.sqrt(floor) * 10)], denormals]).astype(np.float32)  # cast path
+    below = np.concatenate([[np.float32(np.sqrt(floor) / 10)], denormals]).astype(np.float32)  # bit path
+    big = spanning(-10.0, 30.0)
+    for tensors in ([above, big], [below, big], [denormals, big], [below, np.float32([np.nan, 1.0]), big]):
+        got = graph_stats.norms([tf.constant(t) for t in tensors]).numpy()
+        want = [reference(t) for t in tensors]
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+        assert np.all(got[np.isfinite(want)] > 0)
+    compiled = tf.function(graph_stats.norms, jit_compile=True)
+    np.testing.assert_allclose(compiled([tf.constant(below), tf.constant(big)]).numpy(),
+                               [reference(below), reference(big)], rtol=1e-12)
