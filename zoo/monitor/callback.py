@@ -199,7 +199,7 @@ class GradientMonitor(keras.callbacks.Callback):
         else:
             apply()  # after the reads, in program order (tf.function keeps it for variables)
             packed = meter.after_update(reading)
-        self._write(packed, self._probing(), lambda: self._histograms_only(grads))
+        self._write(packed, lambda: self._histograms_only(grads))
 
     def collect(self) -> int:
         """Move the rows the compiled steps wrote into the recorder; returns how many. Raises
@@ -309,13 +309,8 @@ class GradientMonitor(keras.callbacks.Callback):
         return f"{self.model.name}: gradients under zoo.GradientMonitor" if self.model is not None else ""
 
     # -- inside the graph --------------------------------------------------------------------
-    def _probing(self) -> tf.Tensor:
-        """Whether the step about to be written is a histogram step (a boolean tensor)."""
-        return tf.equal(tf.math.floormod(self._count.read_value(), self.histogram_every), 0)
-
-    def _write(self, packed, probing, probe_fn):
-        """Store one step's row (and on histogram steps, ``probing``, its instruments' row) in
-        the rings."""
+    def _write(self, packed, probe_fn):
+        """Store one step's row (and on histogram steps its instruments' row) in the rings."""
         step = self._count.read_value()
         self._rows.scatter_nd_update([[tf.math.floormod(step, self.capacity)]], [packed])
         if self.meter.probe_layout.width:
@@ -325,7 +320,7 @@ class GradientMonitor(keras.callbacks.Callback):
                 self._probe_step.scatter_nd_update([[slot]], [step])
                 self._probe_count.assign_add(1)
                 return tf.constant(True)
-            tf.cond(probing, probe, lambda: tf.constant(False))
+            tf.cond(tf.equal(tf.math.floormod(step, self.histogram_every), 0), probe, lambda: tf.constant(False))
         self._count.assign_add(1)
 
     def _histograms_only(self, grads):
@@ -408,7 +403,7 @@ class GradientMonitor(keras.callbacks.Callback):
             optimizer.apply_gradients(zip(update, variables))  # after the reads, in program order
             packed = meter.after_update(reading)
             wrt_grads = meter.split_wrt([_unscale(g, scale) for g in wrt_grads])
-            self._write(packed, self._probing(), lambda: meter.probe(_first(x), taps, wrt_grads, meter.kernels_of(unscaled)))
+            self._write(packed, lambda: meter.probe(_first(x), taps, wrt_grads, meter.kernels_of(unscaled)))
             return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
         return train_step

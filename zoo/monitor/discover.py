@@ -12,7 +12,7 @@ import keras
 
 from zoo.models import blocks
 from zoo.models.roles import roles_of
-from zoo.monitor.instruments import Instrument, instruments_for
+from zoo.monitor.instruments import GradientHistograms, Instrument, instruments_for
 from zoo.monitor.layout import kernel_name
 
 ACTIVATION_LAYERS = {keras.layers.ReLU: "relu", keras.layers.LeakyReLU: "leaky_relu",
@@ -112,8 +112,6 @@ def _symbolic(model, which: str):
 
 
 def instruments_for_kernels(kernels) -> list[Instrument]:
-    from zoo.monitor.instruments import GradientHistograms
-
     return [GradientHistograms(kernels)]
 
 
