@@ -35,6 +35,17 @@ def start_sweep(tmp_path: Path, *extra: str) -> subprocess.Popen:
                             stdout=open(tmp_path / "stdout.txt", "w"), stderr=open(tmp_path / "stderr.txt", "w"))
 
 
+def exit_code(proc: subprocess.Popen, tmp_path: Path, timeout: float = 45) -> int:
+    """The sweep's exit code once it stops; a sweep still running after ``timeout`` s is killed
+    and the test fails with what it printed."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        pytest.fail(f"still running {timeout:g} s after the signal\n{output(tmp_path)}")
+
+
 def runs(tmp_path: Path):
     """(parents, jobs) of the store in ``tmp_path``."""
     return runs_of(tmp_path)[1:]
@@ -46,7 +57,7 @@ def test_a_signal_mid_sweep_ends_the_job_and_the_parent_as_killed(tmp_path, sig,
     proc = start_sweep(tmp_path, "seed=0,1")
     wait_training(proc, tmp_path)
     os.killpg(proc.pid, sig)  # as Ctrl-C in a terminal, or `timeout`, does: the whole group
-    assert proc.wait(timeout=45) == code, output(tmp_path)
+    assert exit_code(proc, tmp_path) == code, output(tmp_path)
     parents, children = runs(tmp_path)
     assert len(parents) == 1 and len(children) == 1, output(tmp_path)  # the second job never started
     for run in parents + children:
@@ -66,7 +77,7 @@ def test_sigterm_to_a_parallel_sweep_leaves_nothing_running(tmp_path):
     proc = start_sweep(tmp_path, "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "trainer.threads=1")
     wait_training(proc, tmp_path, jobs=2)
     os.kill(proc.pid, signal.SIGTERM)  # the sweep only: joblib takes its workers down with it
-    assert proc.wait(timeout=45) == 143, output(tmp_path)
+    assert exit_code(proc, tmp_path) == 143, output(tmp_path)
     parents, children = runs(tmp_path)
     assert len(parents) == 1 and len(children) == 2, output(tmp_path)
     for run in parents + children:
@@ -201,3 +212,24 @@ def test_the_heartbeat_refreshes_this_processs_open_runs(store, monkeypatch):
     run = client.get_run(mine)
     assert run.info.status == "KILLED" and run.data.tags["zoo.outcome"] == "killed"
     assert run.data.tags["zoo.killed"] == "SIGINT"
+
+
+@pytest.mark.parametrize("handler, expected, name", [("_on_sigterm", "Terminated", "SIGTERM"),
+                                                     ("_on_sigint", "KeyboardInterrupt", "SIGINT")])
+def test_a_stop_whose_raise_was_swallowed_is_raised_again(handler, expected, name):
+    """A signal handler can raise inside Python that C++ called back, whose caller clears the
+    error (a sweep trained on after SIGTERM, 1 start in 20): the request is kept and raised again."""
+    from zoo import stopping
+
+    stopping.reset()
+    try:
+        stopping.check()  # nothing asked: nothing raised
+        try:
+            getattr(stopping, handler)(None, None)
+        except KeyboardInterrupt:
+            pass  # swallowed, as the C++ caller did
+        with pytest.raises(KeyboardInterrupt) as raised:
+            stopping.check()
+        assert type(raised.value).__name__ == expected and stopping.name_of(raised.value) == name
+    finally:
+        stopping.reset()

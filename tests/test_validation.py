@@ -164,7 +164,7 @@ def test_ordinary_runs_pass_the_memory_check():
 
 # --- Hydra's own errors and zoo-ablate's overrides: the same one-line contract --------------------
 @pytest.mark.parametrize("args, message", [
-    (["model=foo"], "In 'config': Could not find 'model/foo'; Available options in 'model': deep_linear, gru, "),
+    (["model=foo"], "In 'config': Could not find 'model/foo'; Available options in 'model': custom, deep_linear, gru, "),
     (["seed=0,1"], "Ambiguous value for argument 'seed=0,1'; 1. To use it as a list, use key=[value1,value2]; "),
     (["model.depth=[1,2"], "model.depth=[1,2: no viable alternative at input '[1,2'"),
     (["+model=mlp"], "model appears more than once in the final defaults list"),

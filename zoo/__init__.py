@@ -13,7 +13,7 @@ from zoo._lazy import pin_backend
 pin_backend()
 
 __version__ = "0.1.0"
-__all__ = ["GradientMonitor", "build_model", "compare", "list_models", "list_datasets", "list_pretrained",
+__all__ = ["GradientMonitor", "build_model", "compare", "diagnose", "list_models", "list_datasets", "list_pretrained",
            "load_dataset", "load_pretrained", "train"]
 
 
@@ -84,6 +84,15 @@ def compare(a, b, data=None, **options):
     import importlib
 
     return importlib.import_module("zoo.compare").compare(a, b, data, **options)
+
+
+def diagnose(model, data, **options):
+    """What is wrong with ``model``'s gradients on ``data`` at its current weights, and what the
+    zoo's reproduced studies support: ``.markdown()``, ``.figure``, ``.save(folder)``,
+    ``.problem``. See :func:`zoo.diagnosis.diagnose`."""
+    from zoo.diagnosis import diagnose as run
+
+    return run(model, data, **options)
 
 
 def __getattr__(name: str):

@@ -76,6 +76,9 @@ DATASETS: dict[str, Callable[[Any], Data]] = {
     "mnist": _keras_images(60000, 10000, (28, 28, 1)),
     "fashion_mnist": _keras_images(60000, 10000, (28, 28, 1)),
     "cifar10": _keras_images(50000, 10000, (32, 32, 3)),
+    # read from the file's .npy headers (and labels) when the section was validated
+    "arrays": lambda d: Data(d.layout.n_train + d.layout.n_val, d.layout.example_shape,
+                             d.layout.num_outputs),
 }
 
 

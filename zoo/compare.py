@@ -41,6 +41,7 @@ class Probed:
     weight_norm: np.ndarray | None = None  # [batches, layers] (the same every batch: lr 0)
     verdict: object = None                # zoo.monitor.verdict.Verdict, the batches as steps
     progress: tuple[str, float] | None = None  # (label, median batch loss / constant baseline)
+    skipped: dict = field(default_factory=dict)  # what an instrument could not measure -> why
 
     @property
     def headline(self) -> str:
@@ -83,7 +84,10 @@ class Comparison:
         """Each model's verdict and progress, then the table: aligned layers, medians and spreads,
         and the ratio b / a."""
         a, b = self.a.label, self.b.label
-        lines = [f"- a = {self.a.describe()}", f"- b = {self.b.describe()}", "",
+        lines = [f"- a = {self.a.describe()}", f"- b = {self.b.describe()}"]
+        lines += [f"- {p.label}: not measured: {what} ({why})" for p in (self.a, self.b)
+                  for what, why in p.skipped.items()]
+        lines += ["",
                  f"| depth | {a} layer | {a} ‖∂L/∂W‖ median [min, max] | {b} layer | "
                  f"{b} ‖∂L/∂W‖ median [min, max] | ratio b/a |",
                  "|---:|---|---:|---|---:|---:|"]
@@ -157,49 +161,40 @@ def _dataset(data, entry):
     return Dataset("custom", x, y, x[:0], y[:0], task, 0)
 
 
-def probe(model, x_batches, y_batches, task: str, label: str) -> Probed:
+def probe(model, x_batches, y_batches, task: str, label: str, loss=None) -> Probed:
     """Gradient norms (and gradient through time) of ``model`` on each batch, by its own
-    instrumented step at learning rate 0; the model's variables are left as they were."""
-    import keras
+    instrumented step at learning rate 0 (zoo.measure); the model's variables are left as they
+    were. ``loss``: as :func:`zoo.measure.measure` takes it."""
+    from zoo.measure import measure
 
-    from zoo.step import InstrumentedStep, batch_spec
+    return probed(measure(model, x_batches, y_batches, task, loss), label)
 
-    step = InstrumentedStep(model, task, keras.optimizers.SGD(learning_rate=0.0), None,
-                            batch_spec(x_batches[0], y_batches[0]))
-    saved = [v.numpy() for v in model.variables]
-    grads, weights, finite, losses, times = [], [], [], [], []
-    try:
-        for x, y in zip(x_batches, y_batches):
-            packed, probed = step.train_with_probes(x, y)
-            fields = {k: v[0] for k, v in step.layout.unpack(packed.numpy()).items()}  # one step
-            grads.append(np.asarray(fields["grad_norm"], dtype=np.float64))
-            weights.append(np.asarray(fields["weight_norm"], dtype=np.float64))
-            finite.append(bool(fields["finite"]))
-            losses.append(float(fields["loss"]))
-            measured = {k: v[0] for k, v in step.probe_layout.unpack(probed.numpy()).items()}
-            if "time_grad" in measured:
-                times.append(np.asarray(measured["time_grad"], dtype=np.float64))
-    finally:
-        for v, value in zip(model.variables, saved):
-            v.assign(value)
-    from zoo.monitor.verdict import judge
 
-    seq = step.probe_layout.field("time_grad").labels if times else ()
-    time_grad = np.stack(times) if times else None
-    verdict = judge(np.stack(grads), np.stack(weights), np.array(finite),
-                    time_grad[:, 0, :] if time_grad is not None else None)
-    return Probed(label, tuple(step.kernels), np.stack(grads), np.asarray(losses),
-                  tuple(seq), time_grad, np.stack(weights), verdict)
+def probed(measured, label: str) -> Probed:
+    """A :class:`Probed` from what zoo.measure.measure returned."""
+    from zoo.monitor.verdict import judge_run
+
+    stats = measured.stats
+    time_grad = stats.time_grad if len(stats.seq_layers) else None
+    return Probed(label, tuple(stats.layers), stats.grad_norm, stats.loss.astype(np.float64),
+                  tuple(stats.seq_layers), time_grad, stats.weight_norm, judge_run(stats),
+                  skipped=measured.skipped)
 
 
 def compare(a, b, data=None, batches: int = BATCHES, batch_size: int = BATCH_SIZE, seed: int = 0,
-            knob: str | None = None) -> Comparison:
+            knob: str | None = None, loss=None) -> Comparison:
     """Per-layer gradient norms of ``a`` and ``b`` (entry names or keras Models) on the same
     ``batches`` batches of ``batch_size`` training examples drawn with ``seed``.
 
-    ``data``: a dataset name, a ``zoo.data.Dataset``, a dict of ``zoo.load_dataset`` arguments,
-    or ``(x, y, task)``; by default the data entry ``a`` was trained on. ``knob``: what differs,
-    for the title (by default the pair's knob from the manifest)."""
+    ``a`` and ``b``: any Keras models (Sequential, functional, subclassed, nested; recurrent
+    layers with or without ``return_sequences``, ``Bidirectional``; several inputs or outputs),
+    or pretrained entry names. ``data``: a dataset name, a ``zoo.data.Dataset``, a dict of
+    ``zoo.load_dataset`` arguments, or ``(x, y, task)`` (``x``, ``y`` arrays, or lists / dicts
+    of arrays for several inputs or outputs); by default the data entry ``a`` was trained on.
+    ``knob``: what differs, for the title (by default the pair's knob from the manifest).
+    ``loss``: a Keras loss name or object for both (default: each model's compiled loss, else
+    the task's, zoo.step.data_loss). What an instrument cannot measure on a model is skipped
+    and named (each Probed's ``skipped``, and the markdown)."""
     model_a, label_a, entry_a = _resolve(a)
     model_b, label_b, entry_b = _resolve(b)
     dataset = _dataset(data, entry_a or entry_b)
@@ -210,17 +205,14 @@ def compare(a, b, data=None, batches: int = BATCHES, batch_size: int = BATCH_SIZ
 
             pair = read_manifest().pair_of(label_a, label_b)
             knob = pair.knob if pair else ""
-    order = np.random.RandomState(seed).permutation(len(dataset.x_train))
-    take = min(batches * batch_size, len(order))
-    idx = order[:take]
-    xs = [dataset.x_train[idx[i:i + batch_size]] for i in range(0, take, batch_size)]
-    ys = [dataset.y_train[idx[i:i + batch_size]] for i in range(0, take, batch_size)]
     from zoo.data import constant_baseline
+    from zoo.measure import batches_of
     from zoo.monitor.summary import progress
 
-    pa = probe(model_a, xs, ys, dataset.task, label_a)
-    pb = probe(model_b, xs, ys, dataset.task, label_b)
-    baseline = constant_baseline(dataset)
+    xs, ys = batches_of(dataset.x_train, dataset.y_train, batches, batch_size, seed)
+    pa = probe(model_a, xs, ys, dataset.task, label_a, loss)
+    pb = probe(model_b, xs, ys, dataset.task, label_b, loss)
+    baseline = constant_baseline(dataset) if not isinstance(dataset.y_train, (list, tuple, dict)) else 0.0
     for p in (pa, pb):
         p.progress = progress(float(np.median(p.loss)), baseline) if baseline > 0 else None
     result = Comparison(pa, pb, knob, len(xs), batch_size)
@@ -280,7 +272,7 @@ def _floor(*arrays) -> float:
     return 10 ** (math.floor(math.log10(low)) - 1)
 
 
-def _flow(ax, p: Probed, color: str, floor: float, marker: str) -> None:
+def flow_panel(ax, p: Probed, color: str, floor: float, marker: str) -> None:
     x, med = p.depth, p.median
     lo, hi = p.grad_norm.min(axis=0), p.grad_norm.max(axis=0)
     shown = np.where(med > 0, med, np.nan)
@@ -319,8 +311,8 @@ def figure(c: Comparison):
     flow = fig.add_subplot(grid[0, 0])
     ratio_ax = fig.add_subplot(grid[1, 0], sharex=flow)
     floor = _floor(pa.grad_norm, pb.grad_norm)
-    _flow(flow, pa, COLORS[0], floor, "o")
-    _flow(flow, pb, COLORS[1], floor, "s")
+    flow_panel(flow, pa, COLORS[0], floor, "o")
+    flow_panel(flow, pb, COLORS[1], floor, "s")
     flow.set_yscale("log")
     top = max(np.nanmax(pa.grad_norm), np.nanmax(pb.grad_norm), floor * 10)
     flow.set_ylim(floor / 1.6, top * 6)
@@ -373,7 +365,7 @@ def figure(c: Comparison):
     ratio_ax.set_xlim(-0.04, 1.04)
 
     if recurrent:
-        _time_panel(fig.add_subplot(grid[:, 1]), c)
+        time_panel(fig.add_subplot(grid[:, 1]), [c.a, c.b])
     fig.text(0.5, 0.975, f"a = {pa.label}   vs   b = {pb.label}", ha="center", va="top",
              fontsize=13, fontweight="bold")
     fig.text(0.5, 0.935, f"knob: {c.knob}" if c.knob else "", ha="center", va="top", fontsize=11)
@@ -387,11 +379,11 @@ def figure(c: Comparison):
     return fig
 
 
-def _time_panel(ax, c: Comparison) -> None:
-    """Gradient reaching each time step of the first recurrent layer's input, both models."""
-    arrays = [p.time_grad[:, 0, :] for p in (c.a, c.b) if p.time_grad is not None]
+def time_panel(ax, probes: list[Probed], colors=COLORS) -> None:
+    """Gradient reaching each time step of the first recurrent layer's input, each model."""
+    arrays = [p.time_grad[:, 0, :] for p in probes if p.time_grad is not None]
     floor = _floor(*arrays)
-    for p, color in zip((c.a, c.b), COLORS):
+    for p, color in zip(probes, colors):
         if p.time_grad is None:
             continue
         g = p.time_grad[:, 0, :]

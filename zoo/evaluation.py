@@ -17,6 +17,13 @@ import numpy as np
 import tensorflow as tf
 
 
+def _functional(model) -> bool:
+    try:
+        return bool(model.inputs)
+    except (AttributeError, ValueError):
+        return False
+
+
 def batch_norm_layers(model: keras.Model) -> list:
     return [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
 
@@ -26,7 +33,9 @@ class PopulationStatistics:
     path) from the training split, batch by batch as in training."""
 
     def __init__(self, model: keras.Model, batch_size: int):
-        self.layers = batch_norm_layers(model)
+        # a subclassed model's layers are not on a graph whose inner tensors can be read: its
+        # batch-norm layers keep Keras' moving averages
+        self.layers = batch_norm_layers(model) if _functional(model) else []
         self.batch_size = batch_size
         if self.layers:
             inputs = keras.Model(model.inputs, [l.input for l in self.layers], name="bn_inputs")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from zoo import stopping
 from zoo.data import DATASETS, Dataset, constant_baseline
 from zoo.evaluation import PopulationStatistics, evaluate
 from zoo.models import MODELS
@@ -29,7 +30,7 @@ from zoo.runtime import setup_tensorflow
 from zoo.spec import RunSpec
 from zoo.step import InstrumentedStep, batch_spec
 from zoo.tracking import provenance
-from zoo.tracking.runs import config_hash, flat_params
+from zoo.tracking.runs import flat_params
 from zoo.tracking.sink import Sink
 
 log = logging.getLogger("zoo")
@@ -87,6 +88,7 @@ def train_loop(t: Trainee, recorder: Recorder, spec: RunSpec) -> str:
     every = spec.monitor.histogram_every
     for epoch in range(1, spec.trainer.epochs + 1):
         for x, y in train:
+            stopping.check()  # a Ctrl-C or SIGTERM whose raise was swallowed inside TensorFlow
             if recorder.steps % every == 0:
                 packed, probed = step.train_with_probes(x, y)
                 ok = recorder.on_step(packed.numpy(), probed.numpy())
@@ -127,12 +129,16 @@ def final_numbers(t: Trainee, stats: RunStats, verdict: Verdict, outcome: str) -
 def run(spec: RunSpec, sink: Sink, run_name: str | None = None) -> RunResult:
     run_name = run_name or f"{spec.model.name}-{spec.data.name}"
     tags = {**provenance.tags(spec.seed), "zoo.model": spec.model.name, "zoo.dataset": spec.data.name,
-            "zoo.config_hash": config_hash(spec.resolved)}
+            "zoo.config_hash": spec.config_hash,
+            **{f"zoo.{name}_sha256": digest for name, digest in spec.fingerprints.items()}}
     params = {k: v for k, v in spec.resolved.items() if k != "study"}  # the study is the parent's
     sink.start(run_name, flat_params(params), tags)  # first: a job that cannot build is recorded
     status, outcome, started, recorder, trainee = "FAILED", "failed", time.perf_counter(), None, None
     try:
         trainee = build(spec)
+        if trainee.step.skipped:  # a model built elsewhere (model=custom): what is not measured
+            sink.set_tags({"zoo.monitor_skipped": "; ".join(f"{k}: {v}" for k, v in trainee.step.skipped.items())[:5000]})
+            log.warning("not measured: %s", "; ".join(f"{k} ({v})" for k, v in trainee.step.skipped.items()))
         if spec.pretrain.epochs:
             from zoo.pretrain import greedy_layerwise_pretrain
 
@@ -144,7 +150,7 @@ def run(spec: RunSpec, sink: Sink, run_name: str | None = None) -> RunResult:
                             tuple(kind for _, kind in step.activations))
         outcome = train_loop(trainee, recorder, spec)
         status = "FINISHED"
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (zoo.train.Terminated): the same path
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (zoo.stopping.Terminated): the same path
         status, outcome = "KILLED", "killed"
         if recorder is None:  # stopped before the first step: no verdict, but say how it ended
             sink.set_tags({"zoo.outcome": "killed", "zoo.steps": "0"})

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import functools
+import hashlib
 import inspect
 import io
 import math
@@ -46,6 +47,65 @@ class Section:
 
     def kwargs(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "name"}
+
+    def fingerprint(self) -> str | None:
+        """A digest of what the section names outside the config (a user's builder source, a
+        data file), or None: the same config over changed content is another config (resume
+        must not skip it; zoo.tracking.runs.config_hash)."""
+        return None
+
+
+@dataclass
+class OpenSection(Section):
+    """Base of a schema whose builder takes keyword arguments the zoo cannot list: the user's own
+    builder (``model=custom``). Its declared fields are typed and checked as in any schema; every
+    other key of the section is one of the builder's knobs, by the same name: ``model.width=16``
+    is ``width=16``. :meth:`collect` gathers those keys into ``knobs`` before the structured merge
+    (which would refuse them), :meth:`kwargs` hands them back flat, so a config key still maps to
+    exactly one builder argument, and MLflow's params (the resolved config) read ``model.width``.
+    Its group file extends ``OPEN_NODE`` (zoo.spec), which lets Hydra take ``model.width=16``
+    without a ``+``. Knob values are YAML scalars or lists."""
+
+    knobs: dict[str, Any] = dataclasses.field(default_factory=dict, metadata={"open": True})  # any other key: the builder's keyword argument of that name
+
+    def __post_init__(self):
+        for key, value in self.knobs.items():
+            if _holds_mapping(value):
+                raise SpecError(key, f"must be a scalar or a list, got {value!r}")
+
+    @classmethod
+    def collect(cls, values: Any) -> Any:
+        """``{declared fields, knobs: {every other key}}`` from a section's keys."""
+        if not isinstance(values, dict):
+            return values
+        declared = {f.name for f in dataclasses.fields(cls) if not f.metadata.get("open")}
+        return {**{k: v for k, v in values.items() if k in declared},
+                "knobs": {k: v for k, v in values.items() if k not in declared}}
+
+    def kwargs(self) -> dict[str, Any]:
+        kwargs = super().kwargs()
+        knobs = kwargs.pop("knobs")
+        return {**kwargs, **knobs}
+
+
+def _holds_mapping(value) -> bool:
+    if isinstance(value, dict):
+        return True
+    return isinstance(value, (list, tuple)) and any(_holds_mapping(v) for v in value)
+
+
+def is_open(schema: type | None) -> bool:
+    """A schema whose extra keys are its builder's knobs (:class:`OpenSection`)."""
+    return isinstance(schema, type) and issubclass(schema, OpenSection)
+
+
+def file_digest(path) -> str:
+    """sha256 of a file's bytes (hex, 16 characters: enough to tell versions apart)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def _show(value) -> str:
@@ -116,10 +176,10 @@ def show_value(value) -> str:
 
 
 def defaults(schema: type) -> dict[str, Any]:
-    """``{field: default}`` of a schema, ``name`` left out."""
+    """``{field: default}`` of a schema, ``name`` and an open section's ``knobs`` left out."""
     out = {}
     for f in dataclasses.fields(schema):
-        if f.name == "name":
+        if f.name == "name" or f.metadata.get("open"):  # an open section's knobs are not a key
             continue
         if f.default is not dataclasses.MISSING:
             out[f.name] = f.default

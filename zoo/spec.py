@@ -11,20 +11,21 @@ them through the ``${zoo.help_keys:}`` resolver (see :func:`help_keys`).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import unicodedata
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from zoo import budget
 from zoo.registry import Entry, Registry, UnknownNameError
 from zoo.schema import (Section, SpecError, at_least, check_finite, check_raw_types, defaults,
-                        field_docs, positive, show_value)
+                        field_docs, is_open, positive, show_value)
 
 
 def _matched_init(activation: str) -> str:
@@ -41,6 +42,22 @@ OmegaConf.register_new_resolver("zoo.matched_init", _matched_init, replace=True)
 
 CONFIG_MODULE = "zoo.conf"  # conf/ in the repository, shipped in the wheel as package data
 CONFIG_NAME = "config"
+
+# Hydra closes every config node it composes (struct mode), so ``model.width=16`` is refused unless
+# ``model`` has a ``width`` key. The group file of a builder with open knobs (zoo.schema.OpenSection,
+# conf/model/custom.yaml) extends this empty node, whose struct flag is off: its knobs are set
+# without ``+`` like any other key (and swept: ``-m model.width=16,64``), and the structured merge
+# in zoo.spec still refuses unknown keys everywhere else.
+OPEN_NODE = "zoo_open_knobs"
+
+
+def _store_open_node() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name=OPEN_NODE, node=OmegaConf.create({}, flags={"struct": False}))
+
+
+_store_open_node()  # before any compose: zoo-train, zoo-ablate and compose_spec import this module
 
 
 @dataclass
@@ -110,6 +127,14 @@ class RunSpec:
     tracking: TrackingConfig
     resolved: dict[str, Any]  # the whole resolved config, for logging
     seed: int = 0  # run seed: initialization and shuffling (same config + seed -> same losses)
+    fingerprints: dict[str, str] = field(default_factory=dict)  # section -> digest of the user's file it names
+
+    @property
+    def config_hash(self) -> str:
+        """What makes two runs the same run: the resolved config, the code, the user's files."""
+        from zoo.tracking.runs import config_hash
+
+        return config_hash(self.resolved, self.fingerprints)
 
 
 SEED_LIMIT = 2**32  # numpy's and TensorFlow's seeds are 32-bit
@@ -139,11 +164,21 @@ def _typed(section: str, schema: type, values: Any):
         raise err.within(section) from None
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", "") or ""
+        if isinstance(err, MissingMandatoryValue) and key in field_docs(schema):  # ??? in its file
+            form = _field(schema, key).metadata.get("form")  # the value's shape, when it declares one
+            raise SpecError(f"{section}.{key}", f"is missing: give {section}.{key}=" + (
+                form or f"... ({field_docs(schema)[key]})")) from None
         message = str(getattr(err, "msg", err)).splitlines()[0]
         raise SpecError(f"{section}.{key}" if key else section, message) from None
 
 
+def _field(schema: type, name: str):
+    return next((f for f in dataclasses.fields(schema) if f.name == name), None)
+
+
 def validate_section(section: str, entry: Entry, values: Any) -> Section:
+    if is_open(entry.schema):  # the keys beyond its fields are the builder's knobs
+        values = entry.schema.collect(values)
     return _typed(section, entry.schema, values)
 
 
@@ -187,9 +222,12 @@ def check_fit(model: Entry, data: Entry, datasets: Registry, data_section: Any =
                                  f"datasets that fit: {', '.join(fits) or 'none yet'}")
 
 
-def check_head(model: Section, data: Entry) -> None:
-    """A sequence model's head must match its dataset's targets: one per sequence or per step."""
-    head, target = getattr(model, "head", None), data.tags.get("target")
+def check_head(model: Section, data: Entry, data_section: Any = None) -> None:
+    """A sequence model's head must match its dataset's targets: one per sequence or per step.
+    The targets are the validated section's ``target`` when it has one (a dataset whose file
+    decides, zoo/data/arrays.py), else its registry tag."""
+    head = getattr(model, "head", None)
+    target = getattr(data_section, "target", None) or data.tags.get("target")
     if head and target and head != target:
         per = "sequence" if target == "last" else "time step"
         raise SpecError("model.head", f"dataset {data.name!r} has one target per {per}; "
@@ -288,13 +326,14 @@ def validate(cfg: DictConfig | dict) -> RunSpec:
         entries[section] = _entry(section, registry, resolved.get(section) or {})
         sections[section] = validate_section(section, entries[section], resolved[section])
     check_fit(entries["model"], entries["data"], registries["data"], sections["data"])
-    check_head(sections["model"], entries["data"])
+    check_head(sections["model"], entries["data"], sections["data"])
     fixed = {name: _typed(name, schema, resolved.get(name) or {}) for name, schema in FIXED.items()}
     fixed["pretrain"] = _pretrain(resolved.get("pretrain") or {}, entries["model"], registries["model"])
     check_tracking(fixed["tracking"])
     budget.check(entries["model"].name, sections["model"], entries["data"].name, sections["data"],
                  fixed["trainer"].batch_size)
-    return RunSpec(seed=seed, resolved=resolved, **fixed, **sections)
+    fingerprints = {name: fp for name, section in sections.items() if (fp := section.fingerprint())}
+    return RunSpec(seed=seed, resolved=resolved, fingerprints=fingerprints, **fixed, **sections)
 
 
 def compose_spec(overrides: list[str]) -> RunSpec:
@@ -309,8 +348,10 @@ def compose_spec(overrides: list[str]) -> RunSpec:
 # --- zoo-train --help: the keys, generated from the schemas -------------------------------------
 def _key_lines(prefix: str, schema: type, indent: str = "") -> list[str]:
     docs = field_docs(schema)
-    return [f"{indent}{f'{prefix}{key}={show_value(value)}':<{34 - len(indent)}} {docs.get(key, '')}".rstrip()
-            for key, value in defaults(schema).items()]
+    keys = [(f"{prefix}{key}={show_value(value)}", docs.get(key, "")) for key, value in defaults(schema).items()]
+    if is_open(schema):
+        keys.append((f"{prefix}KNOB=VALUE", docs.get("knobs", "")))
+    return [f"{indent}{key:<{34 - len(indent)}} {doc}".rstrip() for key, doc in keys]
 
 
 def _presets(group: str, registry: Registry) -> list[str]:

@@ -18,8 +18,9 @@ import numpy as np
 import tensorflow as tf
 
 from zoo.models import blocks
-from zoo.models.roles import roles_of
-from zoo.monitor.instruments import instruments_for
+from zoo.models.roles import ATTRIBUTE, roles_of
+from zoo.monitor.discover import discover
+from zoo.monitor.instruments import ActivationStats, instruments_for
 from zoo.monitor.layout import kernel_name
 from zoo.monitor.meter import Meter
 
@@ -29,10 +30,68 @@ LOSSES = {
 }
 
 
-def batch_spec(x, y) -> tuple[tf.TensorSpec, tf.TensorSpec]:
-    """Signature of (inputs, targets) batches with an open batch dimension."""
-    return (tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype)),
-            tf.TensorSpec((None, *y.shape[1:]), tf.as_dtype(y.dtype)))
+def batch_spec(x, y) -> tuple:
+    """Signature of (inputs, targets) batches with an open batch dimension; ``x`` and ``y`` are
+    arrays, or lists / dicts of arrays for models with several inputs or outputs."""
+    def spec(a):
+        return tf.TensorSpec((None, *a.shape[1:]), tf.as_dtype(a.dtype))
+    return tf.nest.map_structure(spec, x), tf.nest.map_structure(spec, y)
+
+
+def is_zoo_model(model) -> bool:
+    """Built by a zoo builder (its roles attached: zoo.models.roles)."""
+    return getattr(model, ATTRIBUTE, None) is not None
+
+
+def _ends_in_softmax(model) -> bool:
+    layers = getattr(model, "layers", None) or []
+    last = layers[-1] if layers else None
+    return getattr(getattr(last, "activation", None), "__name__", None) == "softmax" or \
+        isinstance(last, keras.layers.Softmax)
+
+
+def data_loss(model, task: str, loss=None):
+    """(callable(y_true, y_pred) -> scalar, what it is in words): the data loss of any model,
+    over its outputs' structure with Keras' own semantics (keras CompileLoss: one loss for every
+    output, or a list / dict of them, and the compiled ``loss_weights``).
+
+    ``loss``: a Keras loss name or object; else the model's compiled loss; else the task's:
+    mean squared error for regression, sparse categorical cross-entropy for classification,
+    from logits unless the last layer applies a softmax. Raises ValueError for an unknown name."""
+    from keras.src.trainers.compile_utils import CompileLoss
+
+    if loss is not None:
+        try:
+            fn = tf.nest.map_structure(keras.losses.get, loss)
+        except ValueError as err:
+            raise ValueError(f"unknown loss {loss!r}: {err}") from None
+        return CompileLoss(fn), f"{loss_words(fn)} (given)"
+    compiled = getattr(model, "_compile_loss", None)
+    if compiled is not None:
+        return compiled, f"{loss_words(getattr(model, 'loss', None))} (the model's compiled loss)"
+    if task == "regression":
+        return CompileLoss(keras.losses.MeanSquaredError()), "mean squared error (task regression)"
+    logits = not _ends_in_softmax(model)
+    return (CompileLoss(keras.losses.SparseCategoricalCrossentropy(from_logits=logits)),
+            f"sparse categorical cross-entropy{' from logits' if logits else ''} (task classification)")
+
+
+def loss_words(loss) -> str:
+    """A loss (a name, a Keras loss object, or a list / dict of them) in words:
+    "sparse_categorical_crossentropy from logits"."""
+    if isinstance(loss, dict):
+        return ", ".join(f"{k}: {loss_words(v)}" for k, v in loss.items())
+    if isinstance(loss, (list, tuple)):
+        return ", ".join(loss_words(v) for v in loss)
+    if loss is None or isinstance(loss, str):
+        return str(loss)
+    config = loss.get_config() if hasattr(loss, "get_config") else {}
+    name = config.get("name") or getattr(loss, "__name__", type(loss).__name__)
+    return f"{name}{' from logits' if config.get('from_logits') else ''}"
+
+
+def _first(x):
+    return tf.nest.flatten(x)[0]
 
 
 class InstrumentedStep:
@@ -41,43 +100,71 @@ class InstrumentedStep:
     apart; statistics, evaluation and inference follow the main head's path (output 0)."""
 
     def __init__(self, model: keras.Model, task: str, optimizer, clipping: tuple[str, float] | None,
-                 input_spec: tuple[tf.TensorSpec, tf.TensorSpec]):
-        roles = roles_of(model)
-        self.model, self.main, self.task = model, blocks.main_head(model), task
-        self.optimizer, self.clipping, self.loss_fn = optimizer, clipping, LOSSES[task]()
-        self.aux_heads, self.aux_weight = roles.aux_heads, roles.aux_weight
+                 input_spec: tuple, loss=None):
+        self.model, self.task, self.optimizer, self.clipping = model, task, optimizer, clipping
         self.variables = list(model.trainable_variables)
-        on_main_path = {id(v) for v in self.main.trainable_variables}
-        self.kernel_index = [i for i, v in enumerate(self.variables)
-                             if kernel_name(v.path) and id(v) in on_main_path]
-        self.kernels = tuple(kernel_name(self.variables[i].path) for i in self.kernel_index)
         self.regularized = [i for i, v in enumerate(self.variables) if getattr(v, "regularizer", None)]
-        main_layers = {layer.name for layer in self.main.layers}
-        activations = [(model.get_layer(name), kind) for name, kind in roles.activations
-                       if name in main_layers]
-        self.activations = tuple((layer.name, kind) for layer, kind in activations)  # monitored
+        self.skipped: dict[str, str] = {}  # what cannot be measured on this model -> why
+        if is_zoo_model(model) and loss is None:
+            self._zoo_model(model, task)
+        else:
+            self._any_model(model, task, loss)
         self.meter = Meter(self.variables, self.kernel_index, self.kernels, self.aux_heads,
-                           bool(self.regularized), instruments_for(self.main, activations, self.kernels))
-        self.instruments, self.layout, self.probe_layout = self.meter.instruments, self.meter.layout, self.meter.probe_layout
-        # a twin sharing every layer that returns the heads and what the instruments read, by name
-        heads = {"head": model.outputs[0], **dict(zip(self.aux_heads, model.outputs[1:]))}
-        taps = {k: t for inst in self.instruments for k, t in inst.taps().items()}
-        self.forward = keras.Model(model.inputs, {**heads, **taps}, name=f"{model.name}_probe")
+                           bool(self.regularized), self.instruments)
+        self.layout, self.probe_layout = self.meter.layout, self.meter.probe_layout
         optimizer.build(self.variables)
         # one trace each: the batch dimension is left open so the last, smaller batch reuses it
         self.train = tf.function(lambda x, y: self._step(x, y, False), input_signature=input_spec)
         self.train_with_probes = tf.function(lambda x, y: self._step(x, y, True), input_signature=input_spec)
         self.evaluate = tf.function(self._evaluate, input_signature=input_spec)
 
+    def _zoo_model(self, model, task):
+        """A zoo builder's model: its roles say which layers are activations and which outputs
+        are auxiliary heads; the monitored kernels are those of the main head's path."""
+        roles = roles_of(model)
+        self.main, self.loss_fn, self.loss_name = blocks.main_head(model), LOSSES[task](), task
+        self.aux_heads, self.aux_weight = roles.aux_heads, roles.aux_weight
+        on_main_path = {id(v) for v in self.main.trainable_variables}
+        self.kernel_index = [i for i, v in enumerate(self.variables)
+                             if kernel_name(v.path) and id(v) in on_main_path]
+        self.kernels = tuple(kernel_name(self.variables[i].path) for i in self.kernel_index)
+        main_layers = {layer.name for layer in self.main.layers}
+        activations = [(model.get_layer(name), kind) for name, kind in roles.activations
+                       if name in main_layers]
+        self.activations = tuple((layer.name, kind) for layer, kind in activations)  # monitored
+        self.instruments = instruments_for(self.main, activations, self.kernels)
+        # a twin sharing every layer that returns the heads and what the instruments read, by name
+        heads = {"head": model.outputs[0], **dict(zip(self.aux_heads, model.outputs[1:]))}
+        taps = {k: t for inst in self.instruments for k, t in inst.taps().items()}
+        self.forward = keras.Model(model.inputs, {**heads, **taps}, name=f"{model.name}_probe")
+
+    def _any_model(self, model, task, loss):
+        """A model built elsewhere (Sequential, functional, subclassed, nested; several inputs or
+        outputs): what to measure is found by looking at it (zoo.monitor.discover), the data
+        loss is ``loss``, else the model's compiled loss, else the task's (:func:`data_loss`)."""
+        found = discover(model)
+        self.main, self.aux_heads, self.aux_weight = model, (), 0.0
+        self.loss_fn, self.loss_name = data_loss(model, task, loss)
+        self.kernel_index, self.kernels, self.instruments = found.kernel_index, found.kernels, found.instruments
+        self.skipped = dict(found.skipped)
+        stats = [inst for inst in self.instruments if isinstance(inst, ActivationStats)]
+        self.activations = tuple((layer.name, kind) for inst in stats for layer, kind in inst.layers)
+
+        def forward(x, training):
+            y_pred, taps = found.forward(x, training=training)
+            return {"head": y_pred, **taps}
+
+        self.forward = forward
+
     def _step(self, x, y, probing: bool):
         with tf.GradientTape() as tape:
             if probing:
-                tape.watch(x)
+                tape.watch(tf.nest.flatten(x))
             out = self.forward(x, training=True)
-            loss = tf.cast(self.loss_fn(y, out["head"]), tf.float32)
+            loss = tf.cast(self.loss_fn(y, out["head"]), tf.float32)  # [] over the batch
             aux = [tf.cast(self.loss_fn(y, out[h]), tf.float32) for h in self.aux_heads]
             objective = loss + self.aux_weight * tf.add_n([0.0] + aux)  # the data objective
-        wrt = self.meter.wrt(x, out) if probing else []
+        wrt = self.meter.wrt(_first(x), out) if probing else []
         grads = tape.gradient(objective, self.variables + wrt)
         grads, wrt_grads = self._zero_if_unreached(grads[:len(self.variables)]), grads[len(self.variables):]
         penalty, total = self._add_penalty(grads)
@@ -87,7 +174,7 @@ class InstrumentedStep:
         # variable (automatic control dependencies); nothing else waits for the measurements
         reading = self.meter.before_update(
             loss=loss, metric=self._metric(y, out["head"]), penalty=penalty, aux=aux, objective=objective,
-            grads=grads, total=total, clipped=clipped, probe=(x, out, self.meter.split_wrt(wrt_grads)) if probing else None)
+            grads=grads, total=total, clipped=clipped, probe=(_first(x), out, self.meter.split_wrt(wrt_grads)) if probing else None)
         self.optimizer.apply(clipped, self.variables)
         packed = self.meter.after_update(reading)
         return (packed, reading.probed) if probing else packed
@@ -112,7 +199,8 @@ class InstrumentedStep:
         return penalty, total
 
     def _metric(self, y, out):
-        if self.task == "classification":
+        """Accuracy of a classifier with one output; NaN otherwise."""
+        if self.task == "classification" and not tf.nest.is_nested(out) and not tf.nest.is_nested(y):
             return tf.reduce_mean(tf.cast(tf.equal(tf.argmax(out, -1, output_type=y.dtype), y), tf.float32))
         return tf.constant(np.nan, tf.float32)
 

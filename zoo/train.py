@@ -8,9 +8,10 @@ recorded (the crash as a FAILED MLflow run with its error), and the next job run
 ``tracking.resume=true`` a job whose config and seed already have a FINISHED run is skipped
 (zoo.tracking.sweep.skip_if_finished).
 
-Ctrl-C and SIGTERM take the same path: SIGTERM raises :class:`Terminated` (a KeyboardInterrupt)
-in the main thread, zoo.run ends the job's run as KILLED (``zoo.outcome=killed``), and on the way
-out every run this process still has open, a sweep's parent included (Hydra calls no callback
+Ctrl-C and SIGTERM take the same path: SIGTERM raises :class:`zoo.stopping.Terminated` (a
+KeyboardInterrupt) in the main thread, and the request is recorded, so that a raise swallowed
+on the way is raised again at the next training step or job (zoo.stopping). zoo.run ends the
+job's run as KILLED (``zoo.outcome=killed``), and on the way out every run this process still has open, a sweep's parent included (Hydra calls no callback
 then), is ended as KILLED too; with the joblib launcher the jobs of workers that died with the
 sweep are repaired (zoo.tracking.repair). Exit code 130 (SIGINT) or 143 (SIGTERM).
 """
@@ -20,7 +21,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -29,6 +29,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from zoo import stopping
 from zoo._lazy import pin_backend
 from zoo.schema import SpecError
 from zoo.spec import validate
@@ -45,6 +46,13 @@ def _run(spec, hydra_cfg, sweeping: bool):
     sink = sink_for(spec.tracking, sweep.parent_for(spec, hydra_cfg))
     try:
         result = run(spec, sink, run_name=hydra_cfg.job.override_dirname or None)
+    except SpecError as err:  # found while building (a user's builder, data that does not fit it)
+        if not sweeping:
+            print(f"zoo-train: config error: {err}", file=sys.stderr)
+            sys.exit(2)  # zoo.run recorded the run as FAILED with its error
+        log.error("config error, job recorded as a FAILED run; the sweep goes on: %s", err)
+        sweep.record_job(spec, hydra_cfg, run_id=sink.run_id, error=f"SpecError: {err}")
+        return None
     except Exception as err:
         if not sweeping:
             raise
@@ -60,7 +68,8 @@ def _run(spec, hydra_cfg, sweeping: bool):
 @hydra.main(version_base="1.3", config_path="pkg://zoo.conf", config_name="config")
 def app(cfg: DictConfig):
     """One job, in whatever process the launcher gives it (a loky worker has its own signals)."""
-    catch_sigterm()
+    stopping.install()
+    stopping.check()  # a stop whose first raise was swallowed: no new job starts
     hydra_cfg = HydraConfig.get()
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     try:
@@ -80,32 +89,11 @@ def app(cfg: DictConfig):
             return "skipped"
         return _run(spec, hydra_cfg, sweeping)
     except KeyboardInterrupt as stop:  # zoo.run ended the job's run; anything else still open too
-        repair.close_owned("KILLED", _signal_name(stop))
+        repair.close_owned("KILLED", stopping.name_of(stop))
         raise
 
 
 # --- the command: signals, Hydra's errors, nothing left open ----------------------------------
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread, so that a run ends exactly as on Ctrl-C."""
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated()
-
-
-def catch_sigterm() -> None:
-    """SIGTERM (``timeout``, ``kill``, a scheduler) raises :class:`Terminated` in this process's
-    main thread, unless someone set a handler already. Called by the command and by every job:
-    a joblib (loky) worker is a process of its own and would otherwise die on the spot."""
-    if threading.current_thread() is threading.main_thread() and \
-            signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _raise_terminated)
-
-
-def _signal_name(stop: BaseException) -> str:
-    return "SIGTERM" if isinstance(stop, Terminated) else "SIGINT"
-
-
 HYDRA_CONFIG_ERRORS = (OverrideParseException, ConfigCompositionException, SearchPathException)
 
 
@@ -135,7 +123,7 @@ def main() -> None:
     Hydra reports errors itself unless ``HYDRA_FULL_ERROR=1``, its documented switch, which makes
     the app raise them instead; set here for the call, so they can be told apart (a crash of a
     single run then prints its whole traceback, exit 1). A user who set it gets Hydra's raise."""
-    catch_sigterm()
+    stopping.install()
     pin_backend()  # before anything can import TensorFlow, here or in a joblib worker
     users_full_error = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -150,13 +138,13 @@ def main() -> None:
     except KeyboardInterrupt as stop:
         before = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
         try:  # a second Ctrl-C must not cut the cleanup short
-            name = _signal_name(stop)
+            name = stopping.name_of(stop)
             closed = _close_open_runs("KILLED", name)
         finally:
             for s, handler in before.items():
                 signal.signal(s, handler)
         print(f"zoo-train: stopped by {name}; {closed}", file=sys.stderr)
-        sys.exit(143 if isinstance(stop, Terminated) else 130)
+        sys.exit(143 if name == "SIGTERM" else 130)
     except Exception as err:
         sweeping = _multirun()
         if sweeping:

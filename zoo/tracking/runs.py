@@ -52,8 +52,12 @@ def code_version() -> str:
     return f"{version}+{source_fingerprint(tuple(roots))[:16]}"
 
 
-def config_hash(resolved: dict) -> str:
+def config_hash(resolved: dict, fingerprints: dict | None = None) -> str:
+    """A digest of what a run trains: the resolved config (less what does not change training),
+    the code's version, and ``fingerprints`` (digests of the user's files the config names)."""
     kept = {k: v for k, v in resolved.items() if k not in NOT_TRAINING}
+    if fingerprints:
+        kept["zoo.fingerprints"] = dict(fingerprints)
     if isinstance(kept.get("trainer"), dict):
         kept["trainer"] = {k: v for k, v in kept["trainer"].items() if k not in EXECUTION_ONLY}
     kept["zoo.code_version"] = code_version()

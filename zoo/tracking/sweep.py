@@ -99,9 +99,9 @@ def skip_if_finished(spec, hydra_cfg) -> str | None:
     (the job is then skipped); None when the job should run."""
     if not (spec.tracking.resume and spec.tracking.uri):
         return None
-    from zoo.tracking.runs import config_hash, find_finished
+    from zoo.tracking.runs import find_finished
 
-    digest = config_hash(spec.resolved)
+    digest = spec.config_hash
     done = find_finished(spec.tracking.uri, spec.tracking.experiment, digest)
     if done:
         log.info("already finished as MLflow run %s with this config and seed: skipped", done)

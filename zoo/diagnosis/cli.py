@@ -1,0 +1,158 @@
+"""``zoo-diagnose MODEL.keras --data DATA.npz``: diagnose a saved model's gradients (zoo.diagnosis).
+
+Prints the report (markdown) and writes it with the figure and the raw statistics to ``--out``
+(default ``MODEL-diagnosis/`` beside the working directory); ``--mlflow`` also logs them as an
+MLflow run (the zoo's store, ``sqlite:///mlflow.db``, experiment ``gradzoo``, unless told).
+
+Exit codes: 0 healthy, 1 a problem found (the verdict is not healthy, or an activation layer is
+mostly saturated or dead), 2 bad input, in one line: a missing or unreadable file, arrays that do
+not fit the model's input, no loss known (a model saved without ``compile()`` and no
+``--loss``), an unknown loss, a model that safe mode refuses. Everything that can be checked
+from the files is checked before TensorFlow loads.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from zoo._lazy import pin_backend
+from zoo.diagnosis.arrays import InputError, check_fits, compiled_loss, input_shape, model_config, read_arrays
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line (argparse would print the usage too), exit 2 in main
+        raise InputError(f"{message} (zoo-diagnose --help)")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="zoo-diagnose", description="Diagnose a saved Keras model's gradients on your data: "
+                "per-layer gradient norms, saturation, gradient through time, the verdict, and what the "
+                "zoo's reproduced studies support. Nothing in the model is changed.")
+    p.add_argument("model", help="a Keras 3 model file (.keras)")
+    p.add_argument("--data", required=True, help=".npz with arrays x and y (or x_train and y_train)")
+    p.add_argument("--loss", help="a Keras loss name (default: the loss the model was compiled with)")
+    p.add_argument("--batches", type=int, default=4, help="batches to measure (default 4)")
+    p.add_argument("--batch-size", type=int, default=64, help="examples per batch (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="which examples make the batches (default 0)")
+    p.add_argument("--out", help="folder for report.md, gradient_flow.png, stats.npz (default MODEL-diagnosis)")
+    p.add_argument("--mlflow", action="store_true", help="also log the diagnosis as an MLflow run")
+    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db", help="MLflow store for --mlflow")
+    p.add_argument("--experiment", default="gradzoo", help="MLflow experiment for --mlflow")
+    p.add_argument("--unsafe", action="store_true", help="load with Keras' safe mode off (Lambda layers: "
+                   "only for a file you trust)")
+    return p
+
+
+def _check(args) -> tuple[dict, dict]:
+    """What can be checked before TensorFlow: (model config, arrays); raises InputError."""
+    for name in ("batches", "batch_size"):
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    config = model_config(args.model)
+    arrays = read_arrays(args.data)
+    check_fits(args.data, input_shape(config), arrays["x"])
+    if args.loss is None and compiled_loss(config) is None:
+        raise InputError(f"{args.model}: no loss known: the model was saved without compile(); give "
+                         "--loss NAME (for example mse, sparse_categorical_crossentropy)")
+    if args.mlflow:
+        from zoo.schema import SpecError
+        from zoo.spec import TrackingConfig, check_tracking
+
+        try:
+            check_tracking(TrackingConfig(uri=args.tracking_uri, experiment=args.experiment))
+        except SpecError as err:
+            raise InputError(f"--tracking-uri: {err.message}") from None
+    return config, arrays
+
+
+def _load(args):
+    import warnings
+
+    import keras
+
+    try:
+        with warnings.catch_warnings():  # the optimizer's slots are not needed: nothing is trained
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            return keras.saving.load_model(args.model, safe_mode=not args.unsafe, compile=True)
+    except Exception as err:  # Keras' message, first line: an unknown class, a Lambda in safe mode
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        hint = "; if you trust the file, add --unsafe" if "safe_mode" in str(err) else ""
+        raise InputError(f"{args.model}: Keras cannot load it: {first}{hint}") from None
+
+
+def tf_errors() -> tuple:
+    import tensorflow as tf
+
+    return (tf.errors.InvalidArgumentError,)
+
+
+def _first_line(err: BaseException) -> str:
+    text = getattr(err, "message", None) or str(err)
+    return " ".join(text.strip().split("\n")[0].split())[:300]
+
+
+def _loaded_input_shape(model) -> tuple | None:
+    """The loaded model's one input shape (no batch axis), or None (several inputs, subclassed)."""
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    return tuple(inputs[0].shape[1:]) if inputs and len(inputs) == 1 else None
+
+
+def _log(args, d, paths) -> str:
+    from zoo.tracking import provenance
+    from zoo.tracking.mlflow_sink import MlflowSink
+
+    sink = MlflowSink(args.tracking_uri, args.experiment)
+    sink.start(f"diagnose {Path(args.model).stem}",
+               {"model": str(args.model), "data": str(args.data), "loss": d.loss_name, "batches": d.batches,
+                "batch_size": d.batch_size, "seed": args.seed},
+               {**provenance.tags(args.seed), "zoo.kind": "diagnosis"})
+    try:
+        sink.log_metrics({f"health/{k}": v for k, v in d.verdict.numbers.items()}, 0)
+        for path in paths.values():
+            sink.log_artifact(str(path), "diagnosis")
+        sink.set_tags({"zoo.verdict": d.verdict.label, "zoo.verdict_reason": d.verdict.reason,
+                       "zoo.headline": d.probed.headline, "mlflow.note.content": d.markdown()[:5000]})
+    except BaseException:
+        sink.finish("FAILED")
+        raise
+    sink.finish("FINISHED")
+    return sink.run_id
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parser().parse_args(argv)
+        _, arrays = _check(args)
+        pin_backend()
+        from zoo.diagnosis import diagnose
+
+        model = _load(args)
+        check_fits(args.data, _loaded_input_shape(model), arrays["x"])
+        try:
+            d = diagnose(model, arrays, loss=args.loss, batches=args.batches, batch_size=args.batch_size,
+                         seed=args.seed, label=Path(args.model).stem)
+        except ValueError as err:
+            if "unknown loss" in str(err) or "Could not interpret loss" in str(err):
+                raise InputError(f"--loss {args.loss}: not a Keras loss") from None
+            raise InputError(f"{args.data}: y does not fit the model's output and its loss: {_first_line(err)}") from None
+        except tf_errors() as err:  # the same, found while the step ran
+            raise InputError(f"{args.data}: y does not fit the model's output and its loss: {_first_line(err)}") from None
+    except InputError as err:
+        print(f"zoo-diagnose: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out or f"{Path(args.model).stem}-diagnosis")
+    paths = d.save(out)
+    print(d.markdown())
+    print(f"zoo-diagnose: wrote {', '.join(str(p) for p in paths.values())}")
+    if args.mlflow:
+        run_id = _log(args, d, paths)
+        print(f"zoo-diagnose: MLflow run {run_id} in {args.tracking_uri}")
+    return 1 if d.problem else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
