@@ -41,8 +41,8 @@ def files(tmp_path_factory):
     lstm.save(folder / "lstm.keras")  # no compile(): the loss must be given
     np.savez(folder / "seq.npz", x=xs, y=xs[:, -5:, 0].mean(axis=1, keepdims=True))
     xi = rng.normal(size=(256, 8, 8, 1)).astype("float32")
-    cnn = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(16, 3, activation="relu", padding="same"),
-                            keras.layers.BatchNormalization(), keras.layers.Conv2D(16, 3, activation="relu", padding="same"),
+    cnn = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(16, 3, activation="relu", padding="same", name="conv1"),
+                            keras.layers.BatchNormalization(), keras.layers.Conv2D(16, 3, activation="relu", padding="same", name="conv2"),
                             keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)], name="cnn")
     cnn.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), optimizer="adam")
     cnn.save(folder / "cnn.keras")
@@ -93,7 +93,7 @@ def test_a_healthy_cnn_exits_0_and_gets_no_advice(files, capsys):
     code, out, err = diagnose_cli(files, str(files / "cnn.keras"), "--data", str(files / "img.npz"), capsys=capsys)
     assert code == 0, out + err
     assert "**Verdict: healthy**" in out and "no reproduced study speaks to these findings" in out
-    assert "| conv2d | relu |" in out
+    assert "| conv1 | relu |" in out and "| conv2 | relu |" in out
 
 
 @pytest.mark.parametrize("args, message", [

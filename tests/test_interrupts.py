@@ -31,7 +31,10 @@ TINY = ["model.depth=2", "model.width=8", "trainer.epochs=1000", "monitor.log_ev
 def start_sweep(tmp_path: Path, *extra: str) -> subprocess.Popen:
     args = [sys.executable, "-m", "zoo.train", "-m", *TINY, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
             f"hydra.sweep.dir={tmp_path}/multirun", *extra]
+    # SIGINT as a terminal leaves it (a test run in the background inherits it ignored, and Python
+    # then keeps ignoring it), in a process group of its own as a terminal's job is
     return subprocess.Popen(args, cwd=tmp_path, env=ENV, start_new_session=True, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                             stdout=open(tmp_path / "stdout.txt", "w"), stderr=open(tmp_path / "stderr.txt", "w"))
 
 
@@ -95,6 +98,10 @@ def test_runs_orphaned_by_sigkill_are_repaired(tmp_path, capsys):
     assert [r.info.status for r in parents + children] == ["RUNNING"] * 3
     owners = {r.info.run_id: r.data.tags["zoo.owner.pid"] for r in parents + children}
     assert len(set(owners.values())) == 3  # the sweep and its two loky workers
+    deadline = time.monotonic() + 30  # SIGKILL is delivered at once, but a loaded machine takes a
+    while any(repair.pid_state(int(pid), time.time()) is None for pid in owners.values()):  # moment to end them
+        assert time.monotonic() < deadline, "a SIGKILLed worker is still alive after 30 s"
+        time.sleep(0.2)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     assert repair.main(["repair", "--uri", uri, "--dry-run"]) == 0
     assert capsys.readouterr().out.count("would close") == 3
