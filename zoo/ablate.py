@@ -1,7 +1,8 @@
-"""``zoo-ablate``: run a ready-made ablation study from ``ablations/`` and judge its claim.
+"""``zoo-ablate``: run an ablation study (from ``ablations/``, or your own file) and judge its claim.
 
     zoo-ablate --list
     zoo-ablate init_depth --scale quick            # CI-size; full (default) is the study's own size
+    zoo-ablate mystudy.yaml --scale quick          # your study file, from where you launch
     zoo-ablate gated_cells --jobs 2                # joblib launcher, TF threads split per job
     zoo-ablate gated_cells --launcher ray --jobs 2 # a local Ray cluster (or --address HOST:PORT)
     zoo-ablate residual --launcher submitit_slurm hydra.launcher.partition=gpu tracking=server
@@ -9,14 +10,18 @@
 
 A study is a Hydra sweep: this is ``zoo-train -m --config-dir <ablations> --config-name
 <study>`` plus the scale's overrides, resume on (finished jobs with the same config and seed are
-skipped unless ``--force``), and a sweep folder of its own. The study's checks are validated
-against its sweep first (zoo.studies.validate); the sweep callback (zoo.tracking.sweep) makes
-the MLflow parent run and judges the claim at the end (zoo.studies.judge). Listing and argument
-errors do not import TensorFlow, and neither does a bad override: the study's jobs that carry
-each value of the command line's overrides (at least one job) are composed and validated
-(zoo.spec) first, so ``model.depth=abc`` exits 2 with one line instead of skipping every job.
-Before launching, runs of the study's experiment left RUNNING by a process that is gone (SIGKILL,
-a lost machine) are ended as KILLED and listed (zoo.tracking.repair).
+skipped unless ``--force``), and a sweep folder of its own. A STUDY ending in ``.yaml`` or naming
+a folder is a study file of your own (zoo.studies.load): its folder and stem are the config dir
+and name; relative paths in it (``model.target=mynet.py:build``, ``data.path=mine.npz``) are
+taken from where you launch, where every job runs (Hydra's ``hydra.job.chdir`` is off). The
+study's checks are validated against its sweep first (zoo.studies.validate); the sweep callback
+(zoo.tracking.sweep) makes the MLflow parent run and judges the claim at the end
+(zoo.studies.judge). Listing and argument errors do not import TensorFlow, and neither does a
+bad study file or a bad override: the study's jobs that carry each value of the command line's
+overrides (at least one job) are composed and validated (zoo.spec) first, so ``model.depth=abc``
+exits 2 with one line instead of skipping every job. Before launching, runs of the study's
+experiment left RUNNING by a process that is gone (SIGKILL, a lost machine) are ended as KILLED
+and listed (zoo.tracking.repair).
 """
 from __future__ import annotations
 
@@ -25,10 +30,12 @@ import os
 import sys
 import time
 
+from omegaconf.errors import OmegaConfBaseException
+
 from zoo.launchers import LAUNCHERS, launcher_overrides
 from zoo.schema import SpecError
 from zoo.studies.jobs import job_count, study_jobs, task_overrides
-from zoo.studies.load import SCALES, load_study, study_names, studies_dir
+from zoo.studies.load import SCALES, config_location, load_study, study_file, study_names
 from zoo.studies.validate import validate_study
 
 
@@ -47,10 +54,12 @@ def describe() -> tuple[str, list[str]]:
 
 
 def hydra_argv(name: str, scale: str, launcher: list[str], force: bool, extra: list[str]) -> list[str]:
-    """The ``zoo-train -m`` command line of a study; ``launcher`` from zoo.launchers."""
+    """The ``zoo-train -m`` command line of a study (a shipped name or a file); ``launcher`` from
+    zoo.launchers. The sweep folder is ``multirun/<file stem>/…`` under the working directory."""
     study = load_study(name)
-    sweep_dir = os.path.join("multirun", name, f"{scale}-{time.strftime('%Y%m%d-%H%M%S')}")
-    argv = ["-m", "--config-dir", str(studies_dir()), "--config-name", name,
+    config_dir, config_name = config_location(name)
+    sweep_dir = os.path.join("multirun", config_name, f"{scale}-{time.strftime('%Y%m%d-%H%M%S')}")
+    argv = ["-m", "--config-dir", config_dir, "--config-name", config_name,
             f"+study.scale={scale}", f"hydra.sweep.dir={sweep_dir}",
             f"tracking.resume={'false' if force else 'true'}", *study.overrides(scale)]
     return argv + launcher + list(extra)
@@ -77,8 +86,9 @@ def check_overrides(name: str, hydra_args: list[str], extra: list[str]):
     from zoo.spec import validate
 
     jobs = study_jobs(name, hydra_args)
-    with initialize_config_dir(config_dir=str(studies_dir()), version_base="1.3"):
-        specs = [validate(compose(config_name=name, overrides=job)) for job in jobs_to_check(jobs, extra)]
+    config_dir, config_name = config_location(name)
+    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+        specs = [validate(compose(config_name=config_name, overrides=job)) for job in jobs_to_check(jobs, extra)]
     return specs[0]
 
 
@@ -102,8 +112,9 @@ def repair_before(spec) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="zoo-ablate", description=__doc__.split("\n")[0],
-                                     epilog="Studies live in ablations/; see README 'Ablation studies'.")
-    parser.add_argument("study", nargs="?", help="study name (see --list)")
+                                     epilog="Studies live in ablations/, or give your own study file's path; see README "
+                                            "'Ablation studies'.")
+    parser.add_argument("study", nargs="?", help="study name (see --list), or your study file (PATH.yaml)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. seed=1,2,3")
     parser.add_argument("--list", action="store_true", help="list the studies, one line each")
     parser.add_argument("--scale", choices=SCALES, default="full")
@@ -123,13 +134,20 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"zoo-ablate: {line}", file=sys.stderr)
             return 0
         launcher = launcher_overrides(args.launcher, args.jobs, args.address, args.threads)
-        validate_study(args.study)  # every check against the full-scale sweep, before training
-        hydra_args = hydra_argv(args.study, args.scale, launcher, args.force, args.overrides)
     except SpecError as err:
         print(f"zoo-ablate: {err}", file=sys.stderr)
         return 2
     from zoo.train import HYDRA_CONFIG_ERRORS, hydra_error_line
 
+    try:
+        validate_study(args.study)  # every check against the full-scale sweep, before training
+        hydra_args = hydra_argv(args.study, args.scale, launcher, args.force, args.overrides)
+    except SpecError as err:
+        print(f"zoo-ablate: {err}", file=sys.stderr)
+        return 2
+    except (*HYDRA_CONFIG_ERRORS, OmegaConfBaseException) as err:  # a study file Hydra cannot compose
+        print(f"zoo-ablate: {study_file(args.study)}: {hydra_error_line(err)}", file=sys.stderr)
+        return 2
     try:
         jobs = job_count(args.study, hydra_args)
         spec = check_overrides(args.study, hydra_args, args.overrides)

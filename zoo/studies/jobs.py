@@ -12,12 +12,19 @@ import contextlib
 import functools
 from collections.abc import Iterable, Mapping, Sequence
 
-from zoo.studies.load import studies_dir, sweep_params
+from zoo.studies.load import config_location, sweep_params
+
+
+# Hydra's options that take a value (the next argument)
+VALUED_OPTIONS = ("--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp")
 
 
 def task_overrides(argv: Iterable[str]) -> list[str]:
-    """The overrides that reach the sweeper: no options, no ``hydra.*`` or ``hydra/`` ones."""
-    return [a for a in argv if "=" in a and not a.startswith("-")
+    """The overrides that reach the sweeper: no options or their values (a study folder may be
+    ``runs/lr=0.1``), no ``hydra.*`` or ``hydra/`` ones."""
+    args = list(argv)
+    values = {i + 1 for i, a in enumerate(args) if a in VALUED_OPTIONS}
+    return [a for i, a in enumerate(args) if "=" in a and not a.startswith("-") and i not in values
             and not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
 
 
@@ -31,32 +38,41 @@ def expand(params: Mapping[str, str], overrides: Sequence[str] = ()) -> list[lis
     return BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
 
 
-def study_jobs(name: str, overrides: Sequence[str] = ()) -> list[list[str]]:
-    """The jobs of a shipped study with these command-line overrides (none: the full scale)."""
-    return expand(sweep_params(name), overrides)
+def study_jobs(study: str, overrides: Sequence[str] = ()) -> list[list[str]]:
+    """The jobs of a study (a shipped name or a file, zoo.studies.load) with these command-line
+    overrides (none: the full scale)."""
+    return expand(sweep_params(study), overrides)
 
 
-def job_count(name: str, overrides: Sequence[str] = ()) -> int:
-    return len(study_jobs(name, overrides))
+def job_count(study: str, overrides: Sequence[str] = ()) -> int:
+    return len(study_jobs(study, overrides))
 
 
 @contextlib.contextmanager
-def _composer():
+def _composer(config_dir: str):
     """Hydra's compose: with the running app's search path inside a sweep (the callback), else
-    from the shipped studies folder (one initialization for all jobs: it costs more than a job)."""
+    from the study's folder (one initialization for all jobs: it costs more than a job)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     if GlobalHydra.instance().is_initialized():
         yield compose
         return
-    with initialize_config_dir(config_dir=str(studies_dir()), version_base="1.3"):
+    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
         yield compose
 
 
+def study_job_params(study: str, jobs: Sequence[Sequence[str]]) -> tuple[dict[str, str], ...]:
+    """:func:`job_params` of a study named as ``zoo-ablate`` takes it (a shipped name or a file)."""
+    config_dir, config_name = config_location(study)
+    return job_params(config_name, tuple(map(tuple, jobs)), config_dir)
+
+
 @functools.lru_cache(maxsize=None)
-def job_params(config_name: str, jobs: tuple[tuple[str, ...], ...]) -> tuple[dict[str, str], ...]:
-    """The params each job's run logs (its resolved config, flattened as MLflow stores it).
+def job_params(config_name: str, jobs: tuple[tuple[str, ...], ...],
+               config_dir: str | None = None) -> tuple[dict[str, str], ...]:
+    """The params each job's run logs (its resolved config, flattened as MLflow stores it), the
+    config ``config_name`` in ``config_dir`` (default: the shipped studies' folder).
 
     Jobs that differ only in ``seed`` compose once (Hydra's composition is ~65 ms a job) unless a
     config value interpolates the seed. Cached: ``zoo-ablate`` and the sweep callback in the same
@@ -73,7 +89,7 @@ def job_params(config_name: str, jobs: tuple[tuple[str, ...], ...]) -> tuple[dic
 
     composed: dict[tuple[str, ...], tuple[dict, bool]] = {}
     out = []
-    with _composer() as compose:
+    with _composer(config_dir or config_location(config_name)[0]) as compose:
         for job in jobs:
             seed = [o for o in job if o.split("=", 1)[0] == "seed"]
             rest = tuple(o for o in job if o not in seed)

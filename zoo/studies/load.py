@@ -1,4 +1,4 @@
-"""Study files: a Hydra sweep config in ``ablations/`` plus the claim it tests.
+"""Study files: a Hydra sweep config in ``ablations/`` (or a file of your own) plus the claim it tests.
 
 A study file is a primary Hydra config that extends ``config`` (``defaults: [config, ...]``),
 overrides groups and values for its setting, lists its variants in Hydra's own
@@ -13,13 +13,19 @@ overrides groups and values for its setting, lists its variants in Hydra's own
       claim: {text: ..., checks: [...]}          # see zoo.studies.claims
       quick: [trainer.epochs=1, model.depth=5,20]  # overrides for --scale quick (sweeps narrow)
 
-The file's body is the full scale. Nothing here imports TensorFlow: ``--list`` and the checks of
-a study's own section run in well under a second. Checks against the sweep's jobs (does each
-variant exist?) compose configs and live in zoo.studies.validate.
+The file's body is the full scale. A study is named by a shipped study's name (``init_depth``)
+or by the path of a study file of your own (``mystudy.yaml``, ``studies/mine.yaml``: it ends in
+``.yaml`` or names a folder), relative to where you launch; Hydra reads it by its folder and
+stem (``--config-dir``, ``--config-name``), and the study's name is still ``study.name``.
+Nothing here imports TensorFlow: ``--list`` and the checks of a study's own section run in well
+under a second. Checks against the sweep's jobs (does each variant exist?) compose configs and
+live in zoo.studies.validate.
 """
 from __future__ import annotations
 
 import functools
+import os
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -32,6 +38,8 @@ from zoo.studies.claims import validate_claim, validate_metric
 from zoo.studies.plots import PLOTS
 
 SCALES = ("quick", "full")
+PLAIN_NAME = re.compile(r"[\w.-]+")
+ZOO_CONF = "pkg://zoo.conf"  # a study composed from its own folder finds ``config`` and the groups here
 
 
 @dataclass
@@ -73,8 +81,25 @@ def study_names() -> list[str]:
     return sorted(p.stem for p in studies_dir().glob("*.yaml"))
 
 
-def study_file(name: str) -> Path:
-    return studies_dir() / f"{name}.yaml"
+def is_study_path(study: str) -> bool:
+    """A study file of your own (``mystudy.yaml``, ``studies/mine``) rather than a shipped name
+    (``.yml`` too, to be refused by name: Hydra reads ``NAME.yaml`` only)."""
+    return study.endswith((".yaml", ".yml")) or os.sep in study or "/" in study
+
+
+def study_file(study: str) -> Path:
+    """The file of a shipped study's name, or of a path (absolute, from the working directory,
+    as Hydra takes ``--config-dir``); a path without a suffix gets ``.yaml``, as ``--config-name``."""
+    if not is_study_path(study):
+        return studies_dir() / f"{study}.yaml"
+    path = Path(os.path.abspath(os.path.expanduser(study)))
+    return path if path.suffix else path.with_suffix(".yaml")
+
+
+def config_location(study: str) -> tuple[str, str]:
+    """``(config dir, config name)`` of a study, for Hydra's ``--config-dir`` and ``--config-name``."""
+    path = study_file(study)
+    return str(path.parent), path.stem
 
 
 def from_section(section) -> StudyConfig:
@@ -86,13 +111,29 @@ def from_section(section) -> StudyConfig:
         raise SpecError("study", str(err)) from None
 
 
+def _raw(study: str):
+    return _study_file(study_file(study), is_study_path(study))
+
+
 @functools.lru_cache(maxsize=None)
-def _study_file(name: str):
+def _study_file(path: Path, yours: bool):
     """A study file, parsed once per process (``--list`` reads each one for three answers).
-    A YAML error names the file and the line."""
-    path = study_file(name)
+    A missing file and a YAML error name the file (and the line)."""
+    if not yours and not path.is_file():
+        yours_here = f"; your study file {path.name}? give its path: zoo-ablate {path.name}" \
+            if Path(path.name).is_file() else "; or your study file's path (PATH.yaml)"
+        raise SpecError("study", f"unknown study {path.stem!r}; choose one of: {', '.join(study_names())}"
+                                 + yours_here)
+    if path.suffix != ".yaml":
+        raise SpecError(str(path), f"is not a study file: Hydra reads a study from NAME.yaml "
+                                   f"(rename it {path.stem}.yaml)")
+    if not PLAIN_NAME.fullmatch(path.stem):  # Hydra's override grammar would read `,` `=` `(` … in it
+        raise SpecError(str(path), "needs a plain file name: letters, digits, '_', '-', '.' (its "
+                                   "name is Hydra's --config-name and names the sweep folder)")
+    if path.is_dir():
+        raise SpecError(str(path), "is a folder, not a study file")
     if not path.is_file():
-        raise SpecError("study", f"unknown study {name!r}; choose one of: {', '.join(study_names())}")
+        raise SpecError(str(path), "no such file")
     try:
         return OmegaConf.load(path)
     except yaml.YAMLError as err:
@@ -102,18 +143,26 @@ def _study_file(name: str):
         raise SpecError(where, f"YAML syntax error: {problem}") from None
 
 
-def load_study(name: str) -> StudyConfig:
+def load_study(study: str) -> StudyConfig:
     """The study's checked ``study`` section; every error names the study file."""
-    raw = _study_file(name)
-    if "study" not in raw:
-        raise SpecError(str(study_file(name)), "has no 'study' section")
+    raw = _raw(study)
+    where = str(study_file(study))
+    if not OmegaConf.is_dict(raw) or "study" not in raw:
+        raise SpecError(where, "has no 'study' section")
+    beside = study_file(study).parent / "config.yaml"
+    if is_study_path(study) and beside.is_file():  # the study's own folder comes first in Hydra's search path
+        raise SpecError(where, f"{beside} would hide the zoo's config that a study extends "
+                               f"(Hydra reads the study's folder first); put the study in a folder without one")
+    if ZOO_CONF not in (OmegaConf.select(raw, "hydra.searchpath") or []):
+        raise SpecError(where, f"hydra.searchpath must include {ZOO_CONF} (the zoo's config groups), "
+                               f"as every study in ablations/ has: hydra: {{searchpath: [{ZOO_CONF}]}}")
     try:
         return from_section(raw.study)
     except SpecError as err:
-        raise SpecError(str(study_file(name)), str(err)) from None
+        raise SpecError(where, str(err)) from None
 
 
-def sweep_params(name: str) -> dict[str, str]:
+def sweep_params(study: str) -> dict[str, str]:
     """The study's ``hydra.sweeper.params`` (key -> comma-separated values)."""
-    params = OmegaConf.select(_study_file(name), "hydra.sweeper.params") or {}
+    params = OmegaConf.select(_raw(study), "hydra.sweeper.params") or {}
     return {str(k): str(v) for k, v in params.items()}

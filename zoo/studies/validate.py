@@ -14,7 +14,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from zoo.schema import SpecError
-from zoo.studies.jobs import expand, job_params, study_jobs
+from zoo.studies.jobs import expand, job_params, study_job_params, study_jobs
 from zoo.studies.load import StudyConfig, from_section, load_study, study_file
 from zoo.studies.records import fmt_variant, matches, same
 
@@ -56,10 +56,10 @@ def check_seeds(study: StudyConfig, params: Sequence[Mapping], where: str) -> No
 
 
 def validate_study(name: str) -> StudyConfig:
-    """A shipped study, checked; ``zoo-ablate`` calls this before launching."""
+    """A study (a shipped name or a file of your own), checked; ``zoo-ablate`` calls this
+    before launching."""
     study = load_study(name)
-    jobs = study_jobs(name)
-    params = job_params(name, tuple(map(tuple, jobs)))
+    params = study_job_params(name, study_jobs(name))
     check_variants(study, params, str(study_file(name)))
     check_seeds(study, params, str(study_file(name)))
     return study
@@ -83,7 +83,7 @@ def validate_sweep(config) -> StudyConfig:
         raise SpecError(where, str(err)) from None
     params = {str(k): str(v) for k, v in (OmegaConf.select(config, "hydra.sweeper.params") or {}).items()}
     jobs = expand(params)
-    full = job_params(str(config.hydra.job.config_name), tuple(map(tuple, jobs)))
+    full = job_params(str(config.hydra.job.config_name), tuple(map(tuple, jobs)), str(Path(where).parent))
     check_variants(study, full, where)
     check_seeds(study, full, where)
     return study
