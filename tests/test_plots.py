@@ -260,3 +260,33 @@ def test_drawing_never_changes_the_users_backend(tmp_path):
     for name in ("a.png", "b.png", "c.png"):
         assert (tmp_path / name).stat().st_size > 10_000
 
+
+# -- zoo.compare's figure -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("suffix", ["", "_bn_projection_shortcut"])
+def test_compare_figure_keeps_layer_names_clear_of_the_header_and_inside_the_page(suffix):
+    """b's rotated layer names above the panel ran through the subtitle; now the panels make room
+    for names of any length, measured on the rendered text."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from zoo.compare import Comparison, Probed, figure, table
+    from zoo.monitor.verdict import Verdict
+
+    def probed(label, names):
+        g = np.abs(np.random.default_rng(0).normal(size=(4, len(names)))) + 0.1
+        return Probed(label, tuple(names), g, np.full(4, 2.3), verdict=Verdict("healthy", "ok"))
+
+    names = [f"stage{s}_block{b}_conv{c}" for s in (1, 2, 3) for b in (1, 2) for c in (1, 2)] + ["head"]
+    c = Comparison(probed("plain", names), probed("residual", [n + suffix for n in names[:-1]] + ["head"]),
+                   "model.residual", 4, 64)
+    c.table = table(c.a, c.b)
+    fig = figure(c)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    header_bottom = min(t.get_window_extent(renderer).y0 for t in fig.texts if t.get_text())
+    flow, ratio = fig.axes[0], fig.axes[1]
+    above = flow.get_tightbbox(renderer)  # with b's names on the secondary axis
+    assert above.y1 < header_bottom
+    b_names = [t for ax in flow.child_axes for t in ax.get_xticklabels() if t.get_text()]
+    assert len(b_names) == (len(names) if suffix else 0)  # the same names: once, below
+    assert all(t.get_window_extent(renderer).y1 < header_bottom for t in b_names)
+    assert ratio.get_tightbbox(renderer).y0 >= 0  # a's names and the axis label are on the page
