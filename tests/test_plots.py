@@ -113,6 +113,27 @@ def test_gradient_histograms_show_each_layers_shares_per_bin_and_its_zeros_at_th
         assert ax.get_title() == f"block{layer + 1:02d}_dense\nexactly 0 at step 21: {share:.1%}"
 
 
+def test_a_histogram_image_per_step_with_every_layer_and_its_zeros():
+    stats = hist_run()
+    for h in range(3):
+        fig = plots.histogram_step_figure(stats, h)
+        hist_ax, zero_ax = fig.axes[0], fig.axes[1]
+        total = stats.hist_counts[h].sum(axis=1) + stats.hist_zeros[h]
+        np.testing.assert_allclose(np.asarray(hist_ax.collections[0].get_array()).reshape(3, HIST_BINS),
+                                   stats.hist_counts[h] / total[:, None])
+        np.testing.assert_allclose([bar.get_width() for bar in zero_ax.patches], stats.hist_zeros[h] / total)
+        assert fig.texts[0].get_text().split(" ")[:2] == ["step", str(stats.hist_step[h])]
+    # the series draws the same images, only faster; at most MAX_STEP_IMAGES, first and last in
+    images = list(plots.histogram_step_images(stats))
+    assert [s for s, _ in images] == [1, 11, 21]
+    for h, (_, image) in enumerate(images):
+        fresh = plots.rgb(plots.histogram_step_figure(stats, h))
+        assert image.shape == fresh.shape and image.dtype == np.uint8
+        assert np.mean(np.abs(image.astype(int) - fresh) > 40) < 0.002  # anti-aliasing differs at most
+    assert list(plots.image_steps(45, 20)) == sorted(set(plots.image_steps(45, 20)))
+    assert len(plots.image_steps(45, 20)) == 20 and plots.image_steps(45, 20)[[0, -1]].tolist() == [0, 44]
+
+
 def test_gradient_through_time_draws_each_recurrent_layers_curve_at_each_histogram_step():
     rng = np.random.default_rng(1)
     tg = np.abs(rng.normal(size=(3, 2, 7))) + 0.1
@@ -245,6 +266,7 @@ def test_drawing_never_changes_the_users_backend(tmp_path):
         stats = hist_run()
         plots.gradient_flow(stats, {str(tmp_path / 'a.png')!r})
         plots.gradient_histograms(stats, {str(tmp_path / 'b.png')!r})
+        list(plots.histogram_step_images(stats))
         study_plots.gradient_flow_variants({{"x": [make_stats(vanishing_run())]}}, {str(tmp_path / 'c.png')!r})
         result = zoo.train(["model.depth=3", "trainer.epochs=1"])
         assert result.stats is not None

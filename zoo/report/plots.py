@@ -2,7 +2,8 @@
 
 Every figure is a ``matplotlib.figure.Figure`` built without pyplot: nothing here chooses a
 backend, so drawing a run's plots never changes the user's (a notebook's figures keep showing
-inline after ``zoo.train()``). ``Figure.savefig`` renders a file with Agg by itself.
+inline after ``zoo.train()``). ``Figure.savefig`` renders a file with Agg by itself, and
+:func:`rgb` renders to pixels through an Agg canvas of its own.
 """
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ from zoo.monitor.verdict import Verdict, windows
 
 MAX_SNAPSHOTS = 6
 MAX_HIST_PANELS = 6
+MAX_STEP_IMAGES = 20   # histogram images per run for MLflow's step slider (first and last always in)
 DPI = 110
+STEP_IMAGE_DPI = 100
+STEP_IMAGE_INCHES = 5.2
 
 
 def _positive_log10(a: np.ndarray) -> np.ndarray:
@@ -32,6 +36,16 @@ def _short(names) -> list[str]:
 
 def save(fig: Figure, path) -> None:
     fig.savefig(path, dpi=DPI)
+
+
+def rgb(fig: Figure, dpi: int = STEP_IMAGE_DPI) -> np.ndarray:
+    """The figure's pixels, [height, width, 3] uint8, rendered by an Agg canvas of its own."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig.set_dpi(dpi)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def snapshot_windows(n_steps: int) -> list[slice]:
@@ -169,6 +183,90 @@ def occupied_range(stats: RunStats, pad: float = 1.0) -> tuple[float, float]:
         return float(edges[0]), float(edges[-1])
     return (max(float(edges[used[0]]) - pad, float(edges[0])),
             min(float(edges[used[-1] + 1]) + pad, float(edges[-1])))
+
+
+def image_steps(n_hist: int, most: int = MAX_STEP_IMAGES) -> np.ndarray:
+    """Indices of the histogram steps drawn as images: all of them up to ``most``, else
+    ``most`` spread evenly, the first and the last always in."""
+    return np.unique(np.linspace(0, n_hist - 1, min(most, n_hist)).round().astype(int)) if n_hist else np.array([], int)
+
+
+def histogram_step_figure(stats: RunStats, h: int, title: str = "") -> Figure:
+    """Every layer's histogram of log10|g| at histogram step ``h``, one row per layer (input at
+    the bottom), and the share of its entries that is exactly 0 beside it. The axes and the
+    colour scale are the run's, the same at every step, so MLflow's step slider shows the
+    distribution move: vanishing is mass drifting left, starting from the input side."""
+    fig, show, _ = _step_figure(stats, title)
+    show(h)
+    return fig
+
+
+def _step_figure(stats: RunStats, title: str, animated: bool = False):
+    """(figure, show(h) that puts histogram step h's data in it, the artists show changes):
+    one figure for every step, so a series of images redraws only what changes."""
+    n_layers = len(stats.layers)
+    # square: MLflow's image chart shows a 256-px square thumbnail (click: the full image); fixed
+    # margins, no layout engine (a series of images must be quick)
+    fig = Figure(figsize=(STEP_IMAGE_INCHES, STEP_IMAGE_INCHES))
+    grid = fig.add_gridspec(1, 3, width_ratios=[4, 1, 0.2], wspace=0.1, left=0.2, right=0.86, bottom=0.13, top=0.85)
+    hist_ax = fig.add_subplot(grid[0])
+    zero_ax = fig.add_subplot(grid[1], sharey=hist_ax)
+    shares, zeros = entry_shares(stats)
+    vmax = float(shares.max()) if shares.size and shares.max() > 0 else 1.0
+    mesh = hist_ax.pcolormesh(stats.hist_edges, np.arange(n_layers + 1) - 0.5, np.zeros((n_layers, len(stats.hist_edges) - 1)),
+                              cmap="Blues", vmin=0, vmax=vmax, shading="flat")
+    hist_ax.set_xlim(*occupied_range(stats))
+    named = np.unique(np.linspace(0, n_layers - 1, min(n_layers, 24)).round().astype(int))
+    hist_ax.set_yticks(named, [_short(stats.layers)[i] for i in named], fontsize=7 if n_layers <= 12 else 6)
+    hist_ax.set_xlabel("log10 |g|, entries of each layer's gradient", fontsize=8)
+    hist_ax.set_ylabel("layer (input at the bottom)", fontsize=8)
+    hist_ax.tick_params(axis="x", labelsize=8)
+    bars = zero_ax.barh(np.arange(n_layers), np.zeros(n_layers), height=0.8, color="crimson")
+    zero_ax.set_xlim(0, 1)
+    zero_ax.set_xticks([0, 1], ["0", "100%"], fontsize=7)
+    zero_ax.set_xlabel("exactly 0", fontsize=8)
+    zero_ax.tick_params(axis="y", labelleft=False)
+    zero_ax.set_ylim(-0.5, n_layers - 0.5)
+    bar = fig.colorbar(mesh, cax=fig.add_subplot(grid[2]))
+    bar.set_label("share of the layer's entries", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    head = fig.text(0.5, 0.975, "", ha="center", va="top", fontsize=15, fontweight="bold")
+    fig.text(0.5, 0.905, title, ha="center", va="top", fontsize=7, color="0.3", wrap=True)
+    changing = [mesh, *bars.patches, head]
+    for artist in changing:
+        artist.set_animated(animated)
+    frames = [*hist_ax.spines.values(), *zero_ax.spines.values()]  # drawn over the cells again
+
+    def show(h: int) -> None:
+        mesh.set_array(shares[h])
+        for bar, share in zip(bars.patches, zeros[h]):
+            bar.set_width(share)
+        step = int(stats.hist_step[h])
+        head.set_text(f"step {step}" + (" (before any update)" if step == 1 else ""))
+
+    return fig, show, changing + frames
+
+
+def histogram_step_images(stats: RunStats, title: str = "", most: int = MAX_STEP_IMAGES):
+    """(step, RGB image of :func:`histogram_step_figure`) at up to ``most`` histogram steps. The
+    axes are drawn once and only the histogram, the zero bars and the title per step (blitting:
+    ~10 ms an image instead of ~200 ms)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    picks = image_steps(len(stats.hist_step), most)
+    if not len(picks):
+        return
+    fig, show, changing = _step_figure(stats, title, animated=True)
+    fig.set_dpi(STEP_IMAGE_DPI)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # everything that is not animated: axes, ticks, labels, colour bar
+    background = canvas.copy_from_bbox(fig.bbox)
+    for h in picks:
+        show(int(h))
+        canvas.restore_region(background)
+        for artist in changing:
+            fig.draw_artist(artist)
+        yield int(stats.hist_step[h]), np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def gradient_through_time(stats: RunStats, path, title: str = "") -> None:

@@ -25,6 +25,7 @@ DESCRIBED_KEYS = ("depth", "activation", "init", "norm", "residual")
 MODEL_NAME = "model"           # the logged model's name within its run
 INPUT_EXAMPLE_ROWS = 2
 MODEL_OUTCOMES = ("finished", "diverged")
+HISTOGRAM_SERIES = "gradient_histograms"  # the image series' key (MLflow: images/gradient_histograms+step+...)
 
 
 def describe(spec) -> str:
@@ -48,8 +49,9 @@ def write(sink: Sink, spec, stats: RunStats, verdict: Verdict, final: dict[str, 
 
 
 def write_records(sink: Sink, stats: RunStats, verdict: Verdict, title: str) -> None:
-    """The raw statistics file (``stats/gradient_stats.npz``) and the plots (``plots/``) of any
-    monitored run: a zoo run or a user's model under ``zoo.GradientMonitor``."""
+    """The raw statistics file (``stats/gradient_stats.npz``), the plots (``plots/``) and the
+    histograms over time as an image series (:func:`log_histogram_series`) of any monitored
+    run: a zoo run or a user's model under ``zoo.GradientMonitor``."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         stats.save(tmp / "gradient_stats.npz")
@@ -61,6 +63,32 @@ def write_records(sink: Sink, stats: RunStats, verdict: Verdict, title: str) -> 
         for name, draw in drawn:
             draw(tmp / name)
             sink.log_artifact(tmp / name, "plots")
+    log_histogram_series(sink, stats, title)
+
+
+def log_histogram_series(sink: Sink, stats: RunStats, title: str) -> int:
+    """Every layer's gradient histogram at up to plots.MAX_STEP_IMAGES histogram steps, one
+    image per step under the key ``HISTOGRAM_SERIES``, so MLflow's step slider browses them
+    (``sink.log_image``; a sink without it gets none). MLflow's image chart opens at step 0
+    whatever steps a series has ("No image logged at this step"), so the first image (step 1,
+    the gradient before any update) is logged at step 0 too; its title says its step. Returns
+    the number of images logged. The series is a view on records already stored: failing to
+    write it costs the run nothing but a warning and the tag ``zoo.histogram_series_error``."""
+    log_image = getattr(sink, "log_image", None)
+    if log_image is None or not len(stats.hist_step):
+        return 0
+    logged = 0
+    try:
+        for step, image in plots.histogram_step_images(stats, title):
+            if logged == 0 and step != 0:
+                log_image(HISTOGRAM_SERIES, image, 0)
+                logged += 1
+            log_image(HISTOGRAM_SERIES, image, step)
+            logged += 1
+    except Exception as err:  # the run's other records matter more
+        log.warning("could not log the histogram images: %s: %s", type(err).__name__, err)
+        sink.set_tags({"zoo.histogram_series_error": f"{type(err).__name__}: {err}"[:5000]})
+    return logged
 
 
 def _log_model_wanted(spec, tags: dict[str, str]) -> bool:
