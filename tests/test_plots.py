@@ -244,9 +244,13 @@ def test_final_metrics_are_dots_at_the_tables_numbers_on_honest_axes():
     assert dots[0].get_color() != dots[1].get_color()
 
 
-def test_variant_styles_stay_distinct_past_ten():
+def test_variant_styles_stay_distinct_past_ten_and_run_colours_avoid_the_recent_ones():
     looks = {tuple(colors.style(i).values()) for i in range(40)}
     assert len(looks) == 40
+    assert colors.next_color([]) == colors.PALETTE[0]
+    assert colors.next_color([colors.PALETTE[0], None]) == colors.PALETTE[1]
+    recent = list(reversed(colors.PALETTE))  # newest first: PALETTE[0] is the oldest
+    assert colors.next_color(recent) == colors.PALETTE[0]
 
 
 # -- no backend chosen ------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from mlflow import MlflowClient
 import zoo
 from conftest import run_cli
 from zoo.monitor.stats import RunStats
+from zoo.report.colors import PALETTE
 from zoo.tracking.memory import MemorySink
 
 FAST = ["trainer.epochs=2", "model.depth=6"]
@@ -54,6 +55,7 @@ def test_cli_run_lands_in_mlflow_with_params_series_plots_and_verdict(tmp_path, 
                    if p.startswith("images/gradient_histograms+step+") and p.endswith(".png"))
     assert shown == [0, *stats.hist_step]  # MLflow's slider opens at 0: the first image is there too
     assert run.data.tags["mlflow.loggedImages"].lower() == "true"
+    assert run.data.tags["mlflow.runColor"] == PALETTE[0]  # the experiment's first run
 
 
 def test_forced_divergence_is_recorded_not_crashed(tmp_path, sqlite_uri):
@@ -100,6 +102,7 @@ def test_same_seed_same_losses_other_seed_other_losses():
     series = sink.images["gradient_histograms"]  # the image series, as MLflow's would be: steps 0, 1, 11
     assert [step for step, _ in series] == [0, 1, 11]
     assert all(image.dtype == np.uint8 and image.shape[2] == 3 for _, image in series)
+    assert "mlflow.runColor" not in sink.tags  # no store, no colour
 
 
 def test_mlflow_sink_flushes_everything_on_finish(sqlite_uri):

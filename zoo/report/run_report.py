@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from zoo.monitor.stats import RunStats
 from zoo.monitor.verdict import Verdict
-from zoo.report import plots
+from zoo.report import colors, plots
 from zoo.tracking.sink import Sink
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,7 @@ DESCRIBED_KEYS = ("depth", "activation", "init", "norm", "residual")
 MODEL_NAME = "model"           # the logged model's name within its run
 INPUT_EXAMPLE_ROWS = 2
 MODEL_OUTCOMES = ("finished", "diverged")
+RECENT_RUNS = len(colors.PALETTE) - 1  # a new run's colour differs from this many runs before it
 HISTOGRAM_SERIES = "gradient_histograms"  # the image series' key (MLflow: images/gradient_histograms+step+...)
 
 
@@ -45,7 +46,7 @@ def write(sink: Sink, spec, stats: RunStats, verdict: Verdict, final: dict[str, 
     write_records(sink, stats, verdict, f"{spec.model.name} on {spec.data.name}: {describe(spec)}")
     if model is not None and input_example is not None and _log_model_wanted(spec, tags):
         tags = {**tags, **log_model(sink, model, input_example, tags)}
-    sink.set_tags(tags)
+    sink.set_tags({**run_color(sink), **tags})
 
 
 def write_records(sink: Sink, stats: RunStats, verdict: Verdict, title: str) -> None:
@@ -89,6 +90,28 @@ def log_histogram_series(sink: Sink, stats: RunStats, title: str) -> int:
         log.warning("could not log the histogram images: %s: %s", type(err).__name__, err)
         sink.set_tags({"zoo.histogram_series_error": f"{type(err).__name__}: {err}"[:5000]})
     return logged
+
+
+def run_color(sink: Sink) -> dict[str, str]:
+    """``{"mlflow.runColor": colour}`` for a run in an MLflow store: a Tableau 10 colour none of
+    the RECENT_RUNS runs started before it in its experiment has (zoo.report.colors), so runs
+    made one after another (a tour, a sweep) are told apart in MLflow's charts; ``{}`` for a
+    sink without a store, or if the store cannot say (the colour is not worth a failed run)."""
+    uri, run_id = getattr(sink, "uri", None), getattr(sink, "run_id", None)
+    if not uri or not run_id:
+        return {}
+    try:
+        from zoo.tracking.store import client
+
+        c = client(uri)
+        run = c.get_run(run_id)
+        before = c.search_runs([run.info.experiment_id], f"attributes.start_time <= {run.info.start_time}",
+                               max_results=RECENT_RUNS + 1, order_by=["attributes.start_time DESC"])
+        recent = [r.data.tags.get(colors.RUN_COLOR_TAG) for r in before if r.info.run_id != run_id]
+        return {colors.RUN_COLOR_TAG: colors.next_color(recent[:RECENT_RUNS])}
+    except Exception as err:
+        log.warning("could not choose the run's colour: %s: %s", type(err).__name__, err)
+        return {}
 
 
 def _log_model_wanted(spec, tags: dict[str, str]) -> bool:
