@@ -96,14 +96,15 @@ def test_quick_study_runs_end_to_end(name, tmp_path):
     assert {"summary/summary.md", "summary/summary.csv", "plots/final_metrics.png", plot} <= artifacts
     study = load_study(name)
     assert f"# {name} (quick)" in out.stdout
-    assert f"inconclusive: {study.claim['text'].split()[0]}" in out.stdout  # the verdict line
+    assert "## Claim: inconclusive" in out.stdout  # the verdict
+    assert f"> {study.claim['text'].split()[0]}" in out.stdout
     assert "one seed never decides" in out.stdout or "not run at this scale" in out.stdout
-    assert tags["zoo.claim_numbers"].splitlines()[0] in out.stdout
+    assert f"- {tags['zoo.claim_numbers'].splitlines()[0]}" in out.stdout  # each check a list item
     for metric in study.metrics:
-        assert metric in out.stdout  # the table's columns are printed
-    for child in children:  # a data row per variant: its values and counts (1 run, finished)
-        values = " | ".join(child.data.params.get(k, "") for k in study.variant_keys)
-        assert f"| {values} | 1 | 1 | 0 | 0 | " in out.stdout, values
+        assert f"## `{metric}`" in out.stdout  # a table per metric
+    for child in children:  # a row per variant in the runs table (1 run, finished)
+        variant = ", ".join(f"{k}={child.data.params.get(k, '')}" for k in study.variant_keys)
+        assert f"| {variant} | 1: 1 finished |" in out.stdout, variant
 
 
 @pytest.mark.slow

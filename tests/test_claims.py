@@ -211,16 +211,44 @@ def test_csv_parses_back_to_the_numbers():
     assert tanh["final/val_accuracy_mean"] == tanh["final/val_accuracy_std"] == ""
 
 
-def test_markdown_is_a_table_with_three_significant_digits():
+def test_markdown_is_narrow_tables_with_three_significant_digits():
+    """MLflow's artifact viewer gives a table's cells ~110 px and cuts what does not fit at the
+    right: a runs table and one table per metric, at most three columns each."""
     rows = summarize(mixed_study() + [run("tanh", 5, 0, outcome="failed", status="FAILED")], KEYS, METRICS)
-    lines = to_markdown(rows, KEYS, METRICS).splitlines()
-    assert lines[0] == ("| model.activation | model.depth | n | finished | diverged | failed "
-                        "| final/val_accuracy | diverged |")
-    assert lines[1] == "|---|---|---:|---:|---:|---:|---:|---:|"
-    assert lines[2] == "| sigmoid | 20 | 2 | 2 | 0 | 0 | 0.12 ± 0.0141 | 0/2 |"
-    assert lines[4] == "| relu | 50 | 3 | 1 | 1 | 1 | 0.5 | 1/2 |"
-    assert lines[5] == "| tanh | 5 | 1 | 0 | 0 | 1 | — | — |"
-    assert len(lines) == 6
+    text = to_markdown(rows, KEYS, METRICS)
+    sections = text.split("\n\n")
+    assert sections[0] == "## Runs"
+    assert sections[1].splitlines() == [
+        "| variant | runs: outcome |", "|---|---|",
+        "| model.activation=sigmoid, model.depth=20 | 2: 2 finished |",
+        "| model.activation=relu, model.depth=20 | 2: 2 finished |",
+        "| model.activation=relu, model.depth=50 | 3: 1 finished, 1 diverged, 1 failed |",
+        "| model.activation=tanh, model.depth=5 | 1: 1 failed |"]
+    assert sections[2] == "## `final/val_accuracy`"
+    assert sections[3].splitlines()[0] == "| variant | mean ± std | runs used |"
+    assert sections[3].splitlines()[2:] == [
+        "| model.activation=sigmoid, model.depth=20 | 0.12 ± 0.0141 | 2 |",
+        "| model.activation=relu, model.depth=20 | 0.92 ± 0.0283 | 2 |",
+        "| model.activation=relu, model.depth=50 | 0.5 | 1 |",
+        "| model.activation=tanh, model.depth=5 | — | 0 |"]
+    assert sections[4] == "## `diverged`"
+    assert sections[5].splitlines()[0] == "| variant | diverged / runs counted | runs used |"
+    assert sections[5].splitlines()[4] == "| model.activation=relu, model.depth=50 | 1/2 | 2 |"
+    assert max(line.count(" | ") for line in text.splitlines() if line.startswith("|")) == 2
+
+
+def test_markdown_escapes_what_would_be_formatting_and_the_claim_lists_each_check():
+    rows = summarize([run("a|b", 20, 0, final__val_accuracy=0.5), run("_x_", 20, 0, final__val_accuracy=0.4)],
+                     KEYS, ["final/val_accuracy"])
+    text = to_markdown(rows, KEYS, ["final/val_accuracy"])
+    assert "| model.activation=a\\|b, model.depth=20 |" in text and "model.activation=\\_x\\_" in text
+    result = check_claim(claim(GRAD_CHECK, ACC_CHECK), study(), KEYS)
+    lines = result.markdown().splitlines()
+    assert lines[:3] == ["## Claim: reproduced", "", "> sigmoid vanishes at depth 20"]
+    items = [line for line in lines if line.startswith("- ")]
+    assert len(items) == 2 and items[0].startswith("- summary/grad\\_first\\_init \\[log10\\]: ")
+    assert " \\< " in items[0]  # '<' escaped: never read as the start of an HTML tag
+    assert result.markdown(escape=False).splitlines()[4].startswith("- summary/grad_first_init [log10]: ")
 
 
 def test_a_difference_within_the_spread_over_seeds_is_not_evidence():
@@ -388,7 +416,8 @@ def test_checks_are_validated_before_training(bad, message):
 def test_log_scale_metrics_show_geometric_means_and_say_so():
     rows = summarize(study(), KEYS, ["summary/grad_first_init", "final/val_accuracy"])
     lines = to_markdown(rows, KEYS, ["summary/grad_first_init", "final/val_accuracy"]).splitlines()
-    assert "| summary/grad_first_init (geo. mean ×/÷ factor) | final/val_accuracy |" in lines[0]
-    assert lines[2] == "| sigmoid | 20 | 2 | 2 | 0 | 0 | 3.87e-09 ×/÷ 1.44 | 0.12 ± 0.0141 |"
+    head = lines.index("## `summary/grad_first_init`")
+    assert lines[head + 2] == "| variant | geometric mean ×/÷ factor | runs used |"
+    assert lines[head + 4] == "| model.activation=sigmoid, model.depth=20 | 3.87e-09 ×/÷ 1.44 | 2 |"
     table = list(csv.DictReader(io.StringIO(to_csv(rows, KEYS, ["summary/grad_first_init"]))))
     assert float(table[0]["summary/grad_first_init_log10_mean"]) == pytest.approx(math.log10(math.sqrt(15e-18)))

@@ -6,6 +6,7 @@ from mlflow import MlflowClient
 import zoo
 from conftest import run_cli
 from zoo.monitor.stats import RunStats
+from zoo.report.colors import PALETTE
 from zoo.tracking.memory import MemorySink
 
 FAST = ["trainer.epochs=2", "model.depth=6"]
@@ -48,6 +49,13 @@ def test_cli_run_lands_in_mlflow_with_params_series_plots_and_verdict(tmp_path, 
     stats = RunStats.load(client.download_artifacts(run.info.run_id, "stats/gradient_stats.npz", str(tmp_path)))
     assert stats.grad_norm.shape == (steps, 6) and list(stats.layers) == layers
     assert list(stats.hist_step) == list(range(1, steps + 1, 10))
+    # the histograms as an image series MLflow's step slider browses: one image per histogram step
+    images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
+    shown = sorted(int(p.split("+step+")[1].split("+")[0]) for p in images
+                   if p.startswith("images/gradient_histograms+step+") and p.endswith(".png"))
+    assert shown == [0, *stats.hist_step]  # MLflow's slider opens at 0: the first image is there too
+    assert run.data.tags["mlflow.loggedImages"].lower() == "true"
+    assert run.data.tags["mlflow.runColor"] == PALETTE[0]  # the experiment's first run
 
 
 def test_forced_divergence_is_recorded_not_crashed(tmp_path, sqlite_uri):
@@ -91,6 +99,10 @@ def test_same_seed_same_losses_other_seed_other_losses():
     assert [v for _, v in sink.metrics["loss"]] == [float(np.mean(first[i:i + 4])) for i in range(0, 16, 4)]
     assert sink.status == "FINISHED" and sink.tags["zoo.verdict"]
     assert {"plots/gradient_flow.png", "stats/gradient_stats.npz", "config.yaml"} <= set(sink.artifacts)
+    series = sink.images["gradient_histograms"]  # the image series, as MLflow's would be: steps 0, 1, 11
+    assert [step for step, _ in series] == [0, 1, 11]
+    assert all(image.dtype == np.uint8 and image.shape[2] == 3 for _, image in series)
+    assert "mlflow.runColor" not in sink.tags  # no store, no colour
 
 
 def test_mlflow_sink_flushes_everything_on_finish(sqlite_uri):

@@ -366,17 +366,34 @@ def figure(c: Comparison):
 
     if recurrent:
         time_panel(fig.add_subplot(grid[:, 1]), [c.a, c.b])
-    fig.text(0.5, 0.975, f"a = {pa.label}   vs   b = {pb.label}", ha="center", va="top",
-             fontsize=13, fontweight="bold")
-    fig.text(0.5, 0.935, f"knob: {c.knob}" if c.knob else "", ha="center", va="top", fontsize=11)
-    fig.text(0.5, 0.9, f"gradient of the data loss at the trained weights, the same {c.batches} batches "
-             f"of {c.batch_size} through each model's instrumented step (lr 0);  ✕ = exactly 0 (every element)",
-             ha="center", va="top", fontsize=8.5, color="0.3")
-    top = 0.83 if (not same_names and len(pb.layers) <= 40) else 0.865
-    longest = max(len(_short(n)) for n in pa.layers) if len(pa.layers) <= 40 else 0
-    fig.subplots_adjust(left=0.085 if not recurrent else 0.06, right=0.955, top=top,
-                        bottom=min(0.1 + 0.009 * longest, 0.24))
+    heads = [fig.text(0.5, 0.975, f"a = {pa.label}   vs   b = {pb.label}", ha="center", va="top",
+                      fontsize=13, fontweight="bold"),
+             fig.text(0.5, 0.935, f"knob: {c.knob}" if c.knob else "", ha="center", va="top", fontsize=11),
+             fig.text(0.5, 0.9, f"gradient of the data loss at the trained weights, the same {c.batches} batches "
+                      f"of {c.batch_size} through each model's instrumented step (lr 0);  ✕ = exactly 0 (every element)",
+                      ha="center", va="top", fontsize=8.5, color="0.3")]
+    fig.subplots_adjust(left=0.085 if not recurrent else 0.06, right=0.955, top=0.86, bottom=0.12)
+    _fit_vertically(fig, heads, fig.axes)
     return fig
+
+
+MARGIN_INCHES = 0.08  # between the panels' labels and the header above them, or the figure's bottom
+
+
+def _fit_vertically(fig, heads, axes) -> None:
+    """Move the panels' top and bottom so that what is drawn around them (b's rotated layer
+    names above, a's below, the axis labels) ends MARGIN_INCHES under the header lines and
+    above the figure's bottom edge, measured on the rendered text (names are of any length)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    height = fig.get_figheight() * fig.dpi
+    margin = MARGIN_INCHES * fig.dpi
+    boxes = [ax.get_tightbbox(renderer) for ax in axes]
+    header_bottom = min((t.get_window_extent(renderer).y0 for t in heads if t.get_text()), default=height)
+    top = fig.subplotpars.top + (header_bottom - margin - max(b.y1 for b in boxes)) / height
+    bottom = fig.subplotpars.bottom + (margin - min(b.y0 for b in boxes)) / height
+    fig.subplots_adjust(top=max(top, bottom + 0.3), bottom=bottom)  # names too long for the page: keep a panel
 
 
 def time_panel(ax, probes: list[Probed], colors=COLORS) -> None:

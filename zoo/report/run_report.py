@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from zoo.monitor.stats import RunStats
 from zoo.monitor.verdict import Verdict
-from zoo.report import plots
+from zoo.report import colors, plots
 from zoo.tracking.sink import Sink
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,8 @@ DESCRIBED_KEYS = ("depth", "activation", "init", "norm", "residual")
 MODEL_NAME = "model"           # the logged model's name within its run
 INPUT_EXAMPLE_ROWS = 2
 MODEL_OUTCOMES = ("finished", "diverged")
+RECENT_RUNS = len(colors.PALETTE) - 1  # a new run's colour differs from this many runs before it
+HISTOGRAM_SERIES = "gradient_histograms"  # the image series' key (MLflow: images/gradient_histograms+step+...)
 
 
 def describe(spec) -> str:
@@ -44,12 +46,13 @@ def write(sink: Sink, spec, stats: RunStats, verdict: Verdict, final: dict[str, 
     write_records(sink, stats, verdict, f"{spec.model.name} on {spec.data.name}: {describe(spec)}")
     if model is not None and input_example is not None and _log_model_wanted(spec, tags):
         tags = {**tags, **log_model(sink, model, input_example, tags)}
-    sink.set_tags(tags)
+    sink.set_tags({**run_color(sink), **tags})
 
 
 def write_records(sink: Sink, stats: RunStats, verdict: Verdict, title: str) -> None:
-    """The raw statistics file (``stats/gradient_stats.npz``) and the plots (``plots/``) of any
-    monitored run: a zoo run or a user's model under ``zoo.GradientMonitor``."""
+    """The raw statistics file (``stats/gradient_stats.npz``), the plots (``plots/``) and the
+    histograms over time as an image series (:func:`log_histogram_series`) of any monitored
+    run: a zoo run or a user's model under ``zoo.GradientMonitor``."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         stats.save(tmp / "gradient_stats.npz")
@@ -61,6 +64,54 @@ def write_records(sink: Sink, stats: RunStats, verdict: Verdict, title: str) -> 
         for name, draw in drawn:
             draw(tmp / name)
             sink.log_artifact(tmp / name, "plots")
+    log_histogram_series(sink, stats, title)
+
+
+def log_histogram_series(sink: Sink, stats: RunStats, title: str) -> int:
+    """Every layer's gradient histogram at up to plots.MAX_STEP_IMAGES histogram steps, one
+    image per step under the key ``HISTOGRAM_SERIES``, so MLflow's step slider browses them
+    (``sink.log_image``; a sink without it gets none). MLflow's image chart opens at step 0
+    whatever steps a series has ("No image logged at this step"), so the first image (step 1,
+    the gradient before any update) is logged at step 0 too; its title says its step. Returns
+    the number of images logged. The series is a view on records already stored: failing to
+    write it costs the run nothing but a warning and the tag ``zoo.histogram_series_error``."""
+    log_image = getattr(sink, "log_image", None)
+    if log_image is None or not len(stats.hist_step):
+        return 0
+    logged = 0
+    try:
+        for step, image in plots.histogram_step_images(stats, title):
+            if logged == 0 and step != 0:
+                log_image(HISTOGRAM_SERIES, image, 0)
+                logged += 1
+            log_image(HISTOGRAM_SERIES, image, step)
+            logged += 1
+    except Exception as err:  # the run's other records matter more
+        log.warning("could not log the histogram images: %s: %s", type(err).__name__, err)
+        sink.set_tags({"zoo.histogram_series_error": f"{type(err).__name__}: {err}"[:5000]})
+    return logged
+
+
+def run_color(sink: Sink) -> dict[str, str]:
+    """``{"mlflow.runColor": colour}`` for a run in an MLflow store: a Tableau 10 colour none of
+    the RECENT_RUNS runs started before it in its experiment has (zoo.report.colors), so runs
+    made one after another (a tour, a sweep) are told apart in MLflow's charts; ``{}`` for a
+    sink without a store, or if the store cannot say (the colour is not worth a failed run)."""
+    uri, run_id = getattr(sink, "uri", None), getattr(sink, "run_id", None)
+    if not uri or not run_id:
+        return {}
+    try:
+        from zoo.tracking.store import client
+
+        c = client(uri)
+        run = c.get_run(run_id)
+        before = c.search_runs([run.info.experiment_id], f"attributes.start_time <= {run.info.start_time}",
+                               max_results=RECENT_RUNS + 1, order_by=["attributes.start_time DESC"])
+        recent = [r.data.tags.get(colors.RUN_COLOR_TAG) for r in before if r.info.run_id != run_id]
+        return {colors.RUN_COLOR_TAG: colors.next_color(recent[:RECENT_RUNS])}
+    except Exception as err:
+        log.warning("could not choose the run's colour: %s: %s", type(err).__name__, err)
+        return {}
 
 
 def _log_model_wanted(spec, tags: dict[str, str]) -> bool:

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from zoo.studies.metrics import DIVERGED, LOGGED, SCALES, default_scale, is_logged, to_scale
-from zoo.studies.records import RunRecord, clean, fmt_variant, matches, usable, what_went_wrong
+from zoo.studies.records import RunRecord, clean, fmt_variant, matches, md_escape, usable, what_went_wrong
 
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "≈": None}
 CHECK_KEYS = ("metric", "variant", "op", "factor", "than", "value", "tolerance", "scale")
@@ -75,6 +75,16 @@ class ClaimResult:
             lines.append(f"excluded runs ({len(self.failed_variants)}):")
             lines += [f"  {line}" for line in self.failed_variants]
         return "\n".join(lines)
+
+    def markdown(self, escape: bool = True) -> str:
+        """The verdict as a heading, the claim as a quote, each check and each excluded run as
+        a list item of its own (markdown joins plain lines into one paragraph)."""
+        lines = [f"## Claim: {self.status}", "", *(f"> {line}" for line in self.text.splitlines() or [""]), ""]
+        lines += [f"- {md_escape(c.text, escape)}" for c in self.checks]
+        if self.failed_variants:
+            lines += ["", f"Excluded runs ({len(self.failed_variants)}):", ""]
+            lines += [f"- {md_escape(line, escape)}" for line in self.failed_variants]
+        return "\n".join(lines) + "\n"
 
 
 # -- validation (before any training) ------------------------------------------------------------

@@ -22,14 +22,19 @@ def _stats(c, run_id: str, folder: Path) -> RunStats | None:
         return None
 
 
+def _report(study, rows, result: claims.ClaimResult, escape: bool = True) -> str:
+    """summary.md: the study, the claim's verdict with one list item per check, then the tables."""
+    table = tables.to_markdown(rows, study.variant_keys, study.metrics, escape)
+    return (f"# {study.name} ({study.scale})\n\n{records.md_escape(study.description, escape)}\n\n"
+            f"{result.markdown(escape)}\n{table}")
+
+
 def judge_study(c, uri: str, parent: str, section, run_ids: list[str], sweep_dir: Path) -> claims.ClaimResult:
     study = from_section(section)
     found = records.fetch(uri, run_ids)
     result = claims.check_claim(study.claim, found, study.variant_keys, study.scale)
     rows = tables.summary_rows(found, study.variant_keys, study.metrics)
-    table = tables.to_markdown(rows, study.variant_keys, study.metrics)
-    report = (f"# {study.name} ({study.scale})\n\n{study.description}\n\n{table}\n\n"
-              f"{result.summary()}\n")
+    report = _report(study, rows, result)
     draw, plot_name = plots.PLOTS[study.plot]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -57,5 +62,5 @@ def judge_study(c, uri: str, parent: str, section, run_ids: list[str], sweep_dir
     c.set_tag(parent, "zoo.claim_numbers", "\n".join(ch.text for ch in result.checks)[:5000])
     if result.failed_variants:
         c.set_tag(parent, "zoo.failed_variants", "\n".join(result.failed_variants)[:5000])
-    print(f"\n{report}", flush=True)
+    print(f"\n{_report(study, rows, result, escape=False)}", flush=True)
     return result

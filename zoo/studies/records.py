@@ -87,6 +87,18 @@ def matches(params: Mapping, variant: Mapping) -> bool:
     return all(k in params and same(params[k], v) for k, v in variant.items())
 
 
+MARKDOWN_SPECIAL = "\\`*_[]<>|~"
+
+
+def md_escape(text, escape: bool = True) -> str:
+    """``text`` as literal markdown (GitHub's, which MLflow's artifact viewer renders): every
+    character that could start emphasis, a link, an HTML tag or a strike-through, or end a
+    table cell, is backslash-escaped (``escape=False``: as is, for a terminal)."""
+    if not escape:
+        return str(text)
+    return "".join("\\" + ch if ch in MARKDOWN_SPECIAL else ch for ch in str(text))
+
+
 def fmt_variant(variant: Mapping) -> str:
     return "{" + ", ".join(f"{k}: {v}" for k, v in variant.items()) + "}"
 

@@ -1,4 +1,5 @@
-"""A study's summary table: one row per variant, seeds pooled, as markdown (to read) and csv.
+"""A study's summary table: one row per variant, seeds pooled, as markdown (to read: a runs
+table and one narrow table per metric, which MLflow's artifact viewer shows whole) and csv.
 
 Log-scale metrics (zoo.studies.metrics.LOG_SCALE: gradient norms and ratios) are pooled as
 log10 values: the markdown shows their geometric mean ×/÷ the geometric std factor
@@ -16,10 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from zoo.studies.metrics import DIVERGED, default_scale, to_scale
-from zoo.studies.records import RunRecord, clean, usable
-
-LOG_HEADER = "(geo. mean ×/÷ factor)"
-
+from zoo.studies.records import RunRecord, clean, md_escape, usable
 
 @dataclass
 class Row:
@@ -85,18 +83,40 @@ def cell(row: Row, metric: str) -> str:
     return f"{mean:.3g}" + (f" ± {std:.3g}" if math.isfinite(std) else "")
 
 
-def header(metric: str) -> str:
-    return f"{metric} {LOG_HEADER}" if default_scale(metric) == "log" else metric
+def variant_label(variant: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in variant.items())
 
 
-def to_markdown(rows: list[Row], variant_keys: list[str], metrics: list[str]) -> str:
-    def esc(v) -> str:
-        return str(v).replace("|", "\\|")
+def runs_cell(row: Row) -> str:
+    """``3: 1 finished, 1 diverged, 1 failed`` (kinds with no run left out)."""
+    kinds = [(row.n_finished, "finished"), (row.n_diverged, "diverged"), (row.n_failed, "failed")]
+    return f"{row.n}: " + ", ".join(f"{k} {what}" for k, what in kinds if k)
 
-    head = [*variant_keys, "n", "finished", "diverged", "failed", *map(header, metrics)]
-    lines = ["| " + " | ".join(map(esc, head)) + " |",
-             "|" + "|".join(["---"] * len(variant_keys) + ["---:"] * (4 + len(metrics))) + "|"]
-    for row in rows:
-        cells = [*(row.variant[k] for k in variant_keys), *_counts(row), *(cell(row, m) for m in metrics)]
-        lines.append("| " + " | ".join(map(esc, cells)) + " |")
-    return "\n".join(lines) + "\n"
+
+def value_header(metric: str) -> str:
+    if metric == DIVERGED:
+        return "diverged / runs counted"
+    return "geometric mean ×/÷ factor" if default_scale(metric) == "log" else "mean ± std"
+
+
+def _table(head: list[str], rows: list[list[str]], align: list[str], escape: bool) -> list[str]:
+    def line(cells):
+        return "| " + " | ".join(md_escape(c, escape).replace("\n", " ") for c in cells) + " |"
+
+    return [line(head), "|" + "|".join(align) + "|", *map(line, rows)]
+
+
+def to_markdown(rows: list[Row], variant_keys: list[str], metrics: list[str], escape: bool = True) -> str:
+    """The table as narrow markdown tables MLflow's artifact viewer shows whole (its cells are
+    ~110 px wide and a wider table is cut at the right): the runs of each variant, then one
+    table per metric (variant | value | runs used), its full name in a heading above it.
+    Every cell is markdown-escaped (``escape=False``: as is, for a terminal)."""
+    labels = [variant_label(r.variant) for r in rows]
+    out = ["## Runs", "", *_table(["variant", "runs: outcome"], [[lab, runs_cell(r)] for lab, r in zip(labels, rows)],
+                                  ["---", "---"], escape)]
+    for metric in metrics:
+        out += ["", f"## `{metric}`", ""]
+        out += _table(["variant", value_header(metric), "runs used"],
+                      [[lab, cell(r, metric), str(r.counts[metric])] for lab, r in zip(labels, rows)],
+                      ["---", "---:", "---:"], escape)
+    return "\n".join(out) + "\n"

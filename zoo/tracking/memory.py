@@ -39,3 +39,8 @@ class MemorySink:
 
     def finish(self, status):
         self.status = status
+
+    def log_image(self, key, image, step):
+        """An image (RGB array) of the series ``key`` at ``step``: ``images[key]`` lists
+        (step, image) in the order logged (the dict is made by the first image)."""
+        self.__dict__.setdefault("images", defaultdict(list))[key].append((int(step), image))

@@ -157,6 +157,11 @@ class MlflowSink:
         self._error = last
         log.error("dropped %d metric points after %d attempts", len(metrics), attempts)
 
+    def log_image(self, key, image, step):
+        """An image (RGB array) of the series ``key`` at ``step``: MLflow 3 shows a series as
+        one chart with a step slider (run page, *Model metrics*) and stores it under ``images/``."""
+        self._client.log_image(self.run_id, image, key=self.prefix + key, step=int(step), synchronous=True)
+
 
 class _KerasFlavor:
     """``mlflow.keras`` with the model folder made first: MLflow 3.17's Keras ``save_model``
