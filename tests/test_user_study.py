@@ -114,8 +114,8 @@ def test_your_study_file_runs_on_your_model_and_data(tmp_path):
     # one seed never decides: the verdict the summary prints is the parent's tag
     verdict = tags["zoo.claim_verdict"]
     assert verdict == "inconclusive" and "one seed never decides" in out.stdout
-    assert f"{verdict}: At depth 8, sigmoid's first-layer gradient" in out.stdout
-    assert tags["zoo.claim_numbers"].splitlines()[0] in out.stdout
+    assert f"## Claim: {verdict}" in out.stdout and "> At depth 8, sigmoid's first-layer gradient" in out.stdout
+    assert f"- {tags['zoo.claim_numbers'].splitlines()[0]}" in out.stdout
     assert "# my_activation (quick)" in out.stdout
     artifacts = {a.path for d in ("summary", "plots") for a in client.list_artifacts(parent.info.run_id, d)}
     assert {"summary/summary.md", "summary/summary.csv", "plots/gradient_flow_variants.png",

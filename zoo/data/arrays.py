@@ -35,6 +35,7 @@ from numpy.lib import format as npy
 from omegaconf import MISSING
 
 from zoo.data import DATASETS, Dataset, prior_baselines
+from zoo.launch import from_launch_folder
 from zoo.schema import Section, SpecError, choice, file_digest
 
 KEYS = ("x_train", "y_train", "x_val", "y_val")
@@ -66,7 +67,7 @@ class ArraysConfig(Section):
 
     def __post_init__(self):
         choice(TASKS, task=self.task)
-        self.path = resolve(self.path)
+        self.path = from_launch_folder(self.path)
         self.layout = describe(read_headers(self.path), self.task,
                                lambda key: load_member(self.path, key))
 
@@ -88,7 +89,7 @@ class ArraysConfig(Section):
                    description="your own arrays: an .npz with x_train, y_train, x_val, y_val; "
                                "flat, sequence or image inputs, classification or regression")
 def load_arrays(*, path, task="auto", standardize=True):
-    path = resolve(path)
+    path = from_launch_folder(path)
     headers = read_headers(path)
     arrays = {key: load_member(path, key) for key in KEYS}
     layout = describe(headers, task, arrays.__getitem__)
@@ -130,22 +131,6 @@ def _targets(y: np.ndarray, layout: Layout) -> np.ndarray:
 
 
 # --- reading and checking the file ----------------------------------------------------------
-def resolve(path: str) -> str:
-    """An absolute path; a relative one is taken from where the user started: Hydra's original
-    working directory inside a job (a job runs in its output folder with hydra.job.chdir=true;
-    Hydra 1.3's default leaves the directory alone), else the current one."""
-    path = os.path.expanduser(str(path))
-    if os.path.isabs(path):
-        return path
-    from hydra.core.hydra_config import HydraConfig
-
-    if HydraConfig.initialized():
-        from hydra.utils import get_original_cwd
-
-        return os.path.join(get_original_cwd(), path)
-    return os.path.abspath(path)
-
-
 def read_headers(path: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """``{key: (shape, dtype)}`` of the four arrays, from their ``.npy`` headers only."""
     if not os.path.exists(path):

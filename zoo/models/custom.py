@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zoo._lazy import keras
+from zoo.launch import from_launch_folder, launch_folder
 from zoo.models import MODELS
 from zoo.schema import OpenSection, SpecError, file_digest
 
@@ -109,11 +110,11 @@ def check_statically(target: Target, knobs: dict) -> None:
 def _source(target: Target) -> tuple[str | None, str]:
     """The target module's source and where it is; None when there is no Python source to read."""
     if target.file is not None:
-        path = target.file.expanduser()
+        path = Path(from_launch_folder(target.file))
         if not path.is_file():
             problem = "is a folder" if path.is_dir() else "does not exist"
             raise SpecError("target", f"file {str(target.file)!r} {problem} (relative paths are from "
-                                      f"{Path.cwd()})")
+                                      f"{launch_folder()})")
         return _read(path), str(target.file)
     hint = (f"put its folder on PYTHONPATH, or give its file: model.target=path/to/"
             f"{target.module.rpartition('.')[2]}.py:{target.function}")
@@ -142,15 +143,15 @@ def _launch_folder() -> None:
     """Search the folder zoo-train was started from for builder modules, after everything else
     on ``sys.path``, as ``python -m`` and Hydra's ``_target_`` in a script beside them would: a
     ``mybuilders.py`` next to the user's data is ``model.target=mybuilders:build``."""
-    here = os.getcwd()
-    if here not in sys.path and "" not in sys.path:
+    here = launch_folder()
+    if here not in sys.path and not ("" in sys.path and here == os.getcwd()):
         sys.path.append(here)
 
 
 def source_file(target: Target) -> Path | None:
     """The Python file the target's function is defined in, or None (no source file)."""
     if target.file is not None:
-        path = target.file.expanduser()
+        path = Path(from_launch_folder(target.file))
         return path if path.is_file() else None
     try:
         spec = _find_spec(target.module)
@@ -287,7 +288,7 @@ def load(target: Target):
             module = importlib.import_module(target.module)
         else:
             name = "_zoo_custom_" + re.sub(r"\W", "_", target.file.stem)
-            spec = importlib.util.spec_from_file_location(name, target.file.expanduser().resolve())
+            spec = importlib.util.spec_from_file_location(name, from_launch_folder(target.file))
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module  # as an import would: pickling and dataclasses look it up
             spec.loader.exec_module(module)

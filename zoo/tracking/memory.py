@@ -14,6 +14,7 @@ class MemorySink:
         self.metrics: dict[str, list[tuple[int, float]]] = defaultdict(list)
         self.artifacts: dict[str, bytes] = {}
         self.models: dict[str, dict] = {}  # name -> {"model", "input_example", "tags"}
+        self.images: dict[str, list] = defaultdict(list)  # key -> [(step, RGB array)]
         self.status: str | None = None
 
     def start(self, run_name, params, tags):
@@ -42,5 +43,5 @@ class MemorySink:
 
     def log_image(self, key, image, step):
         """An image (RGB array) of the series ``key`` at ``step``: ``images[key]`` lists
-        (step, image) in the order logged (the dict is made by the first image)."""
-        self.__dict__.setdefault("images", defaultdict(list))[key].append((int(step), image))
+        (step, image) in the order logged."""
+        self.images[key].append((int(step), image))

@@ -1,7 +1,7 @@
 """The sink interface: what training emits, whoever stores it.
 
 Training calls ``start`` once, then ``log_metrics`` many times (it must return at once: the
-MLflow sink only enqueues), ``log_artifact``/``log_model``/``set_tags`` at the end, and
+MLflow sink only enqueues), ``log_artifact``/``log_model``/``log_image``/``set_tags`` at the end, and
 ``finish`` exactly once, which must not return before every record is stored.
 """
 from __future__ import annotations
@@ -21,6 +21,10 @@ class Sink(Protocol):
     def log_model(self, model, name: str, input_example, tags: dict[str, str] | None = None) -> str | None:
         """Store the trained keras.Model with an input example (a few rows of inputs); returns
         a URI it can be loaded from (``models:/<id>`` for MLflow), or None."""
+
+    def log_image(self, key: str, image, step: int) -> None:
+        """An image (an RGB array) of the series ``key`` at ``step`` (MLflow: a chart with a
+        step slider)."""
 
     def set_tags(self, tags: dict[str, str]) -> None: ...
 
