@@ -50,6 +50,15 @@ def closed_port() -> int:
     (["optimizer=sgd", "optimizer.momentum=inf"], "optimizer.momentum must be a finite number, got inf"),
     (["optimizer.clipnorm=-inf"], "optimizer.clipnorm must be a finite number, got -inf"),
     (["model.init_std=inf"], "model.init_std must be a finite number, got inf"),
+    # values that TensorFlow would change: 0 or inf in float32, or refuse only once it is up
+    (["optimizer.lr=1e-320"], "optimizer.lr is 0 in float32, the precision training runs in; the smallest "
+                              "positive float32 is 1.4e-45, got 1e-320"),
+    (["optimizer.global_clipnorm=1e39"], "optimizer.global_clipnorm must be at most 3.403e+38 in size "
+                                         "(float32's largest), got 1e+39"),
+    (["model.init_std=1e-46"], "model.init_std is 0 in float32, the precision training runs in; the smallest "
+                               "positive float32 is 1.4e-45, got 1e-46"),
+    (["optimizer=sgd", "optimizer.momentum=1.5"], "optimizer.momentum must be in [0, 1] (Keras' SGD), got 1.5"),
+    (["trainer.threads=100000"], "trainer.threads must be at most 1024, got 100000"),
     (["model.residual=2"], "model.residual must be true or false, got 2"),
     (["model.residual=yes"], "model.residual must be true or false, got 'yes'"),
     (["trainer.deterministic=0"], "trainer.deterministic must be true or false, got 0"),

@@ -46,12 +46,14 @@ class OptimizerConfig(Section):
 @dataclass
 class SGDConfig(OptimizerConfig):
     lr: float = 1e-2           # learning rate
-    momentum: float = 0.0      # heavy-ball momentum; 0 = plain SGD
+    momentum: float = 0.0      # heavy-ball momentum in [0, 1]; 0 = plain SGD
     nesterov: bool = False     # Nesterov momentum (Sutskever et al. 2013)
 
     def __post_init__(self):
         super().__post_init__()
         at_least(0, momentum=self.momentum)
+        if self.momentum > 1:  # Keras' SGD refuses it, but only once TensorFlow is up
+            raise SpecError("momentum", f"must be in [0, 1] (Keras' SGD), got {self.momentum:g}")
 
 
 @OPTIMIZERS.register("adam", schema=OptimizerConfig, description="Adam (Kingma & Ba 2015)")

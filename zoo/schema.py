@@ -210,9 +210,23 @@ def check_raw_types(schema: type, values: Any) -> None:
             raise SpecError(key, f"must be a finite number, got {value}")
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # numpy.finfo(numpy.float32).max
+FLOAT32_TINY = 1.401298464324817e-45  # the smallest positive float32 (a denormal)
+
+
 def check_finite(config: Any) -> None:
-    """Every float knob of a built schema is finite (strings such as "inf" convert late)."""
+    """Every float knob of a built schema is finite (strings such as "inf" convert late), and
+    stays what it says in float32, the precision TensorFlow trains in: a value that rounds to 0
+    there (``optimizer.lr=1e-320``: nothing would train, and nothing would say so) or overflows
+    to infinity is refused."""
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
-        if isinstance(value, float) and not math.isfinite(value):
+        if not isinstance(value, float):
+            continue
+        if not math.isfinite(value):
             raise SpecError(f.name, f"must be a finite number, got {value}")
+        if abs(value) > FLOAT32_MAX:
+            raise SpecError(f.name, f"must be at most {FLOAT32_MAX:.4g} in size (float32's largest), got {value!r}")
+        if value != 0 and abs(value) < FLOAT32_TINY / 2:  # rounds to 0 in float32
+            raise SpecError(f.name, f"is 0 in float32, the precision training runs in; the smallest "
+                                    f"positive float32 is {FLOAT32_TINY:.3g}, got {value!r}")

@@ -60,16 +60,21 @@ def _store_open_node() -> None:
 _store_open_node()  # before any compose: zoo-train, zoo-ablate and compose_spec import this module
 
 
+MAX_THREADS = 1024  # trainer.threads=100000 sat > 5 min in TensorFlow's thread-pool constructor
+
+
 @dataclass
 class TrainerConfig:
     epochs: int = 10            # passes over the training set
     batch_size: int = 64        # examples per step
     deterministic: bool = True  # TF op determinism: same seed -> identical loss curve
-    threads: int = 0            # TF intra/inter-op threads per job; 0 = TensorFlow's choice (all cores)
+    threads: int = 0            # TF intra/inter-op threads per job (at most 1024); 0 = TensorFlow's choice (all cores)
 
     def __post_init__(self):
         at_least(1, epochs=self.epochs, batch_size=self.batch_size)
         at_least(0, threads=self.threads)
+        if self.threads > MAX_THREADS:  # TensorFlow builds its pools for minutes, deaf to SIGTERM
+            raise SpecError("threads", f"must be at most {MAX_THREADS}, got {self.threads}")
 
 
 @dataclass
