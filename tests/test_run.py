@@ -142,3 +142,36 @@ def test_the_last_line_and_the_run_description_say_flow_and_learning(tmp_path, s
     assert tags["zoo.headline"] == f"{verdict} · {learned}" and tags["zoo.progress"] == learned
     assert tags["mlflow.note.content"].startswith(f"**{verdict} · {learned}**")
     assert tags["zoo.verdict_reason"] in tags["mlflow.note.content"]
+
+
+@pytest.mark.parametrize("fault, status", [(KeyboardInterrupt, "KILLED"), (OSError, "FAILED")])
+def test_a_run_stopped_while_writing_its_report_is_not_finished(monkeypatch, fault, status):
+    """Ctrl-C, SIGTERM or a full disk after the loop ended but before the report, model and
+    tags are written: the run is not FINISHED (so resume does not skip it) and has no outcome."""
+    from zoo.report import run_report
+
+    def stop(*args, **kwargs):
+        raise fault("while writing the report")
+
+    monkeypatch.setattr(run_report, "write", stop)
+    sink = MemorySink()
+    with pytest.raises(fault):
+        zoo.train(["trainer.epochs=1", "model.depth=2", "model.width=8", "data=synthetic",
+                   "data.n_train=64", "data.n_val=32"], sink=sink)
+    assert sink.status == status and "zoo.outcome" not in sink.tags
+    assert sink.metrics["loss"]  # what it logged is kept
+
+
+def test_resume_skips_only_runs_that_recorded_their_outcome(sqlite_uri):
+    from mlflow import MlflowClient
+
+    from zoo.tracking.runs import experiment_id, find_finished
+
+    client = MlflowClient(sqlite_uri)
+    exp = experiment_id(client, "gradzoo", sqlite_uri)
+    cut_short = client.create_run(exp, tags={"zoo.config_hash": "abc"}).info.run_id
+    client.set_terminated(cut_short, "FINISHED")  # as a run stopped while writing its report was
+    assert find_finished(sqlite_uri, "gradzoo", "abc") is None
+    done = client.create_run(exp, tags={"zoo.config_hash": "abc", "zoo.outcome": "finished"}).info.run_id
+    client.set_terminated(done, "FINISHED")
+    assert find_finished(sqlite_uri, "gradzoo", "abc") == done

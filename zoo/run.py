@@ -204,6 +204,9 @@ def _finish(sink: Sink, spec: RunSpec, trainee: Trainee, recorder: Recorder, out
             tags["zoo.diverged_step"] = str(int(verdict.numbers["diverged_step"]))
         run_report.write(sink, spec, stats, verdict, final, tags, model=trainee.model,
                          input_example=trainee.data.x_val)
+    except BaseException as err:  # FINISHED only when everything it promises is written
+        status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+        raise
     finally:
         sink.finish(status)
     return stats, verdict, final

@@ -106,12 +106,14 @@ def experiment_id(c, name: str, uri: str) -> str:
 
 
 def find_finished(uri: str, experiment: str, digest: str) -> str | None:
-    """The newest FINISHED run of this experiment with this config hash, if any."""
+    """The newest FINISHED run of this experiment with this config hash and its outcome
+    recorded (the last thing a run writes: one stopped while writing its report has none), if
+    any."""
     c = client(uri)
     exp = c.get_experiment_by_name(experiment)
     if exp is None:
         return None
     found = c.search_runs([exp.experiment_id],
                           f"tags.`zoo.config_hash` = '{digest}' and attributes.status = 'FINISHED'",
-                          order_by=["attributes.start_time DESC"], max_results=1)
-    return found[0].info.run_id if found else None
+                          order_by=["attributes.start_time DESC"], max_results=20)
+    return next((r.info.run_id for r in found if r.data.tags.get("zoo.outcome")), None)
