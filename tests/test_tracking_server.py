@@ -93,8 +93,9 @@ def test_quick_study_logs_every_child_run_and_metric_over_http(team, study, tmp_
 
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == QUICK_JOBS == len(runs) - 1
-    assert {re.search(r"model=(\w+)", r.info.run_name)[1] for r in children} == {"simple_rnn", "irnn", "lstm",
-                                                                                 "lstm_chrono"}
+    assert {r.info.run_name for r in children} == {f"{r.data.tags['zoo.verdict']} · {r.data.params['model.name']}"
+                                                   for r in children}  # the verdict, then what the sweep varies
+    assert {r.data.params["model.name"] for r in children} == {"simple_rnn", "irnn", "lstm", "lstm_chrono"}
     points = 0
     for child in children:
         assert child.info.status == "FINISHED"

@@ -45,7 +45,7 @@ def _run(spec, hydra_cfg, sweeping: bool):
 
     sink = sink_for(spec.tracking, sweep.parent_for(spec, hydra_cfg))
     try:
-        result = run(spec, sink, run_name=hydra_cfg.job.override_dirname or None)
+        result = run(spec, sink, run_name=run_name(spec, hydra_cfg))
     except SpecError as err:  # found while building (a user's builder, data that does not fit it)
         if not sweeping:
             print(f"zoo-train: config error: {err}", file=sys.stderr)
@@ -63,6 +63,15 @@ def _run(spec, hydra_cfg, sweeping: bool):
     print(f"zoo-train: {result.summary_line()}"
           + (f"; MLflow run {result.run_id} in {spec.tracking.uri}" if spec.tracking.uri else ""))
     return result.verdict.label
+
+
+def run_name(spec, hydra_cfg) -> str | None:
+    """What differs, compactly (zoo.tracking.names): in a sweep the values of the keys it varies,
+    else every override but the bookkeeping (``hydra.job.config.override_dirname.exclude_keys``)."""
+    from zoo.tracking import names
+
+    return names.job_name(hydra_cfg.overrides.task, hydra_cfg.job.config.override_dirname.exclude_keys,
+                          sweep.swept_keys_of(spec, hydra_cfg), list(hydra_cfg.runtime.choices))
 
 
 @hydra.main(version_base="1.3", config_path="pkg://zoo.conf", config_name="config")

@@ -1,6 +1,8 @@
 """Judging a finished study: fetch its runs' records, check the claim, tabulate, draw, and log
 it all on the sweep's parent run (tags ``zoo.claim_verdict``, ``zoo.claim``,
-``zoo.claim_numbers``, ``zoo.failed_variants``); the report is printed to the terminal too."""
+``zoo.claim_numbers``, ``zoo.failed_variants``); the report is printed to the terminal too, and is
+the parent's description (what its page shows first), and the claim's verdict goes in front of
+the parent's name (what the runs table shows: zoo.tracking.names)."""
 from __future__ import annotations
 
 import logging
@@ -10,8 +12,10 @@ from pathlib import Path
 from zoo.monitor.stats import RunStats
 from zoo.studies import claims, plots, records, tables
 from zoo.studies.load import from_section
+from zoo.tracking.names import judged
 
 log = logging.getLogger("zoo")
+MAX_DESCRIPTION = 8000  # MLflow's longest tag value (MAX_TAG_VAL_LENGTH): the description is a tag
 
 
 def _stats(c, run_id: str, folder: Path) -> RunStats | None:
@@ -57,5 +61,7 @@ def judge_study(c, uri: str, parent: str, section, run_ids: list[str], sweep_dir
     c.set_tag(parent, "zoo.claim_numbers", "\n".join(ch.text for ch in result.checks)[:5000])
     if result.failed_variants:
         c.set_tag(parent, "zoo.failed_variants", "\n".join(result.failed_variants)[:5000])
+    c.set_tag(parent, "mlflow.note.content", f"**claim {result.status}**\n\n{report}"[:MAX_DESCRIPTION])
+    c.set_tag(parent, "mlflow.runName", judged(c.get_run(parent).info.run_name, result.status))
     print(f"\n{report}", flush=True)
     return result
