@@ -26,6 +26,17 @@ def _stats(c, run_id: str, folder: Path) -> RunStats | None:
         return None
 
 
+def description(study, result: claims.ClaimResult, table: str) -> str:
+    """The parent's description (markdown): the claim's verdict and the study, each check on a
+    line of its own (what the run's page shows before "Show more"), then the claim, the runs left
+    out and the table."""
+    lines = [f"**claim {result.status}** · {study.name} ({study.scale}): {study.description}", "",
+             *(f"- {check.text}" for check in result.checks), "", f"> {result.text}"]
+    if result.failed_variants:
+        lines += ["", f"excluded runs ({len(result.failed_variants)}):", *(f"- {v}" for v in result.failed_variants)]
+    return "\n".join([*lines, "", table])[:MAX_DESCRIPTION]
+
+
 def judge_study(c, uri: str, parent: str, section, run_ids: list[str], sweep_dir: Path) -> claims.ClaimResult:
     study = from_section(section)
     found = records.fetch(uri, run_ids)
@@ -61,7 +72,7 @@ def judge_study(c, uri: str, parent: str, section, run_ids: list[str], sweep_dir
     c.set_tag(parent, "zoo.claim_numbers", "\n".join(ch.text for ch in result.checks)[:5000])
     if result.failed_variants:
         c.set_tag(parent, "zoo.failed_variants", "\n".join(result.failed_variants)[:5000])
-    c.set_tag(parent, "mlflow.note.content", f"**claim {result.status}**\n\n{report}"[:MAX_DESCRIPTION])
+    c.set_tag(parent, "mlflow.note.content", description(study, result, table))
     c.set_tag(parent, "mlflow.runName", judged(c.get_run(parent).info.run_name, result.status))
     print(f"\n{report}", flush=True)
     return result
