@@ -69,7 +69,9 @@ def study(team, tmp_path_factory):
                              text=True, timeout=120)
     assert re.search(rf"^\s*gated_init\s.*\[{QUICK_JOBS} jobs quick", listing.stdout, re.M), listing.stdout
     cwd = tmp_path_factory.mktemp("study")
-    _ablate(team.uri, cwd)
+    done = _ablate(team.uri, cwd)
+    links = re.findall(rf"\(UI: {re.escape(team.uri)}/#/experiments/\d+/runs/\w+\?workflowType=machine_learning\)", done.stdout)
+    assert len(links) == QUICK_JOBS, done.stdout[-3000:]  # each job's last line links its run, in the ML view
     return cwd
 
 

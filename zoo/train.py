@@ -61,8 +61,22 @@ def _run(spec, hydra_cfg, sweeping: bool):
         return None
     sweep.record_job(spec, hydra_cfg, run_id=result.run_id, outcome=result.outcome)
     print(f"zoo-train: {result.summary_line()}"
-          + (f"; MLflow run {result.run_id} in {spec.tracking.uri}" if spec.tracking.uri else ""))
+          + (f"; MLflow run {result.run_id} in {spec.tracking.uri}{_ui(spec, result.run_id)}" if spec.tracking.uri else ""))
     return result.verdict.label
+
+
+def _ui(spec, run_id: str) -> str:
+    """' (UI: <link>)' for a run on a tracking server, in MLflow's machine-learning view (MLflow
+    3.17 opens experiments on its GenAI overview otherwise: zoo.tracking.runs.ML_VIEW)."""
+    from zoo.tracking.runs import client, ui_link
+
+    if not spec.tracking.uri.startswith(("http://", "https://")):
+        return ""
+    try:
+        experiment = client(spec.tracking.uri).get_run(run_id).info.experiment_id
+    except Exception:  # the link is a convenience; the run is recorded
+        return ""
+    return f" (UI: {ui_link(spec.tracking.uri, experiment, run_id)})"
 
 
 def run_name(spec, hydra_cfg) -> str | None:
