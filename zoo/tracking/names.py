@@ -1,9 +1,9 @@
 """Run names that read in MLflow's runs table: what differs first, the verdict in front once known.
 
 MLflow 3.17's runs table shows, unconfigured, the columns Run Name, Created, Dataset, Duration,
-Source and Models; Description, User, Version, params and tags are hidden until chosen
-(``initialHide`` in its runs-table column definitions), and a name is cut after ~20 characters
-(the column is ~190 px wide). So the run name is where a user sees a verdict first, and only its
+Source and Models (its default ``selectedColumns`` are Source, Models and Dataset); Description,
+User, Version, params and tags are hidden until chosen, and a name is cut after ~20 characters
+(the column is ~190 px wide; a nested run's fewer). So the run name is where a user sees a verdict first, and only its
 start is read. A job is named by the values of its overrides, compactly (``sigmoid · depth=20``
 for ``model.activation=sigmoid model.depth=20``): in a sweep only the keys the sweep varies, a
 study's variant keys first, so siblings differ from their first word and the name is the same
