@@ -85,6 +85,10 @@ def test_quick_study_runs_end_to_end(name, tmp_path):
     tags = parent.data.tags
     assert parent.info.status == "FINISHED" and tags["zoo.study"] == name and tags["zoo.scale"] == "quick"
     assert tags["zoo.claim_verdict"] == "inconclusive"  # quick runs one seed, and one seed never decides
+    assert parent.info.run_name.startswith(f"inconclusive · {name} ")  # what the runs table shows first
+    description = tags["mlflow.note.content"]  # what its page shows first: verdict, checks, claim, table
+    assert description.startswith(f"**claim inconclusive** · {name} (quick): ")
+    assert all(f"- {line}" in description for line in tags["zoo.claim_numbers"].splitlines())
     assert len(children) == job_count(name, load_study(name).overrides("quick"))
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id

@@ -206,6 +206,34 @@ def test_zoo_train_logs_a_model_that_mlflow_loads(tmp_path, sqlite_uri):
     assert info.signature is not None and info.saved_input_example_info is not None
 
 
+def test_a_runs_logged_model_is_in_the_runs_experiment_and_named_after_the_run(tmp_path, sqlite_uri):
+    """The experiment's *Models* tab and a run's *Logged models* list what
+    ``search_logged_models`` finds: the model belongs to the run's experiment (not Default),
+    named ``<model family>-<dataset>``, with the run's params and verdict."""
+    import mlflow
+    from mlflow.entities import LoggedModelStatus
+
+    from conftest import run_cli
+
+    done = run_cli("model.depth=3", "model.width=8", "trainer.epochs=1", f"tracking.uri={sqlite_uri}",
+                   "tracking.experiment=mine", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    client = mlflow.MlflowClient(sqlite_uri)
+    experiment = client.get_experiment_by_name("mine").experiment_id
+    run = client.search_runs([experiment])[0]
+    mlflow.set_tracking_uri(sqlite_uri)
+    try:
+        ours = mlflow.search_logged_models(experiment_ids=[experiment], output_format="list")
+        default = mlflow.search_logged_models(experiment_ids=["0"], output_format="list")
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert default == [] and len(ours) == 1
+    model = ours[0]
+    assert (model.name, model.source_run_id, model.status) == ("mlp-digits", run.info.run_id, LoggedModelStatus.READY)
+    assert f"models:/{model.model_id}" == run.data.tags["zoo.model_uri"]
+    assert model.params["model.depth"] == "3" and model.tags["zoo.verdict"] == run.data.tags["zoo.verdict"]
+
+
 def test_tracking_log_model_false_logs_no_model(tmp_path):
     import zoo
 
@@ -215,7 +243,7 @@ def test_tracking_log_model_false_logs_no_model(tmp_path):
     zoo.train(["model.depth=2", "model.width=4", "trainer.epochs=1", "tracking.log_model=false"], sink=sink)
     assert sink.models == {}
     result = zoo.train(["model.depth=2", "model.width=4", "trainer.epochs=1"], sink=(sink := MemorySink()))
-    assert sink.models["model"]["model"] is result.model and "zoo.model_uri" in sink.tags
+    assert sink.models["mlp-digits"]["model"] is result.model and "zoo.model_uri" in sink.tags
 
 
 def test_model_logging_survives_nan_weights_and_a_failing_store(sqlite_uri):

@@ -29,7 +29,7 @@ from zoo.report import run_report
 from zoo.runtime import setup_tensorflow
 from zoo.spec import RunSpec
 from zoo.step import InstrumentedStep, batch_spec
-from zoo.tracking import provenance
+from zoo.tracking import names, provenance
 from zoo.tracking.runs import flat_params
 from zoo.tracking.sink import Sink
 
@@ -163,7 +163,7 @@ def run(spec: RunSpec, sink: Sink, run_name: str | None = None) -> RunResult:
         if recorder is None:  # failed before training: nothing to judge or draw
             sink.finish(status)
         else:
-            stats, verdict, final = _finish(sink, spec, trainee, recorder, outcome, status)
+            stats, verdict, final = _finish(sink, spec, trainee, recorder, outcome, status, run_name)
     result = RunResult(sink.run_id, outcome, verdict, stats, final, seconds, trainee.model,
                        progress=_progress_label(final))
     log.info("%s: %s — %.1fs", run_name, result.summary_line(), seconds)
@@ -184,8 +184,10 @@ def _description(verdict: Verdict, learned: str | None, final: dict[str, float])
     return "\n".join(lines)
 
 
-def _finish(sink: Sink, spec: RunSpec, trainee: Trainee, recorder: Recorder, outcome: str, status: str):
-    """The last partial window, the verdict, final numbers, artifacts and tags; then the run ends."""
+def _finish(sink: Sink, spec: RunSpec, trainee: Trainee, recorder: Recorder, outcome: str, status: str,
+            run_name: str):
+    """The last partial window, the verdict, final numbers, artifacts and tags (the verdict goes
+    in front of the run's name: zoo.tracking.names); then the run ends."""
     try:
         recorder.flush()
         stats = recorder.stats()
@@ -199,7 +201,8 @@ def _finish(sink: Sink, spec: RunSpec, trainee: Trainee, recorder: Recorder, out
         if len(stats.step):  # no verdict from zero steps
             tags.update({"zoo.verdict": verdict.label, "zoo.verdict_reason": verdict.reason,
                          "zoo.headline": headline(verdict.label, learned),
-                         "mlflow.note.content": _description(verdict, learned, final)})
+                         "mlflow.note.content": _description(verdict, learned, final),
+                         "mlflow.runName": names.judged(run_name, verdict.label)})
         if outcome == "diverged":
             tags["zoo.diverged_step"] = str(int(verdict.numbers["diverged_step"]))
         run_report.write(sink, spec, stats, verdict, final, tags, model=trainee.model,

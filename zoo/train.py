@@ -45,7 +45,7 @@ def _run(spec, hydra_cfg, sweeping: bool):
 
     sink = sink_for(spec.tracking, sweep.parent_for(spec, hydra_cfg))
     try:
-        result = run(spec, sink, run_name=hydra_cfg.job.override_dirname or None)
+        result = run(spec, sink, run_name=run_name(spec, hydra_cfg))
     except SpecError as err:  # found while building (a user's builder, data that does not fit it)
         if not sweeping:
             print(f"zoo-train: config error: {err}", file=sys.stderr)
@@ -61,8 +61,31 @@ def _run(spec, hydra_cfg, sweeping: bool):
         return None
     sweep.record_job(spec, hydra_cfg, run_id=result.run_id, outcome=result.outcome)
     print(f"zoo-train: {result.summary_line()}"
-          + (f"; MLflow run {result.run_id} in {spec.tracking.uri}" if spec.tracking.uri else ""))
+          + (f"; MLflow run {result.run_id} in {spec.tracking.uri}{_ui(spec, result.run_id)}" if spec.tracking.uri else ""))
     return result.verdict.label
+
+
+def _ui(spec, run_id: str) -> str:
+    """' (UI: <link>)' for a run on a tracking server, in MLflow's machine-learning view (MLflow
+    3.17 opens experiments on its GenAI overview otherwise: zoo.tracking.runs.ML_VIEW)."""
+    from zoo.tracking.runs import client, ui_link
+
+    if not spec.tracking.uri.startswith(("http://", "https://")):
+        return ""
+    try:
+        experiment = client(spec.tracking.uri).get_run(run_id).info.experiment_id
+    except Exception:  # the link is a convenience; the run is recorded
+        return ""
+    return f" (UI: {ui_link(spec.tracking.uri, experiment, run_id)})"
+
+
+def run_name(spec, hydra_cfg) -> str | None:
+    """What differs, compactly (zoo.tracking.names): in a sweep the values of the keys it varies,
+    else every override but the bookkeeping (``hydra.job.config.override_dirname.exclude_keys``)."""
+    from zoo.tracking import names
+
+    return names.job_name(hydra_cfg.overrides.task, hydra_cfg.job.config.override_dirname.exclude_keys,
+                          sweep.swept_keys_of(spec, hydra_cfg), list(hydra_cfg.runtime.choices))
 
 
 @hydra.main(version_base="1.3", config_path="pkg://zoo.conf", config_name="config")

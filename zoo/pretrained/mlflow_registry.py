@@ -17,7 +17,7 @@ def register(sink, trained, input_example, shipped=None) -> tuple[str, str]:
     tags = {"zoo.pretrained": entry.name, "zoo.sha256": entry.sha256, "zoo.verdict": entry.verdict}
     if shipped is not None:
         tags["zoo.shipped_sha256"] = shipped.sha256
-    uri = sink.log_model(trained.model, "model", input_example[:2], tags)
+    uri = sink.log_model(trained.model, entry.name, input_example[:2], tags)
     client = store_client(sink.uri)
     try:
         client.get_registered_model(entry.name)

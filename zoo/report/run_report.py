@@ -22,7 +22,7 @@ from zoo.tracking.sink import Sink
 
 log = logging.getLogger(__name__)
 DESCRIBED_KEYS = ("depth", "activation", "init", "norm", "residual")
-MODEL_NAME = "model"           # the logged model's name within its run
+MODEL_NAME = "model"           # a logged model's name when the caller gives none
 INPUT_EXAMPLE_ROWS = 2
 MODEL_OUTCOMES = ("finished", "diverged")
 RECENT_RUNS = len(colors.PALETTE) - 1  # a new run's colour differs from this many runs before it
@@ -45,7 +45,7 @@ def write(sink: Sink, spec, stats: RunStats, verdict: Verdict, final: dict[str, 
         sink.log_artifact(tmp / "config.yaml")
     write_records(sink, stats, verdict, f"{spec.model.name} on {spec.data.name}: {describe(spec)}")
     if model is not None and input_example is not None and _log_model_wanted(spec, tags):
-        tags = {**tags, **log_model(sink, model, input_example, tags)}
+        tags = {**tags, **log_model(sink, model, input_example, tags, name=model_name(spec))}
     sink.set_tags({**run_color(sink), **tags})
 
 
@@ -118,14 +118,20 @@ def _log_model_wanted(spec, tags: dict[str, str]) -> bool:
     return bool(getattr(spec.tracking, "log_model", True)) and tags.get("zoo.outcome") in MODEL_OUTCOMES
 
 
-def log_model(sink: Sink, model, input_example, tags: dict[str, str]) -> dict[str, str]:
-    """Log the model through the sink; returns tags saying where it went, how long it took, or
-    why it could not be logged."""
+def model_name(spec) -> str:
+    """The logged model's name, ``<model family>-<dataset>`` (``mlp-digits``): what the
+    experiment's *Models* tab lists beside the run that trained it."""
+    return f"{spec.model.name}-{spec.data.name}"
+
+
+def log_model(sink: Sink, model, input_example, tags: dict[str, str], name: str = MODEL_NAME) -> dict[str, str]:
+    """Log the model through the sink as ``name``; returns tags saying where it went, how long
+    it took, or why it could not be logged."""
     started = time.perf_counter()
     example = input_example[:INPUT_EXAMPLE_ROWS]
     model_tags = {k: tags[k] for k in ("zoo.outcome", "zoo.verdict") if k in tags}
     try:
-        uri = sink.log_model(model, MODEL_NAME, example, model_tags)
+        uri = sink.log_model(model, name, example, model_tags)
     except Exception as err:  # the run's other records matter more than its model
         log.warning("could not log the model: %s: %s", type(err).__name__, err)
         return {"zoo.model_error": f"{type(err).__name__}: {err}"[:5000]}

@@ -1,6 +1,8 @@
 """Judging a finished study: fetch its runs' records, check the claim, tabulate, draw, and log
 it all on the sweep's parent run (tags ``zoo.claim_verdict``, ``zoo.claim``,
-``zoo.claim_numbers``, ``zoo.failed_variants``); the report is printed to the terminal too."""
+``zoo.claim_numbers``, ``zoo.failed_variants``); the report is printed to the terminal too, and is
+the parent's description (what its page shows first), and the claim's verdict goes in front of
+the parent's name (what the runs table shows: zoo.tracking.names)."""
 from __future__ import annotations
 
 import logging
@@ -10,8 +12,10 @@ from pathlib import Path
 from zoo.monitor.stats import RunStats
 from zoo.studies import claims, plots, records, tables
 from zoo.studies.load import from_section
+from zoo.tracking.names import judged
 
 log = logging.getLogger("zoo")
+MAX_DESCRIPTION = 8000  # MLflow's longest tag value (MAX_TAG_VAL_LENGTH): the description is a tag
 
 
 def _stats(c, run_id: str, folder: Path) -> RunStats | None:
@@ -27,6 +31,17 @@ def _report(study, rows, result: claims.ClaimResult, escape: bool = True) -> str
     table = tables.to_markdown(rows, study.variant_keys, study.metrics, escape)
     return (f"# {study.name} ({study.scale})\n\n{records.md_escape(study.description, escape)}\n\n"
             f"{result.markdown(escape)}\n{table}")
+
+
+def description(study, result: claims.ClaimResult, table: str) -> str:
+    """The parent's description (markdown): the claim's verdict and the study, each check on a
+    line of its own (what the run's page shows before "Show more"), then the claim, the runs left
+    out and the table."""
+    lines = [f"**claim {result.status}** · {study.name} ({study.scale}): {study.description}", "",
+             *(f"- {check.text}" for check in result.checks), "", f"> {result.text}"]
+    if result.failed_variants:
+        lines += ["", f"excluded runs ({len(result.failed_variants)}):", *(f"- {v}" for v in result.failed_variants)]
+    return "\n".join([*lines, "", table])[:MAX_DESCRIPTION]
 
 
 def judge_study(c, uri: str, parent: str, section, run_ids: list[str], sweep_dir: Path) -> claims.ClaimResult:
@@ -62,5 +77,8 @@ def judge_study(c, uri: str, parent: str, section, run_ids: list[str], sweep_dir
     c.set_tag(parent, "zoo.claim_numbers", "\n".join(ch.text for ch in result.checks)[:5000])
     if result.failed_variants:
         c.set_tag(parent, "zoo.failed_variants", "\n".join(result.failed_variants)[:5000])
+    table = tables.to_markdown(rows, study.variant_keys, study.metrics)
+    c.set_tag(parent, "mlflow.note.content", description(study, result, table))
+    c.set_tag(parent, "mlflow.runName", judged(c.get_run(parent).info.run_name, result.status))
     print(f"\n{_report(study, rows, result, escape=False)}", flush=True)
     return result

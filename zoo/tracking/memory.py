@@ -37,6 +37,7 @@ class MemorySink:
 
     def set_tags(self, tags):
         self.tags.update(tags)
+        self.run_name = tags.get("mlflow.runName", self.run_name)  # as MLflow renames a run
 
     def finish(self, status):
         self.status = status

@@ -87,13 +87,19 @@ class MlflowSink:
 
     def log_model(self, model, name, input_example, tags=None):
         """Log ``model`` with MLflow's Keras flavour as one of this run's logged models (MLflow 3:
-        a LoggedModel linked to the run, listed under the run's *Logged models*), with a
-        signature inferred from ``input_example`` and the main head's output on it.
+        a LoggedModel linked to the run, listed under the run's *Logged models* and the
+        experiment's *Models*), named ``name``, with a signature inferred from ``input_example``
+        and the main head's output on it.
 
         This is what ``mlflow.keras.log_model`` does (it calls ``Model.log(flavor=mlflow.keras)``),
         minus the fluent *active run*: the zoo never starts one (a sweep's in-process jobs and a
         stray ``MLFLOW_RUN_ID`` must not capture each other), so the run is named by id and the
-        store by a scoped tracking URI. Requirements are given, not inferred: inference loads the
+        store by a scoped tracking URI. The LoggedModel is created here, in the run's experiment:
+        MLflow 3.17's ``Model.log`` creates it in the active run's experiment, else the fluent
+        current one (``mlflow.set_experiment``, ``MLFLOW_EXPERIMENT_ID``/``_NAME``), else the
+        Default experiment "0", and never looks at the ``run_id`` it is given
+        (``mlflow.tracking.fluent._create_logged_model``). Its params are the run's, as
+        ``Model.log`` would copy them. Requirements are given, not inferred: inference loads the
         model again in a subprocess (seconds per run). Loading it back needs the zoo's layers
         registered: ``import zoo.models._layers`` before ``mlflow.keras.load_model``."""
         import keras
@@ -103,15 +109,18 @@ class MlflowSink:
         output = model(input_example, training=False)
         main = output[0] if isinstance(output, (list, tuple)) else output
         signature = infer_signature(input_example, main.numpy() if hasattr(main, "numpy") else main)
+        run = self._client.get_run(self.run_id)
+        logged = self._client.create_logged_model(
+            run.info.experiment_id, name=logged_model_name(name), source_run_id=self.run_id,
+            tags={k: str(v) for k, v in (tags or {}).items()} or None, params=dict(run.data.params))
         chatty = keras.config.is_interactive_logging_enabled()
         keras.config.disable_interactive_logging()  # MLflow's check of the example calls predict
         try:
             with _scoped_tracking_uri(self.uri):
-                info = Model.log(None, _KerasFlavor, name=name, model=model, run_id=self.run_id,
-                                 flavor_name="mlflow.keras",
+                info = Model.log(None, _KerasFlavor, model=model, run_id=self.run_id,
+                                 model_id=logged.model_id, flavor_name="mlflow.keras",
                                  signature=signature, input_example=input_example,
-                                 pip_requirements=mlflow.keras.get_default_pip_requirements(),
-                                 tags=tags or None)
+                                 pip_requirements=mlflow.keras.get_default_pip_requirements())
         finally:
             if chatty:
                 keras.config.enable_interactive_logging()
@@ -176,6 +185,13 @@ class _KerasFlavor:
 
         os.makedirs(path, exist_ok=True)
         return mlflow.keras.save_model(model=kwargs.pop("model"), path=path, **kwargs)
+
+
+def logged_model_name(name: str) -> str:
+    """``name`` as MLflow accepts a LoggedModel's name: without ``/ : . % " '`` (each becomes
+    ``_``), at most 250 characters, never empty."""
+    cleaned = "".join("_" if c in "/:.%\"'" else c for c in str(name)).strip()[:250]
+    return cleaned or "model"
 
 
 def _scoped_tracking_uri(uri: str):

@@ -19,8 +19,15 @@ from importlib import metadata
 from pathlib import Path
 
 NOT_TRAINING = ("tracking", "study")
-# MLflow 3's UI opens an untagged experiment on its GenAI overview (traces, token panels)
+# What the experiment is, in MLflow 3's own words (its experiment-kind selector, the Python
+# API). MLflow 3.17's UI does not read it to choose the view: see ML_VIEW.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# MLflow 3.17's UI opens an experiment on its GenAI overview (traces, token panels) unless the
+# URL says ``workflowType=machine_learning`` or the browser remembers that choice (the sidebar's
+# "Model training" switch, localStorage ``mlflow.workflowType_v1``); the default is "genai" and
+# the experiment's tags are not consulted (a feature flag fixed on, in its JS bundle). So the
+# links the zoo prints carry the parameter and go to the runs.
+ML_VIEW = "workflowType=machine_learning"
 EXECUTION_ONLY = ("threads",)  # trainer keys that change how fast, not what is computed
 
 
@@ -103,6 +110,15 @@ def experiment_id(c, name: str, uri: str) -> str:
         return c.create_experiment(name, artifact_location=artifact_root_for(uri), tags=EXPERIMENT_KIND)
     except MlflowException:  # created by a concurrent job in between
         return c.get_experiment_by_name(name).experiment_id
+
+
+def ui_link(uri: str, experiment_id: str, run_id: str | None = None) -> str | None:
+    """Where MLflow's UI shows the experiment's runs (or one run) in its machine-learning view,
+    for a tracking server (http/https: it serves the UI at the same address); None for a local
+    store, whose UI address is wherever ``mlflow ui`` is started."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs{f'/{run_id}' if run_id else ''}?{ML_VIEW}"
 
 
 def find_finished(uri: str, experiment: str, digest: str) -> str | None:

@@ -353,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"artifacts in {server.artifacts}\n"
                   f"  export MLFLOW_TRACKING_URI={shown}\n"
                   f"  zoo-ablate STUDY tracking=server\n"
+                  f"In a browser new to MLflow 3.17, click 'Model training' at the top of the UI's sidebar "
+                  f"once: it opens experiments on its GenAI overview otherwise.\n"
                   f"Ctrl-C stops it; logs: {server.log}, {database.log}", flush=True)
             while server.alive:
                 time.sleep(1.0)

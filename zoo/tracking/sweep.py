@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger("zoo")
 SWEEP_FILE = "zoo_sweep.json"
 SWEEP_KEY = "zoo.sweep_key"
+SWEPT_KEYS = "zoo.swept_keys"  # the keys the sweep varies, which name its jobs (zoo.tracking.names)
 JOB_TAG = "zoo.job."
 
 
@@ -77,6 +78,23 @@ def parent_for(spec, hydra_cfg) -> str | None:
         return None
     return parent_run_id(hydra_cfg.sweep.dir) or _parent_in_store(
         spec.tracking.uri, spec.tracking.experiment, _sweep_key(hydra_cfg.sweep.dir))
+
+
+def swept_keys_of(spec, hydra_cfg) -> list[str] | None:
+    """The keys this job's sweep varies, as ``on_multirun_start`` recorded them: in the sweep
+    folder's file, else on the parent run in the store; None outside a sweep or without MLflow."""
+    if not (_sweeping(hydra_cfg) and spec.tracking.uri):
+        return None
+    path = Path(hydra_cfg.sweep.dir) / SWEEP_FILE
+    if path.is_file():
+        return json.loads(path.read_text()).get("swept_keys")
+    parent = parent_for(spec, hydra_cfg)
+    if parent is None:
+        return None
+    from zoo.tracking.runs import client
+
+    recorded = client(spec.tracking.uri).get_run(parent).data.tags.get(SWEPT_KEYS)
+    return json.loads(recorded) if recorded else None
 
 
 def record_job(spec, hydra_cfg, **record) -> None:
@@ -150,7 +168,7 @@ class SweepCallback(Callback):
         uri = OmegaConf.select(config, "tracking.uri")
         if not uri:
             return
-        from zoo.tracking import provenance
+        from zoo.tracking import names, provenance
         from zoo.tracking.repair import keep_alive
         from zoo.tracking.runs import client, experiment_id
 
@@ -162,6 +180,9 @@ class SweepCallback(Callback):
                 SWEEP_KEY: _sweep_key(config.hydra.sweep.dir),
                 **{k: v for k, v in provenance.tags(0).items() if k != "zoo.seed"},
                 "zoo.launcher": provenance.launcher(OmegaConf.select(config, "hydra.runtime.choices"))}
+        varied = names.swept_keys(config.hydra.overrides.task, OmegaConf.select(config, "hydra.sweeper.params"),
+                                  first=OmegaConf.select(config, "study.variant_keys", default=None) or ())
+        tags[SWEPT_KEYS] = json.dumps(varied)
         if study:
             tags["zoo.study"] = study
             tags["zoo.scale"] = str(OmegaConf.select(config, "study.scale", default="full"))
@@ -171,7 +192,8 @@ class SweepCallback(Callback):
                  **dict(o.split("=", 1) for o in config.hydra.overrides.task if "=" in o)}
         for key, value in swept.items():
             c.log_param(run.info.run_id, f"sweep.{key.lstrip('+~')}"[:250], str(value)[:6000])
-        (sweep_dir / SWEEP_FILE).write_text(json.dumps({"parent_run_id": run.info.run_id, "uri": uri}))
+        (sweep_dir / SWEEP_FILE).write_text(json.dumps({"parent_run_id": run.info.run_id, "uri": uri,
+                                                        "swept_keys": varied}))
         log.info("sweep parent run %s (%s)", run.info.run_id, study or "sweep")
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
