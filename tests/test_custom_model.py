@@ -114,6 +114,16 @@ BAD_AT_BUILD = """
 
 
     assigned = functools.partial(_dense)  # no plain def: its parameters are read when it is built
+
+
+    def hidden(input_shape, num_outputs, width=8):
+        inputs = keras.Input(shape=input_shape)
+        return keras.Model(inputs, keras.layers.Dense(num_outputs)(keras.layers.Dense(width)(inputs)))
+
+
+    def recurrent(input_shape, num_outputs, width=8):  # takes sequences; given flat data it raises
+        inputs = keras.Input(shape=input_shape)
+        return keras.Model(inputs, keras.layers.Dense(num_outputs)(keras.layers.LSTM(width)(inputs)))
 """
 
 
@@ -345,6 +355,11 @@ def test_a_study_varying_a_key_the_builder_lacks_is_refused_before_the_sweep(use
     ("softmax layer", "softmax_layer", {}, "model.target: the model bad.py:softmax_layer built ends in a softmax (probs)"),
     ("unbuilt Sequential that cannot take the data", "unbuilt_conv", {},
      "model.target: the model bad.py:unbuilt_conv built does not take the data's input_shape (64,): ValueError: "),
+    ("a knob of the wrong kind, which the builder raises on", "hidden", {"width": "abc"},
+     "model.target: bad.py:hidden((64,), 10, width='abc') raised ValueError: Received an invalid value for `units`"),
+    ("layers that do not take the data's rank", "recurrent", {},
+     "model.target: bad.py:recurrent((64,), 10) raised ValueError: Input 0 with name 'None' of layer 'lstm' is "
+     "incompatible with the layer: expected ndim=3, found ndim=2"),
     ("knob of a builder that is not a plain def", "assigned", {"depth": 3},
      "model.depth: bad.py:assigned has no parameter 'depth'; its knobs: width"),
     ("no such function", "nothing", {}, "model.target: bad.py defines no 'nothing'; its top-level functions"),

@@ -273,7 +273,12 @@ def build_custom(input_shape, num_outputs, *, target, **knobs):
             signature = None
         if signature is not None:
             check_call(Params.from_signature(signature), knobs, parsed, str(signature))
-        model = builder(tuple(input_shape), num_outputs, **knobs)
+        try:  # a knob of the wrong kind (width=abc), layers that do not take the data's rank
+            model = builder(tuple(input_shape), num_outputs, **knobs)
+        except Exception as err:
+            raise SpecError("target", f"{parsed}({_shape(tuple(input_shape))}, {num_outputs}"
+                                      f"{''.join(f', {k}={v!r}' for k, v in knobs.items())}) raised "
+                                      f"{type(err).__name__}: {_first_line(err)[:300]}") from None
         check_model(model, parsed, tuple(input_shape), num_outputs)
     except SpecError as err:
         raise err.within("model") from None
