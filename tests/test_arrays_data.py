@@ -121,7 +121,11 @@ def test_task_auto_follows_the_dtype_and_can_be_set(tmp_path):
     a = make_arrays("flat", "classification")
     whole = {**a, "y_train": a["y_train"].astype(np.float32), "y_val": a["y_val"].astype(np.float32)}
     path = save(tmp_path / "whole.npz", **whole)
-    assert zoo.load_dataset("arrays", path=str(path)).task == "regression"  # float y, no guessing
+    with pytest.raises(SpecError, match="labels or values"):  # whole numbers as floats: asked, not guessed
+        zoo.load_dataset("arrays", path=str(path))
+    assert zoo.load_dataset("arrays", path=str(path), task="regression").task == "regression"
+    fractional = {**whole, "y_train": whole["y_train"] + 0.5}
+    assert zoo.load_dataset("arrays", path=str(save(tmp_path / "f.npz", **fractional))).task == "regression"
     ds = zoo.load_dataset("arrays", path=str(path), task="classification")
     assert ds.task == "classification" and ds.y_train.dtype == np.int32 and ds.num_outputs == 3
     ds = zoo.load_dataset("arrays", path=str(save(tmp_path / "int.npz", **a)), task="regression")
@@ -130,7 +134,7 @@ def test_task_auto_follows_the_dtype_and_can_be_set(tmp_path):
 
 def test_labels_count_classes_over_both_splits(tmp_path):
     a = make_arrays("flat", "classification")
-    a["y_val"][0] = 5  # a class the training split never shows still gets an output
+    a["y_train"][0] = 5  # classes 3 and 4 appear nowhere: K is still the largest label + 1
     ds = DATASETS.build("arrays", path=str(save(tmp_path / "d.npz", **a)), task="auto", standardize=True)
     assert ds.num_outputs == 6
 
@@ -197,6 +201,8 @@ def _fault(tmp_path: Path, case: str) -> list[str]:
             "rank_5": lambda: a.update(x_train=np.zeros((N_TRAIN, 2, 2, 2, 2)), x_val=np.zeros((N_VAL, 2, 2, 2, 2))),
             "label_shape": lambda: a.update(y_train=np.zeros((N_TRAIN, 3), int), y_val=np.zeros((N_VAL, 3), int)),
             "mixed_label_types": lambda: a.update(y_val=a["y_val"].astype(float)),
+            "labels_as_floats": lambda: a.update(y_train=a["y_train"].astype(float), y_val=a["y_val"].astype(float)),
+            "label_only_in_val": lambda: a["y_val"].__setitem__(0, 7),
         }
         edits[case]()
         np.savez(path, **a)
@@ -224,6 +230,9 @@ FAULTS = {  # case: what the one line says
     "rank_5": "data.path: x_train has shape [40, 2, 2, 2, 2]; give x as [n, features],",
     "label_shape": "data.path: y_train has shape [40, 3] for x_train [40, 5] (flat inputs, classification); give y as [n] labels",
     "mixed_label_types": "data.task is auto but y_train is int64 and y_val is float64",
+    "labels_as_floats": "data.task is auto, and y_train is float but holds only 3 whole numbers (0, 1, 2): "
+                        "labels or values? Set data.task=classification or data.task=regression",
+    "label_only_in_val": "data.path: y_val holds label(s) 7 that y_train never has: no model can learn them",
 }
 
 

@@ -222,7 +222,7 @@ def describe(headers: dict, task: str, values: Callable[[str], np.ndarray]) -> L
         raise SpecError("path", f"y_train's targets are {_show(shape['y_train'][1:])} but y_val's "
                                 f"are {_show(shape['y_val'][1:])}")
     kind = INPUT_KINDS[len(x)]
-    task = _task(task, dtype["y_train"], dtype["y_val"])
+    asked, task = task, _task(task, dtype["y_train"], dtype["y_val"])
     target = _target(kind, task, x, shape["y_train"])
     for key in KEYS:  # integers and bools are finite by construction
         if dtype[key].kind == "f":
@@ -231,6 +231,8 @@ def describe(headers: dict, task: str, values: Callable[[str], np.ndarray]) -> L
                 first = np.argwhere(bad)[0]
                 raise SpecError("path", f"{key} holds {int(bad.sum())} NaN or infinite values (the "
                                         f"first at {_show(first)}); drop or fill them")
+    if asked == "auto" and task == "regression":
+        _not_labels(values("y_train"))
     if task == "classification":
         outputs = _classes(values("y_train"), values("y_val"))
     else:
@@ -271,6 +273,22 @@ def _target(kind: str, task: str, x: tuple, y: tuple) -> str | None:
     return "sequence" if per_step else "last"
 
 
+LABEL_LIKE = 50  # at most this many distinct whole numbers in float y: labels or values? ask
+
+
+def _not_labels(y: np.ndarray) -> None:
+    """Float y that holds only a few whole numbers (0., 1., 2. from a data frame) could be labels
+    or values: with task=auto it would silently be regression, so the user is asked."""
+    if not np.array_equal(y, np.round(y)):
+        return
+    found = np.unique(y)
+    if len(found) <= LABEL_LIKE:
+        shown = ", ".join(f"{v:g}" for v in found[:5]) + (", ..." if len(found) > 5 else "")
+        raise SpecError("task", f"is auto, and y_train is float but holds only {len(found)} whole numbers "
+                                f"({shown}): labels or values? Set data.task=classification or "
+                                f"data.task=regression")
+
+
 def _classes(y_train: np.ndarray, y_val: np.ndarray) -> int:
     """K for labels in [0, K): whole numbers >= 0, at least two classes."""
     for key, y in (("y_train", y_train), ("y_val", y_val)):
@@ -281,6 +299,11 @@ def _classes(y_train: np.ndarray, y_val: np.ndarray) -> int:
         if y.min() < 0:
             raise SpecError("path", f"{key} holds label {y.min():g}; classification labels must "
                                     f"be integers in [0, K)")
+    unseen = np.setdiff1d(np.unique(y_val), np.unique(y_train))
+    if len(unseen):
+        shown = ", ".join(f"{v:g}" for v in unseen[:5]) + (", ..." if len(unseen) > 5 else "")
+        raise SpecError("path", f"y_val holds label(s) {shown} that y_train never has: no model can "
+                                f"learn them; split the data so that every class is in y_train")
     classes = int(max(y_train.max(), y_val.max())) + 1
     if classes < 2:
         raise SpecError("path", "y_train and y_val hold only label 0; classification needs two "
