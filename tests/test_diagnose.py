@@ -109,6 +109,7 @@ def test_a_healthy_cnn_exits_0_and_gets_no_advice(files, capsys):
     (["sigmoid.keras", "--data", "flat.npz", "--batches", "0"], "--batches must be >= 1"),
     (["sigmoid.keras", "--data", "flat.npz", "--mlflow", "--tracking-uri", "ftp://x"], "--tracking-uri"),
     (["sigmoid.keras"], "the following arguments are required: --data"),
+    (["sigmoid.keras", "--data", "flat.npz", "--out", "flat.npz"], "--out flat.npz: is a file, not a folder"),
 ])
 def test_bad_input_is_one_line_exit_2_before_tensorflow(files, args, message):
     done = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=files, capture_output=True, text=True, timeout=120)
@@ -118,7 +119,7 @@ def test_bad_input_is_one_line_exit_2_before_tensorflow(files, args, message):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["sigmoid.keras", "--data", "flat.npz", "--loss", "nosuch"], "--loss nosuch: not a Keras loss"),
+    (["sigmoid.keras", "--data", "flat.npz", "--loss", "nosuch"], "loss 'nosuch': not a Keras loss"),
     (["sigmoid.keras", "--data", "flat.npz", "--loss", "mse"], "y does not fit the model's output and its loss"),
 ])
 def test_a_loss_that_does_not_fit_is_one_line_exit_2(files, capsys, args, message):
@@ -239,3 +240,42 @@ def test_each_piece_of_evidence_is_the_readmes_result_for_its_study():
         assert e.numbers in row, (e.study, e.numbers)
         assert claim_text(e.study)
         assert e.advice or not e.reproduced  # a reproduced study gives advice; others none
+
+
+# --- the Python entry point: the same checks, advice that fits the model -----------------------------
+def test_zoo_diagnose_refuses_what_the_command_refuses_in_one_line():
+    import keras
+
+    import zoo
+    from zoo.diagnosis.arrays import InputError
+
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+    x, y = np.zeros((32, 6), np.float32), np.zeros(32, np.int32)
+    cases = [((np.zeros((32, 5), np.float32), y, "classification"), "x has examples of shape (5,) but the model takes (6)"),
+             ((x, y, "regresion"), "task must be one of classification, regression, got 'regresion'"),
+             ((x, np.full(32, 7, np.int32), "classification"), "y does not fit the model's output and its loss: ")]
+    for data, message in cases:
+        with pytest.raises(InputError) as err:
+            zoo.diagnose(model, data)
+        assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_advice_the_model_already_follows_or_that_the_data_makes_moot_is_withheld():
+    import keras
+
+    import zoo
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(128, 16)).astype("float32"), rng.integers(0, 2, 128).astype("int32")
+    deep = keras.Sequential([keras.Input((16,))] + [keras.layers.Dense(32, activation="sigmoid") for _ in range(15)]
+                            + [keras.layers.Dense(2)])
+    deep.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    d = zoo.diagnose(deep, (x, y))
+    assert d.verdict.label == "vanishing" and "activation_depth" in [e.study for e in d.remedies]
+    assert "optimizer" not in [e.study for e in d.evidence]  # it trains with Adam already
+    relu = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32, activation="relu", kernel_initializer="he_normal"),
+                             keras.layers.Dense(2)])
+    d = zoo.diagnose(relu, (np.zeros_like(x), y, "classification"))
+    assert d.findings[0].kind == "constant_inputs" and d.problem and not d.evidence
+    assert "check the data" in d.markdown() and "no reproduced study speaks" in d.markdown()

@@ -6,7 +6,7 @@ probe them with, and passes the same batches through each model's own
 batch-norm moving statistics a training-mode forward pass updates are put back too). The numbers
 are therefore the very ``grad_norm`` per kernel (the data objective's gradient, before clipping)
 and, for recurrent models, the ``time_grad`` (gradient reaching each time step) that a run logs,
-at the models' trained weights, exact over float32's range (zoo.monitor.graph_stats). Several
+at the models' current weights, exact over float32's range (zoo.monitor.graph_stats). Several
 batches (default 4 of 64) give a median and a spread. Each model also gets a run's headline:
 the verdict rule (zoo.monitor.verdict) with the batches as its steps, and progress, the median
 batch loss against the best constant predictor's loss on the data (zoo.monitor.summary).
@@ -369,7 +369,7 @@ def figure(c: Comparison):
     heads = [fig.text(0.5, 0.975, f"a = {pa.label}   vs   b = {pb.label}", ha="center", va="top",
                       fontsize=13, fontweight="bold"),
              fig.text(0.5, 0.935, f"knob: {c.knob}" if c.knob else "", ha="center", va="top", fontsize=11),
-             fig.text(0.5, 0.9, f"gradient of the data loss at the trained weights, the same {c.batches} batches "
+             fig.text(0.5, 0.9, f"gradient of the data loss at the models' current weights, the same {c.batches} batches "
                       f"of {c.batch_size} through each model's instrumented step (lr 0);  ✕ = exactly 0 (every element)",
                       ha="center", va="top", fontsize=8.5, color="0.3")]
     fig.subplots_adjust(left=0.085 if not recurrent else 0.06, right=0.955, top=0.86, bottom=0.12)

@@ -29,6 +29,7 @@ from zoo.diagnosis.remedies import Evidence, applicable, claim_text
 SATURATED = 0.5   # more than half of a sigmoid / tanh layer's outputs in the flat tails
 DEAD = 0.5        # more than half of a ReLU layer's units 0 on every example of a batch
 BATCHES, BATCH_SIZE = 4, 64
+TASKS = ("classification", "regression")
 
 
 @dataclass
@@ -55,6 +56,11 @@ class Diagnosis:
     @property
     def verdict(self):
         return self.probed.verdict
+
+    @property
+    def headline(self) -> str:
+        """The verdict's label (a diagnosis judges the gradient, not training progress)."""
+        return self.probed.verdict.label
 
     @property
     def problem(self) -> bool:
@@ -94,21 +100,21 @@ class Diagnosis:
         t = self.stats.time_grad
         rows = []
         for i, name in enumerate(self.stats.seq_layers):
-            ratios = np.array([_ratio(b[i, 0], b[i, -1]) for b in t])
-            rows.append({"layer": name, "steps": int(t.shape[2]), "median": float(np.median(ratios)),
+            ratios = np.array([_ratio(b[i, 0], b[i, -1]) for b in t])  # per batch, for the range
+            typical = _ratio(np.median(t[:, i, 0]), np.median(t[:, i, -1]))  # the verdict's rule
+            rows.append({"layer": name, "steps": int(t.shape[2]), "median": typical,
                          "min": float(ratios.min()), "max": float(ratios.max())})
         return rows
 
     def markdown(self) -> str:
         p = self.probed
-        lines = [f"# Diagnosis of {self.label}: {p.headline}", "",
+        lines = [f"# Diagnosis of {self.label}: {self.headline}", "",
                  f"Measured at the model's current weights on {self.batches} batches of up to "
                  f"{self.batch_size} examples (nothing changed); loss: {self.loss_name}.", "",
                  f"**Verdict: {p.verdict.label}** ({p.verdict.reason})."]
         if p.progress:
-            from zoo.monitor.summary import describe_progress
-
-            lines.append("Loss: " + describe_progress(*p.progress).replace("final train loss", "loss on these batches") + ".")
+            lines.append(f"Loss on these batches: {_num(p.progress[1])}× the best constant predictor's "
+                         "(below 1: better than predicting a constant; about 1 or above: no better).")
         lines += ["", "## Findings", ""]
         lines += [f"- {f.text}" for f in self.findings if f.kind not in FACTS] or ["- none: the gradient reaches every layer"]
         lines += ["", "## What the zoo's reproduced studies support", ""]
@@ -134,7 +140,8 @@ class Diagnosis:
         times = self.time_rows()
         if times:
             lines += ["", "## Gradient through time", "",
-                      "| recurrent layer | steps | ‖∂L/∂x_0‖ / ‖∂L/∂x_T‖ median [min, max] |", "|---|---:|---:|"]
+                      "| recurrent layer | steps | ‖∂L/∂x_0‖ / ‖∂L/∂x_T‖ of the medians [per-batch min, max] |",
+                      "|---|---:|---:|"]
             lines += [f"| {r['layer']} | {r['steps']} | {_num(r['median'])} [{_num(r['min'])}, {_num(r['max'])}] |"
                       for r in times]
         gates = self.stats.forget_gate
@@ -165,7 +172,11 @@ class Diagnosis:
         return self.markdown()
 
 
-FACTS = ("saturating_activations", "batch_norm", "recurrent")  # about the model, not problems
+# about the model, not problems: they select advice (zoo.diagnosis.remedies)
+FACTS = ("saturating_activations", "batch_norm", "recurrent", "adaptive_optimizer", "fan_in_init")
+ADAPTIVE = ("Adam", "AdamW", "Adamax", "Nadam", "Lion")  # keras.optimizers with per-parameter steps
+FAN_IN = ("HeNormal", "HeUniform", "GlorotNormal", "GlorotUniform", "LecunNormal", "LecunUniform",
+          "Orthogonal", "VarianceScaling")
 
 
 def _ratio(first: float, last: float) -> float:
@@ -226,11 +237,26 @@ def findings_of(d: Diagnosis, model) -> list[Finding]:
     if any(k in ("sigmoid", "tanh") for k in d.stats.act_kinds):
         found.append(Finding("saturating_activations", "it has sigmoid or tanh layers"))
     layers = _all_layers(model)
+    optimizer = type(getattr(model, "optimizer", None)).__name__
+    if optimizer in ADAPTIVE:
+        found.append(Finding("adaptive_optimizer", f"it was compiled with {optimizer}"))
+    inits = [type(l.kernel_initializer).__name__ for l in layers if hasattr(l, "kernel_initializer")]
+    if inits and all(name in FAN_IN for name in inits):
+        found.append(Finding("fan_in_init", "every kernel is initialized by a fan-in rule"))
     if any(isinstance(l, keras.layers.BatchNormalization) for l in layers):
         found.append(Finding("batch_norm", "it has batch normalization"))
     if any(isinstance(l, (keras.layers.RNN, keras.layers.Bidirectional)) for l in layers):
         found.append(Finding("recurrent", "it has recurrent layers"))
     return found
+
+
+def _constant(xs: list) -> bool:
+    """Every input array's every feature has std 0 over all the batches."""
+    import tensorflow as tf
+
+    flat = [tf.nest.flatten(x) for x in xs]
+    return all(np.all(np.std(np.concatenate([np.asarray(b[i], np.float64) for b in flat]), axis=0) == 0)
+               for i in range(len(flat[0])))
 
 
 def _dataset(data, model):
@@ -272,16 +298,32 @@ def diagnose(model, data, loss=None, batches: int = BATCHES, batch_size: int = B
     or lists / dicts of arrays. ``loss``: a Keras loss name or object; default the model's
     compiled loss, else the task's (integer ``y``: sparse categorical cross-entropy, from logits
     unless the model ends in a softmax; else mean squared error). ``batches`` of ``batch_size``
-    examples are drawn with ``seed``. Raises ValueError for an unknown loss name."""
+    examples are drawn with ``seed``. Raises zoo.diagnosis.arrays.InputError (a ValueError), in
+    one line, for an unknown task or loss name, inputs that do not fit the model's input, or
+    targets that do not fit its output and loss."""
     from zoo.compare import probed
     from zoo.data import Dataset, constant_baseline
     from zoo.measure import batches_of, measure
     from zoo.monitor.summary import progress
 
+    import tensorflow as tf
+
+    from zoo.diagnosis.arrays import InputError, check_fits, model_input_shape
+
     x, y, task = _dataset(data, model)
+    if task not in TASKS:
+        raise InputError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    if not isinstance(x, (list, tuple, dict)):
+        check_fits("data", model_input_shape(model), np.asarray(x))
     xs, ys = batches_of(x, y, batches, batch_size, seed)
     label = label or model.name
-    measured = measure(model, xs, ys, task, loss)
+    try:
+        measured = measure(model, xs, ys, task, loss)
+    except (ValueError, tf.errors.InvalidArgumentError) as err:
+        text = " ".join((getattr(err, "message", None) or str(err)).strip().split("\n")[0].split())[:300]
+        if str(err).startswith("unknown loss"):
+            raise InputError(f"loss {loss!r}: not a Keras loss") from None
+        raise InputError(f"y does not fit the model's output and its loss: {text}") from None
     p = probed(measured, label)
     if not isinstance(y, (list, tuple, dict)):
         y_arr = np.asarray(y)
@@ -291,7 +333,13 @@ def diagnose(model, data, loss=None, batches: int = BATCHES, batch_size: int = B
             p.progress = progress(float(np.median(p.loss)), baseline)
     d = Diagnosis(label, p, measured.stats, measured.loss_name, len(xs), batch_size)
     d.findings = findings_of(d, model)
-    d.evidence = applicable({f.kind for f in d.findings})
+    if _constant(xs):  # the data's fault, not the model's: no study's advice applies
+        d.findings.insert(0, Finding("constant_inputs", "the inputs do not vary over these batches (every "
+                                                        "feature's std is 0): nothing the model does can "
+                                                        "learn from them; check the data"))
+        d.evidence = []
+    else:
+        d.evidence = applicable({f.kind for f in d.findings})
     d.figure = figure(d)
     return d
 
@@ -342,6 +390,6 @@ def figure(d: Diagnosis):
         a.set_xlabel("fraction (median over batches); dotted: the finding's threshold")
         a.legend(fontsize=8, loc="lower right")
         a.set_title("activations", fontsize=10)
-    fig.suptitle(f"{d.label}: {p.headline} — {p.verdict.reason}", fontsize=10.5)
+    fig.suptitle(f"{d.label}: {d.headline} — {p.verdict.reason}", fontsize=10.5)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     return fig

@@ -81,6 +81,15 @@ def compiled_loss(config: dict):
     return (config.get("compile_config") or {}).get("loss")
 
 
+def model_input_shape(model) -> tuple | None:
+    """A built model's one input shape (no batch axis), or None (several inputs, subclassed)."""
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    return tuple(inputs[0].shape[1:]) if inputs and len(inputs) == 1 else None
+
+
 def check_fits(path, shape: tuple | None, x: np.ndarray) -> None:
     """The arrays fit the model's input shape (raises InputError naming both)."""
     if shape is None:

@@ -13,11 +13,15 @@ from the files is checked before TensorFlow loads.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from zoo._lazy import pin_backend
-from zoo.diagnosis.arrays import InputError, check_fits, compiled_loss, input_shape, model_config, read_arrays
+from zoo.diagnosis.arrays import (InputError, check_fits, compiled_loss, input_shape, model_config,
+                                  model_input_shape, read_arrays)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,6 +59,12 @@ def _check(args) -> tuple[dict, dict]:
     if args.loss is None and compiled_loss(config) is None:
         raise InputError(f"{args.model}: no loss known: the model was saved without compile(); give "
                          "--loss NAME (for example mse, sparse_categorical_crossentropy)")
+    out = Path(args.out or f"{Path(args.model).stem}-diagnosis")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file, not a folder")
+    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"--out {out}: cannot write in {existing}")
     if args.mlflow:
         from zoo.schema import SpecError
         from zoo.spec import TrackingConfig, check_tracking
@@ -62,7 +72,7 @@ def _check(args) -> tuple[dict, dict]:
         try:
             check_tracking(TrackingConfig(uri=args.tracking_uri, experiment=args.experiment))
         except SpecError as err:
-            raise InputError(f"--tracking-uri: {err.message}") from None
+            raise InputError(f"--tracking-uri: {err.message.replace('or set tracking.uri=null', 'or leave out --mlflow')}") from None
     return config, arrays
 
 
@@ -81,26 +91,6 @@ def _load(args):
         raise InputError(f"{args.model}: Keras cannot load it: {first}{hint}") from None
 
 
-def tf_errors() -> tuple:
-    import tensorflow as tf
-
-    return (tf.errors.InvalidArgumentError,)
-
-
-def _first_line(err: BaseException) -> str:
-    text = getattr(err, "message", None) or str(err)
-    return " ".join(text.strip().split("\n")[0].split())[:300]
-
-
-def _loaded_input_shape(model) -> tuple | None:
-    """The loaded model's one input shape (no batch axis), or None (several inputs, subclassed)."""
-    try:
-        inputs = model.inputs
-    except (AttributeError, ValueError):
-        return None
-    return tuple(inputs[0].shape[1:]) if inputs and len(inputs) == 1 else None
-
-
 def _log(args, d, paths) -> str:
     from zoo.tracking import provenance
     from zoo.tracking.mlflow_sink import MlflowSink
@@ -111,11 +101,16 @@ def _log(args, d, paths) -> str:
                 "batch_size": d.batch_size, "seed": args.seed},
                {**provenance.tags(args.seed), "zoo.kind": "diagnosis"})
     try:
-        sink.log_metrics({f"health/{k}": v for k, v in d.verdict.numbers.items()}, 0)
+        metrics = {f"health/{k}": v for k, v in d.verdict.numbers.items()}
+        metrics["loss"] = float(np.median(d.stats.loss))
+        if d.probed.progress:
+            metrics["progress/loss_ratio"] = d.probed.progress[1]
+        metrics.update({f"grad_norm/{r['layer']}": r["median"] for r in d.layer_rows()})
+        sink.log_metrics(metrics, 0)
         for path in paths.values():
             sink.log_artifact(str(path), "diagnosis")
         sink.set_tags({"zoo.verdict": d.verdict.label, "zoo.verdict_reason": d.verdict.reason,
-                       "zoo.headline": d.probed.headline, "mlflow.note.content": d.markdown()[:5000]})
+                       "zoo.headline": d.headline, "mlflow.note.content": d.markdown()[:5000]})
     except BaseException:
         sink.finish("FAILED")
         raise
@@ -131,16 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         from zoo.diagnosis import diagnose
 
         model = _load(args)
-        check_fits(args.data, _loaded_input_shape(model), arrays["x"])
-        try:
-            d = diagnose(model, arrays, loss=args.loss, batches=args.batches, batch_size=args.batch_size,
-                         seed=args.seed, label=Path(args.model).stem)
-        except ValueError as err:
-            if "unknown loss" in str(err) or "Could not interpret loss" in str(err):
-                raise InputError(f"--loss {args.loss}: not a Keras loss") from None
-            raise InputError(f"{args.data}: y does not fit the model's output and its loss: {_first_line(err)}") from None
-        except tf_errors() as err:  # the same, found while the step ran
-            raise InputError(f"{args.data}: y does not fit the model's output and its loss: {_first_line(err)}") from None
+        check_fits(args.data, model_input_shape(model), arrays["x"])
+        d = diagnose(model, arrays, loss=args.loss, batches=args.batches, batch_size=args.batch_size,
+                     seed=args.seed, label=Path(args.model).stem)
     except InputError as err:
         print(f"zoo-diagnose: {err}", file=sys.stderr)
         return 2

@@ -11,8 +11,11 @@ Findings (zoo.diagnosis.findings) are named by kind: ``vanishing_depth`` (first/
 gradient ratio below 1e-3), ``vanishing_scale`` (every layer's gradient tiny next to its
 weights), ``vanishing_time``, ``exploding_depth``, ``exploding_time``, ``exploding_scale``,
 ``diverged``, ``saturated`` (a sigmoid or tanh layer mostly saturated), ``dead`` (a ReLU layer
-mostly dead); and facts about the model: ``saturating_activations`` (it has sigmoid or tanh
-layers), ``batch_norm``, ``recurrent``.
+mostly dead), ``constant_inputs`` (the batches' inputs do not vary: nothing reaches the first
+layer whatever the model); and facts about the model: ``saturating_activations`` (it has
+sigmoid or tanh layers), ``batch_norm``, ``recurrent``, ``adaptive_optimizer`` (compiled with
+Adam or a relative), ``fan_in_init`` (every kernel initialized by a fan-in rule: He, Glorot,
+LeCun, orthogonal), which withhold advice the model already follows.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ class Evidence:
     advice: str                     # the change the study supports (empty: none)
     when: tuple[frozenset, ...]     # finding kinds: the evidence applies when any set is all present
     helps: bool = True              # False: a negative result (the change does not help)
+    unless: frozenset = frozenset()  # ... and none of these is (the model does it already)
 
     @property
     def reproduced(self) -> bool:
@@ -59,13 +63,13 @@ EVIDENCE = (
              "depth-5 sigmoid MLP, 30 epochs: train loss Adam 0.29 ± 0.05 vs SGD 2.30; momentum "
              "2.297 vs SGD 2.302: lower on every seed (paired), but both at chance",
              "train with Adam rather than plain SGD or momentum",
-             _when("vanishing_depth saturating_activations")),
+             _when("vanishing_depth saturating_activations"), unless=frozenset({"adaptive_optimizer"})),
     Evidence("init_depth", "reproduced",
              "depth 50, first-layer gradient at step 1: 6.1e-28 ×/÷ 1.14 with N(0, 0.05²) (read as "
              "exactly 0 before) vs 0.58 ×/÷ 2.0 with He; its first/last ratio is 3.1: every layer "
              "starves alike (the scale rule's case). Final train loss He 1.46 ± 0.16 vs Glorot 2.30 (chance)",
              "initialize by fan-in (He for ReLU, Glorot for sigmoid / tanh) instead of a fixed small scale",
-             _when("vanishing_scale")),
+             _when("vanishing_scale"), unless=frozenset({"fan_in_init", "constant_inputs"})),
     Evidence("bn_explosion", "reproduced",
              "step-1 flow plain-56 678 ×/÷ 1.6 vs plain-20 2.7 (> 10×); ResNet-56 0.34 (< 1/10 of plain-56)",
              "add residual connections (batch norm in a deep plain net makes the input side's "
@@ -116,5 +120,6 @@ def claim_text(study: str) -> str:
 
 
 def applicable(findings: set[str]) -> list[Evidence]:
-    """Every evidence whose findings are all present, in the order of :data:`EVIDENCE`."""
-    return [e for e in EVIDENCE if any(need <= findings for need in e.when)]
+    """Every evidence whose findings are all present and none of whose ``unless`` is, in the
+    order of :data:`EVIDENCE`."""
+    return [e for e in EVIDENCE if any(need <= findings for need in e.when) and not (e.unless & findings)]
