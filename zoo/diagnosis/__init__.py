@@ -259,7 +259,7 @@ def _constant(xs: list) -> bool:
                for i in range(len(flat[0])))
 
 
-def _dataset(data, model):
+def _dataset(data):
     """(x, y, task) from what ``diagnose`` accepts."""
     from zoo.data import Dataset
 
@@ -284,8 +284,6 @@ def _dataset(data, model):
 def infer_task(y) -> str:
     """Integer targets: classification; anything else: regression (for several outputs, the
     first output's)."""
-    import numpy as np
-
     first = y[0] if isinstance(y, (list, tuple)) else next(iter(y.values())) if isinstance(y, dict) else y
     return "classification" if np.issubdtype(np.asarray(first).dtype, np.integer) else "regression"
 
@@ -310,7 +308,7 @@ def diagnose(model, data, loss=None, batches: int = BATCHES, batch_size: int = B
 
     from zoo.diagnosis.arrays import InputError, check_fits, model_input_shape
 
-    x, y, task = _dataset(data, model)
+    x, y, task = _dataset(data)
     if task not in TASKS:
         raise InputError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     if not isinstance(x, (list, tuple, dict)):
