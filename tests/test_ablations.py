@@ -163,7 +163,7 @@ def test_a_failing_and_a_diverging_job_do_not_stop_the_study(tmp_path):
     tags = parents[0].data.tags
     assert parents[0].info.status == "FINISHED"
     assert "injected failure" in tags["zoo.failed_variants"] and "diverged at step" in tags["zoo.failed_variants"]
-    assert "excluded runs (5):" in out.stdout  # 2 failed + 3 diverged (lr 1e8, one of them failed first)
+    assert "Excluded runs (5):" in out.stdout  # 2 failed + 3 diverged (lr 1e8, one of them failed first)
     assert out.stdout.count("failed: RuntimeError: injected failure") == 2
 
 

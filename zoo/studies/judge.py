@@ -37,10 +37,11 @@ def description(study, result: claims.ClaimResult, table: str) -> str:
     """The parent's description (markdown): the claim's verdict and the study, each check on a
     line of its own (what the run's page shows before "Show more"), then the claim, the runs left
     out and the table."""
-    lines = [f"**claim {result.status}** · {study.name} ({study.scale}): {study.description}", "",
-             *(f"- {check.text}" for check in result.checks), "", f"> {result.text}"]
+    esc = records.md_escape  # a check's "< False = ..." would open an HTML tag the UI drops
+    lines = [f"**claim {result.status}** · {study.name} ({study.scale}): {esc(study.description)}", "",
+             *(f"- {esc(check.text)}" for check in result.checks), "", f"> {esc(result.text)}"]
     if result.failed_variants:
-        lines += ["", f"excluded runs ({len(result.failed_variants)}):", *(f"- {v}" for v in result.failed_variants)]
+        lines += ["", f"excluded runs ({len(result.failed_variants)}):", *(f"- {esc(v)}" for v in result.failed_variants)]
     return "\n".join([*lines, "", table])[:MAX_DESCRIPTION]
 
 
