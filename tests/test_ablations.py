@@ -12,7 +12,7 @@ from conftest import runs_of
 from zoo.spec import validate
 from zoo.studies.jobs import expand, job_count, job_params, study_jobs
 from zoo.studies.load import from_section, load_study, study_names, studies_dir, sweep_params
-from zoo.studies.records import matches
+from zoo.studies.records import matches, md_escape
 from zoo.tracking.runs import flat_params
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -88,7 +88,7 @@ def test_quick_study_runs_end_to_end(name, tmp_path):
     assert parent.info.run_name.startswith(f"inconclusive · {name} ")  # what the runs table shows first
     description = tags["mlflow.note.content"]  # what its page shows first: verdict, checks, claim, table
     assert description.startswith(f"**claim inconclusive** · {name} (quick): ")
-    assert all(f"- {line}" in description for line in tags["zoo.claim_numbers"].splitlines())
+    assert all(f"- {md_escape(line)}" in description for line in tags["zoo.claim_numbers"].splitlines())
     assert len(children) == job_count(name, load_study(name).overrides("quick"))
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id

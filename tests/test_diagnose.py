@@ -37,7 +37,8 @@ def files(tmp_path_factory):
     sigmoid.save(folder / "sigmoid.keras")
     np.savez(folder / "flat.npz", x=x, y=y)
     xs = rng.normal(size=(256, 30, 1)).astype("float32")
-    lstm = keras.Sequential([keras.Input((30, 1)), keras.layers.LSTM(16), keras.layers.Dense(1)], name="lstm_last")
+    lstm = keras.Sequential([keras.Input((30, 1)), keras.layers.LSTM(16, name="lstm"), keras.layers.Dense(1)],
+                           name="lstm_last")
     lstm.save(folder / "lstm.keras")  # no compile(): the loss must be given
     np.savez(folder / "seq.npz", x=xs, y=xs[:, -5:, 0].mean(axis=1, keepdims=True))
     xi = rng.normal(size=(256, 8, 8, 1)).astype("float32")
