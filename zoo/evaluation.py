@@ -16,12 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-
-def _functional(model) -> bool:
-    try:
-        return bool(model.inputs)
-    except (AttributeError, ValueError):
-        return False
+from zoo.monitor.discover import is_functional
 
 
 def batch_norm_layers(model: keras.Model) -> list:
@@ -35,7 +30,7 @@ class PopulationStatistics:
     def __init__(self, model: keras.Model, batch_size: int):
         # a subclassed model's layers are not on a graph whose inner tensors can be read: its
         # batch-norm layers keep Keras' moving averages
-        self.layers = batch_norm_layers(model) if _functional(model) else []
+        self.layers = batch_norm_layers(model) if is_functional(model) else []
         self.batch_size = batch_size
         if self.layers:
             inputs = keras.Model(model.inputs, [l.input for l in self.layers], name="bn_inputs")

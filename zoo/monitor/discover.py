@@ -56,7 +56,8 @@ def activation_kind(layer) -> str | None:
     return kind if kind in blocks.ACTIVATIONS.names() and kind != "linear" else None
 
 
-def _functional(model) -> bool:
+def is_functional(model) -> bool:
+    """A functional or Sequential model, whose layers' outputs are on a graph that can be read."""
     try:
         return bool(model.inputs) and bool(model.outputs)
     except (AttributeError, ValueError):
@@ -67,7 +68,7 @@ def discover(model) -> Found:
     """The monitor's view of ``model`` (built, trainable variables created)."""
     skipped: dict[str, str] = {}
     index, kernels = kernels_of(model)
-    if not _functional(model):
+    if not is_functional(model):
         skipped["activation statistics, gradient through time, forget gates"] = (
             f"{type(model).__name__} is not a functional or Sequential model: its layers' "
             "outputs cannot be read; gradient norms and histograms are measured")
