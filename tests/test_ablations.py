@@ -85,7 +85,7 @@ def test_quick_study_runs_end_to_end(name, tmp_path):
     tags = parent.data.tags
     assert parent.info.status == "FINISHED" and tags["zoo.study"] == name and tags["zoo.scale"] == "quick"
     assert tags["zoo.claim_verdict"] == "inconclusive"  # quick runs one seed, and one seed never decides
-    assert parent.info.run_name.startswith(f"inconclusive · {name} ")  # what the runs table shows first
+    assert parent.info.run_name == f"inconclusive · {name}"  # what the runs table shows first
     description = tags["mlflow.note.content"]  # what its page shows first: verdict, checks, claim, table
     assert description.startswith(f"**claim inconclusive** · {name} (quick): ")
     assert all(f"- {md_escape(line)}" in description for line in tags["zoo.claim_numbers"].splitlines())
@@ -179,10 +179,11 @@ def test_four_parallel_joblib_jobs_lose_nothing(tmp_path):
         assert child.info.status == "FINISHED"
         assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         steps = int(child.data.tags["zoo.steps"])
-        for name in ["loss", "accuracy"] + [k for k in child.data.metrics if k.startswith("grad_norm/")]:
+        for name in ["2 learning/loss", "2 learning/accuracy", "1 gradient flow/log10_flow"] + [
+                k for k in child.data.metrics if k.startswith("log10_grad_norm/")]:
             history = client.get_metric_history(child.info.run_id, name)
             assert [m.step for m in history] == list(range(1, steps + 1)), name
-        assert len([k for k in child.data.metrics if k.startswith("grad_norm/")]) == 3
+        assert len([k for k in child.data.metrics if k.startswith("log10_grad_norm/")]) == 3
     jobs = [json.loads(v) for k, v in parents[0].data.tags.items() if k.startswith("zoo.job.")]
     assert sorted(j["run_id"] for j in jobs) == sorted(c.info.run_id for c in children)
 

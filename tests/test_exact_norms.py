@@ -163,3 +163,21 @@ def test_both_ways_of_reading_a_norm_agree_with_numpy_at_their_border():
     compiled = tf.function(graph_stats.norms, jit_compile=True)
     np.testing.assert_allclose(compiled([tf.constant(below), tf.constant(big)]).numpy(),
                                [reference(below), reference(big)], rtol=1e-12)
+
+
+def test_charts_get_log10_of_norms_across_float64_with_exact_zero_below_float32():
+    """MLflow's charts are linear: the per-layer norms go there as log10, over the whole range a
+    norm can take (float32 elements, float64 sums), and an exact 0 sits below every float32
+    value instead of -inf (which MLflow would store as -1.8e308, flattening the chart)."""
+    from zoo.monitor.layout import LOG10_ZERO, log10_for_charts
+    from zoo.monitor.recorder import flow_story
+
+    norms = np.array([1.4e-45, 1e-38, 3e-19, 1.0, 3.4e38, 6e38, 1e300])
+    np.testing.assert_allclose(log10_for_charts(norms), np.log10(norms), rtol=1e-15)
+    assert log10_for_charts([0.0])[0] == LOG10_ZERO < np.log10(np.float32(1.4e-45))
+    assert flow_story(np.array([0.0, 2.0])) == {"1 gradient flow/log10_first_layer": LOG10_ZERO,
+                                                "1 gradient flow/log10_last_layer": pytest.approx(np.log10(2.0)),
+                                                "1 gradient flow/log10_flow": LOG10_ZERO}
+    assert flow_story(np.array([0.0, 0.0]))["1 gradient flow/log10_flow"] == 0.0  # 0/0 = 1: nothing lost between
+    assert flow_story(np.array([1e-30, 1e5]))["1 gradient flow/log10_flow"] == pytest.approx(-35.0)
+    assert flow_story(np.array([])) == {}

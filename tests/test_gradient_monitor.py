@@ -276,9 +276,9 @@ def test_records_reach_the_autolog_run_in_a_real_sqlite_store(tmp_path):
     (run,) = client.search_runs([client.get_experiment_by_name("monitor").experiment_id])
     assert run.info.status == "FINISHED"
     metrics = run.data.metrics
-    assert "loss" in metrics and "zoo/loss" in metrics  # autolog's epoch loss, the monitor's data loss
-    history = client.get_metric_history(run.info.run_id, f"zoo/grad_norm/{monitor.stats.layers[0]}")
-    assert [m.step for m in history] == [2, 4, 6, 8] and all(m.value > 0 for m in history)
+    assert "loss" in metrics and "zoo/2 learning/loss" in metrics  # autolog's epoch loss, the monitor's data loss
+    history = client.get_metric_history(run.info.run_id, f"zoo/log10_grad_norm/{monitor.stats.layers[0]}")
+    assert [m.step for m in history] == [2, 4, 6, 8] and all(-20 < m.value < 3 for m in history)
     assert run.data.tags["zoo.verdict"] == monitor.verdict.label
     assert run.data.tags["zoo.headline"] == monitor.headline and monitor.progress is not None
     artifacts = {a.path for d in ("plots", "stats") for a in client.list_artifacts(run.info.run_id, d)}
@@ -291,7 +291,7 @@ def test_memory_only_without_mlflow_and_a_figure():
     model.compile(keras.optimizers.SGD(0.05), sparse_ce())
     monitor = zoo.GradientMonitor(mlflow=False, verbose=False)
     model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[monitor])
-    assert monitor.sink is None and monitor.memory.metrics[f"grad_norm/{monitor.stats.layers[0]}"]
+    assert monitor.sink is None and monitor.memory.metrics[f"log10_grad_norm/{monitor.stats.layers[0]}"]
     assert monitor.memory.tags["zoo.verdict"] == monitor.verdict.label
     fig = monitor.figure()
     assert fig.axes and "verdict" in fig._suptitle.get_text()

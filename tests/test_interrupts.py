@@ -68,7 +68,7 @@ def test_a_signal_mid_sweep_ends_the_job_and_the_parent_as_killed(tmp_path, sig,
         assert run.data.tags["zoo.outcome"] == "killed"
     job = children[0]
     assert int(job.data.tags["zoo.steps"]) > 0 and "zoo.verdict" in job.data.tags  # judged on what it did
-    assert "loss" in job.data.metrics  # what it logged is kept
+    assert "2 learning/loss" in job.data.metrics  # what it logged is kept
     name = "SIGTERM" if sig == signal.SIGTERM else "SIGINT"
     assert parents[0].data.tags["zoo.killed"] == name
     assert f"zoo-train: stopped by {name}; ended 1 open run(s) as KILLED" in output(tmp_path)

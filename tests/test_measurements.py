@@ -173,8 +173,16 @@ def test_init_numbers_are_step_one_and_the_last_partial_window_reaches_the_sink(
             recorder.on_step(step.train(tf.constant(xb), tf.constant(yb)).numpy())
     recorder.flush()
     stats = recorder.stats()
-    assert [s for s, _ in sink.metrics["loss"]] == [10, 20, 23]
-    assert sink.metrics["loss"][-1][1] == pytest.approx(float(np.mean(stats.loss[20:23])), rel=1e-6)
+    assert [s for s, _ in sink.metrics["2 learning/loss"]] == [10, 20, 23]
+    assert sink.metrics["2 learning/loss"][-1][1] == pytest.approx(float(np.mean(stats.loss[20:23])), rel=1e-6)
+    # MLflow's charts get log10 of each window's last norms: the per-layer series and the story
+    for k, layer in enumerate(stats.layers):
+        assert [v for _, v in sink.metrics[f"log10_grad_norm/{layer}"]] == pytest.approx(
+            np.log10(stats.grad_norm[[9, 19, 22], k]), rel=1e-12)
+    first, last = stats.grad_norm[[9, 19, 22], 0], stats.grad_norm[[9, 19, 22], -1]
+    assert [v for _, v in sink.metrics["1 gradient flow/log10_first_layer"]] == pytest.approx(np.log10(first), rel=1e-12)
+    assert [v for _, v in sink.metrics["1 gradient flow/log10_last_layer"]] == pytest.approx(np.log10(last), rel=1e-12)
+    assert [v for _, v in sink.metrics["1 gradient flow/log10_flow"]] == pytest.approx(np.log10(first / last), rel=1e-9)
     summary = summarize(stats)
     assert summary["summary/grad_first_init"] == pytest.approx(float(stats.grad_norm[0, 0]))
     assert summary["summary/grad_first_start"] == pytest.approx(float(np.median(stats.grad_norm[:5, 0])))

@@ -306,3 +306,95 @@ def test_the_study_parent_shows_its_summary_and_verdict(server, runs, browser, s
     table = browser.find_element(By.CSS_SELECTOR, "table")
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", table)
     shoot(browser, shots, "06-study-parent-table")
+
+
+def test_a_runs_charts_open_on_the_gradient_flow_in_decades(server, runs, browser, shots):
+    """The run's *Model metrics* tab opens on the story: first the gradient flow (log10 of the
+    first and last layer's gradient norm and of their ratio, so the axis reads decades: the tour
+    run's first layer near -18, where a linear axis of the norm read "0" everywhere), then
+    learning (loss, accuracy); the per-layer series and the end-of-run numbers after them."""
+    from selenium.webdriver.common.by import By
+
+    tour = runs["tour"]
+    url = ui_link(server, runs["experiment"], tour.info.run_id).replace("?", "/model-metrics?")
+    browser.get(url)
+    until(browser, shows("1 gradient flow", "log10_first_layer", "2 learning"), "the gradient-flow section")
+    close_assistant(browser)
+    until(browser, lambda d: len(y_ticks(d, "log10_first_layer")) >= 2, "the first layer's chart drawn")
+    shoot(browser, shots, "07-run-metrics")
+    sections = section_titles(browser)
+    assert sections[:2] == ["1 gradient flow", "2 learning"], sections
+    assert sections[-1] == "Model metrics" and {"log10_grad_norm", "final", "summary"} <= set(sections)
+    first, flow = y_ticks(browser, "log10_first_layer"), y_ticks(browser, "log10_flow")
+    history = client_of(server).get_metric_history(tour.info.run_id, "1 gradient flow/log10_first_layer")
+    assert all(-20 < m.value < -15 for m in history), [m.value for m in history]  # 1e-20 .. 1e-15, as logged
+    assert len(set(first)) == len(first) >= 2 and all(-20 <= t <= -15 for t in first), first  # the page reads it
+    assert max(flow) < -10, flow  # the ratio: vanishing, in decades
+
+
+def test_the_histogram_images_have_a_step_slider(server, runs, browser, shots):
+    """The gradient histograms over time are one image card with MLflow's step slider: moving it
+    shows the image logged at that step (steps 0, 1, ... as run_report logs them)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    tour = runs["tour"]
+    browser.get(ui_link(server, runs["experiment"], tour.info.run_id).replace("?", "/model-metrics?"))
+    slider = until(browser, lambda d: next(iter(d.find_elements(By.CSS_SELECTOR, "[role='slider']")), None),
+                   "the histogram card's step slider")
+    close_assistant(browser)
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", slider)
+    card = slider.find_element(By.XPATH, "./ancestor::*[.//img][1]")
+    logged = sorted({int(a.path.split("+step+")[1].split("+")[0])
+                     for a in client_of(server).list_artifacts(tour.info.run_id, "images")})
+    assert len(logged) >= 3 and logged[0] == 0, logged
+    assert int(slider.get_attribute("aria-valuemax")) == logged[-1]
+    seen = []
+    for _ in logged:
+        until(browser, lambda d: image_step(card) == int(slider.get_attribute("aria-valuenow")),
+              "the image of the slider's step")
+        seen.append(image_step(card))
+        if seen[-1] == logged[1]:
+            shoot(browser, shots, "08-histogram-slider")
+        ActionChains(browser).click(slider).send_keys(Keys.ARROW_RIGHT).perform()
+    assert seen == logged, (seen, logged)
+
+
+def client_of(server):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=server)
+
+
+def section_titles(driver) -> list[str]:
+    """The *Model metrics* tab's section titles, top to bottom (each is followed by its count)."""
+    lines = page_text(driver).splitlines()
+    return [line for line, after in zip(lines, lines[1:]) if after.startswith("(") and after.rstrip(")")[1:].isdigit()]
+
+
+def y_ticks(driver, title: str) -> list[float]:
+    """The y-axis tick labels of the chart card titled ``title``, as numbers (Plotly writes a
+    minus as U+2212)."""
+    labels = driver.execute_script("""
+        const titled = Array.from(document.querySelectorAll('*')).filter(
+            e => e.children.length === 0 && e.textContent.trim() === arguments[0]);
+        for (const t of titled) {
+            let card = t;
+            while (card && !card.querySelector('g.ytick')) card = card.parentElement;
+            if (card) return Array.from(card.querySelectorAll('g.ytick text')).map(e => e.textContent);
+        }
+        return [];""", title)
+    return [float(t.replace("\u2212", "-")) for t in labels]
+
+
+def image_step(card) -> int | None:
+    """The step of the image the card shows, from its source (``...+step+<n>+timestamp+...``)."""
+    from selenium.webdriver.common.by import By
+    from urllib.parse import unquote
+
+    for image in card.find_elements(By.TAG_NAME, "img"):
+        source = unquote(image.get_attribute("src") or "")
+        if "+step+" in source:
+            return int(source.split("+step+")[1].split("+")[0])
+    return None

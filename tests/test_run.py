@@ -1,10 +1,13 @@
 """Whole runs: CLI into MLflow, divergence, verdicts of the textbook cases, determinism."""
+import getpass
+
 import numpy as np
 import pytest
 from mlflow import MlflowClient
 
 import zoo
 from conftest import run_cli
+from zoo.monitor.layout import LOG10_ZERO
 from zoo.monitor.stats import RunStats
 from zoo.report.colors import PALETTE
 from zoo.tracking.memory import MemorySink
@@ -27,6 +30,9 @@ def test_cli_run_lands_in_mlflow_with_params_series_plots_and_verdict(tmp_path, 
     assert run.info.status == "FINISHED"
     assert run.data.params["model.depth"] == "6" and run.data.params["optimizer.name"] == "adam"
     assert run.data.tags["zoo.verdict"] == "healthy"  # 6 ReLU/He layers
+    # the UI's *Created by* and *Source*, as MLflow's own start_run records them
+    assert run.data.tags["mlflow.user"] == getpass.getuser() and run.data.tags["mlflow.source.type"] == "LOCAL"
+    assert run.data.tags["mlflow.source.name"] == "train.py"  # `python -m zoo.train`; `zoo-train` for the script
     assert run.data.tags["zoo.progress"] == "learning"
     assert run.data.metrics["final/train_loss"] < 0.95 * run.data.metrics["baseline/train_loss"]
     assert 0 < run.data.metrics["final/train_accuracy"] <= 1
@@ -36,12 +42,12 @@ def test_cli_run_lands_in_mlflow_with_params_series_plots_and_verdict(tmp_path, 
     assert steps == 2 * int(np.ceil(1437 / 64))  # digits: 1437 training images, batch 64
     layers = [f"block0{i}_dense" for i in range(1, 6)] + ["head"]
     for layer in layers:
-        history = client.get_metric_history(run.info.run_id, f"grad_norm/{layer}")
+        history = client.get_metric_history(run.info.run_id, f"log10_grad_norm/{layer}")
         # every 5 steps, and the last partial window (steps 46 = 45 + 1) too
         assert [m.step for m in history] == [*range(5, steps + 1, 5), steps], layer
-        assert all(m.value > 0 for m in history)
-    assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 2
-    assert "val_accuracy" in run.data.metrics and "loss" in run.data.metrics
+        assert all(LOG10_ZERO < m.value < 3 for m in history)  # log10 of a norm: nonzero, not huge
+    assert len(client.get_metric_history(run.info.run_id, "2 learning/val_loss")) == 2
+    assert "2 learning/val_accuracy" in run.data.metrics and "2 learning/loss" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     artifacts |= {a.path for d in ("plots", "stats") for a in client.list_artifacts(run.info.run_id, d)}
     assert {"config.yaml", "plots/gradient_flow.png", "plots/gradient_histograms.png",
@@ -52,7 +58,7 @@ def test_cli_run_lands_in_mlflow_with_params_series_plots_and_verdict(tmp_path, 
     # the histograms as an image series MLflow's step slider browses: one image per histogram step
     images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
     shown = sorted(int(p.split("+step+")[1].split("+")[0]) for p in images
-                   if p.startswith("images/gradient_histograms+step+") and p.endswith(".png"))
+                   if p.startswith("images/1 gradient flow~histograms+step+") and p.endswith(".png"))
     assert shown == [0, *stats.hist_step]  # MLflow's slider opens at 0: the first image is there too
     assert run.data.tags["mlflow.loggedImages"].lower() == "true"
     assert run.data.tags["mlflow.runColor"] == PALETTE[0]  # the experiment's first run
@@ -69,7 +75,7 @@ def test_forced_divergence_is_recorded_not_crashed(tmp_path, sqlite_uri):
     assert tags["zoo.outcome"] == "diverged" and tags["zoo.verdict"] == "diverged"
     step = int(tags["zoo.diverged_step"])
     assert step == int(tags["zoo.steps"]) < 46  # stopped at the first non-finite step
-    loss = client.get_metric_history(run.info.run_id, "loss")
+    loss = client.get_metric_history(run.info.run_id, "2 learning/loss")
     assert loss[-1].step == step  # the step that diverged is flushed too
     assert "plots/gradient_flow.png" in {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
 
@@ -96,10 +102,10 @@ def test_same_seed_same_losses_other_seed_other_losses():
     assert len(first) == 16
     np.testing.assert_array_equal(first, second)  # bit for bit, every step
     assert not np.array_equal(first, third)
-    assert [v for _, v in sink.metrics["loss"]] == [float(np.mean(first[i:i + 4])) for i in range(0, 16, 4)]
+    assert [v for _, v in sink.metrics["2 learning/loss"]] == [float(np.mean(first[i:i + 4])) for i in range(0, 16, 4)]
     assert sink.status == "FINISHED" and sink.tags["zoo.verdict"]
     assert {"plots/gradient_flow.png", "stats/gradient_stats.npz", "config.yaml"} <= set(sink.artifacts)
-    series = sink.images["gradient_histograms"]  # the image series, as MLflow's would be: steps 0, 1, 11
+    series = sink.images["1 gradient flow/histograms"]  # the image series, as MLflow's would be: steps 0, 1, 11
     assert [step for step, _ in series] == [0, 1, 11]
     assert all(image.dtype == np.uint8 and image.shape[2] == 3 for _, image in series)
     assert "mlflow.runColor" not in sink.tags  # no store, no colour
@@ -162,7 +168,7 @@ def test_a_run_stopped_while_writing_its_report_is_not_finished(monkeypatch, fau
         zoo.train(["trainer.epochs=1", "model.depth=2", "model.width=8", "data=synthetic",
                    "data.n_train=64", "data.n_val=32"], sink=sink)
     assert sink.status == status and "zoo.outcome" not in sink.tags
-    assert sink.metrics["loss"]  # what it logged is kept
+    assert sink.metrics["2 learning/loss"]  # what it logged is kept
 
 
 def test_resume_skips_only_runs_that_recorded_their_outcome(sqlite_uri):

@@ -3,7 +3,7 @@ in front once the run has one; a sweep names its jobs by the keys it varies."""
 import json
 
 from conftest import run_cli, runs_of
-from zoo.tracking.names import job_name, judged, swept_keys
+from zoo.tracking.names import job_name, judged, sweep_name, swept_keys
 
 EXCLUDED = ["+study.scale", "study.scale", "tracking", "tracking.resume", "trainer.threads", "tracking.uri"]
 GROUPS = ["model", "data", "optimizer", "tracking"]  # Hydra's runtime.choices, in its order
@@ -32,6 +32,12 @@ def test_swept_keys_are_what_the_basic_sweeper_combines_variant_keys_first():
     assert swept_keys(["model.depth=range(2,10,2)", "model=mlp,resnet"], None) == ["model", "model.depth"]
 
 
+def test_a_sweeps_parent_is_named_by_what_it_varies_a_studys_by_the_study():
+    assert sweep_name(None, ["model.activation", "model.init"]) == "sweep · activation × init"
+    assert sweep_name(None, []) == "sweep"
+    assert sweep_name("input_scaling", ["data.standardize"]) == "input_scaling"
+
+
 def test_the_verdict_goes_in_front():
     assert judged("sigmoid · depth=20", "vanishing") == "vanishing · sigmoid · depth=20"
     assert judged("sigmoid", None) == "sigmoid" and judged(None, "healthy") == "healthy"
@@ -43,6 +49,7 @@ def test_a_sweeps_runs_read_verdict_then_what_differs(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     _, parents, children = runs_of(tmp_path)
     assert json.loads(parents[0].data.tags["zoo.swept_keys"]) == ["model.activation"]
+    assert parents[0].info.run_name == "sweep · activation"
     for child in children:
         assert child.info.run_name == f"{child.data.tags['zoo.verdict']} · {child.data.params['model.activation']}"
     assert sorted(c.info.run_name for c in children)[-1] == "vanishing · sigmoid"

@@ -102,10 +102,10 @@ def test_quick_study_logs_every_child_run_and_metric_over_http(team, study, tmp_
     for child in children:
         assert child.info.status == "FINISHED"
         run_id = child.info.run_id
-        loss = c.get_metric_history(run_id, "loss")
+        loss = c.get_metric_history(run_id, "2 learning/loss")
         assert [m.step for m in loss] == list(range(1, STEPS + 1))
-        grads = sorted(k for k in child.data.metrics if k.startswith("grad_norm/"))
-        assert "grad_norm/rnn1" in grads and "grad_norm/head" in grads
+        grads = sorted(k for k in child.data.metrics if k.startswith("log10_grad_norm/"))
+        assert "log10_grad_norm/rnn1" in grads and "log10_grad_norm/head" in grads
         for key in grads:
             history = c.get_metric_history(run_id, key)
             assert len(history) == STEPS and all(m.value >= 0 for m in history), key

@@ -46,7 +46,7 @@ def test_every_registered_model_trains_two_steps_and_is_recorded(name):
     assert stats.grad_norm.shape == (2, len(layers)) and np.all(stats.grad_norm > 0)
     assert stats.hist_counts.shape[:2] == (1, len(layers))
     for layer in layers:
-        assert [s for s, _ in sink.metrics[f"grad_norm/{layer}"]] == [1, 2]
+        assert [s for s, _ in sink.metrics[f"log10_grad_norm/{layer}"]] == [1, 2]
     assert all(np.any(v.numpy() != b) for v, b in zip(model.trainable_variables, before))
 
 

@@ -98,10 +98,10 @@ def train_loop(t: Trainee, recorder: Recorder, spec: RunSpec) -> str:
                 log.warning("diverged at step %d: non-finite loss or gradient", recorder.steps)
                 return "diverged"
         t.population.refresh(data.x_train)
-        logged = recorder.on_epoch_end(*evaluate(step, data.x_val, data.y_val))
-        log.info("epoch %d/%d  step %d  val_loss %.4f%s", epoch, spec.trainer.epochs,
-                 recorder.steps, logged["val_loss"],
-                 f"  val_accuracy {logged['val_accuracy']:.3f}" if "val_accuracy" in logged else "")
+        val_loss, val_metric = evaluate(step, data.x_val, data.y_val)
+        recorder.on_epoch_end(val_loss, val_metric)
+        log.info("epoch %d/%d  step %d  val_loss %.4f%s", epoch, spec.trainer.epochs, recorder.steps, val_loss,
+                 "" if np.isnan(val_metric) else f"  val_accuracy {val_metric:.3f}")
     return "finished"
 
 

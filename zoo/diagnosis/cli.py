@@ -92,6 +92,8 @@ def _load(args):
 
 
 def _log(args, d, paths) -> str:
+    from zoo.monitor.layout import log10_for_charts
+    from zoo.monitor.series import mlflow_key
     from zoo.tracking import provenance
     from zoo.tracking.mlflow_sink import MlflowSink
 
@@ -102,10 +104,11 @@ def _log(args, d, paths) -> str:
                {**provenance.tags(args.seed), "zoo.kind": "diagnosis"})
     try:
         metrics = {f"health/{k}": v for k, v in d.verdict.numbers.items()}
-        metrics["loss"] = float(np.median(d.stats.loss))
+        metrics[mlflow_key("loss")] = float(np.median(d.stats.loss))
         if d.probed.progress:
             metrics["progress/loss_ratio"] = d.probed.progress[1]
-        metrics.update({f"grad_norm/{r['layer']}": r["median"] for r in d.layer_rows()})
+        metrics.update({f"{mlflow_key('grad_norm')}/{r['layer']}": float(log10_for_charts(r["median"]))
+                        for r in d.layer_rows()})
         sink.log_metrics(metrics, 0)
         for path in paths.values():
             sink.log_artifact(str(path), "diagnosis")

@@ -18,6 +18,19 @@ from dataclasses import dataclass
 import numpy as np
 
 
+LOG10_ZERO = -46.0  # where log10 of an exact 0 is drawn: below float32's smallest value (log10 1.4e-45 = -44.85)
+
+
+def log10_for_charts(values) -> np.ndarray:
+    """log10 of non-negative values (norms) for MLflow's charts, whose axes are linear by
+    default: a chart of log10 norms shows decades (1e-17 and 1e-3 read as -17 and -3, where a
+    linear chart's ticks all read 0). An exact 0 becomes :data:`LOG10_ZERO`, not -inf: MLflow
+    stores -inf as -1.8e308, which flattens every other point of the chart; inf stays inf."""
+    values = np.asarray(values, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return np.where(values == 0, LOG10_ZERO, np.log10(values))
+
+
 @dataclass(frozen=True)
 class Field:
     name: str
@@ -26,6 +39,7 @@ class Field:
     window: str | None = None       # how a log_every window reaches MLflow: "mean" | "last" | None
     mlflow_name: str | None = None  # MLflow key (prefix for labelled fields); default: name
     undefined_nan: bool = False     # NaN means "does not apply" (accuracy of a regression): not logged
+    log10: bool = False             # MLflow gets log10 of the value (norms spanning decades)
 
     @property
     def size(self) -> int:
@@ -36,6 +50,8 @@ class Field:
         if self.window is None or len(values) == 0:
             return {}
         value = np.mean(values, axis=0) if self.window == "mean" else values[-1]
+        if self.log10:
+            value = log10_for_charts(value)
         key = self.mlflow_name or self.name
         if self.shape == ():  # a NaN loss is news (divergence); an undefined metric is not
             return {} if self.undefined_nan and np.isnan(value) else {key: float(value)}

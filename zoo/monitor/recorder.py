@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from zoo.monitor.layout import Layout
-from zoo.monitor.series import STEP_SERIES
+from zoo.monitor.layout import Layout, log10_for_charts
+from zoo.monitor.series import EPOCH_KEYS, FLOW_STORY, STEP_SERIES
 from zoo.monitor.stats import ACT_STATS, HIST_BINS, RunStats, hist_edges
 from zoo.monitor.verdict import flow_ratio
 from zoo.tracking.sink import Sink
@@ -37,6 +37,17 @@ def _time_grad_ratio(layout: Layout, latest: np.ndarray) -> dict[str, float]:
 
 def _forget_gates(layout: Layout, latest: np.ndarray) -> dict[str, float]:
     return {f"forget_gate/{layer}": float(v) for layer, v in zip(layout.field("forget_gate").labels, latest)}
+
+
+def flow_story(norms: np.ndarray) -> dict[str, float]:
+    """The gradient-flow story of one step for MLflow's first charts: log10 of the first and last
+    monitored kernel's gradient norm and of their ratio (the verdict's flow, 0/0 = 1), from
+    ``norms`` [L] (input side first). Empty when nothing is monitored."""
+    if len(norms) == 0:
+        return {}
+    first, last = float(norms[0]), float(norms[-1])
+    values = log10_for_charts([first, last, flow_ratio(first, last)])
+    return {FLOW_STORY[k]: float(v) for k, v in zip(("first", "last", "flow"), values)}
 
 
 # instrument field -> its MLflow readings at an epoch's end, from the latest histogram step
@@ -91,6 +102,7 @@ class Recorder:
         metrics = {}
         for f in self.layout.fields:
             metrics.update(f.window_metrics(window[f.name]))
+        metrics.update(flow_story(window["grad_norm"][-1]))
         self._logged = step
         self.sink.log_metrics(metrics, self.last_step)
 
@@ -98,9 +110,9 @@ class Recorder:
         step = len(self.rows)
         self.epoch_step.append(self.last_step)
         self.val.append((val_loss, val_metric))
-        metrics = {} if np.isnan(val_loss) else {"val_loss": val_loss}  # NaN: no validation data
+        metrics = {} if np.isnan(val_loss) else {EPOCH_KEYS["val_loss"]: val_loss}  # NaN: no validation data
         if not np.isnan(val_metric):
-            metrics["val_accuracy"] = val_metric
+            metrics[EPOCH_KEYS["val_accuracy"]] = val_metric
         u = self.layout.unpack(np.stack(self.rows[self._epoch_start:step]))
         ratio = u["update_norm"] / np.maximum(u["weight_norm"], 1e-30)
         for layer, values in zip(self.layout.field("weight_norm").labels, ratio.T):

@@ -36,6 +36,7 @@ class Series:
     undefined_nan: bool = False      # NaN means "does not apply" (accuracy of a regression): not logged
     penalized_only: bool = False     # sent to MLflow only when the model has a weight penalty
     raw: str | None = "float"        # in the raw file as "float" (float64) or "bool"; None: not kept
+    log10: bool = False              # MLflow gets log10 of the value (zoo.monitor.layout.log10_for_charts)
 
     def field(self, labels: dict[str, tuple[str, ...]], penalized: bool) -> Field:
         """This series for one model: ``labels`` names each axis' entries (``{"L": kernels,
@@ -43,7 +44,7 @@ class Series:
         return Field(self.name, tuple(len(labels[a]) for a in self.axes),
                      labels[self.axes[0]] if self.axes else (),
                      window=None if self.penalized_only and not penalized else self.window,
-                     mlflow_name=self.mlflow_name, undefined_nan=self.undefined_nan)
+                     mlflow_name=self.mlflow_name, undefined_nan=self.undefined_nan, log10=self.log10)
 
     def mlflow_names(self) -> tuple[str, ...]:
         """The MLflow keys (``*`` for a label) this series can log; none without a window."""
@@ -53,18 +54,34 @@ class Series:
         return (f"{key}/*",) if self.axes else (key,)
 
 
+# MLflow's run page (*Model metrics*) draws one chart per key, in sections named by the key's
+# part before its last "/", sorted by name with the unprefixed keys last (MLflow 3.17: by code
+# point for a run without images, as localeCompare with them; digits sort before letters in
+# both). So the story's two sections are numbered: the first screen is the gradient flow, then
+# learning, before the per-layer series and the end-of-run numbers (baseline/*, final/*, ...).
+GRADIENT = "1 gradient flow"
+LEARNING = "2 learning"
+# per window, from grad_norm at the window's last step: the first (input side) and last (output
+# side) monitored kernel's gradient norm and their ratio, the verdict's flow, all as log10
+FLOW_STORY = {"first": f"{GRADIENT}/log10_first_layer", "last": f"{GRADIENT}/log10_last_layer",
+              "flow": f"{GRADIENT}/log10_flow"}
+EPOCH_KEYS = {"val_loss": f"{LEARNING}/val_loss", "val_accuracy": f"{LEARNING}/val_accuracy"}
+HISTOGRAM_IMAGES = f"{GRADIENT}/histograms"  # the image series of log10|g| histograms (zoo.report.run_report)
+
 STEP_SERIES = (
-    Series("loss", (), "batch data loss of the main head (no weight penalty)", window="mean"),
-    Series("metric", (), "batch accuracy (NaN for regression)", window="mean", mlflow_name="accuracy",
-           undefined_nan=True),
+    Series("loss", (), "batch data loss of the main head (no weight penalty)", window="mean",
+           mlflow_name=f"{LEARNING}/loss"),
+    Series("metric", (), "batch accuracy (NaN for regression)", window="mean",
+           mlflow_name=f"{LEARNING}/accuracy", undefined_nan=True),
     Series("finite", (), "True where the loss and every gradient were finite", raw="bool"),
     Series("penalty", (), "the weight penalty's value (0 without a regularizer)", window="mean",
-           penalized_only=True),
+           mlflow_name=f"{LEARNING}/penalty", penalized_only=True),
     Series("aux_loss", ("X",), "each auxiliary head's loss", window="mean"),
     Series("grad_norm", ("L",), "gradient of the data objective (main + weighted auxiliary losses), "
-           "before clipping: what vanishes or explodes", window="last"),
+           "before clipping: what vanishes or explodes", window="last", mlflow_name="log10_grad_norm",
+           log10=True),
     Series("grad_norm_total", ("L",), "data objective + weight penalty, before clipping", window="last",
-           penalized_only=True),
+           mlflow_name="log10_grad_norm_total", log10=True, penalized_only=True),
     Series("grad_norm_clipped", ("L",), "what the optimizer received (total, after clipping)"),
     Series("weight_norm", ("L",), "the kernel's norm before the update"),
     Series("update_norm", ("L",), "||W_after - W_before|| of the step (kept as update_ratio)", raw=None),
@@ -78,6 +95,14 @@ def step_fields(kernels: tuple[str, ...], aux_heads: tuple[str, ...], penalized:
     return tuple(s.field(labels, penalized) for s in STEP_SERIES)
 
 
+def mlflow_key(name: str) -> str:
+    """The MLflow key (prefix, for a per-layer series) of the step series ``name``."""
+    series = next(s for s in STEP_SERIES if s.name == name)
+    return series.mlflow_name or series.name
+
+
 def mlflow_names() -> tuple[str, ...]:
-    """Every MLflow key (pattern) the per-step series can log."""
-    return tuple(name for s in STEP_SERIES for name in s.mlflow_names())
+    """Every MLflow key (pattern) the per-step series can log, with the flow story and the
+    epoch's validation numbers."""
+    return (*(name for s in STEP_SERIES for name in s.mlflow_names()), *FLOW_STORY.values(),
+            *EPOCH_KEYS.values())

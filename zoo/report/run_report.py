@@ -15,6 +15,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from zoo.monitor.series import HISTOGRAM_IMAGES
 from zoo.monitor.stats import RunStats
 from zoo.monitor.verdict import Verdict
 from zoo.report import colors, plots
@@ -26,7 +27,6 @@ MODEL_NAME = "model"           # a logged model's name when the caller gives non
 INPUT_EXAMPLE_ROWS = 2
 MODEL_OUTCOMES = ("finished", "diverged")
 RECENT_RUNS = len(colors.PALETTE) - 1  # a new run's colour differs from this many runs before it
-HISTOGRAM_SERIES = "gradient_histograms"  # the image series' key (MLflow: images/gradient_histograms+step+...)
 
 
 def describe(spec) -> str:
@@ -69,7 +69,7 @@ def write_records(sink: Sink, stats: RunStats, verdict: Verdict, title: str) -> 
 
 def log_histogram_series(sink: Sink, stats: RunStats, title: str) -> int:
     """Every layer's gradient histogram at up to plots.MAX_STEP_IMAGES histogram steps, one
-    image per step under the key ``HISTOGRAM_SERIES``, so MLflow's step slider browses them
+    image per step under the key ``HISTOGRAM_IMAGES``, so MLflow's step slider browses them
     (``sink.log_image``; a sink without it gets none). MLflow's image chart opens at step 0
     whatever steps a series has ("No image logged at this step"), so the first image (step 1,
     the gradient before any update) is logged at step 0 too; its title says its step. Returns
@@ -82,9 +82,9 @@ def log_histogram_series(sink: Sink, stats: RunStats, title: str) -> int:
     try:
         for step, image in plots.histogram_step_images(stats, title):
             if logged == 0 and step != 0:
-                log_image(HISTOGRAM_SERIES, image, 0)
+                log_image(HISTOGRAM_IMAGES, image, 0)
                 logged += 1
-            log_image(HISTOGRAM_SERIES, image, step)
+            log_image(HISTOGRAM_IMAGES, image, step)
             logged += 1
     except Exception as err:  # the run's other records matter more
         log.warning("could not log the histogram images: %s: %s", type(err).__name__, err)

@@ -68,3 +68,12 @@ def judged(name: str | None, verdict: str | None) -> str | None:
     if not verdict:
         return name
     return f"{verdict}{SEP}{name}" if name else verdict
+
+
+def sweep_name(study: str | None, swept: list[str]) -> str:
+    """A sweep's parent run: the study's name, or ``sweep`` and the keys it varies by their
+    leaf (``sweep · activation × init``), so two sweeps in one experiment read apart; the time
+    is the runs table's *Created* column."""
+    if study:
+        return study
+    return SEP.join(["sweep", " × ".join(k.split(".")[-1] for k in swept)]) if swept else "sweep"

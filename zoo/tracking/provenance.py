@@ -67,4 +67,18 @@ def tags(seed: int) -> dict[str, str]:
         out["zoo.slurm_job_id"] = os.environ["SLURM_JOB_ID"]
     out.update({f"zoo.version.{k}": v for k, v in versions().items()})
     out.update(owner_tags())
-    return out
+    return {**source_tags(), **out}
+
+
+def source_tags() -> dict[str, str]:
+    """What MLflow's fluent ``start_run`` records about where a run comes from, which a run made
+    with ``MlflowClient.create_run`` (as the zoo's are) lacks: ``mlflow.user`` (the UI's
+    *Created by* and *User*), ``mlflow.source.name`` and ``.type`` (the runs table's *Source*: the
+    command, e.g. ``zoo-train``), and the git commit where there is one. From MLflow's own run
+    context providers (``mlflow.tracking.context.registry.resolve_tags``)."""
+    from mlflow.tracking.context import registry
+
+    resolved = registry.resolve_tags()
+    if resolved.get("mlflow.source.name"):  # the program's path: its name is what users typed
+        resolved["mlflow.source.name"] = Path(resolved["mlflow.source.name"]).name
+    return {k: str(v) for k, v in resolved.items()}

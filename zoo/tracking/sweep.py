@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -187,7 +186,7 @@ class SweepCallback(Callback):
             tags["zoo.study"] = study
             tags["zoo.scale"] = str(OmegaConf.select(config, "study.scale", default="full"))
         run = c.create_run(experiment_id(c, config.tracking.experiment, uri),
-                           run_name=f"{study or 'sweep'} {time.strftime('%Y-%m-%d %H:%M:%S')}", tags=tags)
+                           run_name=names.sweep_name(study, varied), tags=tags)
         swept = {**(OmegaConf.select(config, "hydra.sweeper.params") or {}),
                  **dict(o.split("=", 1) for o in config.hydra.overrides.task if "=" in o)}
         for key, value in swept.items():
