@@ -96,9 +96,16 @@ def _jobs(master: DictConfig) -> list[list[str]] | None:
 
     if OmegaConf.select(master, "hydra.sweeper._target_") != BASIC_SWEEPER:
         return None
-    params = OmegaConf.select(master, "hydra.sweeper.params") or {}
-    lines = [f"{k}={v}" for k, v in params.items()] + list(master.hydra.overrides.task)
-    return expand_lines(lines)
+    return expand_lines(sweep_lines(master))
+
+
+def sweep_lines(config: DictConfig) -> list[str]:
+    """The sweeper's ``key=values`` lines: ``hydra.sweeper.params``, then the task's overrides,
+    as written (unresolved: ``model.depth=2,${oops}`` is the job's to resolve, and to fail)."""
+    params = OmegaConf.to_container(OmegaConf.select(config, "hydra.sweeper.params") or OmegaConf.create({}),
+                                    resolve=False)
+    task = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
+    return [f"{k}={v}" for k, v in params.items()] + [str(o) for o in task]
 
 
 def _check_jobs(hydra, master: DictConfig, jobs: list[list[str]]) -> tuple[list, list]:

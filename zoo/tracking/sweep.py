@@ -287,14 +287,13 @@ class SweepCallback(Callback):
     @staticmethod
     def _expected_jobs(config: DictConfig) -> int | None:
         """The number of jobs Hydra's basic sweeper makes of this config; None for another sweeper."""
-        from zoo.precheck import BASIC_SWEEPER
+        from zoo.precheck import BASIC_SWEEPER, sweep_lines
         from zoo.studies.jobs import expand_lines
 
         if OmegaConf.select(config, "hydra.sweeper._target_") != BASIC_SWEEPER:
             return None
-        params = OmegaConf.select(config, "hydra.sweeper.params") or {}
         try:
-            return len(expand_lines([f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)))
+            return len(expand_lines(sweep_lines(config)))
         except Exception:  # the count only names lost jobs; the sweep itself will say what is wrong
             return None
 
