@@ -41,6 +41,9 @@ def run(spec, sink, run_name=None):
 fake = types.ModuleType("zoo.run")
 fake.run = run
 sys.modules["zoo.run"] = fake
+if os.environ.get("ENTRY") == "zoo-ablate":
+    from zoo.ablate import main as ablate
+    sys.exit(ablate(sys.argv[1:]))
 from zoo.train import main
 sys.argv = ["zoo-train"] + sys.argv[1:]
 main()
@@ -144,3 +147,17 @@ def test_the_default_sweep_folder_is_new_for_every_process(tmp_path):
                            timeout=60).stdout.split() for _ in range(2)]
     assert all(len(d) == 2 and d[0] == d[1] for d in dirs), dirs  # one value within a process
     assert dirs[0][0] != dirs[1][0] and all(d[0].startswith("multirun/2030-01-01/00-00-00-") for d in dirs)
+
+
+def test_a_study_whose_jobs_all_failed_exits_1_not_inconclusive_0(tmp_path):
+    """Before: both jobs FAILED, the study "inconclusive", exit code 0."""
+    env = {**os.environ, "FAIL_SEEDS": "0", "ENTRY": "zoo-ablate"}
+    out = subprocess.run([sys.executable, "-c", FAKE, "input_scaling", "--scale", "quick"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-3000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("zoo-train: sweep failed: all 2 jobs failed (job 0: RuntimeError: injected failure "
+                           "of seed 0; and 1 more); MLflow parent run "), last
+    client, parents, children = runs_of(tmp_path)
+    assert [p.info.status for p in parents] == ["FAILED"] and len(children) == 2
+    assert parents[0].data.tags["zoo.claim_verdict"] == "inconclusive"  # still judged, and the reason listed

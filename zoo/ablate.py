@@ -17,9 +17,12 @@ taken from where you launch, where every job runs (Hydra's ``hydra.job.chdir`` i
 study's checks are validated against its sweep first (zoo.studies.validate); the sweep callback
 (zoo.tracking.sweep) makes the MLflow parent run and judges the claim at the end
 (zoo.studies.judge). Listing and argument errors do not import TensorFlow, and neither does a
-bad study file or a bad override: the study's jobs that carry each value of the command line's
-overrides (at least one job) are composed and validated (zoo.spec) first, so ``model.depth=abc``
-exits 2 with one line instead of skipping every job. Before launching, runs of the study's
+bad study file or a bad override: every job of the sweep this command makes (scale and extra
+overrides included) is composed and validated first, and the claim's metrics checked against
+those runs (zoo.precheck, as ``zoo-train -m`` does), so ``model.depth=abc`` or
+``model.activation=relu`` on a claim about saturation exits 2 with one line instead of a sweep
+of skipped jobs or an "inconclusive" study. The exit code is zoo-train's: 1 when every job
+failed, 3 when some did. Before launching, runs of the study's
 experiment left RUNNING by a process that is gone (SIGKILL, a lost machine) are ended as KILLED
 and listed (zoo.tracking.repair).
 """

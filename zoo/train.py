@@ -1,10 +1,14 @@
 """``zoo-train``: one instrumented training run per Hydra job (``-m`` for sweeps).
 
-Thin on purpose: compose (Hydra), validate (zoo.spec, no TensorFlow), maybe skip (resume), then
-hand over to zoo.run. A config error, Hydra's own included (an unknown group option, a sweep
-without ``-m``, an override that does not parse), prints one line and exits 2 before TensorFlow
-is imported. Within a sweep a job never kills the sweep: a config error or a crash is logged and
-recorded (the crash as a FAILED MLflow run with its error), and the next job runs. With
+Thin on purpose: check every job's config (zoo.precheck), compose (Hydra), validate (zoo.spec,
+no TensorFlow), maybe skip (resume), then hand over to zoo.run. A config error, Hydra's own
+included (an unknown group option, a sweep without ``-m``, an override that does not parse), a
+YAML error or an interpolation that does not resolve, in any job of a sweep, prints one line
+and exits 2 before the first job, before TensorFlow is imported and before Hydra makes a
+folder. Within a sweep a job never kills the sweep: a crash (or a config refused inside the job,
+when something changed since the check) is recorded (the crash as a FAILED MLflow run with its
+error), and the next job runs; the sweep's last line counts the failed jobs, and the exit code
+is 1 when all failed, 3 when some did (zoo.tracking.sweep.SweepOutcome). With
 ``tracking.resume=true`` a job whose config and seed already have a FINISHED run is skipped
 (zoo.tracking.sweep.skip_if_finished).
 
