@@ -24,6 +24,7 @@ import os
 from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf.errors import OmegaConfBaseException
 
 from zoo.schema import SpecError
 
@@ -109,6 +110,9 @@ def sweep_lines(config: DictConfig) -> list[str]:
 
 
 def _check_jobs(hydra, master: DictConfig, jobs: list[list[str]]) -> tuple[list, list]:
+    """Validate each job (its spec, its params); SpecError naming the first bad job."""
+    from zoo.spec import _seed
+
     specs, params = [], []
     composed: dict[tuple[str, ...], object] = {}
     for i, job in enumerate(jobs):
@@ -117,8 +121,6 @@ def _check_jobs(hydra, master: DictConfig, jobs: list[list[str]]) -> tuple[list,
         try:
             if rest in composed:  # the same config with another seed: only the seed is new
                 value = _seed_value(seeds[-1]) if seeds else composed[rest].seed
-                from zoo.spec import _seed
-
                 spec = dataclasses.replace(composed[rest], seed=_seed(value),
                                            resolved={**composed[rest].resolved, "seed": value})
             else:
@@ -181,6 +183,10 @@ def check_command(argv: list[str], config_path: str = "pkg://zoo.conf",
             return Checked(True, jobs, specs, params, study)
         except yaml.YAMLError as err:
             raise yaml_error(err) from None
+        except OmegaConfBaseException as err:  # one Hydra did not wrap: its key and first line
+            from zoo.spec import omegaconf_line
+
+            raise SpecError(getattr(err, "full_key", None) or "", f"config error: {omegaconf_line(err)}") from None
     finally:
         GlobalHydra.instance().clear()
 
