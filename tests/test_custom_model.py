@@ -395,3 +395,4 @@ def test_a_model_refused_when_built_ends_the_cli_with_one_line_and_a_failed_run(
     assert out.returncode == 2, out.stderr[-2000:]
     lines = [line for line in out.stderr.splitlines() if line.startswith("zoo-train")]
     assert lines == [out.stderr.strip().splitlines()[-1]] and "ends in a softmax (probs)" in lines[0]
+    assert not (tmp_path / "outputs").exists()  # Hydra's run folder goes with the refused config

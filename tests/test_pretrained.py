@@ -323,3 +323,37 @@ def test_compare_of_recurrent_models_has_the_gradient_through_time():
     assert gru_ratio > 1e3 * tanh_ratio
     assert c.a.verdict.label == "vanishing" and c.a.verdict.reason.startswith("through time")
     assert c.b.verdict.label == "healthy"
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"format": 1, "entries": [', "not valid JSON: Expecting value (line 1, column 27); restore it"),
+    ('{"format": 1,\n "entries": [}\n', "not valid JSON: Expecting value (line 2, column 14)"),
+    ("", "not valid JSON: Expecting value (line 1, column 1)"),
+    ("\xff\xfe", "cannot be read: 'utf-8' codec can't decode byte 0xff in position 0"),
+    ("[]", "must hold a JSON object with 'format', 'pairs' and 'entries', got list"),
+    ('{"format": 2}', "format 2, expected 1"),
+    ('{"format": 1, "entries": [{"name": "a"}]}', "an entry lacks the field 'recipe'"),
+    ('{"format": 1, "entries": [{"name": "a", "recipe": [], "nosuch": 1}]}', "unexpected keyword argument 'nosuch'"),
+    ('{"format": 1, "entries": [], "pairs": [{"name": "p", "a": "x", "b": "y", "knob": "k", "shows": "s"}]}',
+     "unknown pretrained model 'x'; choose one of: "),
+])
+def test_a_corrupt_manifest_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys, text, message):
+    """Before: a raw JSONDecodeError (or KeyError, TypeError) traceback from zoo-pretrained."""
+    from zoo.pretrained import cli, manifest
+
+    path = tmp_path / "manifest.json"
+    path.write_text(text, encoding="latin-1")
+    with pytest.raises(manifest.ManifestError) as caught:
+        manifest.load(path)
+    assert str(caught.value).startswith(f"{path}: ") and message in str(caught.value)
+    assert "\n" not in str(caught.value)
+    monkeypatch.setattr(manifest, "MANIFEST", path)
+    assert cli.main(["list"]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"zoo-pretrained: {caught.value}"]
+
+
+def test_a_missing_manifest_is_one_line_naming_the_file(tmp_path):
+    from zoo.pretrained import manifest
+
+    with pytest.raises(manifest.ManifestError, match=rf"^{tmp_path}/nope.json: cannot be read: No such file"):
+        manifest.load(tmp_path / "nope.json")

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +32,8 @@ def refuse(args, cwd, budget=2.0):
     assert len(lines) == 1 and lines[0].startswith("zoo-train: config error: "), out.stderr[-2000:]
     # Python start-up and Hydra's compose are most of it; slack for a loaded test machine
     assert seconds < budget + 1.5, (args, seconds)
+    # Hydra makes a run's folder before the job sees its config: a refused config leaves none
+    assert not (Path(cwd) / "outputs").exists() and not (Path(cwd) / "multirun").exists(), args
     return lines[0].removeprefix("zoo-train: config error: ")
 
 
@@ -135,12 +138,31 @@ def test_experiment_names_with_control_characters_are_refused():
         TrackingConfig(experiment="a\x07b")
 
 
-@pytest.mark.parametrize("args", [["model.width=1000000"], ["model.depth=100000"],
-                                  ["model=lstm", "data=adding", "model.width=200000"],
-                                  ["trainer.batch_size=100000000"]])
-def test_a_run_too_big_for_this_machine_is_refused_with_its_estimate(tmp_path, args):
+@pytest.mark.parametrize("args, knob", [
+    (["model.width=1000000"], "the parameters (261.9 TiB): lower model.width or model.depth"),
+    (["model.depth=100000"], "the layers (195.3 GiB): lower model.depth"),
+    (["model=lstm", "data=adding", "model.width=200000"], "the parameters"),
+    # the batch is capped by the 100,000 training examples, and still dominates
+    (["data=synthetic", "data.n_train=100000", "model.width=4096", "trainer.batch_size=1000000000"],
+     "(trainer.batch_size 1000000000, capped at the training split), 20 weight layers)"),
+    (["data=synthetic", "data.n_train=100000", "model.width=4096", "trainer.batch_size=100000"],
+     ": lower trainer.batch_size, or model.width or model.depth"),
+    (["data=synthetic", "data.n_train=1000000000"], "the data ("),
+])
+def test_a_run_too_big_for_this_machine_is_refused_naming_what_dominates(tmp_path, args, knob):
     message = refuse(args, tmp_path)
-    assert message.startswith("this run needs about ") and " is available; lower " in message, message
+    assert message.startswith("this run needs about ") and " is available; most of it is the " in message, message
+    assert knob in message, message
+
+
+@pytest.mark.parametrize("batch", [1437, 1438, 10**9, 10**12])
+def test_a_batch_larger_than_the_training_split_costs_the_split(batch):
+    """digits has 1,437 training examples: a step never holds more (was: 'needs 4.2 TiB')."""
+    from zoo import budget
+
+    spec = compose_spec([f"trainer.batch_size={batch}", "tracking.uri=null"])
+    est = budget.estimate("mlp", spec.model, "digits", spec.data)
+    assert est.batch(batch) == 1437 and est.bytes(batch) == est.bytes(1437) < 2 * 2**30
 
 
 def test_memory_estimates_agree_with_counted_parameters():
@@ -215,3 +237,111 @@ def test_a_bad_override_to_zoo_ablate_is_refused_before_the_sweep(tmp_path, over
     assert len(lines) == 1 and lines[0].startswith(f"zoo-ablate: config error: {message}"), out.stderr
     assert seconds < 2.0 + 1.5, seconds
     assert not (tmp_path / "multirun").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+# --- every job of a sweep, and every kind of config error, before the first job ------------------
+@pytest.mark.parametrize("args, message", [
+    (["-m", "model.depth=3,abc", "trainer.epochs=1"],
+     "model.depth: Value 'abc' of type 'str' could not be converted to Integer (job 2 of 2: model.depth=abc "
+     "trainer.epochs=1)"),
+    (["-m", "optimizer.lr=0.1,inf"], "optimizer.lr must be a finite number, got inf (job 2 of 2: optimizer.lr=inf)"),
+    (["-m", "seed=0,1,-1", "model.depth=2,3"], "seed must be an integer in [0, 2**32), got -1 (job 5 of 6: "),
+    (["-m", "model.activation=relu,sigmod"], "model.activation: unknown activation 'sigmod'; choose one of: "),
+    (["-m", "model=mlp,foo"], "In 'config': Could not find 'model/foo'; Available options in 'model': "),
+    (["-m", "model.width=8,1000000"], "this run needs about 262.0 TiB of memory"),
+])
+def test_every_job_of_a_sweep_is_checked_before_the_first_starts(tmp_path, args, message):
+    """Before: the bad job was skipped with a log line after the good ones trained, exit 0."""
+    assert refuse(args, tmp_path).startswith(message)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["model.depth=${oops}"], "model.depth: does not resolve: Interpolation key 'oops' not found"),
+    (["optimizer.lr=${model.nosuch}"], "optimizer.lr: does not resolve: Interpolation key 'model.nosuch' not found"),
+    (["model.width=${oc.env:ZOO_NO_SUCH_VARIABLE}"],
+     "model.width: does not resolve: KeyError raised while resolving interpolation: \"Environment variable "
+     "'ZOO_NO_SUCH_VARIABLE' not found\""),
+    (["-m", "model.depth=2,${oops}"], "model.depth: does not resolve: Interpolation key 'oops' not found (job 2 of 2"),
+])
+def test_an_interpolation_that_does_not_resolve_is_one_line(tmp_path, args, message):
+    assert refuse(args, tmp_path).startswith(message)
+
+
+BROKEN_YAML = "model:\n  depth: [10\n  width: 8\n"
+
+
+@pytest.mark.parametrize("where, args", [
+    ("study", ["-m", "--config-name", "broken"]),       # a study run through zoo-train -m --config-dir
+    ("study", ["--config-name", "broken"]),             # the same file as one run
+    ("group", ["-m", "model=broken", "seed=0,1"]),      # a config group file of the config dir
+    ("group", ["model=broken"]),
+])
+def test_a_yaml_error_names_its_file_and_line(tmp_path, where, args):
+    """Before: 'the launcher stopped the sweep: ParserError … resumes' (exit 1), or a traceback."""
+    from zoo.studies.load import studies_dir
+
+    conf = tmp_path / "conf"
+    if where == "study":
+        conf.mkdir()
+        (conf / "broken.yaml").write_text((studies_dir() / "input_scaling.yaml").read_text()
+                                          .replace("  depth: 10\n", "  depth: [10\n"))
+        line = 9  # where the parser stopped; the bracket opened on line 8, which the message also names
+    else:
+        (conf / "model").mkdir(parents=True)
+        (conf / "model" / "broken.yaml").write_text("defaults: [mlp, _self_]\n" + BROKEN_YAML.replace("model:\n  ", ""))
+        line = 3
+    message = refuse(["--config-dir", str(conf), *args], tmp_path)
+    broken = conf / ("broken.yaml" if where == "study" else "model/broken.yaml")
+    assert message.startswith(f"{broken}:{line}: YAML syntax error: expected ',' or ']', but got ':'"), message
+
+
+@pytest.mark.parametrize("overrides, metric, why", [
+    (["model.activation=relu"], "saturated_fraction/block01_act", "a sigmoid or tanh activation layer"),
+    (["model.activation=selu"], "saturated_fraction/block01_act", "a sigmoid or tanh activation layer"),
+    (["model.activation=linear"], "saturated_fraction/block01_act", "a sigmoid or tanh activation layer"),
+])
+def test_an_override_that_makes_a_claims_metric_impossible_is_refused(tmp_path, overrides, metric, why):
+    """``input_scaling`` compares saturated fractions, which only sigmoid and tanh layers have:
+    before, noticed after the sweep ("inconclusive: no data"); now before it, in zoo-ablate and in
+    zoo-train -m on the study file alike."""
+    from zoo.studies.load import studies_dir
+
+    message = f"study.claim: claim check 0: {metric} is logged only by runs with {why}, and the "
+    out = subprocess.run([sys.executable, "-c", ABLATE, "input_scaling", "--scale", "quick", *overrides],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.stdout.split()[-2:] == ["TF_NOT_IMPORTED", "2"], out.stdout + out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], out.stderr
+    assert not (tmp_path / "multirun").exists() and not (tmp_path / "mlflow.db").exists()
+    assert message in refuse(["-m", "--config-dir", str(studies_dir()), "--config-name", "input_scaling",
+                              "+study.scale=quick", "seed=0", *overrides], tmp_path)
+
+
+@pytest.mark.parametrize("metric, params, impossible", [
+    ("saturated_fraction/block01_act", {"model.name": "mlp", "model.activation": "tanh"}, False),
+    ("saturated_fraction/rnn1", {"model.name": "simple_rnn", "model.activation": "relu"}, True),
+    ("saturated_fraction/x", {"model.name": "lstm"}, True),             # no activation layers of its own
+    ("saturated_fraction/x", {"model.name": "custom", "model.activation": "relu"}, False),  # cannot tell
+    ("dead_fraction/block01_act", {"model.name": "mlp", "model.activation": "tanh"}, True),
+    ("dead_fraction/block01_act", {"model.name": "resnet", "model.activation": "relu"}, False),
+    ("summary/time_grad_ratio_init", {"model.name": "mlp", "model.activation": "relu"}, True),
+    ("time_grad_ratio/rnn1", {"model.name": "gru"}, False),
+    ("summary/forget_gate_end", {"model.name": "gru"}, True),
+    ("forget_gate/rnn1", {"model.name": "lstm"}, False),
+    ("pretrain/recon_loss/block01", {"model.name": "mlp", "pretrain.epochs": "0"}, True),
+    ("pretrain/recon_loss/block01", {"model.name": "mlp", "pretrain.epochs": "20"}, False),
+    ("final/val_loss", {"model.name": "mlp"}, False),
+])
+def test_which_runs_can_log_a_metric(metric, params, impossible):
+    from zoo.studies.load import StudyConfig
+    from zoo.studies.validate import check_metrics
+
+    check = {"metric": metric, "variant": {"seed": "0"}, "op": ">", "value": 0.5}
+    study = StudyConfig("s", "d", ["seed"], [], {"text": "t", "checks": [check]})
+    runs = [{**params, "seed": "0"}, {**params, "seed": "1"}]
+    if impossible:
+        with pytest.raises(SpecError, match=rf"claim check 0: {metric} is logged only by runs with .* the 1 run\(s\)"):
+            check_metrics(study, runs, "s.yaml")
+    else:
+        check_metrics(study, runs, "s.yaml")
+    check_metrics(study, [{**params, "seed": "5"}], "s.yaml")  # no run of the side: left to the other checks

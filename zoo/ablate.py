@@ -17,9 +17,12 @@ taken from where you launch, where every job runs (Hydra's ``hydra.job.chdir`` i
 study's checks are validated against its sweep first (zoo.studies.validate); the sweep callback
 (zoo.tracking.sweep) makes the MLflow parent run and judges the claim at the end
 (zoo.studies.judge). Listing and argument errors do not import TensorFlow, and neither does a
-bad study file or a bad override: the study's jobs that carry each value of the command line's
-overrides (at least one job) are composed and validated (zoo.spec) first, so ``model.depth=abc``
-exits 2 with one line instead of skipping every job. Before launching, runs of the study's
+bad study file or a bad override: every job of the sweep this command makes (scale and extra
+overrides included) is composed and validated first, and the claim's metrics checked against
+those runs (zoo.precheck, as ``zoo-train -m`` does), so ``model.depth=abc`` or
+``model.activation=relu`` on a claim about saturation exits 2 with one line instead of a sweep
+of skipped jobs or an "inconclusive" study. The exit code is zoo-train's: 1 when every job
+failed, 3 when some did. Before launching, runs of the study's
 experiment left RUNNING by a process that is gone (SIGKILL, a lost machine) are ended as KILLED
 and listed (zoo.tracking.repair).
 """
@@ -34,9 +37,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from zoo.launchers import LAUNCHERS, launcher_overrides
 from zoo.schema import SpecError
-from zoo.studies.jobs import job_count, study_jobs, task_overrides
+from zoo.studies.jobs import job_count
 from zoo.studies.load import SCALES, config_location, load_study, study_file, study_names
 from zoo.studies.validate import validate_study
+from zoo.tracking.sweep import sweep_id
 
 
 def describe() -> tuple[str, list[str]]:
@@ -58,38 +62,24 @@ def hydra_argv(name: str, scale: str, launcher: list[str], force: bool, extra: l
     zoo.launchers. The sweep folder is ``multirun/<file stem>/…`` under the working directory."""
     study = load_study(name)
     config_dir, config_name = config_location(name)
-    sweep_dir = os.path.join("multirun", config_name, f"{scale}-{time.strftime('%Y%m%d-%H%M%S')}")
+    # the time to the second, and this process's suffix: two studies started in the same second
+    # in one folder get a folder and an MLflow parent each (zoo.tracking.sweep.sweep_id)
+    sweep_dir = os.path.join("multirun", config_name, f"{scale}-{time.strftime('%Y%m%d-%H%M%S')}-{sweep_id()}")
     argv = ["-m", "--config-dir", config_dir, "--config-name", config_name,
             f"+study.scale={scale}", f"hydra.sweep.dir={sweep_dir}",
             f"tracking.resume={'false' if force else 'true'}", *study.overrides(scale)]
     return argv + launcher + list(extra)
 
 
-def jobs_to_check(jobs: list[list[str]], extra: list[str]) -> list[list[str]]:
-    """The first job, and a job for every value the command line's overrides give a key."""
-    keys = {o.split("=", 1)[0].lstrip("+~") for o in task_overrides(extra)}
-    seen: set[str] = set()
-    chosen: list[list[str]] = []
-    for job in jobs:
-        mine = {o for o in job if o.split("=", 1)[0].lstrip("+~") in keys}
-        if not chosen or mine - seen:
-            chosen.append(job)
-            seen |= mine
-    return chosen
+def check_overrides(name: str, hydra_args: list[str], extra: list[str] = ()):
+    """Compose and validate (zoo.spec, no TensorFlow) every job of the study's sweep as this
+    command makes it, scale and extra overrides included, and check the claim's metrics against
+    those runs (zoo.precheck, what ``zoo-train -m`` does); the first job's spec. Raises
+    SpecError, or Hydra's own exception for an override it refuses. ``extra`` is kept for
+    callers of the earlier signature; ``hydra_args`` holds them."""
+    from zoo.precheck import check_command
 
-
-def check_overrides(name: str, hydra_args: list[str], extra: list[str]):
-    """Compose and validate (zoo.spec, no TensorFlow) the jobs of :func:`jobs_to_check`; the
-    first job's spec. Raises SpecError, or Hydra's own exception for an override it refuses."""
-    from hydra import compose, initialize_config_dir
-
-    from zoo.spec import validate
-
-    jobs = study_jobs(name, hydra_args)
-    config_dir, config_name = config_location(name)
-    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
-        specs = [validate(compose(config_name=config_name, overrides=job)) for job in jobs_to_check(jobs, extra)]
-    return specs[0]
+    return check_command(list(hydra_args)).specs[0]
 
 
 def repair_before(spec) -> None:
@@ -164,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     saved = sys.argv
     sys.argv = ["zoo-train", *hydra_args]
     try:
-        zoo_train()
+        zoo_train(checked=True)  # exits 1 when every job failed, 3 when some did (its last line says)
     finally:
         sys.argv = saved
     return 0

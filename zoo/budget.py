@@ -6,6 +6,8 @@ killed by the kernel mid-way. The estimate is deliberately simple, per model fam
     bytes = parameters x 4 B x 4        weights, gradients, Adam's two moment slots (float32)
           + batch x activations x 4 B x 3   each layer's outputs kept for the backward pass,
                                             their gradients, norm / activation temporaries
+                                            (batch: trainer.batch_size, at most the
+                                            training split, which is all a step can hold)
           + weight layers x 2 MiB       graph, Keras objects and per-layer instruments
           + dataset floats x 4 B x 2    the numpy arrays and the tf.data copy
           + 0.75 GiB                    TensorFlow itself
@@ -33,10 +35,21 @@ PROCESS_BASE = 3 * 2**28       # 0.75 GiB: TensorFlow's runtime before the first
 
 @dataclass(frozen=True)
 class Data:
-    """What the model sees of a dataset: examples, one example's shape, outputs."""
+    """What the model sees of a dataset: examples, one example's shape, outputs, and the
+    examples of the training split (no step's batch is larger)."""
     examples: int
     shape: tuple[int, ...]
     outputs: int
+    train: int | None = None  # None: all of ``examples``
+
+
+# what each term of the estimate is, and the knobs that shrink it (named when it dominates)
+TERMS = {
+    "parameters": "model.width or model.depth",
+    "activations": "trainer.batch_size, or model.width or model.depth",
+    "layers": "model.depth",
+    "data": "the data size",
+}
 
 
 @dataclass(frozen=True)
@@ -45,40 +58,54 @@ class Estimate:
     activations: int   # floats kept per example for the backward pass
     layers: int        # weight layers
     data_floats: int   # floats in the dataset arrays
+    train_examples: int | None = None  # the training split: a batch never holds more
+
+    def batch(self, batch_size: int) -> int:
+        """The batch a step really holds: ``trainer.batch_size``, at most the training split
+        (tf.data's last, and here only, batch is the whole split)."""
+        return min(batch_size, self.train_examples) if self.train_examples else batch_size
+
+    def terms(self, batch_size: int) -> dict[str, int]:
+        """Bytes per term (TERMS), for the batch actually used; TensorFlow's base is apart."""
+        return {"parameters": self.params * BYTES * STATE_COPIES,
+                "activations": self.batch(batch_size) * self.activations * BYTES * ACTIVATION_COPIES,
+                "layers": self.layers * LAYER_OVERHEAD,
+                "data": self.data_floats * BYTES * DATA_COPIES}
 
     def bytes(self, batch_size: int) -> int:
-        return (self.params * BYTES * STATE_COPIES
-                + batch_size * self.activations * BYTES * ACTIVATION_COPIES
-                + self.layers * LAYER_OVERHEAD
-                + self.data_floats * BYTES * DATA_COPIES
-                + PROCESS_BASE)
+        return sum(self.terms(batch_size).values()) + PROCESS_BASE
 
 
 # --- datasets: config section -> Data, without loading anything -----------------------------
 DIGITS = 1797  # scikit-learn's digits
 
 
+def _digits_train(d) -> int:
+    """scikit-learn's train_test_split holds out ceil(n x val_fraction): 1,437 of 1,797 at 0.2."""
+    return DIGITS - math.ceil(DIGITS * getattr(d, "val_fraction", 0.2))
+
+
 def _digits(d) -> Data:
     shape = (d.image_size, d.image_size, 1) if d.layout == "image" else (64,)
-    return Data(DIGITS, shape, 10)
+    return Data(DIGITS, shape, 10, _digits_train(d))
 
 
 def _keras_images(full_train: int, full_val: int, shape: tuple[int, ...]):
-    return lambda d: Data((d.n_train or full_train) + (d.n_val or full_val), shape, 10)
+    return lambda d: Data((d.n_train or full_train) + (d.n_val or full_val), shape, 10, d.n_train or full_train)
 
 
 DATASETS: dict[str, Callable[[Any], Data]] = {
     "digits": _digits,
-    "seq_digits": lambda d: Data(DIGITS, (64, 1) if d.mode == "pixel" else (8, 8), 10),
-    "synthetic": lambda d: Data(d.n_train + d.n_val, (d.n_features,), d.n_classes),
-    "adding": lambda d: Data(d.n_train + d.n_val, (d.length, 2), 1),
-    "copy_memory": lambda d: Data(d.n_train + d.n_val, (d.length + 20, 10), 10),
+    "seq_digits": lambda d: Data(DIGITS, (64, 1) if d.mode == "pixel" else (8, 8), 10, _digits_train(d)),
+    "synthetic": lambda d: Data(d.n_train + d.n_val, (d.n_features,), d.n_classes, d.n_train),
+    "adding": lambda d: Data(d.n_train + d.n_val, (d.length, 2), 1, d.n_train),
+    "copy_memory": lambda d: Data(d.n_train + d.n_val, (d.length + 20, 10), 10, d.n_train),
     "mnist": _keras_images(60000, 10000, (28, 28, 1)),
     "fashion_mnist": _keras_images(60000, 10000, (28, 28, 1)),
     "cifar10": _keras_images(50000, 10000, (32, 32, 3)),
     # read from the file's .npy headers (and labels) when the section was validated
     "arrays": lambda d: Data(d.layout.n_train + d.layout.n_val, d.layout.example_shape,
-                             d.layout.num_outputs),
+                             d.layout.num_outputs, d.layout.n_train),
 }
 
 
@@ -165,7 +192,7 @@ def estimate(model_name: str, model: Any, data_name: str, data: Any) -> Estimate
     if len(seen.shape) != {"resnet": 3, "inception": 3}.get(model_name, len(seen.shape)):
         return None  # a mismatch that check_fit reports
     est = estimator(model, seen)
-    return Estimate(est.params, est.activations, est.layers, seen.examples * math.prod(seen.shape))
+    return Estimate(est.params, est.activations, est.layers, seen.examples * math.prod(seen.shape), seen.train)
 
 
 def available_bytes() -> int | None:
@@ -192,7 +219,8 @@ def human(n: float) -> str:
 
 
 def check(model_name: str, model: Any, data_name: str, data: Any, batch_size: int) -> None:
-    """Refuse a run whose estimate exceeds the memory available now (SpecError, one line)."""
+    """Refuse a run whose estimate exceeds the memory available now (SpecError, one line),
+    naming the knob of the largest term (a huge width is not fixed by a smaller batch)."""
     from zoo.schema import SpecError
 
     est = estimate(model_name, model, data_name, data)
@@ -201,8 +229,11 @@ def check(model_name: str, model: Any, data_name: str, data: Any, batch_size: in
         return
     need = est.bytes(batch_size)
     if need > have:
+        batch = est.batch(batch_size)
+        capped = f" (trainer.batch_size {batch_size}, capped at the training split)" if batch < batch_size else ""
+        terms = est.terms(batch_size)
+        top = max(terms, key=terms.get)  # the advice names what to lower for the largest term
         raise SpecError("", f"this run needs about {human(need)} of memory ({est.params:.3g} "
                             f"parameters, {est.activations:.3g} activations per example x batch "
-                            f"{batch_size}, {est.layers} weight layers) but {human(have)} is "
-                            f"available; lower model.width, model.depth, trainer.batch_size or "
-                            f"the data size")
+                            f"{batch}{capped}, {est.layers} weight layers) but {human(have)} is "
+                            f"available; most of it is the {top} ({human(terms[top])}): lower {TERMS[top]}")

@@ -314,13 +314,21 @@ def check_tracking(config: TrackingConfig, timeout: float = 3.0) -> None:
         raise SpecError("tracking.uri", f"unsupported MLflow store {uri!r}; use {TRACKING_URIS}")
 
 
+def omegaconf_line(err: Exception) -> str:
+    """OmegaConf's error on one line: its first line, without the ``full_key:`` / ``object_type=``
+    lines it appends (the key is the SpecError's)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    kept = [line for line in lines if not line.startswith(("full_key:", "object_type=", "reference_type="))]
+    return "; ".join(kept) or type(err).__name__
+
+
 def validate(cfg: DictConfig | dict) -> RunSpec:
     """Check every section of a composed config; raise :class:`SpecError` on the first problem."""
     raw = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
     try:
         resolved = OmegaConf.to_container(raw, resolve=True)
-    except OmegaConfBaseException as err:
-        raise SpecError("", f"config does not resolve: {err}") from None
+    except OmegaConfBaseException as err:  # its message runs over 3 lines: the key, then the cause
+        raise SpecError(getattr(err, "full_key", None) or "", f"does not resolve: {omegaconf_line(err)}") from None
     unknown = [key for key in resolved if key not in TOP_LEVEL]
     if unknown:
         raise SpecError(unknown[0], f"unknown top-level key; the sections are: {', '.join(TOP_LEVEL)}")

@@ -1,10 +1,14 @@
 """``zoo-train``: one instrumented training run per Hydra job (``-m`` for sweeps).
 
-Thin on purpose: compose (Hydra), validate (zoo.spec, no TensorFlow), maybe skip (resume), then
-hand over to zoo.run. A config error, Hydra's own included (an unknown group option, a sweep
-without ``-m``, an override that does not parse), prints one line and exits 2 before TensorFlow
-is imported. Within a sweep a job never kills the sweep: a config error or a crash is logged and
-recorded (the crash as a FAILED MLflow run with its error), and the next job runs. With
+Thin on purpose: check every job's config (zoo.precheck), compose (Hydra), validate (zoo.spec,
+no TensorFlow), maybe skip (resume), then hand over to zoo.run. A config error, Hydra's own
+included (an unknown group option, a sweep without ``-m``, an override that does not parse), a
+YAML error or an interpolation that does not resolve, in any job of a sweep, prints one line
+and exits 2 before the first job, before TensorFlow is imported and before Hydra makes a
+folder. Within a sweep a job never kills the sweep: a crash (or a config refused inside the job,
+when something changed since the check) is recorded (the crash as a FAILED MLflow run with its
+error), and the next job runs; the sweep's last line counts the failed jobs, and the exit code
+is 1 when all failed, 3 when some did (zoo.tracking.sweep.SweepOutcome). With
 ``tracking.resume=true`` a job whose config and seed already have a FINISHED run is skipped
 (zoo.tracking.sweep.skip_if_finished).
 
@@ -48,7 +52,8 @@ def _run(spec, hydra_cfg, sweeping: bool):
         result = run(spec, sink, run_name=run_name(spec, hydra_cfg))
     except SpecError as err:  # found while building (a user's builder, data that does not fit it)
         if not sweeping:
-            print(f"zoo-train: config error: {err}", file=sys.stderr)
+            remove_run_folder(hydra_cfg)
+            print(f"zoo-train: config error: {one_line(str(err))}", file=sys.stderr)
             sys.exit(2)  # zoo.run recorded the run as FAILED with its error
         log.error("config error, job recorded as a FAILED run; the sweep goes on: %s", err)
         sweep.record_job(spec, hydra_cfg, run_id=sink.run_id, error=f"SpecError: {err}")
@@ -97,11 +102,13 @@ def app(cfg: DictConfig):
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         spec = validate(cfg)
-    except SpecError as err:
+    except SpecError as err:  # zoo.precheck passed it: something changed since (memory, a server)
         if sweeping:
-            log.error("config error, job skipped: %s", err)
+            log.error("config error, job recorded as failed; the sweep goes on: %s", err)
+            sweep.record_job(None, hydra_cfg, error=f"SpecError: {err}")
             return None
-        print(f"zoo-train: config error: {err}", file=sys.stderr)
+        remove_run_folder(hydra_cfg)
+        print(f"zoo-train: config error: {one_line(str(err))}", file=sys.stderr)
         sys.exit(2)
     pin_backend()
     repair.keep_alive(spec.tracking.uri, spec.tracking.experiment)
@@ -114,6 +121,33 @@ def app(cfg: DictConfig):
     except KeyboardInterrupt as stop:  # zoo.run ended the job's run; anything else still open too
         repair.close_owned("KILLED", stopping.name_of(stop))
         raise
+
+
+def one_line(message: str) -> str:
+    """A message on one line (a config error is one line, whoever wrote it)."""
+    return "; ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+def remove_run_folder(hydra_cfg) -> None:
+    """Remove the run's folder that Hydra made before the config reached us (``outputs/DATE/TIME``
+    with its ``.hydra/`` and log), and the date folder if that leaves it empty: a run refused
+    for its config leaves nothing behind. Anything else in it, and the launch folder, stay."""
+    import shutil
+    from pathlib import Path
+
+    folder = Path(str(hydra_cfg.runtime.output_dir)).resolve()
+    launch = Path(str(hydra_cfg.runtime.cwd)).resolve()
+    ours = {".hydra", f"{hydra_cfg.job.name}.log"}
+    if folder == launch or launch not in folder.parents or not folder.is_dir() or set(os.listdir(folder)) - ours:
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    for parent in folder.parents:  # outputs/DATE, outputs: only while empty, never the launch folder
+        if parent == launch:
+            break
+        try:
+            parent.rmdir()
+        except OSError:
+            break
 
 
 # --- the command: signals, Hydra's errors, nothing left open ----------------------------------
@@ -139,24 +173,45 @@ def hydra_error_line(err: Exception) -> str:
     return text
 
 
-def main() -> None:
+def main(checked: bool = False) -> None:
     """``zoo-train``: the Hydra app, with Hydra's config errors as one line and exit code 2 (it
     would print 3-16 lines and exit 1), and no run left RUNNING when it stops early.
+
+    Every job's config is checked first (zoo.precheck; ``checked``: the caller, zoo-ablate, has
+    done it), so a bad value anywhere in a sweep, a YAML error, an interpolation that does not
+    resolve or a claim the overrides make impossible stops the command before the first job and
+    before Hydra makes a folder. A sweep ends with one line counting its jobs; the exit code is
+    1 when every job failed and 3 when some did (zoo.tracking.sweep.SweepOutcome).
 
     Hydra reports errors itself unless ``HYDRA_FULL_ERROR=1``, its documented switch, which makes
     the app raise them instead; set here for the call, so they can be told apart (a crash of a
     single run then prints its whole traceback, exit 1). A user who set it gets Hydra's raise."""
+    import yaml
+
+    from zoo.precheck import check_command, yaml_error
+
     stopping.install()
     pin_backend()  # before anything can import TensorFlow, here or in a joblib worker
     users_full_error = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
+        if not checked:
+            check_command(sys.argv[1:])
         app()
+    except SpecError as err:  # zoo.precheck's: nothing ran, nothing was made
+        print(f"zoo-train: config error: {one_line(str(err))}", file=sys.stderr)
+        sys.exit(2)
+    except yaml.YAMLError as err:  # a config file Hydra could not read (also one the precheck skipped)
+        if users_full_error == "1":
+            raise
+        _close_open_runs("FAILED", f"config error: {yaml_error(err)}")
+        print(f"zoo-train: config error: {yaml_error(err)}", file=sys.stderr)
+        sys.exit(2)
     except HYDRA_CONFIG_ERRORS as err:
         if users_full_error == "1":
             raise
         _close_open_runs("FAILED", f"config error: {hydra_error_line(err)}")  # e.g. job 2 of -m model=mlp,foo
-        print(f"zoo-train: config error: {hydra_error_line(err)}", file=sys.stderr)
+        print(f"zoo-train: config error: {one_line(hydra_error_line(err))}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as stop:
         before = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -187,6 +242,11 @@ def main() -> None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = users_full_error
+    if sweep.LAST_OUTCOME:  # the sweep's last word: how many jobs failed, and the exit code
+        outcome = sweep.LAST_OUTCOME.pop()
+        print(f"zoo-train: {outcome.line()}", file=sys.stderr if outcome.exit_code else sys.stdout, flush=True)
+        if outcome.exit_code:
+            sys.exit(outcome.exit_code)
 
 
 def _multirun() -> bool:

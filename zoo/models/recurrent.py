@@ -129,7 +129,7 @@ def build_simple_rnn(input_shape, num_outputs, *, activation, **knobs):
     return _stack("simple_rnn", input_shape, num_outputs, activation=activation, **knobs)
 
 
-@MODELS.register("lstm", schema=LSTMConfig, input_kind="sequence",
+@MODELS.register("lstm", schema=LSTMConfig, input_kind="sequence", forget_gates=True,
                  description="stacked LSTM (Hochreiter & Schmidhuber 1997), forget-bias options")
 def build_lstm(input_shape, num_outputs, *, forget_bias, chrono_tmax, **knobs):
     return _stack("lstm", input_shape, num_outputs, activation="tanh", forget_bias=forget_bias,

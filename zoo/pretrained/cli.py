@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from zoo.pretrained import integrity
-from zoo.pretrained.manifest import MANIFEST, WEIGHTS, UnknownPretrainedError, load as load_manifest
+from zoo.pretrained.manifest import MANIFEST, WEIGHTS, ManifestError, UnknownPretrainedError, load as load_manifest
 
 HEADLINE = ("final/val_accuracy", "final/val_loss")
 
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.run(args)
-    except UnknownPretrainedError as err:
+    except (UnknownPretrainedError, ManifestError) as err:
         print(f"zoo-pretrained: {err}", file=sys.stderr)
         return 2
 

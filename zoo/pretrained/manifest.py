@@ -22,6 +22,11 @@ WEIGHTS = HERE / "weights"
 FORMAT = 1
 
 
+class ManifestError(ValueError):
+    """A manifest that cannot be read: missing, not JSON, or not the catalogue's shape. One line
+    naming the file (and the line, for JSON), never the parser's traceback."""
+
+
 class UnknownPretrainedError(KeyError):
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
@@ -141,10 +146,34 @@ def parse(raw: dict[str, Any], where: str = "manifest") -> Manifest:
 
 @functools.lru_cache(maxsize=4)
 def _read(path: str, mtime_ns: int) -> Manifest:
-    return parse(json.loads(Path(path).read_text()), path)
+    try:
+        raw = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ManifestError(f"{path}: not valid JSON: {err.msg} (line {err.lineno}, column {err.colno}); "
+                            f"restore it (e.g. git checkout, or reinstall gradzoo)") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ManifestError(f"{path}: cannot be read: {err}") from None
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{path}: must hold a JSON object with 'format', 'pairs' and 'entries', "
+                            f"got {type(raw).__name__}")
+    try:
+        return parse(raw, path)
+    except ManifestError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as err:  # a missing or unknown field
+        message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        if isinstance(err, KeyError) and not isinstance(err, UnknownPretrainedError):
+            message = f"an entry lacks the field {message!r}"
+        message = message.removeprefix(f"{path}: ")
+        raise ManifestError(f"{path}: {message.splitlines()[0] if message else type(err).__name__}") from None
 
 
-def load(path: Path = MANIFEST) -> Manifest:
-    """The shipped manifest (re-read when the file changes)."""
-    path = Path(path)
-    return _read(str(path), path.stat().st_mtime_ns)
+def load(path: Path | None = None) -> Manifest:
+    """The manifest (default: the shipped one), re-read when the file changes; ManifestError
+    (one line naming the file) when it is missing or corrupt."""
+    path = Path(path or MANIFEST)
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError as err:
+        raise ManifestError(f"{path}: cannot be read: {err.strerror or err}") from None
+    return _read(str(path), mtime)

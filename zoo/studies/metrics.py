@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import fnmatch
 import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from zoo.monitor.series import mlflow_names
 
@@ -53,3 +55,69 @@ def to_scale(value: float, scale: str) -> float:
     if scale == "linear":
         return value
     return math.log10(max(value, TINY)) if value >= 0 else math.nan
+
+
+# --- which runs log a metric at all -------------------------------------------------------------
+# Most metrics every run logs; these only runs with the layers that produce them. A claim that
+# compares one of them over runs that cannot log it (``saturated_fraction`` of a relu net) would
+# be "no data" after the whole sweep: zoo.studies.validate.check_metrics refuses it before.
+# A test says, from a job's params (its flattened resolved config), True / False, or None when
+# the config cannot tell (``model=custom``: its layers are the user's).
+@dataclass(frozen=True)
+class Needs:
+    patterns: tuple[str, ...]
+    what: str                                      # "a sigmoid or tanh activation layer"
+    keys: tuple[str, ...]                          # the params that decide, shown in the error
+    test: Callable[[Mapping[str, str]], bool | None]
+
+
+def _model(params: Mapping[str, str]):
+    from zoo.models import MODELS
+
+    name = params.get("model.name")
+    return MODELS.get(name) if name in MODELS and name != "custom" else None
+
+
+def _activation_tagged(tag: str) -> Callable[[Mapping[str, str]], bool | None]:
+    """Runs whose activation layers (the builder's ``model.activation``; none without that key,
+    as in lstm, gru, deep_linear) carry the activation registry's ``tag`` (zoo.models.blocks)."""
+    def test(params):
+        from zoo.models.blocks import ACTIVATIONS
+
+        if _model(params) is None:
+            return None
+        kind = params.get("model.activation")
+        if kind is None:
+            return False
+        return bool(ACTIVATIONS.get(kind).tags.get(tag)) if kind in ACTIVATIONS else None
+    return test
+
+
+def _model_tagged(tag: str, value=True) -> Callable[[Mapping[str, str]], bool | None]:
+    def test(params):
+        model = _model(params)
+        return None if model is None else model.tags.get(tag) == value
+    return test
+
+
+def _pretrains(params: Mapping[str, str]) -> bool | None:
+    try:
+        return float(params.get("pretrain.epochs", "0")) > 0
+    except ValueError:
+        return None
+
+
+NEEDS = (
+    Needs(("saturated_fraction/*",), "a sigmoid or tanh activation layer", ("model.activation",),
+          _activation_tagged("saturation")),
+    Needs(("dead_fraction/*",), "a ReLU activation layer", ("model.activation",), _activation_tagged("dies")),
+    Needs(("time_grad_ratio/*", "summary/time_grad_ratio_*"), "a recurrent model (simple_rnn, lstm, gru)",
+          ("model.name",), _model_tagged("input_kind", "sequence")),
+    Needs(("forget_gate/*", "summary/forget_gate_*"), "an LSTM", ("model.name",), _model_tagged("forget_gates")),
+    Needs(("pretrain/*",), "pretraining (pretrain.epochs > 0)", ("pretrain.epochs",), _pretrains),
+)
+
+
+def needs_of(name: str) -> Needs | None:
+    """What a run needs to log metric ``name``; None when every run logs it."""
+    return next((n for n in NEEDS if any(fnmatch.fnmatchcase(name, p) for p in n.patterns)), None)

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from zoo.schema import SpecError
 from zoo.studies.jobs import expand, job_params, study_job_params, study_jobs
 from zoo.studies.load import StudyConfig, from_section, load_study, study_file
+from zoo.studies.metrics import needs_of
 from zoo.studies.records import fmt_variant, matches, same
 
 
@@ -55,6 +56,26 @@ def check_seeds(study: StudyConfig, params: Sequence[Mapping], where: str) -> No
                                f"seed(s) at full scale; sweep at least {MIN_SEEDS} (e.g. seed: 0,1,2)")
 
 
+def check_metrics(study: StudyConfig, params: Sequence[Mapping], where: str) -> None:
+    """Every check's metric can be logged by the runs of its sides that these jobs make (the
+    command's overrides included: ``model.activation=relu`` on a claim over
+    ``saturated_fraction``, which only sigmoid and tanh layers have). A side no job matches is
+    left to the other checks (a quick scale runs fewer variants); a run whose config cannot tell
+    (a custom model) counts as able."""
+    for i, check in enumerate(study.claim["checks"]):
+        needs = needs_of(str(check["metric"]))
+        if needs is None:
+            continue
+        for side in ("variant", "than"):
+            runs = [p for p in params if side in check and matches(p, check[side])]
+            if runs and all(needs.test(p) is False for p in runs):
+                seen = "; ".join(f"{key}={', '.join(sorted({p.get(key, 'unset') for p in runs}))}"
+                                 for key in needs.keys)
+                raise SpecError(where, f"study.claim: claim check {i}: {check['metric']} is logged only by "
+                                       f"runs with {needs.what}, and the {len(runs)} run(s) of {side} "
+                                       f"{fmt_variant(check[side])} this command makes have {seen}")
+
+
 def validate_study(name: str) -> StudyConfig:
     """A study (a shipped name or a file of your own), checked; ``zoo-ablate`` calls this
     before launching."""
@@ -65,7 +86,8 @@ def validate_study(name: str) -> StudyConfig:
     return study
 
 
-def _config_file(config) -> str:
+def study_config_file(config) -> str:
+    """The file a composed study config came from (its config dir and name), for messages."""
     name = str(config.hydra.job.config_name)
     for source in OmegaConf.select(config, "hydra.runtime.config_sources") or []:
         if source.get("schema") == "file" and (Path(source.path) / f"{name}.yaml").is_file():
@@ -76,7 +98,7 @@ def _config_file(config) -> str:
 def validate_sweep(config) -> StudyConfig:
     """The study of a running ``zoo-train -m --config-dir … --config-name S`` sweep, checked
     against the file's own (full-scale) sweep; raises SpecError so Hydra stops before any job."""
-    where = _config_file(config)
+    where = study_config_file(config)
     try:
         study = from_section(config.study)
     except SpecError as err:

@@ -16,12 +16,25 @@ nested there), lists every reused run and why in ``zoo.reused_runs``, and, for a
 the claim and logs the table, plots and verdict (zoo.studies.judge). Hydra calls no callback
 on Ctrl-C or SIGTERM: zoo.train then ends the parent (and any job) as KILLED
 (zoo.tracking.repair.close_owned); after SIGKILL the next ``zoo-ablate`` repairs them.
+
+A sweep is one folder and one key: the default folder ends in :func:`sweep_id` (this process's
+pid and a random suffix, conf/config.yaml's ``hydra.sweep.dir``), so two sweeps started in the
+same second in the same place no longer share a folder, a parent file and a key (before: every
+job trained twice, all nested under the second parent, the first parent left RUNNING). A folder
+given by hand is locked for the sweep's life (:func:`lock_sweep_dir`): a second sweep into it is
+refused. Each callback ends the parent it created, not whatever the folder's file names now.
+``on_multirun_end`` also counts the jobs (:class:`SweepOutcome`: finished, reused, failed, lost)
+for zoo.train's last line and exit code: 1 when every job failed, 3 when some did.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
+import secrets
 import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -33,6 +46,53 @@ SWEEP_FILE = "zoo_sweep.json"
 SWEEP_KEY = "zoo.sweep_key"
 SWEPT_KEYS = "zoo.swept_keys"  # the keys the sweep varies, which name its jobs (zoo.tracking.names)
 JOB_TAG = "zoo.job."
+
+
+LOCK_FILE = "zoo_sweep.lock"
+JOB_FILE = "zoo_job.json"  # a job's record in its own folder, for sweeps without MLflow
+_SWEEP_ID: list[str] = []
+
+
+def sweep_id() -> str:
+    """This process's sweep suffix, ``<pid>-<4 hex>``: the same for every job of its sweep
+    (Hydra copies the resolver cache into each job's config, also to other processes) and
+    different for a sweep started in the same second by another process, here or on another
+    machine sharing the folder (the random part)."""
+    if not _SWEEP_ID:
+        _SWEEP_ID.append(f"{os.getpid()}-{secrets.token_hex(2)}")
+    return _SWEEP_ID[0]
+
+
+OmegaConf.register_new_resolver("zoo.sweep_id", sweep_id, use_cache=True, replace=True)
+
+_locks: dict[str, object] = {}  # held until this process ends
+
+
+def lock_sweep_dir(sweep_dir: Path) -> None:
+    """Hold ``<sweep dir>/zoo_sweep.lock`` for the sweep's life; SpecError when another live
+    sweep holds it (two sweeps in one folder would share its parent file and job folders)."""
+    import fcntl
+
+    from zoo.schema import SpecError
+
+    key = str(sweep_dir.resolve())
+    if key in _locks:
+        return
+    handle = open(sweep_dir / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "?"
+        handle.close()
+        raise SpecError("hydra.sweep.dir", f"{sweep_dir} is in use by another sweep that is still running "
+                                           f"(pid {owner}); give this one its own folder, or leave "
+                                           f"hydra.sweep.dir unset (each sweep then gets a new one)") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    _locks[key] = handle
 
 
 def parent_run_id(sweep_dir: str | Path) -> str | None:
@@ -98,17 +158,83 @@ def swept_keys_of(spec, hydra_cfg) -> list[str] | None:
 
 def record_job(spec, hydra_cfg, **record) -> None:
     """Hand this job's record to ``on_multirun_end`` as a tag of the sweep's parent run,
-    ``zoo.job.<number>`` (through the store, so from any machine; nothing outside a sweep)."""
-    parent = parent_for(spec, hydra_cfg)
-    if parent is None:
+    ``zoo.job.<number>`` (through the store, so from any machine), and as ``zoo_job.json`` in
+    the job's folder (what a sweep without MLflow counts); nothing outside a sweep. ``spec``
+    None: a job whose config failed validation, found through the sweep folder's file."""
+    if not _sweeping(hydra_cfg):
+        return
+    record = {"job": hydra_cfg.job.num, **{k: v[:2000] if isinstance(v, str) else v for k, v in record.items()}}
+    try:
+        folder = Path(str(hydra_cfg.runtime.output_dir))
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / JOB_FILE).write_text(json.dumps(record))
+    except Exception as err:  # a read-only or remote folder: the store's record still counts
+        log.warning("could not write job %s's record in its folder: %s", hydra_cfg.job.num, err)
+    if spec is not None:
+        parent, uri = parent_for(spec, hydra_cfg), spec.tracking.uri
+    else:
+        path = Path(str(hydra_cfg.sweep.dir)) / SWEEP_FILE
+        found = json.loads(path.read_text()) if path.is_file() else {}
+        parent, uri = found.get("parent_run_id"), found.get("uri")
+    if parent is None or not uri:
         return
     from zoo.tracking.runs import client
 
-    record = {"job": hydra_cfg.job.num, **{k: v[:2000] if isinstance(v, str) else v for k, v in record.items()}}
     try:
-        client(spec.tracking.uri).set_tag(parent, f"{JOB_TAG}{int(hydra_cfg.job.num):05d}", json.dumps(record))
+        client(uri).set_tag(parent, f"{JOB_TAG}{int(hydra_cfg.job.num):05d}", json.dumps(record))
     except Exception as err:  # the run itself is safe in the store; the sweep goes on without its record
         log.error("could not leave job %s's record on the sweep's parent run %s: %s", hydra_cfg.job.num, parent, err)
+
+
+@dataclass
+class SweepOutcome:
+    """How a sweep's jobs ended, for zoo.train's last line and exit code."""
+    jobs: int                                          # jobs the sweep ran (or meant to)
+    failed: int = 0                                    # crashed, refused, killed or lost
+    reused: int = 0                                    # skipped: a FINISHED run had their config
+    failures: list[str] = field(default_factory=list)  # what went wrong, a short line each
+    parent: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """0: every job finished (trained to the end, diverged, or reused); 1: every job failed
+        (nothing to judge); 3: some failed (a study is judged without them)."""
+        return 0 if not self.failed else 1 if self.failed >= self.jobs else 3
+
+    def line(self) -> str:
+        where = f"; MLflow parent run {self.parent}" if self.parent else ""
+        if not self.failed:
+            reused = f" ({self.reused} reused)" if self.reused else ""
+            return f"sweep finished: all {self.jobs} jobs finished{reused}{where}"
+        head = (f"sweep failed: all {self.jobs} jobs failed" if self.exit_code == 1
+                else f"sweep finished with failures: {self.failed} of {self.jobs} jobs failed")
+        more = f"; and {len(self.failures) - 1} more" if len(self.failures) > 1 else ""
+        return f"{head} ({self.failures[0]}{more}){where}; exit code {self.exit_code}"
+
+
+LAST_OUTCOME: list[SweepOutcome] = []  # set by on_multirun_end in the launching process
+
+
+def _failure(record: dict) -> str:
+    error = str(record.get("error", "")).strip().splitlines()
+    return f"job {record.get('job', '?')}: {error[0] if error else 'failed'}"[:300]
+
+
+def outcome_of(records: list[dict], expected: int | None, killed: int = 0,
+               parent: str | None = None) -> SweepOutcome:
+    """Count the jobs' records: one with an ``error`` is a failed job, and so is a job whose
+    worker died (``killed``, ended by the repair) or that left no record at all; the rest
+    finished (``outcome`` finished or diverged) or were reused."""
+    errors = [r for r in records if r.get("error")]
+    jobs = max(expected or 0, len(records) + killed)
+    lost = jobs - len(records) - killed
+    failures = [_failure(r) for r in errors]
+    if killed:
+        failures.append(f"{killed} job(s) whose worker died, ended as KILLED")
+    if lost:
+        failures.append(f"{lost} job(s) left no record")
+    return SweepOutcome(jobs, len(errors) + killed + lost, sum(bool(r.get("reused")) for r in records),
+                        failures, parent)
 
 
 def skip_if_finished(spec, hydra_cfg) -> str | None:
@@ -153,10 +279,30 @@ class SweepCallback(Callback):
             log.warning("%s", line)
         return killed
 
+    def __init__(self) -> None:
+        self._parent: str | None = None    # the parent run this sweep created (not the folder's file's)
+        self._uri: str | None = None
+        self._expected: int | None = None  # jobs the sweeper will run
+
+    @staticmethod
+    def _expected_jobs(config: DictConfig) -> int | None:
+        """The number of jobs Hydra's basic sweeper makes of this config; None for another sweeper."""
+        from zoo.precheck import BASIC_SWEEPER, sweep_lines
+        from zoo.studies.jobs import expand_lines
+
+        if OmegaConf.select(config, "hydra.sweeper._target_") != BASIC_SWEEPER:
+            return None
+        try:
+            return len(expand_lines(sweep_lines(config)))
+        except Exception:  # the count only names lost jobs; the sweep itself will say what is wrong
+            return None
+
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from zoo.schema import SpecError
+
+        LAST_OUTCOME.clear()
         study = OmegaConf.select(config, "study.name")
         if study:
-            from zoo.schema import SpecError
             from zoo.studies.validate import validate_sweep
 
             try:
@@ -164,6 +310,16 @@ class SweepCallback(Callback):
             except SpecError as err:  # Hydra turns a callback's exception into a warning and goes
                 print(f"zoo-train: study error: {err}", file=sys.stderr)  # on: exit, before any job
                 raise SystemExit(2) from None
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            lock_sweep_dir(sweep_dir)
+        except SpecError as err:
+            print(f"zoo-train: config error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        for stale in sweep_dir.glob(f"*/{JOB_FILE}"):  # an earlier sweep's, in a folder given twice
+            stale.unlink(missing_ok=True)
+        self._expected = self._expected_jobs(config)
         uri = OmegaConf.select(config, "tracking.uri")
         if not uri:
             return
@@ -171,8 +327,6 @@ class SweepCallback(Callback):
         from zoo.tracking.repair import keep_alive
         from zoo.tracking.runs import client, experiment_id
 
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
         c = client(uri)
         keep_alive(uri, config.tracking.experiment)  # the parent's heartbeat; Ctrl-C closes it (zoo.train)
         tags = {"zoo.kind": "study" if study else "sweep", "zoo.sweep_dir": str(sweep_dir.resolve()),
@@ -191,21 +345,32 @@ class SweepCallback(Callback):
                  **dict(o.split("=", 1) for o in config.hydra.overrides.task if "=" in o)}
         for key, value in swept.items():
             c.log_param(run.info.run_id, f"sweep.{key.lstrip('+~')}"[:250], str(value)[:6000])
+        self._parent, self._uri = run.info.run_id, uri
         (sweep_dir / SWEEP_FILE).write_text(json.dumps({"parent_run_id": run.info.run_id, "uri": uri,
                                                         "swept_keys": varied}))
         log.info("sweep parent run %s (%s)", run.info.run_id, study or "sweep")
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        parent = parent_run_id(sweep_dir)
-        if parent is None:
+        parent, uri = self._parent, self._uri
+        if parent is None and (sweep_dir / SWEEP_FILE).is_file():  # a callback made elsewhere
+            found = json.loads((sweep_dir / SWEEP_FILE).read_text())
+            parent, uri = found["parent_run_id"], found["uri"]
+        if parent is None:  # no MLflow: the jobs left their records in their folders
+            records = {}
+            for path in sweep_dir.glob(f"*/{JOB_FILE}"):
+                record = json.loads(path.read_text())
+                records[record.get("job")] = record
+            LAST_OUTCOME[:] = [outcome_of(sorted(records.values(), key=lambda r: r.get("job", 0)), self._expected)]
             return
         from zoo.tracking.runs import client
 
-        uri = json.loads((sweep_dir / SWEEP_FILE).read_text())["uri"]
         c = client(uri)
-        killed = self._repair(uri, config)
+        killed = [o for o in self._repair(uri, config)  # this sweep's jobs, not another's orphans
+                  if c.get_run(o.run_id).data.tags.get("mlflow.parentRunId") == parent]
         jobs = job_records(c, parent)
+        outcome = outcome_of(jobs, self._expected, len(killed), parent)
+        LAST_OUTCOME[:] = [outcome]
         run_ids = [j["run_id"] for j in jobs if j.get("run_id")]
         study = OmegaConf.select(config, "study.name")
         reused = [j for j in jobs if j.get("reused")]
@@ -219,7 +384,10 @@ class SweepCallback(Callback):
         if reused:  # what was reused and why; runs of another study stay nested where they were trained
             c.set_tag(parent, "zoo.reused_runs", "\n".join(
                 f"{j['run_id']}: same config hash {j.get('config_hash', '?')}" for j in reused)[:5000])
-        status = "FINISHED"
+        c.set_tag(parent, "zoo.jobs_failed", str(outcome.failed))
+        if outcome.failures:
+            c.set_tag(parent, "zoo.job_failures", "\n".join(outcome.failures)[:5000])
+        status = "FAILED" if outcome.exit_code == 1 else "FINISHED"  # every job failed: nothing came of it
         try:
             if OmegaConf.select(config, "study") is not None:
                 from zoo.studies.judge import judge_study
