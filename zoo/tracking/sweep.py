@@ -33,7 +33,6 @@ import logging
 import os
 import secrets
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
