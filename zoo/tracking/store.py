@@ -51,8 +51,11 @@ BUSY_SECONDS = 2.0  # how long a check waits for a writer's lock before giving u
 
 
 class StoreError(ValueError):
-    """A tracking store that cannot be used as asked; the message is one line: what is wrong
-    and what to do."""
+    """A tracking store that cannot be used as asked; the message is one line (what SQLite or
+    the system said is joined onto it): what is wrong and what to do."""
+
+    def __init__(self, message: str):
+        super().__init__(re.sub(r"\s*\n\s*", " ", message).strip())
 
 
 # --- naming -------------------------------------------------------------------------------------
