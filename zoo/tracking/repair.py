@@ -58,8 +58,11 @@ def _owned_filter() -> str:
 
 
 def _owned_runs(uri: str, experiment: str):
-    from zoo.tracking.store import client
+    from zoo.tracking.store import client, sqlite_path
 
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():  # no store, no runs: do not create one on the way out
+        return None, []
     c = client(uri)
     exp = c.get_experiment_by_name(experiment)
     return c, (c.search_runs([exp.experiment_id], _owned_filter(), max_results=1000) if exp else [])
