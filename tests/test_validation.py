@@ -261,6 +261,10 @@ def _store_as(kind: str, store, folder):
         _copy(store, folder)
         with sqlite3.connect(db) as conn:
             conn.execute("UPDATE alembic_version SET version_num = '451aebb31d03'")
+    elif kind == "no schema version":  # the code before, killed between its first tables and alembic's
+        _copy(store, folder)
+        with sqlite3.connect(db) as conn:
+            conn.execute("DELETE FROM alembic_version")
     elif kind == "damaged":  # a whole header, a page of the runs table overwritten
         _copy(store, folder)
         with sqlite3.connect(db) as conn:
@@ -279,6 +283,8 @@ def _store_as(kind: str, store, folder):
     ("truncated", "is truncated (200000 bytes; its header says "),
     ("not MLflow's", "is a SQLite database but not an MLflow store (its tables: notes); move it aside"),
     ("half-migrated", "holds MLflow schema 451aebb31d03, not this MLflow's "),
+    ("no schema version", "has MLflow's tables but no schema version: a creation that was interrupted; "
+                          "move it aside"),
     ("damaged", "is damaged (sqlite quick_check: "),
 ])
 def test_a_store_file_that_is_not_a_whole_mlflow_store_is_refused(tmp_path, mlflow_store, kind, says):
