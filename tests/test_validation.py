@@ -69,6 +69,7 @@ def closed_port() -> int:
      "http(s)://HOST:PORT, or null"),
     (["tracking.uri=sqlite://"], "tracking.uri: needs a database file, sqlite:///PATH; got 'sqlite://'"),
     (["tracking.experiment=''"], "tracking.experiment must not be empty"),
+    (["tracking.uri=''"], "tracking.uri must not be empty; null means no MLflow"),
     (["tracking.experiment=" + "x" * 501], "tracking.experiment must be at most 500 characters, got 501"),
 ])
 def test_bad_input_is_refused_before_tensorflow(tmp_path, args, message):

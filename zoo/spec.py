@@ -119,6 +119,8 @@ class TrackingConfig:
             raise SpecError("experiment", f"must not hold control characters, got {name!r}")
         if self.uri is not None:
             scheme = urllib.parse.urlsplit(self.uri).scheme.lower()
+            if not self.uri.strip():
+                raise SpecError("uri", "must not be empty; null means no MLflow")
             if scheme in ("", "file"):
                 raise SpecError("uri", f"{self.uri!r}: {FILE_STORE_RETIRED}")
             if scheme not in ("sqlite", "http", "https"):
