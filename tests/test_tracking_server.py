@@ -179,3 +179,32 @@ def test_an_impossible_port_is_refused_before_anything_starts(tmp_path, capsys):
     assert stop.value.code == 2
     assert "--port must be a TCP port in 1..65535, got 70000" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
+
+
+def _server_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "zoo.tracking.server", "start", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--root", ""], "zoo-server: --root must name a folder, got ''"),  # '' was the current folder
+    (["--root", "r", "--host", "999.1.1.1"], "zoo-server: --host '999.1.1.1' is not an IP address or a name "
+                                             "that resolves ("),
+    (["--root", "r", "--host", "192.0.2.1"], "zoo-server: --host 192.0.2.1 is not an address of this machine ("),
+])
+def test_a_bad_root_or_host_is_refused_as_what_it_is_before_anything_starts(tmp_path, args, says):
+    done = _server_cli(*args, cwd=tmp_path)
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1 and done.stderr.startswith(says), done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_port_in_use_is_reported_as_taken(tmp_path):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        done = _server_cli("--root", "r", "--port", str(port), cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.splitlines() == [
+        f"zoo-server: port {port} on 127.0.0.1 is taken (Address already in use): another server runs there; "
+        f"choose another --port"]
+    assert list(tmp_path.iterdir()) == []

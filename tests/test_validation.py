@@ -69,9 +69,10 @@ def closed_port() -> int:
                  "trainer, monitor, pretrain, tracking, study, hydra"),
     (["tracking.uri=postgresql://db/mlflow"],
      "tracking.uri: unsupported MLflow store 'postgresql://db/mlflow'; use sqlite:///PATH, "
-     "file:PATH or a plain path, http(s)://HOST:PORT, or null"),
+     "http(s)://HOST:PORT, or null"),
     (["tracking.uri=sqlite://"], "tracking.uri: needs a database file, sqlite:///PATH; got 'sqlite://'"),
     (["tracking.experiment=''"], "tracking.experiment must not be empty"),
+    (["tracking.uri=''"], "tracking.uri must not be empty; null means no MLflow"),
     (["tracking.experiment=" + "x" * 501], "tracking.experiment must be at most 500 characters, got 501"),
 ])
 def test_bad_input_is_refused_before_tensorflow(tmp_path, args, message):
@@ -83,14 +84,12 @@ def test_tracking_store_in_an_unwritable_place_is_refused(tmp_path):
     message = refuse([f"tracking.uri=sqlite:///{tmp_path}/a_file/mlflow.db"], tmp_path)
     assert message == f"tracking.uri: cannot create '{tmp_path}/a_file/mlflow.db': " \
                       f"'{tmp_path}/a_file' is a file, not a folder"
-    message = refuse([f"tracking.uri=file:{tmp_path}/a_file"], tmp_path)
-    assert message == f"tracking.uri: '{tmp_path}/a_file' is a file, not a store folder"
 
 
 def test_a_store_folder_that_does_not_exist_yet_is_fine(tmp_path):
     spec = compose_spec([f"tracking.uri=sqlite:///{tmp_path}/new/deeper/mlflow.db"])
     assert spec.tracking.uri.endswith("mlflow.db") and not (tmp_path / "new").exists()
-    compose_spec([f"tracking.uri={tmp_path}/mlruns"])  # a plain path
+    assert [p.name for p in tmp_path.iterdir()] == []  # the writability probe leaves nothing behind
 
 
 def test_tracking_server_that_is_not_there_is_refused_at_once(tmp_path):
@@ -345,3 +344,173 @@ def test_which_runs_can_log_a_metric(metric, params, impossible):
     else:
         check_metrics(study, runs, "s.yaml")
     check_metrics(study, [{**params, "seed": "5"}], "s.yaml")  # no run of the side: left to the other checks
+
+
+# --- the tracking store, checked before TensorFlow (zoo.tracking.store) --------------------------
+RETIRED = ("MLflow 3 retired file stores (file:PATH, plain paths); use sqlite:///PATH/mlflow.db "
+           "(mlflow migrate-filestore converts an existing one)")
+
+
+@pytest.fixture(scope="module")
+def mlflow_store(tmp_path_factory):
+    """A whole MLflow store made by the zoo (WAL, at this MLflow's schema), with an experiment
+    'gone' deleted; tests copy it (making one costs ~1.5 s)."""
+    from zoo.tracking.store import client
+
+    db = tmp_path_factory.mktemp("made") / "mlflow.db"
+    c = client(f"sqlite:///{db}")
+    c.delete_experiment(c.create_experiment("gone"))
+    return db
+
+
+def _copy(db, folder, name="mlflow.db"):
+    import sqlite3
+
+    target = folder / name
+    with sqlite3.connect(db) as source, sqlite3.connect(target) as copy:  # the WAL's pages too
+        source.backup(copy)
+    return target
+
+
+def _store_as(kind: str, store, folder):
+    """``folder/mlflow.db`` made broken in the way ``kind`` names."""
+    import sqlite3
+
+    db = folder / "mlflow.db"
+    if kind == "random bytes":
+        db.write_bytes(bytes(range(256)) * 64)
+    elif kind == "text":
+        db.write_text("runs:\n  - name: not a database\n")
+    elif kind == "empty":
+        db.write_bytes(b"")
+    elif kind == "truncated":
+        db.write_bytes(_copy(store, folder, "whole.db").read_bytes()[:200_000])
+    elif kind == "not MLflow's":
+        with sqlite3.connect(db) as conn:
+            conn.execute("CREATE TABLE notes (text)")
+    elif kind == "half-migrated":  # an interrupted creation (of the code before), at revision 2 of ~70
+        _copy(store, folder)
+        with sqlite3.connect(db) as conn:
+            conn.execute("UPDATE alembic_version SET version_num = '451aebb31d03'")
+    elif kind == "no schema version":  # the code before, killed between its first tables and alembic's
+        _copy(store, folder)
+        with sqlite3.connect(db) as conn:
+            conn.execute("DELETE FROM alembic_version")
+    elif kind == "damaged":  # a whole header, a page of the runs table overwritten
+        _copy(store, folder)
+        with sqlite3.connect(db) as conn:
+            page = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'runs'").fetchone()[0]
+            size = conn.execute("PRAGMA page_size").fetchone()[0]
+        with open(db, "r+b") as handle:
+            handle.seek((page - 1) * size)
+            handle.write(b"\xff" * 64)
+    return db
+
+
+@pytest.mark.parametrize("kind, says", [
+    ("random bytes", "is not a SQLite database (it starts with b'\\x00\\x01"),
+    ("text", "is not a SQLite database (it starts with b'runs:\\n  - name: ')"),
+    ("empty", "is empty (0 bytes), not an MLflow store; move it aside (mv mlflow.db mlflow.db.bad)"),
+    ("truncated", "is truncated (200000 bytes; its header says "),
+    ("not MLflow's", "is a SQLite database but not an MLflow store (its tables: notes); move it aside"),
+    ("half-migrated", "holds MLflow schema 451aebb31d03, not this MLflow's "),
+    ("no schema version", "has MLflow's tables but no schema version: a creation that was interrupted; "
+                          "move it aside"),
+    ("damaged", "is damaged (sqlite quick_check: "),
+])
+def test_a_store_file_that_is_not_a_whole_mlflow_store_is_refused(tmp_path, mlflow_store, kind, says):
+    _store_as(kind, mlflow_store, tmp_path)
+    message = refuse(["tracking.uri=sqlite:///mlflow.db"], tmp_path)
+    assert message.startswith("tracking.uri: 'mlflow.db' ") and says in message, message
+
+
+def test_a_whole_store_and_its_live_experiments_pass(tmp_path, mlflow_store):
+    _copy(mlflow_store, tmp_path)
+    compose_spec([f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "tracking.experiment=Default"])
+
+
+def test_a_deleted_experiment_is_refused_with_how_to_restore_it(tmp_path, mlflow_store):
+    _copy(mlflow_store, tmp_path)
+    message = refuse(["tracking.uri=sqlite:///mlflow.db", "tracking.experiment=gone"], tmp_path)
+    assert message == ("tracking.experiment: experiment 'gone' (id 1) is deleted in sqlite:///mlflow.db; restore it "
+                       "(MLFLOW_TRACKING_URI=sqlite:///mlflow.db mlflow experiments restore --experiment-id 1) "
+                       "or choose another tracking.experiment")
+
+
+@pytest.mark.parametrize("uri, message", [
+    ("sqlite:////proc/x.db", "tracking.uri: cannot create '/proc/x.db': folder '/proc' does not take new files"),
+    ("sqlite:////sys/x.db", "tracking.uri: cannot create '/sys/x.db': folder '/sys' does not take new files"),
+    ('"sqlite:///mlflow.db?mode=ro"', "tracking.uri: 'sqlite:///mlflow.db?mode=ro': the query string '?mode=ro' "
+                                      "asks for a read-only store, and a run writes its records"),
+    ('"sqlite:///mlflow.db?timeout=5"', "tracking.uri: 'sqlite:///mlflow.db?timeout=5': the query string "
+                                        "'?timeout=5' is not honoured"),
+    ("file:./mlruns", f"tracking.uri: 'file:./mlruns': {RETIRED}"),
+    ("mlruns", f"tracking.uri: 'mlruns': {RETIRED}"),
+])
+def test_a_store_uri_a_run_cannot_write_is_refused(tmp_path, uri, message):
+    """os.access says root may write /proc and /sys; a probe file says otherwise. A query string
+    was ignored by MLflow (the run written anyway, '?mode=ro' and all); MLflow 3 refuses file
+    stores unless MLFLOW_ALLOW_FILE_STORE is set."""
+    assert refuse([f"tracking.uri={uri}"], tmp_path).startswith(message)
+    assert not list(tmp_path.glob("mlflow*"))  # no 'mlflow.db?mode=ro', no lock file
+
+
+def test_a_lock_path_that_is_a_folder_is_refused(tmp_path, mlflow_store):
+    _copy(mlflow_store, tmp_path)
+    (tmp_path / "mlflow.db.lock").mkdir()
+    assert refuse(["tracking.uri=sqlite:///mlflow.db"], tmp_path) == (
+        f"tracking.uri: '{tmp_path}/mlflow.db.lock' is a folder, not the store's lock file; remove it (rmdir)")
+
+
+def test_a_store_on_a_nearly_full_disk_is_refused(tmp_path, monkeypatch):
+    import shutil
+
+    from zoo.tracking import store
+
+    free = shutil.disk_usage(tmp_path)._replace(free=store.MIN_FREE_BYTES - 2**20)
+    monkeypatch.setattr(store.shutil, "disk_usage", lambda path: free)
+    with pytest.raises(SpecError, match=rf"tracking.uri: cannot create '{tmp_path}/mlflow.db': only 49.0 MiB "
+                                        rf"free on the disk of '{tmp_path}' \(a run needs 50 MiB\)"):
+        compose_spec([f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"])
+
+
+def test_a_store_on_a_real_full_disk_is_refused(tmp_path):
+    """A 1 MiB tmpfs (root can mount one; elsewhere the test above covers the check)."""
+    import os
+
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(tmp_path)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root and mount(8) for a tmpfs; the monkeypatched test covers the check")
+    try:
+        message = refuse(["tracking.uri=sqlite:///mlflow.db"], tmp_path)
+        assert message == (f"tracking.uri: cannot create 'mlflow.db': only 1.0 MiB free on the disk of '.' "
+                           f"(a run needs 50 MiB); free some space or choose another tracking.uri")
+    finally:
+        subprocess.run(["umount", str(tmp_path)], check=True)
+
+
+def test_a_deleted_experiment_on_a_server_is_refused(tmp_path):
+    import json
+
+    class Server(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = {"/health": b"OK"}.get(self.path) or json.dumps({"experiment": {
+                "experiment_id": "7", "name": "gone", "lifecycle_stage": "deleted"}}).encode()
+            self.send_response(200 if self.path == "/health" or "experiment_name=gone" in self.path else 404)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Server)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        uri = f"http://127.0.0.1:{server.server_port}"
+        assert refuse([f"tracking.uri={uri}", "tracking.experiment=gone"], tmp_path) == (
+            f"tracking.experiment: experiment 'gone' (id 7) is deleted in {uri}; restore it "
+            f"(MLFLOW_TRACKING_URI={uri} mlflow experiments restore --experiment-id 7) or choose another "
+            f"tracking.experiment")
+        compose_spec([f"tracking.uri={uri}", "tracking.experiment=new"])  # 404: made on first use
+    finally:
+        server.shutdown()

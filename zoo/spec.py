@@ -12,11 +12,9 @@ them through the ``${zoo.help_keys:}`` resolver (see :func:`help_keys`).
 from __future__ import annotations
 
 import dataclasses
-import os
 import unicodedata
 import urllib.parse
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
@@ -97,7 +95,11 @@ class PretrainConfig:
         positive(lr=self.lr)
 
 
-TRACKING_URIS = "sqlite:///PATH, file:PATH or a plain path, http(s)://HOST:PORT, or null"
+TRACKING_URIS = "sqlite:///PATH, http(s)://HOST:PORT, or null"
+# MLflow 3 refuses its file store unless MLFLOW_ALLOW_FILE_STORE is set ("maintenance mode", no
+# new features); the zoo's checks, atomic creation and artifact layout are the sqlite store's.
+FILE_STORE_RETIRED = ("MLflow 3 retired file stores (file:PATH, plain paths); use sqlite:///PATH/mlflow.db "
+                      "(mlflow migrate-filestore converts an existing one)")
 
 
 @dataclass
@@ -117,7 +119,11 @@ class TrackingConfig:
             raise SpecError("experiment", f"must not hold control characters, got {name!r}")
         if self.uri is not None:
             scheme = urllib.parse.urlsplit(self.uri).scheme.lower()
-            if scheme not in ("", "file", "sqlite", "http", "https"):
+            if not self.uri.strip():
+                raise SpecError("uri", "must not be empty; null means no MLflow")
+            if scheme in ("", "file"):
+                raise SpecError("uri", f"{self.uri!r}: {FILE_STORE_RETIRED}")
+            if scheme not in ("sqlite", "http", "https"):
                 raise SpecError("uri", f"unsupported MLflow store {self.uri!r}; use {TRACKING_URIS}")
 
 
@@ -256,62 +262,38 @@ def _seed(value: Any) -> int:
     return value
 
 
-def _writable_folder(key: str, path: Path, what: str) -> None:
-    """``path`` is an existing writable folder, or can be made inside one."""
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if not probe.is_dir():
-        raise SpecError(key, f"{what}: {str(probe)!r} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise SpecError(key, f"{what}: folder {str(probe)!r} is not writable")
-
-
 def check_tracking(config: TrackingConfig, timeout: float = 3.0) -> None:
-    """The MLflow store can be used from here: a local store's folder is writable (or can be
-    created), a server answers ``GET /health`` within ``timeout`` seconds."""
+    """The MLflow store can be used from here, before TensorFlow loads (zoo.tracking.store): a
+    sqlite store's folder takes a new file, its disk has room, an existing store is a whole
+    MLflow store; a server answers ``GET /health`` within ``timeout`` seconds; and the
+    experiment is not a deleted one. Raises SpecError."""
+    from zoo.tracking import store
+
     uri = config.uri
     if uri is None:
         return
-    parts = urllib.parse.urlsplit(uri)
-    scheme = parts.scheme.lower()
-    if scheme == "sqlite":
-        path = uri[len("sqlite:///"):] if uri.lower().startswith("sqlite:///") else ""
-        if not path:
-            raise SpecError("tracking.uri", f"needs a database file, sqlite:///PATH; got {uri!r}")
-        if Path(path).is_dir():
-            raise SpecError("tracking.uri", f"{path!r} is a folder, not a database file")
-        _writable_folder("tracking.uri", Path(path).parent, f"cannot create {path!r}")
-    elif scheme in ("", "file"):
-        if scheme == "file" and parts.netloc not in ("", "localhost"):
-            raise SpecError("tracking.uri", f"file stores must be local, got {uri!r}")
-        path = Path(parts.path if scheme == "file" else uri)
-        if path.exists() and not path.is_dir():
-            raise SpecError("tracking.uri", f"{str(path)!r} is a file, not a store folder")
-        _writable_folder("tracking.uri", path, f"cannot create the store {str(path)!r}")
-    elif scheme in ("http", "https"):
-        if not parts.hostname:
-            raise SpecError("tracking.uri", f"needs a host, http(s)://HOST:PORT; got {uri!r}")
-        from urllib.error import HTTPError, URLError
-        from urllib.request import urlopen
-
-        health = uri.rstrip("/") + "/health"
-        try:
-            with urlopen(health, timeout=timeout) as response:
-                response.read(64)
-        except HTTPError as err:
-            raise SpecError("tracking.uri", f"{health} answered HTTP {err.code}: not an MLflow "
-                                            f"server?") from None
-        except (URLError, OSError, ValueError) as err:
-            reason = getattr(err, "reason", err)
-            raise SpecError("tracking.uri", f"no MLflow server answers at {uri} within "
-                                            f"{timeout:g} s ({reason}); start one "
-                                            f"(zoo-server start --root DIR, or mlflow server --host 127.0.0.1 --port 5000) or "
-                                            f"set tracking.uri=null") from None
-    else:  # TrackingConfig refuses these already; kept for callers that build it by hand
-        raise SpecError("tracking.uri", f"unsupported MLflow store {uri!r}; use {TRACKING_URIS}")
+    scheme = urllib.parse.urlsplit(uri).scheme.lower()
+    try:
+        if scheme == "sqlite":
+            path = uri[len("sqlite:///"):] if uri.lower().startswith("sqlite:///") else ""
+            if not path.partition("?")[0]:
+                raise SpecError("tracking.uri", f"needs a database file, sqlite:///PATH; got {uri!r}")
+            store.check_for_run(uri, config.experiment)
+        elif scheme in ("http", "https"):
+            try:
+                store.check_server(uri, timeout, config.experiment)
+            except store.StoreError as err:
+                if str(err).startswith("no MLflow server answers"):
+                    raise store.StoreError(f"{err} or set tracking.uri=null") from None
+                raise
+        elif scheme in ("", "file"):
+            raise SpecError("tracking.uri", f"{uri!r}: {FILE_STORE_RETIRED}")
+        else:  # TrackingConfig refuses these already; kept for callers that build it by hand
+            raise SpecError("tracking.uri", f"unsupported MLflow store {uri!r}; use {TRACKING_URIS}")
+    except store.DeletedExperiment as err:
+        raise SpecError("tracking.experiment", str(err)) from None
+    except store.StoreError as err:
+        raise SpecError("tracking.uri", str(err)) from None
 
 
 def omegaconf_line(err: Exception) -> str:

@@ -21,6 +21,7 @@ without owner tags (made before owners were recorded) are left alone unless ``--
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
@@ -57,8 +58,11 @@ def _owned_filter() -> str:
 
 
 def _owned_runs(uri: str, experiment: str):
-    from zoo.tracking.store import client
+    from zoo.tracking.store import client, sqlite_path
 
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():  # no store, no runs: do not create one on the way out
+        return None, []
     c = client(uri)
     exp = c.get_experiment_by_name(experiment)
     return c, (c.search_runs([exp.experiment_id], _owned_filter(), max_results=1000) if exp else [])
@@ -207,6 +211,7 @@ def why_orphaned(run, now: float, host: str, unowned: bool = False) -> tuple[str
 
 
 def find_orphans(c, experiment_ids: list[str], unowned: bool = False, now: float | None = None) -> list[Orphan]:
+    """The orphans among the RUNNING runs of ``experiment_ids``, through an MlflowClient."""
     now = time.time() if now is None else now
     host = socket.gethostname()
     found = []
@@ -217,22 +222,79 @@ def find_orphans(c, experiment_ids: list[str], unowned: bool = False, now: float
     return found
 
 
+def _sqlite_orphans(db: Path, experiment: str | None, unowned: bool) -> list[Orphan]:
+    """:func:`find_orphans` of a sqlite store read with sqlite3 alone, read-only: the same runs
+    MlflowClient.search_runs gives (RUNNING, not deleted, in the experiment of that name or in
+    every active one), without a lock file, a journal-mode change, MLflow's import or a write,
+    so that a dry run works on a store this process cannot write."""
+    from types import SimpleNamespace
+
+    from zoo.tracking.store import connect_read_only
+
+    with contextlib.closing(connect_read_only(db)) as conn:
+        if experiment is None:
+            ids = [r[0] for r in conn.execute("SELECT experiment_id FROM experiments WHERE lifecycle_stage = 'active'")]
+        else:
+            ids = [r[0] for r in conn.execute("SELECT experiment_id FROM experiments WHERE name = ?", (experiment,))]
+        marks = ", ".join("?" * len(ids))
+        rows = conn.execute(f"SELECT run_uuid, name, start_time FROM runs WHERE status = 'RUNNING' AND "
+                            f"lifecycle_stage = 'active' AND experiment_id IN ({marks})", ids).fetchall() if ids else []
+        runs = []
+        for run_id, name, start_time in rows:
+            tags = dict(conn.execute("SELECT key, value FROM tags WHERE run_uuid = ?", (run_id,)).fetchall())
+            runs.append(SimpleNamespace(info=SimpleNamespace(run_id=run_id, run_name=name, start_time=start_time or 0),
+                                        data=SimpleNamespace(tags=tags)))
+    now, host = time.time(), socket.gethostname()
+    return [Orphan(run.info.run_id, run.info.run_name or "", *why) for run in runs
+            if (why := why_orphaned(run, now, host, unowned))]
+
+
+def check_store(uri: str, dry_run: bool = False, timeout: float = 3.0) -> None:
+    """``zoo-runs repair`` can use ``uri``, checked in a few ms (a server in ``timeout`` s)
+    instead of MLflow's minutes of retries or its tracebacks: a sqlite store that is absent or
+    whole (read-only ones for a dry run only), a server that answers. Raises StoreError."""
+    from zoo.tracking import store
+
+    scheme = uri.partition(":")[0].lower() if ":" in uri else ""
+    if uri.startswith("sqlite:///"):
+        if dry_run:
+            store.check_for_reading(uri)
+            return
+        if store.is_read_only(uri):
+            raise store.StoreError(f"{uri!r} is read-only: add --dry-run to list the orphans, or drop "
+                                   f"'?{store.sqlite_query(uri)}' to repair them")
+        # an absent store has no orphans and is not made; a query string is refused, saying why
+        if store.sqlite_query(uri) or store.sqlite_path(uri).is_file():
+            store.check_for_run(uri, min_free=0)  # a repair writes a few tags
+    elif scheme in ("http", "https"):
+        store.check_server(uri, timeout)
+    elif scheme in ("", "file"):
+        from zoo.spec import FILE_STORE_RETIRED
+
+        raise store.StoreError(f"{uri!r}: {FILE_STORE_RETIRED}")
+
+
 def repair(uri: str, experiment: str | None = None, dry_run: bool = False,
            unowned: bool = False) -> list[Orphan]:
     """Close the orphans of ``experiment`` (every experiment if None) as KILLED; what was closed
-    (or, with ``dry_run``, would be). A sqlite store that does not exist yet has none."""
+    (or, with ``dry_run``, would be). A sqlite store that does not exist yet has none; a sqlite
+    store is read with sqlite3 (a dry run writes nothing, and works on a read-only store)."""
     from zoo.tracking.store import client, sqlite_path
 
     db = sqlite_path(uri)
-    if db is not None and not db.is_file():
-        return []
-    c = client(uri)
-    if experiment is None:
-        ids = [e.experiment_id for e in c.search_experiments()]
+    if db is not None:
+        if not db.is_file():
+            return []
+        orphans = _sqlite_orphans(db, experiment, unowned)
+        c = client(uri) if orphans and not dry_run else None
     else:
-        exp = c.get_experiment_by_name(experiment)
-        ids = [exp.experiment_id] if exp else []
-    orphans = find_orphans(c, ids, unowned) if ids else []
+        c = client(uri)
+        if experiment is None:
+            ids = [e.experiment_id for e in c.search_experiments()]
+        else:
+            exp = c.get_experiment_by_name(experiment)
+            ids = [exp.experiment_id] if exp else []
+        orphans = find_orphans(c, ids, unowned) if ids else []
     if not dry_run:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         for o in orphans:
@@ -259,8 +321,14 @@ def main(argv: list[str] | None = None) -> int:
     fix.add_argument("--unowned", action="store_true",
                      help=f"also RUNNING runs without owner tags started over {STALE_SECONDS:.0f} s ago")
     args = parser.parse_args(argv)
+    from zoo.tracking.store import StoreError
+
     try:
+        check_store(args.uri, args.dry_run)
         orphans = repair(args.uri, args.experiment, args.dry_run, args.unowned)
+    except StoreError as err:
+        print(f"zoo-runs: {err}", file=sys.stderr)
+        return 2
     except Exception as err:
         print(f"zoo-runs: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", file=sys.stderr)
         return 2

@@ -93,10 +93,10 @@ def client(uri: str):
 def artifact_root_for(uri: str) -> str | None:
     """Artifacts of a sqlite store live beside the database file (``<dir>/mlruns``), so the
     store is one self-contained folder whatever the working directory of later runs."""
-    if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):])  # sqlite:///rel.db -> rel.db; sqlite:////abs -> /abs
-        return (db.resolve().parent / "mlruns").as_uri()
-    return None
+    from zoo.tracking.store import sqlite_path
+
+    db = sqlite_path(uri)  # sqlite:///rel.db -> rel.db; sqlite:////abs -> /abs
+    return (db.resolve().parent / "mlruns").as_uri() if db is not None else None
 
 
 def experiment_id(c, name: str, uri: str) -> str:

@@ -51,6 +51,38 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+class BindError(RuntimeError):
+    """The MLflow server could not listen where it was asked; the message says why, in one line."""
+
+
+def check_bind(host: str, port: int) -> None:
+    """The server can listen on ``host``:``port``: bound once here and released, so that each
+    cause is named as what it is: a name that does not resolve, an address this machine does
+    not have, a port in use. Raises BindError."""
+    import errno
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as err:
+        raise BindError(f"--host {host!r} is not an IP address or a name that resolves "
+                        f"({getattr(err, 'strerror', None) or err}); use e.g. 127.0.0.1 or 0.0.0.0") from None
+    try:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: TIME_WAIT is free
+            s.bind(address)
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            raise BindError(f"port {port} on {host} is taken ({err.strerror}): another server runs "
+                            f"there; choose another --port") from None
+        if err.errno == errno.EADDRNOTAVAIL:
+            raise BindError(f"--host {host} is not an address of this machine ({err.strerror}); use "
+                            f"127.0.0.1, 0.0.0.0 or one of its interfaces' addresses") from None
+        if err.errno == errno.EACCES:
+            raise BindError(f"port {port} on {host} needs privileges ({err.strerror}); choose a port "
+                            f"above 1023") from None
+        raise BindError(f"cannot listen on {host} port {port} ({err.strerror})") from None
+
+
 def _version(path: str) -> tuple[int, ...]:
     return tuple(int(n) for n in re.findall(r"\d+", path))
 
@@ -247,13 +279,7 @@ class MlflowServer:
     def start(self, timeout: float = 180.0) -> "MlflowServer":
         """Start and wait until ``GET /health`` answers (a fresh database is migrated first)."""
         self.artifacts.mkdir(parents=True, exist_ok=True)
-        try:  # a server already there would answer /health in our place
-            with socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET) as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: TIME_WAIT is free
-                s.bind((self.host, self.port))
-        except OSError as err:
-            raise RuntimeError(f"port {self.port} on {self.host} is taken ({err.strerror}): another "
-                               f"server runs there; choose another --port") from None
+        check_bind(self.host, self.port)  # a server already there would answer /health in our place
         argv = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend_uri,
                 "--serve-artifacts", "--artifacts-destination", str(self.artifacts),
                 "--host", self.host, "--port", str(self.port), "--workers", "1"]
@@ -330,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                                        "foreground; Ctrl-C or SIGTERM stops the server and the database.")
     commands = parser.add_subparsers(dest="command", required=True)
     start = commands.add_parser("start", help="start PostgreSQL and the MLflow server under --root")
-    start.add_argument("--root", type=Path, required=True,
+    start.add_argument("--root", required=True,
                        help="folder for the database cluster, artifacts and logs (reused next time)")
     start.add_argument("--host", default="127.0.0.1",
                        help="interface the MLflow server binds to (default 127.0.0.1, this machine "
@@ -339,13 +365,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.port <= 65535:
         parser.error(f"--port must be a TCP port in 1..65535, got {args.port}")
+    # before PostgreSQL starts (seconds), one line each: '' would serve the current folder
+    if not args.root.strip():
+        print("zoo-server: --root must name a folder, got ''", file=sys.stderr)
+        return 2
+    try:
+        check_bind(args.host, args.port)
+    except BindError as err:
+        print(f"zoo-server: {err}", file=sys.stderr)
+        return 2
 
     # Ctrl-C, kill, the terminal closed: stop both cleanly (SIGINT too: a shell without job
     # control starts background commands with SIGINT ignored, and Python then leaves it so)
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _stop_on_signal)
     try:
-        with serving(args.root.expanduser(), args.host, args.port) as (database, server):
+        with serving(Path(args.root).expanduser(), args.host, args.port) as (database, server):
             shown = server.uri
             if args.host in ("0.0.0.0", "::"):
                 shown = f"http://{socket.getfqdn()}:{server.port}"
