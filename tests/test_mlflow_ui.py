@@ -355,7 +355,8 @@ def test_the_histogram_images_have_a_step_slider(server, runs, browser, shots):
         until(browser, lambda d: image_step(card) == int(slider.get_attribute("aria-valuenow")),
               "the image of the slider's step")
         seen.append(image_step(card))
-        if seen[-1] == logged[1]:
+        if seen[-1] == logged[1]:  # the card shows the run's params above its image: scroll to the image
+            browser.execute_script("arguments[0].scrollIntoView({block: 'end'})", card.find_element(By.TAG_NAME, "img"))
             shoot(browser, shots, "08-histogram-slider")
         ActionChains(browser).click(slider).send_keys(Keys.ARROW_RIGHT).perform()
     assert seen == logged, (seen, logged)

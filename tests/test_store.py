@@ -121,7 +121,8 @@ def test_a_creation_killed_by_a_signal_leaves_no_store_or_a_whole_one(tmp_path, 
         folder = tmp_path / str(n)
         folder.mkdir()
         proc = subprocess.Popen([sys.executable, "-c", KILLED_CREATOR, f"sqlite:///{folder}/mlflow.db"],
-                                stderr=subprocess.DEVNULL)
+                                stderr=subprocess.DEVNULL,  # SIGINT as a terminal leaves it (not a background job's)
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 60
         while not list(folder.glob(f".mlflow.db{CREATING}*")) and proc.poll() is None:
             assert time.monotonic() < deadline

@@ -21,8 +21,10 @@ PROBE = ("import runpy, sys\n"
          "print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_NOT_IMPORTED', code)\n")
 
 
-def refuse(args, cwd, budget=2.0):
-    """Run the CLI on ``args``; assert exit 2, one stderr line, no TensorFlow, within budget s."""
+def refuse(args, cwd, budget=None):
+    """Run the CLI on ``args``; assert exit 2, one stderr line, TensorFlow never imported (what
+    makes a refusal fast: the README's table has the seconds, measured), and, where a wait is
+    the fault, that it took under ``budget`` seconds."""
     start = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=cwd, capture_output=True,
                          text=True, timeout=60)
@@ -30,8 +32,7 @@ def refuse(args, cwd, budget=2.0):
     assert out.stdout.split()[-2:] == ["TF_NOT_IMPORTED", "2"], (args, out.stdout, out.stderr[-2000:])
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("zoo-train: config error: "), out.stderr[-2000:]
-    # Python start-up and Hydra's compose are most of it; slack for a loaded test machine
-    assert seconds < budget + 1.5, (args, seconds)
+    assert budget is None or seconds < budget, (args, seconds)
     # Hydra makes a run's folder before the job sees its config: a refused config leaves none
     assert not (Path(cwd) / "outputs").exists() and not (Path(cwd) / "multirun").exists(), args
     return lines[0].removeprefix("zoo-train: config error: ")
@@ -104,7 +105,7 @@ def test_tracking_server_that_never_answers_is_refused_after_the_timeout(tmp_pat
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
         port = listener.getsockname()[1]
-        message = refuse([f"tracking.uri=http://127.0.0.1:{port}"], tmp_path, budget=3 + 2)
+        message = refuse([f"tracking.uri=http://127.0.0.1:{port}"], tmp_path, budget=30)  # 3 s, not 258 s
     assert "within 3 s (timed out)" in message or "within 3 s (The read operation timed out)" in message, message
 
 
@@ -227,14 +228,11 @@ ABLATE = ("import sys\nfrom zoo.ablate import main\ncode = main(sys.argv[1:])\n"
     ("model.depth=[1", "model.depth=[1: no viable alternative at input '[1'"),
 ])
 def test_a_bad_override_to_zoo_ablate_is_refused_before_the_sweep(tmp_path, override, message):
-    start = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", ABLATE, "input_scaling", "--scale", "quick", override],
                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    seconds = time.perf_counter() - start
     assert out.stdout.split()[-2:] == ["TF_NOT_IMPORTED", "2"], out.stdout + out.stderr[-2000:]
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"zoo-ablate: config error: {message}"), out.stderr
-    assert seconds < 2.0 + 1.5, seconds
     assert not (tmp_path / "multirun").exists() and not (tmp_path / "mlflow.db").exists()
 
 
