@@ -39,7 +39,11 @@ def test_each_launcher_splits_the_cores_between_its_jobs():
             "trainer.threads=1"} <= set(ray)
     remote = launcher_overrides("ray", None, address="10.0.0.1:6379")
     assert "hydra.launcher.ray.init.address=10.0.0.1:6379" in remote
-    assert not any("init.num_cpus" in o for o in remote)  # an existing cluster counts its own CPUs
+    # joining: what Ray refuses then (its nodes count their own CPUs) is ray.init's default, also
+    # object_store_memory, which Hydra's Ray launcher would otherwise set (issue 22)
+    assert {"++hydra.launcher.ray.init.num_cpus=null", "++hydra.launcher.ray.init.object_store_memory=null",
+            "++hydra.launcher.ray.init.resources=null"} <= set(remote)
+    assert not any("init.num_cpus" in o and not o.endswith("=null") for o in remote)
     slurm = launcher_overrides("submitit_slurm", 8, threads=4)
     assert {"hydra/launcher=submitit_slurm", "hydra.launcher.cpus_per_task=4", "trainer.threads=4",
             "hydra.launcher.array_parallelism=8"} <= set(slurm)
