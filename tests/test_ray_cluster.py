@@ -181,7 +181,7 @@ def study(cluster, tmp_path_factory):
     seconds = time.monotonic() - started
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-4000:]
     print(f"\nray cluster up in {cluster.startup:.1f} s; study over it in {seconds:.1f} s")
-    return SimpleNamespace(cwd=cwd, done=done, uri=uri, seconds=seconds)
+    return SimpleNamespace(cwd=cwd, done=done, uri=uri, seconds=seconds, env=env)
 
 
 def test_the_readme_command_runs_on_both_nodes_and_records_where(cluster, study):
@@ -217,6 +217,21 @@ def test_the_readme_command_runs_on_both_nodes_and_records_where(cluster, study)
     assert all(list(p.glob("*.log")) for p in jobs)
     for where in (cluster.head_cwd, cluster.node_cwd):
         assert not list(where.rglob(".hydra")) and not (where / "mlflow.db").exists(), list(where.rglob("*"))[:20]
+
+
+def test_a_second_call_reuses_every_job_on_the_cluster(cluster, study):
+    from mlflow import MlflowClient
+
+    started = time.monotonic()
+    done = _launch(study.cwd, cluster.address, study.env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-4000:]
+    print(f"\nsecond call (both jobs reused) in {time.monotonic() - started:.1f} s")
+    c = MlflowClient(tracking_uri=cluster.server.uri)
+    runs = c.search_runs([c.get_experiment_by_name("gradzoo").experiment_id], max_results=100)
+    parents = sorted((r for r in runs if r.data.tags.get("zoo.kind") == "study"), key=lambda r: r.info.start_time)
+    assert len(parents) == 2 and len(runs) == 4  # no job trained again
+    assert parents[-1].info.status == "FINISHED" and parents[-1].data.tags["zoo.jobs_reused"] == "2"
+    assert not [r for r in runs if r.info.status == "RUNNING"]
 
 
 def test_a_refused_token_is_one_line_and_exit_2_within_seconds(cluster, tmp_path):
