@@ -24,7 +24,10 @@ those runs (zoo.precheck, as ``zoo-train -m`` does), so ``model.depth=abc`` or
 of skipped jobs or an "inconclusive" study. The exit code is zoo-train's: 1 when every job
 failed, 3 when some did. Before launching, runs of the study's
 experiment left RUNNING by a process that is gone (SIGKILL, a lost machine) are ended as KILLED
-and listed (zoo.tracking.repair).
+and listed (zoo.tracking.repair). What every job must share is resolved here and appended to the
+command (zoo.launch.shared_overrides: the sweep folder as an absolute path, the tracking store,
+keys read from the environment), so a worker on another node resolves none of it itself; with
+``--address`` the Ray head is asked first, token authentication included (zoo.ray_join).
 """
 from __future__ import annotations
 

@@ -13,6 +13,10 @@ Ray re-runs its task on another worker (``max_retries``) and the dead job's run 
 KILLED when the sweep finishes (zoo.tracking.repair); under submitit the other jobs are separate
 processes and finish, and the next ``zoo-ablate`` call repairs and resumes.
 
+Joining an existing Ray cluster (``address``): ray.init gets none of the arguments Ray refuses
+then (:data:`REFUSED_WHEN_JOINING`); token authentication and the head's answer are checked by
+zoo.ray_join before the sweep.
+
 No TensorFlow, Ray or submitit import here: ``zoo-ablate --help`` and argument errors stay fast.
 """
 from __future__ import annotations
