@@ -39,7 +39,11 @@ def test_each_launcher_splits_the_cores_between_its_jobs():
             "trainer.threads=1"} <= set(ray)
     remote = launcher_overrides("ray", None, address="10.0.0.1:6379")
     assert "hydra.launcher.ray.init.address=10.0.0.1:6379" in remote
-    assert not any("init.num_cpus" in o for o in remote)  # an existing cluster counts its own CPUs
+    # joining: what Ray refuses then (its nodes count their own CPUs) is ray.init's default, also
+    # object_store_memory, which Hydra's Ray launcher would otherwise set (issue 22)
+    assert {"++hydra.launcher.ray.init.num_cpus=null", "++hydra.launcher.ray.init.object_store_memory=null",
+            "++hydra.launcher.ray.init.resources=null"} <= set(remote)
+    assert not any("init.num_cpus" in o and not o.endswith("=null") for o in remote)
     slurm = launcher_overrides("submitit_slurm", 8, threads=4)
     assert {"hydra/launcher=submitit_slurm", "hydra.launcher.cpus_per_task=4", "trainer.threads=4",
             "hydra.launcher.array_parallelism=8"} <= set(slurm)
@@ -207,3 +211,43 @@ def test_a_killed_joblib_worker_stops_the_sweep_and_leaves_nothing_running(tmp_p
     last = max(parents, key=lambda p: p.info.start_time)
     assert last.info.status == "FINISHED" and "zoo.claim_verdict" in last.data.tags
     assert [c.info.status for c in children].count("FINISHED") == 2
+
+
+def test_joining_a_ray_cluster_refuses_what_ray_refuses_before_anything_starts(tmp_path):
+    """Ray refuses num_cpus, object_store_memory, … when ray.init joins a cluster (issue 22): an
+    override that sets one is one line and exit 2; nothing answering at --address too, fast."""
+    from zoo.launchers import refused_when_joining
+
+    refused_when_joining(["+hydra.launcher.ray.init.object_store_memory=null", "hydra.launcher.ray.remote.num_cpus=2"])
+    with pytest.raises(SpecError, match="Ray refuses num_cpus when it joins an existing cluster"):
+        refused_when_joining(["+hydra.launcher.ray.init.num_cpus=4"])
+    from zoo.tracking.server import free_port
+
+    started = time.monotonic()
+    for extra, says in ((["+hydra.launcher.ray.init.object_store_memory=1e8"], "Ray refuses object_store_memory"),
+                        ([], f"nothing answers at 127.0.0.1:{(port := free_port())}")):
+        out = subprocess.run([sys.executable, "-m", "zoo.ablate", STUDY, "--scale", "quick", "--launcher", "ray",
+                              "--address", f"127.0.0.1:{port}", *extra], cwd=tmp_path, env=ENV,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2 and says in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "multirun").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_sweep_resolves_its_folder_store_and_environment_where_it_is_launched(tmp_path, monkeypatch):
+    """What a worker elsewhere would resolve differently (its own MLFLOW_TRACKING_URI, its own
+    working directory) travels with every job as an override, resolved once here (issue 22)."""
+    from zoo.precheck import check_command
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ZOO_TEST_EXPERIMENT", "team, it's=mine")
+    checked = check_command(["-m", "seed=0,1", "hydra.sweep.dir=rel/sweep", "tracking.uri=sqlite:///store/m.db",
+                             "tracking.experiment=${oc.env:ZOO_TEST_EXPERIMENT}"])
+    assert checked.from_env == ["tracking.experiment"]
+    assert checked.shared_overrides() == [f"hydra.sweep.dir='{tmp_path}/rel/sweep'",
+                                          f"tracking.uri='sqlite:///{tmp_path}/store/m.db'",
+                                          "tracking.experiment='team, it\\'s=mine'"]  # one value, not a sweep
+    # a key the sweep varies stays the sweep's; a server's URI is kept as written
+    varied = check_command(["-m", "tracking.experiment=a,b", "tracking.uri=file:./runs"])
+    assert varied.shared_overrides()[1:] == [f"tracking.uri='file://{tmp_path}/runs'"]
+    assert check_command(["seed=1"]).shared_overrides() == []  # a single run runs here

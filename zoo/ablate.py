@@ -24,7 +24,10 @@ those runs (zoo.precheck, as ``zoo-train -m`` does), so ``model.depth=abc`` or
 of skipped jobs or an "inconclusive" study. The exit code is zoo-train's: 1 when every job
 failed, 3 when some did. Before launching, runs of the study's
 experiment left RUNNING by a process that is gone (SIGKILL, a lost machine) are ended as KILLED
-and listed (zoo.tracking.repair).
+and listed (zoo.tracking.repair). What every job must share is resolved here and appended to the
+command (zoo.launch.shared_overrides: the sweep folder as an absolute path, the tracking store,
+keys read from the environment), so a worker on another node resolves none of it itself; with
+``--address`` the Ray head is asked first, token authentication included (zoo.ray_join).
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ import time
 
 from omegaconf.errors import OmegaConfBaseException
 
-from zoo.launchers import LAUNCHERS, launcher_overrides
+from zoo.launchers import LAUNCHERS, launcher_overrides, refused_when_joining
 from zoo.schema import SpecError
 from zoo.studies.jobs import job_count
 from zoo.studies.load import SCALES, config_location, load_study, study_file, study_names
@@ -138,21 +141,37 @@ def main(argv: list[str] | None = None) -> int:
     except (*HYDRA_CONFIG_ERRORS, OmegaConfBaseException) as err:  # a study file Hydra cannot compose
         print(f"zoo-ablate: {study_file(args.study)}: {hydra_error_line(err)}", file=sys.stderr)
         return 2
+    from zoo.precheck import check_command
+
     try:
         jobs = job_count(args.study, hydra_args)
-        spec = check_overrides(args.study, hydra_args, args.overrides)
+        checked = check_command(list(hydra_args))  # check_overrides, keeping what the jobs share
+        spec = checked.specs[0]
+        if args.address:
+            refused_when_joining(args.overrides)
     except SpecError as err:
         print(f"zoo-ablate: config error: {err}", file=sys.stderr)
         return 2
     except HYDRA_CONFIG_ERRORS as err:
         print(f"zoo-ablate: config error: {hydra_error_line(err)}", file=sys.stderr)
         return 2
+    if args.address:
+        from zoo import ray_join
+
+        try:
+            turned_on = ray_join.prepare(args.address)
+        except SpecError as err:
+            print(f"zoo-ablate: {err}", file=sys.stderr)
+            return 2
+        if turned_on:
+            print(f"zoo-ablate: {turned_on}", flush=True)
     print(f"zoo-ablate: {args.study} at scale {args.scale}: {jobs} jobs", flush=True)
     repair_before(spec)
     from zoo.train import main as zoo_train
 
     saved = sys.argv
-    sys.argv = ["zoo-train", *hydra_args]
+    # the sweep folder, the store and whatever reads the environment, resolved here for every job
+    sys.argv = ["zoo-train", *hydra_args, *checked.shared_overrides()]
     try:
         zoo_train(checked=True)  # exits 1 when every job failed, 3 when some did (its last line says)
     finally:

@@ -22,3 +22,88 @@ def from_launch_folder(path) -> str:
     """``path`` made absolute (``~`` expanded), a relative one from :func:`launch_folder`."""
     path = os.path.expanduser(str(path))
     return path if os.path.isabs(path) else os.path.normpath(os.path.join(launch_folder(), path))
+
+
+# --- what a sweep's jobs take from where it was launched ----------------------------------------
+ENV_RESOLVERS = ("${oc.env:", "${env:")
+
+
+def env_keys(config) -> list[str]:
+    """The dotted keys of ``config`` (outside ``hydra``) whose value reads the environment
+    (``${oc.env:…}``), unresolved; ``tracking.uri`` under ``tracking=server``."""
+    from omegaconf import OmegaConf
+
+    found = []
+
+    def walk(node, prefix):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        elif isinstance(node, str) and any(r in node for r in ENV_RESOLVERS):
+            found.append(prefix[:-1])
+
+    tree = OmegaConf.to_container(config, resolve=False)
+    walk({k: v for k, v in tree.items() if k != "hydra"}, "")
+    return found
+
+
+def _value(value) -> str:
+    """``value`` as a Hydra override's value, taken literally: a quoted string (commas, ``=``,
+    spaces and ``${`` stay text), or null, true/false, a number."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value).replace("'", "\\'").replace("${", "\\${")  # a backslash is literal
+    return f"'{text}'"
+
+
+def _absolute_store(uri: str | None) -> str | None:
+    """A local MLflow store's path from the launch folder (``sqlite:///mlflow.db`` is relative to
+    the working directory, which on a Ray node is where ``ray start`` ran); a server's URI as is."""
+    if not uri:
+        return uri
+    import urllib.parse
+
+    scheme = urllib.parse.urlsplit(uri).scheme.lower()
+    if scheme == "sqlite" and uri.lower().startswith("sqlite:///"):
+        path = uri[len("sqlite:///"):]
+        return f"sqlite:///{from_launch_folder(path)}" if path and path != ":memory:" else uri
+    if scheme in ("", "file") and len(scheme) != 1:  # a plain path, or file:PATH (not C:\…)
+        parts = urllib.parse.urlsplit(uri)
+        return f"file://{from_launch_folder(parts.path)}" if scheme == "file" else from_launch_folder(uri)
+    return uri
+
+
+def shared_overrides(sweep_dir: str | None, specs: list, from_env: list[str]) -> list[str]:
+    """What every job of a sweep must take from where it is launched, as overrides appended to
+    the command: resolved here, once, they travel with each job's config to any worker (a Ray or
+    SLURM node resolves ``${oc.env:…}`` in its own environment, and relative paths from its own
+    working directory). The sweep folder (``hydra.sweep.dir``) made absolute, so job folders
+    (``.hydra/``, the job's log) land under the launch folder; the tracking store (a local one's
+    path made absolute) and experiment; and every other key read from the environment
+    (``from_env``), each when all ``specs`` (the jobs, zoo.precheck) agree on it."""
+    out = [f"hydra.sweep.dir={_value(from_launch_folder(sweep_dir))}"] if sweep_dir else []
+    if not specs:
+        return out
+
+    def same(path: str):
+        values = set()
+        for spec in specs:
+            node = spec.resolved
+            for part in path.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            if isinstance(node, (dict, list)):
+                return None, False
+            values.add(node)
+        return (values.pop(), True) if len(values) == 1 else (None, False)
+
+    keys = ["tracking.uri", "tracking.experiment"] + [k for k in from_env if k not in ("tracking.uri",
+                                                                                        "tracking.experiment")]
+    for key in keys:
+        value, agreed = same(key)
+        if agreed:
+            out.append(f"{key}={_value(_absolute_store(value) if key == 'tracking.uri' else value)}")
+    return out

@@ -13,6 +13,10 @@ Ray re-runs its task on another worker (``max_retries``) and the dead job's run 
 KILLED when the sweep finishes (zoo.tracking.repair); under submitit the other jobs are separate
 processes and finish, and the next ``zoo-ablate`` call repairs and resumes.
 
+Joining an existing Ray cluster (``address``): ray.init gets none of the arguments Ray refuses
+then (:data:`REFUSED_WHEN_JOINING`); token authentication and the head's answer are checked by
+zoo.ray_join before the sweep.
+
 No TensorFlow, Ray or submitit import here: ``zoo-ablate --help`` and argument errors stay fast.
 """
 from __future__ import annotations
@@ -53,10 +57,34 @@ def joblib(p: Placement) -> list[str]:
 def ray(p: Placement) -> list[str]:
     out = ["hydra/launcher=ray", f"+hydra.launcher.ray.remote.num_cpus={p.threads}",
            "+hydra.launcher.ray.remote.max_retries=2", f"trainer.threads={p.threads}"]
-    if p.address:
-        return out + [f"hydra.launcher.ray.init.address={p.address}"]
+    if p.address:  # joining: every argument Ray refuses then is set to ray.init's own default
+        return out + [f"hydra.launcher.ray.init.address={p.address}",
+                      *(f"++hydra.launcher.ray.init.{k}={v}" for k, v in REFUSED_WHEN_JOINING.items())]
     return out + [f"+hydra.launcher.ray.init.num_cpus={p.jobs * p.threads}",
                   "+hydra.launcher.ray.init.include_dashboard=false"]
+
+
+# ray.init's arguments that Ray 2.60 refuses when it joins an existing cluster (ray/_private/
+# worker.py: "When connecting to an existing cluster, ... must not be provided"), with ray.init's
+# default, which it accepts. The nodes set these themselves (ray start --num-cpus ...). Hydra's Ray
+# launcher sets object_store_memory (75 MiB, for its CI) unless the key is there: there it is, null.
+REFUSED_WHEN_JOINING = {"num_cpus": "null", "num_gpus": "null", "resources": "null", "labels": "null",
+                        "object_store_memory": "null", "_node_name": "null", "_system_config": "{}",
+                        "_enable_object_reconstruction": "false"}
+
+
+def refused_when_joining(overrides) -> None:
+    """SpecError for an extra override that gives ray.init an argument Ray refuses when joining a
+    cluster (``--address``), before anything starts: Ray would say so only once the sweep began."""
+    from zoo.schema import SpecError
+
+    for override in overrides:
+        key, _, value = str(override).lstrip("+~").partition("=")
+        name = key.removeprefix("hydra.launcher.ray.init.")
+        if name != key and name in REFUSED_WHEN_JOINING and value.strip() not in ("null", "{}", "false", ""):
+            raise SpecError(key, f"Ray refuses {name} when it joins an existing cluster (--address): "
+                                 f"each node sets its own (ray start --num-cpus/--num-gpus/--resources/"
+                                 f"--object-store-memory ...); drop the override")
 
 
 def _submitit(kind: str, p: Placement) -> list[str]:

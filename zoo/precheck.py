@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
+from zoo.launch import env_keys
 from zoo.schema import SpecError
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -41,6 +42,14 @@ class Checked:
     specs: list                    # zoo.spec.RunSpec per job
     params: list[dict[str, str]]   # what each job's run logs (its resolved config, flattened)
     study: object | None = None    # zoo.studies.load.StudyConfig of a study sweep
+    sweep_dir: str | None = None   # a sweep's folder (hydra.sweep.dir), resolved here
+    from_env: list[str] = dataclasses.field(default_factory=list)  # keys read from the environment
+
+    def shared_overrides(self) -> list[str]:
+        """What the jobs must take from the launching side (zoo.launch.shared_overrides)."""
+        from zoo.launch import shared_overrides
+
+        return shared_overrides(self.sweep_dir, self.specs, self.from_env) if self.multirun else []
 
 
 def yaml_error(err) -> SpecError:
@@ -175,12 +184,13 @@ def check_command(argv: list[str], config_path: str = "pkg://zoo.conf",
             if not multirun:
                 spec = _validate(master)
                 return Checked(False, [overrides], [spec], [_params(spec)])
+            shared = {"sweep_dir": _sweep_dir(master), "from_env": env_keys(master)}
             jobs = _jobs(master)
             if jobs is None:  # another sweeper chooses its jobs as it goes: nothing to expand here
-                return Checked(True, [], [], [])
+                return Checked(True, [], [], [], **shared)
             specs, params = _check_jobs(hydra, master, jobs)
             study = _check_study(master, params)
-            return Checked(True, jobs, specs, params, study)
+            return Checked(True, jobs, specs, params, study, **shared)
         except yaml.YAMLError as err:
             raise yaml_error(err) from None
         except OmegaConfBaseException as err:  # one Hydra did not wrap: its key and first line
@@ -189,6 +199,24 @@ def check_command(argv: list[str], config_path: str = "pkg://zoo.conf",
             raise SpecError(getattr(err, "full_key", None) or "", f"config error: {omegaconf_line(err)}") from None
     finally:
         GlobalHydra.instance().clear()
+
+
+def _sweep_dir(master: DictConfig) -> str | None:
+    """The sweep's folder as Hydra will resolve it here (``${now:…}``, ``${zoo.sweep_id:}``:
+    zoo.tracking.sweep's resolver); None when it reads something only a job has."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import setup_globals
+
+    import zoo.tracking.sweep  # noqa: F401  (registers ${zoo.sweep_id:})
+
+    setup_globals()  # ${now:…}, ${hydra:…}: what Hydra registers before it composes
+    HydraConfig.instance().set_config(master)
+    try:
+        return str(master.hydra.sweep.dir)
+    except OmegaConfBaseException:
+        return None
+    finally:
+        HydraConfig.instance().cfg = None
 
 
 def _check_study(master: DictConfig, params: list[dict[str, str]]):

@@ -196,7 +196,9 @@ def main(checked: bool = False) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         if not checked:
-            check_command(sys.argv[1:])
+            found = check_command(sys.argv[1:])
+            if found is not None:  # a sweep's folder, store and environment, resolved here for every job
+                sys.argv += found.shared_overrides()
         app()
     except SpecError as err:  # zoo.precheck's: nothing ran, nothing was made
         print(f"zoo-train: config error: {one_line(str(err))}", file=sys.stderr)

@@ -67,7 +67,25 @@ def tags(seed: int) -> dict[str, str]:
         out["zoo.slurm_job_id"] = os.environ["SLURM_JOB_ID"]
     out.update({f"zoo.version.{k}": v for k, v in versions().items()})
     out.update(owner_tags())
+    out.update(ray_node())
     return {**source_tags(), **out}
+
+
+def ray_node() -> dict[str, str]:
+    """In a Ray worker, the node that took the job: ``zoo.ray.node_id`` (Ray's id: several raylets
+    can share a host, so ``zoo.owner.host`` alone does not say which) and ``zoo.ray.node_ip``;
+    nothing elsewhere. Ray is only looked up, never imported."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    try:
+        if ray is None or not ray.is_initialized():
+            return {}
+        from ray.util import get_node_ip_address
+
+        return {"zoo.ray.node_id": ray.get_runtime_context().get_node_id(), "zoo.ray.node_ip": get_node_ip_address()}
+    except Exception:  # where a job ran is a note, never a reason to fail it
+        return {}
 
 
 def source_tags() -> dict[str, str]:
