@@ -161,3 +161,23 @@ def test_a_study_whose_jobs_all_failed_exits_1_not_inconclusive_0(tmp_path):
     client, parents, children = runs_of(tmp_path)
     assert [p.info.status for p in parents] == ["FAILED"] and len(children) == 2
     assert parents[0].data.tags["zoo.claim_verdict"] == "inconclusive"  # still judged, and the reason listed
+
+
+def test_a_killed_worker_counts_as_a_failed_job_only_when_its_job_left_no_record():
+    """Ray re-runs a task whose worker died: the job then has its record and failed nothing,
+    though the repair ended the dead worker's run as KILLED."""
+    from zoo.tracking.sweep import outcome_of
+
+    done = [{"job": j, "outcome": "finished"} for j in range(5)]
+    retried = outcome_of(done, expected=5, killed=1)
+    assert (retried.jobs, retried.failed, retried.exit_code) == (5, 0, 0)
+    lost_worker = outcome_of(done[:4], expected=5, killed=1)
+    assert (lost_worker.jobs, lost_worker.failed, lost_worker.exit_code) == (5, 1, 3)
+    assert lost_worker.failures == ["1 job(s) whose worker died, ended as KILLED"]
+    no_record = outcome_of(done[:3], expected=5, killed=1)
+    assert no_record.failed == 2 and no_record.failures[-1] == "1 job(s) left no record"
+    crashed = outcome_of([*done[:4], {"job": 4, "error": "RuntimeError: boom"}], expected=5)
+    assert crashed.failed == 1 and crashed.exit_code == 3
+    unknown = outcome_of(done[:2], expected=None, killed=2)  # the sweep's size unknown: every killed run a job
+    assert (unknown.jobs, unknown.failed, unknown.exit_code) == (4, 2, 3)
+    assert outcome_of([], expected=2, killed=2).exit_code == 1

@@ -221,18 +221,26 @@ def _failure(record: dict) -> str:
 
 def outcome_of(records: list[dict], expected: int | None, killed: int = 0,
                parent: str | None = None) -> SweepOutcome:
-    """Count the jobs' records: one with an ``error`` is a failed job, and so is a job whose
-    worker died (``killed``, ended by the repair) or that left no record at all; the rest
-    finished (``outcome`` finished or diverged) or were reused."""
+    """Count the jobs' records (one per job number: a job the launcher re-ran overwrote its
+    record): one with an ``error`` is a failed job, and so is a job that left no record, because
+    its worker died (``killed`` runs ended by the repair) or for no known reason; the rest
+    finished (``outcome`` finished or diverged) or were reused. A killed run whose job has a
+    record was re-run by the launcher (Ray retries a task whose worker died) and failed nothing;
+    runs carry no job number, so with ``expected`` known the killed runs fill the jobs without a
+    record first."""
     errors = [r for r in records if r.get("error")]
-    jobs = max(expected or 0, len(records) + killed)
-    lost = jobs - len(records) - killed
+    if expected:
+        unrecorded = max(0, expected - len(records))
+        died = min(killed, unrecorded)
+        jobs, lost = max(expected, len(records)), unrecorded - died
+    else:
+        died, lost, jobs = killed, 0, len(records) + killed
     failures = [_failure(r) for r in errors]
-    if killed:
-        failures.append(f"{killed} job(s) whose worker died, ended as KILLED")
+    if died:
+        failures.append(f"{died} job(s) whose worker died, ended as KILLED")
     if lost:
         failures.append(f"{lost} job(s) left no record")
-    return SweepOutcome(jobs, len(errors) + killed + lost, sum(bool(r.get("reused")) for r in records),
+    return SweepOutcome(jobs, len(errors) + died + lost, sum(bool(r.get("reused")) for r in records),
                         failures, parent)
 
 
