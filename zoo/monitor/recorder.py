@@ -1,11 +1,13 @@
 """Collects what the train step returns and hands the sink a thinned view, in few calls.
 
 Every step's packed vectors are kept (for the raw statistics file and the plots). The sink sees
-each step field the way its :class:`~zoo.monitor.layout.Field` says (``loss``, ``accuracy``,
-``aux_loss/<head>``: means over the window; ``grad_norm/<layer>``: the value at the window's
-last step) once every ``log_every`` steps, and once more for a last, shorter window at the end
-(``flush``); at each epoch end ``val_loss``, ``val_accuracy``, ``update_ratio/<layer>`` (the
-epoch's median) and the latest instrument readings in :data:`EPOCH_READINGS`.
+each step field the way its :class:`~zoo.monitor.layout.Field` says (``2 learning/loss``,
+``2 learning/accuracy``, ``aux_loss/<head>``: means over the window; ``log10_grad_norm/<layer>``:
+log10 of the value at the window's last step) and the gradient-flow story
+(:func:`flow_story`) once every ``log_every`` steps, and once more for a last, shorter window at
+the end (``flush``); at each epoch end ``2 learning/val_loss``, ``2 learning/val_accuracy``,
+``update_ratio/<layer>`` (the epoch's median) and the latest instrument readings in
+:data:`EPOCH_READINGS`. The names are declared in zoo.monitor.series.
 """
 from __future__ import annotations
 
