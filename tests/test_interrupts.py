@@ -352,7 +352,7 @@ def test_zoo_ablate_repairs_its_experiment_before_launching(store, monkeypatch, 
     folder, _, client = store
     monkeypatch.chdir(folder)  # the studies' store is sqlite:///mlflow.db, experiment gradzoo
     launched = []
-    monkeypatch.setattr(importlib.import_module("zoo.train"), "main", lambda: launched.append(sys.argv))
+    monkeypatch.setattr(importlib.import_module("zoo.train"), "main", lambda **kwargs: launched.append(sys.argv))  # checked=True
     exp = client.create_experiment("gradzoo")
     orphan = open_run(client, exp, zoo_owner_host=socket.gethostname(), zoo_owner_pid=dead_pid(),
                       zoo_heartbeat=int(time.time()))
