@@ -8,6 +8,7 @@ After SIGKILL nothing can clean up: ``zoo-runs repair`` (and ``zoo-ablate`` befo
 finds the runs whose owner process is gone and ends them.
 """
 import importlib
+import importlib.util
 import os
 import signal
 import socket
@@ -168,6 +169,41 @@ def test_a_signal_during_the_tensorflow_import_stops_within_seconds(tmp_path, sw
         return
     [parent] = all_runs(tmp_path)
     assert parent.info.status == "KILLED" and parent.data.tags["zoo.killed"] == "SIGINT"
+
+
+def replay_module():
+    spec = importlib.util.spec_from_file_location("interrupt_replay", Path(__file__).parents[1] / "benchmarks/interrupts.py")
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look it up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment, offset, sig", [("loop_end", 0.0, "SIGTERM"), ("report", 0.3, "SIGINT"),
+                                                 ("judgement", 0.15, "SIGTERM"), ("double", 0.3, "SIGINT")])
+def test_the_interrupt_replay_leaves_nothing_behind(tmp_path, moment, offset, sig):
+    """One trial of each kind of benchmarks/interrupts.py (the whole replay: README, Interrupted
+    runs): no run FINISHED without its outcome, none RUNNING after ``zoo-runs repair``, the store
+    usable, every run the stop ended tagged, in seconds."""
+    replay = replay_module()
+    trial = replay.run_trial(moment, signal.Signals[sig], offset, tmp_path)
+    log = "\n".join(trial.lines[-30:])
+    assert trial.signalled, f"{trial.note}\n{log}"
+    assert trial.code == (143 if sig == "SIGTERM" else 130), log
+    assert trial.stop_seconds < 10, log
+    assert (trial.finished_without_outcome, trial.running_after_repair, trial.unusable) == (0, 0, 0), (trial.note, log)
+    assert trial.killed_without_tags == 0 and trial.repaired == 0, log  # the stop itself closed every run
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="store creation is not atomic on this branch: a stop during its migration can leave a "
+                          "half-made sqlite store (issue 21; zoo.tracking.store's atomic creation fixes it)",
+                   strict=False)
+def test_a_stop_while_the_store_is_made_leaves_a_usable_store(tmp_path):
+    replay = replay_module()
+    trial = replay.run_trial("store", signal.Signals.SIGINT, 0.5, tmp_path)
+    assert trial.signalled and trial.code == 130, trial.note
+    assert (trial.finished_without_outcome, trial.running_after_repair, trial.unusable) == (0, 0, 0), trial.note
 
 
 # --- zoo.stopping in a process of its own, without TensorFlow (fast) ---------------------------------
