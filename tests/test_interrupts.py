@@ -163,9 +163,11 @@ def test_a_signal_during_the_tensorflow_import_stops_within_seconds(tmp_path, sw
     code = exit_code(proc, tmp_path, timeout=60)
     seconds = time.monotonic() - sent
     assert code == (143 if sig == signal.SIGTERM else 130), output(tmp_path)
-    assert seconds < 5, f"{seconds:.1f} s to stop\n{output(tmp_path)}"
+    # 0.2-1.1 s measured, up to ~3 s when the import's own error handling swallows the raise
+    # (raised again once the import ends); it took 7-10 s making the store that test 1 checks
+    assert seconds < 6, f"{seconds:.1f} s to stop\n{output(tmp_path)}"
     if not sweep:
-        assert not (tmp_path / "mlflow.db").exists()  # nothing was made, nothing is made on the way out
+        assert not (tmp_path / "mlflow.db").exists()  # test 1: nothing was made, nor is on the way out
         return
     [parent] = all_runs(tmp_path)
     assert parent.info.status == "KILLED" and parent.data.tags["zoo.killed"] == "SIGINT"
@@ -196,10 +198,9 @@ def test_the_interrupt_replay_leaves_nothing_behind(tmp_path, moment, offset, si
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="store creation is not atomic on this branch: a stop during its migration can leave a "
-                          "half-made sqlite store (issue 21; zoo.tracking.store's atomic creation fixes it)",
-                   strict=False)
 def test_a_stop_while_the_store_is_made_leaves_a_usable_store(tmp_path):
+    """Before the store was created whole (zoo.tracking.store), 4 of 10 such stops left a store
+    MLflow could not open again ("table ... already exists")."""
     replay = replay_module()
     trial = replay.run_trial("store", signal.Signals.SIGINT, 0.5, tmp_path)
     assert trial.signalled and trial.code == 130, trial.note

@@ -45,9 +45,12 @@ log = logging.getLogger("zoo")
 
 def _run(spec, hydra_cfg, sweeping: bool):
     """Train one job; inside a sweep a crash is recorded and the sweep goes on."""
-    from zoo.run import run
+    from zoo.run import run  # imports TensorFlow: 3-5 s
     from zoo.tracking import sink_for
 
+    # a signal during that import is raised inside it, where its own error handling can swallow
+    # it (seen: the job's run made, then KILLED at its first step, 3.6 s after SIGTERM)
+    stopping.check()
     sink = sink_for(spec.tracking, sweep.parent_for(spec, hydra_cfg))
     try:
         result = run(spec, sink, run_name=run_name(spec, hydra_cfg))
