@@ -21,8 +21,9 @@ FINISHED, which is written only once a run's report is complete.
 The command leaves through :func:`leave`: interpreter exit joins every non-daemon thread
 (concurrent.futures workers: MLflow's artifact up- and download pools) and runs ``atexit``
 callbacks (MLflow's async logging queues flush there), without a time limit: a stop once
-printed "stopped by SIGTERM" and waited 205 s more on an artifact thread retrying a store that
-was gone. After :func:`leave` that wait is at most EXIT_SECONDS.
+printed "stopped by SIGTERM" and waited 205 s more on an artifact thread (issue 21; MLflow
+retries an HTTP call to a store that is gone for ~4 minutes). After :func:`leave` that wait is
+at most EXIT_SECONDS, and the interpreter's final garbage collection is skipped.
 
 Nothing here imports TensorFlow.
 """
@@ -48,9 +49,8 @@ POLL_SECONDS = 0.25  # how often the watchdog looks at the deadline
 _requested: str | None = None  # "SIGINT" | "SIGTERM" once asked, until reset()
 _signals = 0                   # signals received since the stop was asked
 # (time.monotonic() by which the process exits, why, with which code, whether runs may still be
-# open), or None. Set by plain
-# assignment, which a signal handler can do wherever it interrupts the main thread; a lock or
-# an Event there could be one the interrupted code holds.
+# open), or None. Set by plain assignment, which a signal handler can do wherever it interrupts
+# the main thread; a lock or an Event there could be one the interrupted code holds.
 _deadline: tuple[float, str, int, bool] | None = None
 _watchdog: threading.Thread | None = None
 
