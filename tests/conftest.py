@@ -30,10 +30,10 @@ def runs_of(cwd: Path):
     return client, parents, [r for r in runs if r not in parents]
 
 
-def training_jobs(db: Path) -> list[str]:
-    """The sweep's jobs that are RUNNING and have logged a metric (run ids), read-only with plain
-    sqlite3: an MlflowClient here would create the store's tables itself while the sweep under
-    test is creating them."""
+def training_jobs(db: Path, nested: bool = True) -> list[str]:
+    """The sweep's jobs (``nested``; else any run) that are RUNNING and have logged a metric (run
+    ids), read-only with plain sqlite3: an MlflowClient here would create the store's tables
+    itself while the sweep under test is creating them."""
     if not db.is_file():
         return []
     try:
@@ -41,7 +41,7 @@ def training_jobs(db: Path) -> list[str]:
             return [row[0] for row in con.execute(
                 "SELECT DISTINCT r.run_uuid FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
                 "JOIN metrics m ON m.run_uuid = r.run_uuid "
-                "WHERE t.key = 'mlflow.parentRunId' AND r.status = 'RUNNING'")]
+                f"WHERE {'' if nested else 'NOT '}t.key = 'mlflow.parentRunId' AND r.status = 'RUNNING'")]
     except sqlite3.Error:  # no tables yet, or locked for a moment
         return []
 
@@ -51,11 +51,13 @@ def output(folder: Path) -> str:
     return (folder / "stdout.txt").read_text()[-2000:] + (folder / "stderr.txt").read_text()[-3000:]
 
 
-def wait_training(proc: subprocess.Popen, folder: Path, jobs: int = 1, timeout: float = 45) -> list[str]:
-    """Wait until ``jobs`` of the sweep ``proc`` (store and output in ``folder``) are training;
-    their run ids. Fails with the sweep's output if it ends or the time runs out first."""
+def wait_training(proc: subprocess.Popen, folder: Path, jobs: int = 1, timeout: float = 45,
+                  parent: bool = True) -> list[str]:
+    """Wait until ``jobs`` of the sweep ``proc`` (store and output in ``folder``; a single run's
+    with ``parent=False``) are training; their run ids. Fails with the sweep's output if it
+    ends or the time runs out first."""
     deadline = time.monotonic() + timeout
-    while len(found := training_jobs(folder / "mlflow.db")) < jobs:
+    while len(found := training_jobs(folder / "mlflow.db", nested=parent)) < jobs:
         assert proc.poll() is None, output(folder)
         assert time.monotonic() < deadline, "no job started training in time\n" + output(folder)
         time.sleep(0.3)

@@ -8,6 +8,7 @@ After SIGKILL nothing can clean up: ``zoo-runs repair`` (and ``zoo-ablate`` befo
 finds the runs whose owner process is gone and ends them.
 """
 import importlib
+import importlib.util
 import os
 import signal
 import socket
@@ -71,8 +72,206 @@ def test_a_signal_mid_sweep_ends_the_job_and_the_parent_as_killed(tmp_path, sig,
     assert "2 learning/loss" in job.data.metrics  # what it logged is kept
     name = "SIGTERM" if sig == signal.SIGTERM else "SIGINT"
     assert parents[0].data.tags["zoo.killed"] == name
-    assert f"zoo-train: stopped by {name}; ended 1 open run(s) as KILLED" in output(tmp_path)
+    assert f"zoo-train: stopped by {name}; ended 2 open run(s) as KILLED" in output(tmp_path)  # job and parent
     assert "Traceback" not in output(tmp_path)
+
+
+def start(tmp_path: Path, *args: str) -> subprocess.Popen:
+    """``python -m zoo.train ARGS`` (a single run unless ARGS say ``-m``) as ``start_sweep`` does."""
+    return subprocess.Popen([sys.executable, "-m", "zoo.train", *args, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+                             f"hydra.run.dir={tmp_path}/outputs", f"hydra.sweep.dir={tmp_path}/multirun"],
+                            cwd=tmp_path, env=ENV, start_new_session=True, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+                            stdout=open(tmp_path / "stdout.txt", "w"), stderr=open(tmp_path / "stderr.txt", "w"))
+
+
+def all_runs(tmp_path: Path):
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    return client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gap", [0.1, 0.4])
+def test_a_second_ctrl_c_does_not_cut_the_cleanup_short(tmp_path, gap):
+    """Issue 21: a second Ctrl-C 0.3 s after the first interrupted the job's report and left its
+    run KILLED without ``zoo.outcome``. Now the second only says the stop is under way."""
+    proc = start_sweep(tmp_path, "seed=0,1")
+    wait_training(proc, tmp_path)
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(gap)  # the first one's cleanup (the job's verdict, plots, tags; the parent) is running
+    os.killpg(proc.pid, signal.SIGINT)
+    assert exit_code(proc, tmp_path) == 130, output(tmp_path)
+    parents, children = runs(tmp_path)
+    assert len(parents) == 1 and len(children) == 1, output(tmp_path)
+    for run in parents + children:
+        tags = run.data.tags
+        assert run.info.status == "KILLED", (run.info.run_name, run.info.status, output(tmp_path))
+        assert tags.get("zoo.outcome") == "killed" and tags.get("zoo.killed") == "SIGINT", (tags, output(tmp_path))
+    assert "zoo.verdict" in children[0].data.tags  # the report was written whole
+    # (whether "zoo: still stopping" is printed depends on the load: two signals that arrive
+    # before Python runs its handler are one call; the fast tests below check the message)
+    assert "zoo-train: stopped by SIGINT; ended 2 open run(s) as KILLED" in output(tmp_path)
+
+
+@pytest.mark.slow
+def test_a_third_ctrl_c_exits_at_once_and_leaves_only_what_a_repair_ends(tmp_path):
+    proc = start_sweep(tmp_path, "seed=0,1")
+    wait_training(proc, tmp_path)
+    for _ in range(3):
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.05)
+    assert exit_code(proc, tmp_path, timeout=10) == 130, output(tmp_path)
+    # forced out ("the third signal of this stop: exiting now"), or done before the signals were
+    # handled one by one (signals that arrive together are one handler call): either way
+    assert "exiting now" in output(tmp_path) or "zoo-train: stopped by SIGINT" in output(tmp_path)
+    assert not [r for r in all_runs(tmp_path) if r.info.status == "FINISHED"]  # cut short, never complete
+    assert repair.main(["repair", "--uri", f"sqlite:///{tmp_path}/mlflow.db"]) == 0
+    assert {r.info.status for r in all_runs(tmp_path)} == {"KILLED"}
+
+
+@pytest.mark.slow
+def test_the_stop_message_counts_the_jobs_own_run(tmp_path):
+    """zoo.run ends the job's run before zoo.train looks for open runs: it said 'ended 0'."""
+    proc = start(tmp_path, *TINY)
+    wait_training(proc, tmp_path, parent=False)
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert exit_code(proc, tmp_path) == 143, output(tmp_path)
+    [run] = all_runs(tmp_path)
+    assert run.info.status == "KILLED" and run.data.tags["zoo.killed"] == "SIGTERM"
+    assert "zoo-train: stopped by SIGTERM; ended 1 open run(s) as KILLED" in output(tmp_path)
+
+
+def wait_for_line(folder: Path, text: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in (folder / "stderr.txt").read_text() + (folder / "stdout.txt").read_text():
+        assert proc.poll() is None, output(folder)
+        assert time.monotonic() < deadline, f"no {text!r} in time\n" + output(folder)
+        time.sleep(0.01)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sweep, sig", [(False, signal.SIGTERM), (True, signal.SIGINT)])
+def test_a_signal_during_the_tensorflow_import_stops_within_seconds(tmp_path, sweep, sig):
+    """TensorFlow's import (3-5 s) runs Python between its C++ parts, so the stop is raised in it
+    at once; the stop then took 7-10 s more creating the sqlite store only to find no run in
+    it. In a sweep the parent is open during the first job's import, and must end KILLED."""
+    proc = start(tmp_path, *(["-m", "seed=0"] if sweep else []), *TINY)
+    wait_for_line(tmp_path, "oneDNN custom operations", proc)  # TensorFlow's first shared library is loading
+    time.sleep(0.2)
+    os.killpg(proc.pid, sig)
+    sent = time.monotonic()
+    code = exit_code(proc, tmp_path, timeout=60)
+    seconds = time.monotonic() - sent
+    assert code == (143 if sig == signal.SIGTERM else 130), output(tmp_path)
+    # 0.2-1.1 s measured, up to ~3 s when the import's own error handling swallows the raise
+    # (raised again once the import ends); it took 7-10 s, making the store checked below
+    assert seconds < 6, f"{seconds:.1f} s to stop\n{output(tmp_path)}"
+    if not sweep:
+        assert not (tmp_path / "mlflow.db").exists()  # nothing was made, nor on the way out (it used to be)
+        return
+    [parent] = all_runs(tmp_path)
+    assert parent.info.status == "KILLED" and parent.data.tags["zoo.killed"] == "SIGINT"
+
+
+def replay_module():
+    spec = importlib.util.spec_from_file_location("interrupt_replay", Path(__file__).parents[1] / "benchmarks/interrupts.py")
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look it up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment, offset, sig", [("loop_end", 0.0, "SIGTERM"), ("report", 0.3, "SIGINT"),
+                                                 ("judgement", 0.15, "SIGTERM"), ("double", 0.3, "SIGINT")])
+def test_the_interrupt_replay_leaves_nothing_behind(tmp_path, moment, offset, sig):
+    """One trial of each kind of benchmarks/interrupts.py (the whole replay: README, Interrupted
+    runs): no run FINISHED without its outcome, none RUNNING after ``zoo-runs repair``, the store
+    usable, every run the stop ended tagged, in seconds."""
+    replay = replay_module()
+    trial = replay.run_trial(moment, signal.Signals[sig], offset, tmp_path)
+    log = "\n".join(trial.lines[-30:])
+    assert trial.signalled, f"{trial.note}\n{log}"
+    assert trial.code == (143 if sig == "SIGTERM" else 130), log
+    assert trial.stop_seconds < 10, log
+    assert (trial.finished_without_outcome, trial.running_after_repair, trial.unusable) == (0, 0, 0), (trial.note, log)
+    assert trial.killed_without_tags == 0 and trial.repaired == 0, log  # the stop itself closed every run
+
+
+@pytest.mark.slow
+def test_a_stop_while_the_store_is_made_leaves_a_usable_store(tmp_path):
+    """Before the store was created whole (zoo.tracking.store), 4 of 10 such stops left a store
+    MLflow could not open again ("table ... already exists")."""
+    replay = replay_module()
+    trial = replay.run_trial("store", signal.Signals.SIGINT, 0.5, tmp_path)
+    assert trial.signalled and trial.code == 130, trial.note
+    assert (trial.finished_without_outcome, trial.running_after_repair, trial.unusable) == (0, 0, 0), trial.note
+
+
+# --- zoo.stopping in a process of its own, without TensorFlow (fast) ---------------------------------
+STOPPER = """
+import atexit, concurrent.futures, os, sys, time
+from zoo import stopping
+stopping.STOP_SECONDS = float(sys.argv[1])
+stopping.EXIT_SECONDS = 1.0
+stopping.install()
+print("ready", flush=True)
+try:
+    while True:
+        time.sleep(0.01)
+except KeyboardInterrupt as stop:
+    print("cleaning", flush=True)
+    if sys.argv[2] == "hang":  # a cleanup that never ends (a store that does not answer)
+        time.sleep(120)
+    # what interpreter exit would wait for: a pool's thread at work, an atexit callback
+    concurrent.futures.ThreadPoolExecutor(1).submit(time.sleep, 120)
+    atexit.register(time.sleep, 120)
+    print("cleaned", flush=True)
+    stopping.leave(stopping.exit_code(stopping.name_of(stop)))
+"""
+
+
+def stopper(tmp_path: Path, stop_seconds: float, mode: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", STOPPER, str(stop_seconds), mode], env=ENV, text=True,
+                            stdout=open(tmp_path / "stdout.txt", "w"), stderr=open(tmp_path / "stderr.txt", "w"),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    wait_for_line(tmp_path, "ready", proc)
+    return proc
+
+
+def test_a_second_signal_is_noted_and_a_third_exits_at_once(tmp_path):
+    proc = stopper(tmp_path, 60, "hang")
+    proc.send_signal(signal.SIGINT)
+    wait_for_line(tmp_path, "cleaning", proc)
+    proc.send_signal(signal.SIGTERM)
+    wait_for_line(tmp_path, "still stopping after SIGINT", proc)
+    time.sleep(0.3)
+    assert proc.poll() is None  # the cleanup goes on
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=10) == 130  # the first signal's code
+    assert "the third signal of this stop: exiting now" in output(tmp_path)
+
+
+def test_a_stop_that_hangs_exits_after_its_deadline(tmp_path):
+    proc = stopper(tmp_path, 1.0, "hang")
+    proc.send_signal(signal.SIGTERM)
+    wait_for_line(tmp_path, "cleaning", proc)
+    started = time.monotonic()
+    assert proc.wait(timeout=20) == 143
+    assert time.monotonic() - started < 10
+    assert "still stopping 1 s after SIGTERM: exiting now" in output(tmp_path)
+
+
+def test_leaving_does_not_wait_for_threads_or_exit_handlers(tmp_path):
+    """The 205 s after "stopped by SIGTERM" (issue 21): interpreter exit joins the threads of
+    every concurrent.futures pool (MLflow's artifact up- and downloads) and runs atexit
+    callbacks (MLflow's async logging flush) with no time limit."""
+    proc = stopper(tmp_path, 60, "exit")
+    proc.send_signal(signal.SIGTERM)
+    wait_for_line(tmp_path, "cleaned", proc)
+    started = time.monotonic()
+    assert proc.wait(timeout=30) == 143
+    assert time.monotonic() - started < 10, output(tmp_path)
+    assert "still exiting 1 s after the stop" in output(tmp_path)
 
 
 @pytest.mark.slow
@@ -190,7 +389,7 @@ def test_zoo_ablate_repairs_its_experiment_before_launching(store, monkeypatch, 
     folder, _, client = store
     monkeypatch.chdir(folder)  # the studies' store is sqlite:///mlflow.db, experiment gradzoo
     launched = []
-    monkeypatch.setattr(importlib.import_module("zoo.train"), "main", lambda: launched.append(sys.argv))
+    monkeypatch.setattr(importlib.import_module("zoo.train"), "main", lambda **kwargs: launched.append(sys.argv))  # checked=True
     exp = client.create_experiment("gradzoo")
     orphan = open_run(client, exp, zoo_owner_host=socket.gethostname(), zoo_owner_pid=dead_pid(),
                       zoo_heartbeat=int(time.time()))

@@ -156,7 +156,8 @@ def test_the_last_line_the_run_name_and_description_say_flow_and_learning(tmp_pa
 @pytest.mark.parametrize("fault, status", [(KeyboardInterrupt, "KILLED"), (OSError, "FAILED")])
 def test_a_run_stopped_while_writing_its_report_is_not_finished(monkeypatch, fault, status):
     """Ctrl-C, SIGTERM or a full disk after the loop ended but before the report, model and
-    tags are written: the run is not FINISHED (so resume does not skip it) and has no outcome."""
+    tags are written: the run is not FINISHED (so resume does not skip it); a stop's run says
+    it was killed and by what, a failed write's run has no outcome."""
     from zoo.report import run_report
 
     def stop(*args, **kwargs):
@@ -167,7 +168,11 @@ def test_a_run_stopped_while_writing_its_report_is_not_finished(monkeypatch, fau
     with pytest.raises(fault):
         zoo.train(["trainer.epochs=1", "model.depth=2", "model.width=8", "data=synthetic",
                    "data.n_train=64", "data.n_val=32"], sink=sink)
-    assert sink.status == status and "zoo.outcome" not in sink.tags
+    assert sink.status == status
+    if status == "KILLED":
+        assert sink.tags["zoo.outcome"] == "killed" and sink.tags["zoo.killed"] == "SIGINT"
+    else:
+        assert "zoo.outcome" not in sink.tags
     assert sink.metrics["2 learning/loss"]  # what it logged is kept
 
 

@@ -150,10 +150,10 @@ def run(spec: RunSpec, sink: Sink, run_name: str | None = None) -> RunResult:
                             tuple(kind for _, kind in step.activations))
         outcome = train_loop(trainee, recorder, spec)
         status = "FINISHED"
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (zoo.stopping.Terminated): the same path
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (zoo.stopping.Terminated): the same path
         status, outcome = "KILLED", "killed"
         if recorder is None:  # stopped before the first step: no verdict, but say how it ended
-            sink.set_tags({"zoo.outcome": "killed", "zoo.steps": "0"})
+            sink.set_tags({**killed_tags(stop), "zoo.steps": "0"})
         raise
     except Exception as err:
         sink.set_tags({"zoo.error": f"{type(err).__name__}: {err}"[:5000], "zoo.outcome": "failed"})
@@ -168,6 +168,13 @@ def run(spec: RunSpec, sink: Sink, run_name: str | None = None) -> RunResult:
                        progress=_progress_label(final))
     log.info("%s: %s — %.1fs", run_name, result.summary_line(), seconds)
     return result
+
+
+def killed_tags(stop: BaseException | None = None) -> dict[str, str]:
+    """How a run a stop ended says so: ``zoo.outcome=killed`` and ``zoo.killed`` = the signal,
+    as zoo.tracking.repair.close_owned tags the runs it ends (a sweep's parent)."""
+    return {"zoo.outcome": "killed",
+            "zoo.killed": stopping.name_of(stop) if stop is not None else (stopping.requested() or "SIGINT")}
 
 
 def _progress_label(final: dict[str, float]) -> str | None:
@@ -195,6 +202,8 @@ def _finish(sink: Sink, spec: RunSpec, trainee: Trainee, recorder: Recorder, out
         final = final_numbers(trainee, stats, verdict, outcome) if status == "FINISHED" else {
             f"health/{k}": v for k, v in verdict.numbers.items()}
         tags = {"zoo.outcome": outcome, "zoo.steps": str(len(stats.step))}
+        if outcome == "killed":
+            tags.update(killed_tags())
         learned = _progress_label(final)
         if learned:
             tags["zoo.progress"] = learned
@@ -209,6 +218,11 @@ def _finish(sink: Sink, spec: RunSpec, trainee: Trainee, recorder: Recorder, out
                          input_example=trainee.data.x_val)
     except BaseException as err:  # FINISHED only when everything it promises is written
         status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+        if status == "KILLED":  # however far the report got: a KILLED run says how it ended
+            try:
+                sink.set_tags(killed_tags(err))
+            except Exception as tag_error:  # the stop goes on; zoo.train's cleanup tags it too
+                log.error("could not tag the killed run: %s", tag_error)
         raise
     finally:
         sink.finish(status)

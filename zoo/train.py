@@ -17,13 +17,14 @@ KeyboardInterrupt) in the main thread, and the request is recorded, so that a ra
 on the way is raised again at the next training step or job (zoo.stopping). zoo.run ends the
 job's run as KILLED (``zoo.outcome=killed``), and on the way out every run this process still has open, a sweep's parent included (Hydra calls no callback
 then), is ended as KILLED too; with the joblib launcher the jobs of workers that died with the
-sweep are repaired (zoo.tracking.repair). Exit code 130 (SIGINT) or 143 (SIGTERM).
+sweep are repaired (zoo.tracking.repair). Exit code 130 (SIGINT) or 143 (SIGTERM). Signals
+after the first do not cut that cleanup short; the third, or a stop still running 30 s after
+the first signal, exits at once, and interpreter exit gets 5 s (zoo.stopping).
 """
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 
 import hydra
@@ -44,9 +45,12 @@ log = logging.getLogger("zoo")
 
 def _run(spec, hydra_cfg, sweeping: bool):
     """Train one job; inside a sweep a crash is recorded and the sweep goes on."""
-    from zoo.run import run
+    from zoo.run import run  # imports TensorFlow: 3-5 s
     from zoo.tracking import sink_for
 
+    # a signal during that import is raised inside it, where its own error handling can swallow
+    # it (seen: the job's run made, then KILLED at its first step, 3.6 s after SIGTERM)
+    stopping.check()
     sink = sink_for(spec.tracking, sweep.parent_for(spec, hydra_cfg))
     try:
         result = run(spec, sink, run_name=run_name(spec, hydra_cfg))
@@ -215,16 +219,11 @@ def main(checked: bool = False) -> None:
         _close_open_runs("FAILED", f"config error: {hydra_error_line(err)}")  # e.g. job 2 of -m model=mlp,foo
         print(f"zoo-train: config error: {one_line(hydra_error_line(err))}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt as stop:
-        before = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:  # a second Ctrl-C must not cut the cleanup short
-            name = stopping.name_of(stop)
-            closed = _close_open_runs("KILLED", name)
-        finally:
-            for s, handler in before.items():
-                signal.signal(s, handler)
+    except KeyboardInterrupt as stop:  # a second signal does not raise (zoo.stopping): the cleanup runs whole
+        name = stopping.name_of(stop)
+        closed = _close_open_runs("KILLED", name)
         print(f"zoo-train: stopped by {name}; {closed}", file=sys.stderr)
-        sys.exit(143 if name == "SIGTERM" else 130)
+        stopping.leave(stopping.exit_code(name))  # exit within seconds, whatever MLflow's threads wait for
     except Exception as err:
         sweeping = _multirun()
         if sweeping:
@@ -269,10 +268,13 @@ def _wait_for_workers(timeout: float = 30.0) -> None:
 
 def _close_open_runs(status: str, why: str) -> str:
     """End this process's open runs (a sweep's parent, a job cut short) and the jobs of workers
-    that died with it; what was done, in words."""
-    repair.close_owned(status, why)
+    that died with it; what was done, in words. For a stop (KILLED) the count is every run the
+    stop ended, the job's own run that zoo.run ended first included; for FAILED, what was
+    still open (jobs that failed before were counted by the sweep going on)."""
+    closed = repair.close_owned(status, why)
     repaired = repair.repair_stores()  # joblib's workers are gone by now: their runs are orphans
-    return (f"ended {len(set(repair.ended))} open run(s) as {status}"
+    count = sum(1 for s in repair.ended.values() if s == "KILLED") if status == "KILLED" else len(closed)
+    return (f"ended {count} open run(s) as {status}"
             + (f"; repaired {len(repaired)} orphaned run(s) (their process is gone, e.g. a joblib worker)"
                   if repaired else ""))
 

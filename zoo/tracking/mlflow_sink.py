@@ -77,6 +77,9 @@ class MlflowSink:
             log.error("some metrics could not be written to MLflow: %s", self._error)
         if self._owns_run:
             self._client.set_terminated(self.run_id, status=status)
+            from zoo.tracking.repair import record_end
+
+            record_end(self.run_id, status)  # a stop's message counts the job's own run too
 
     # -- records ---------------------------------------------------------------------------
     def log_metrics(self, metrics, step):

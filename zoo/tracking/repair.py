@@ -49,7 +49,27 @@ _stores: set[tuple[str, str]] = set()  # (uri, experiment) this process has open
 _lock = threading.Lock()
 _beat: threading.Thread | None = None
 _beat_pid: int | None = None
-ended: list[str] = []  # the runs close_owned ended in this process
+ended: dict[str, str] = {}  # run id -> status, for the runs this process ended other than FINISHED
+
+
+def record_end(run_id: str, status: str) -> None:
+    """Note that this process ended ``run_id`` as ``status`` (its job's own run, a sweep's parent,
+    what :func:`close_owned` closed): a stop's message counts them."""
+    if status != "FINISHED":
+        ended[run_id] = status
+
+
+def _may_own_runs(uri: str) -> bool:
+    """Whether this process can have open runs in ``uri``: not if it never imported MLflow (every
+    run is made by an MLflow client), nor in a sqlite store that does not exist. Looking would
+    cost the stop seconds: importing MLflow, and creating and migrating the store, only to
+    find it empty (a signal during the TensorFlow import took 7-10 s to stop that way)."""
+    if "mlflow" not in sys.modules:
+        return False
+    from zoo.tracking.store import sqlite_path
+
+    db = sqlite_path(uri)
+    return db is None or db.is_file()
 
 
 def _owned_filter() -> str:
@@ -107,12 +127,14 @@ def close_owned(status: str, why: str) -> list[str]:
         {"zoo.outcome": "failed", "zoo.error": why}
     closed = []
     for uri, experiment in stores:
+        if not _may_own_runs(uri):
+            continue
         try:
             c, runs = _owned_runs(uri, experiment)
             for run in runs:
                 _end(c, run.info.run_id, status, tags)
                 closed.append(run.info.run_id)
-                ended.append(run.info.run_id)
+                record_end(run.info.run_id, status)
         except Exception as err:  # say so; the next zoo-runs repair finds them (dead pid)
             print(f"zoo: could not end the open runs in {uri}: {type(err).__name__}: {err}", file=sys.stderr)
     return closed
@@ -125,6 +147,8 @@ def repair_stores() -> list[Orphan]:
         stores = sorted(_stores)
     found = []
     for uri, experiment in stores:
+        if not _may_own_runs(uri):  # nor then can the workers it started
+            continue
         try:
             found += repair(uri, experiment)
         except Exception as err:

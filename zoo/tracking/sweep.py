@@ -395,14 +395,24 @@ class SweepCallback(Callback):
         if outcome.failures:
             c.set_tag(parent, "zoo.job_failures", "\n".join(outcome.failures)[:5000])
         status = "FAILED" if outcome.exit_code == 1 else "FINISHED"  # every job failed: nothing came of it
+        ending = {"zoo.outcome": status.lower()}
         try:
             if OmegaConf.select(config, "study") is not None:
                 from zoo.studies.judge import judge_study
 
                 judge_study(c, uri, parent, config.study, run_ids, sweep_dir)
         except Exception as err:  # the children are safe; say why the judgement is missing
-            status = "FAILED"
-            c.set_tag(parent, "zoo.error", f"{type(err).__name__}: {err}"[:5000])
+            status, ending = "FAILED", {"zoo.outcome": "failed", "zoo.error": f"{type(err).__name__}: {err}"[:5000]}
             log.exception("judging the study failed")
-        finally:
+        except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM while judging: not FINISHED without a verdict
+            from zoo import stopping
+
+            status, ending = "KILLED", {"zoo.outcome": "killed", "zoo.killed": stopping.name_of(stop)}
+            raise
+        finally:  # as a job's run: FINISHED only with everything written, the outcome last
+            from zoo.tracking.repair import record_end
+
+            for key, value in ending.items():
+                c.set_tag(parent, key, value)
             c.set_terminated(parent, status)
+            record_end(parent, status)
