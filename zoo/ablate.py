@@ -77,9 +77,14 @@ def check_overrides(name: str, hydra_args: list[str], extra: list[str] = ()):
     those runs (zoo.precheck, what ``zoo-train -m`` does); the first job's spec. Raises
     SpecError, or Hydra's own exception for an override it refuses. ``extra`` is kept for
     callers of the earlier signature; ``hydra_args`` holds them."""
+    return checked_jobs(hydra_args).specs[0]
+
+
+def checked_jobs(hydra_args: list[str]):
+    """zoo.precheck's check of the study's sweep: every job's spec (see check_overrides)."""
     from zoo.precheck import check_command
 
-    return check_command(list(hydra_args)).specs[0]
+    return check_command(list(hydra_args))
 
 
 def repair_before(spec) -> None:
@@ -140,14 +145,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         jobs = job_count(args.study, hydra_args)
-        spec = check_overrides(args.study, hydra_args, args.overrides)
+        specs = checked_jobs(hydra_args).specs
+        spec = specs[0]
     except SpecError as err:
         print(f"zoo-ablate: config error: {err}", file=sys.stderr)
         return 2
     except HYDRA_CONFIG_ERRORS as err:
         print(f"zoo-ablate: config error: {hydra_error_line(err)}", file=sys.stderr)
         return 2
-    print(f"zoo-ablate: {args.study} at scale {args.scale}: {jobs} jobs", flush=True)
+    from zoo import slurm
+
+    hydra_args += slurm.overrides(specs, hydra_args)  # SLURM: zoo.slurm's launcher; memory by the estimate
+    print(f"zoo-ablate: {args.study} at scale {args.scale}: {jobs} jobs"
+          + "".join(f"; {o}" for o in hydra_args if o.startswith("hydra.launcher.mem_gb=")), flush=True)
     repair_before(spec)
     from zoo.train import main as zoo_train
 

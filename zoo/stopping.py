@@ -38,14 +38,24 @@ def _on_sigint(signum, frame):
     raise KeyboardInterrupt()
 
 
+def _submitit_bypass(handler) -> bool:
+    """submitit's job runner sets SIGTERM to log "Bypassing signal SIGTERM" and go on (it waits
+    for USR2 before a time limit); but SLURM's ``scancel`` and preemption send SIGTERM, then
+    SIGKILL after ``KillWait``: ignored, the run was cut mid-write and left RUNNING."""
+    func = getattr(handler, "__func__", None)
+    return func is not None and func.__qualname__ == "SignalHandler.bypass" and \
+        func.__module__.startswith("submitit.")
+
+
 def install() -> None:
     """Route SIGTERM (``timeout``, ``kill``, a scheduler) and Ctrl-C through the handlers that
     record the request, in this process's main thread, unless someone set a handler of their
-    own already. Called by the command and by every job: a joblib (loky) worker is a process
-    of its own and would otherwise die on the spot."""
+    own already (submitit's, which ignores SIGTERM, is taken over). Called by the command and by
+    every job: a joblib (loky) worker is a process of its own and would otherwise die on the spot."""
     if threading.current_thread() is not threading.main_thread():
         return
-    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+    term = signal.getsignal(signal.SIGTERM)
+    if term == signal.SIG_DFL or _submitit_bypass(term):
         signal.signal(signal.SIGTERM, _on_sigterm)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_sigint)

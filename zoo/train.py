@@ -58,6 +58,19 @@ def _run(spec, hydra_cfg, sweeping: bool):
         log.error("config error, job recorded as a FAILED run; the sweep goes on: %s", err)
         sweep.record_job(spec, hydra_cfg, run_id=sink.run_id, error=f"SpecError: {err}")
         return None
+    except KeyboardInterrupt as stop:  # zoo.run ended the run KILLED: say by what, there and to the sweep
+        name = stopping.name_of(stop)
+        try:
+            sink.set_tags({"zoo.killed": name})
+            sweep.record_job(spec, hydra_cfg, run_id=sink.run_id, error=f"stopped by {name}")
+        except Exception as err:  # the stop goes on; zoo.train closes what is still open
+            log.warning("could not record the stop: %s", err)
+        raise
+    except SystemExit as stop:  # zoo.run ended the run FAILED; nothing in the zoo exits mid-run
+        sink.set_tags({"zoo.error": f"SystemExit({stop.code}) mid-run: the job's runner exited (submitit "
+                                    "does when it requeues a SLURM job that timed out or was preempted; "
+                                    "the requeued job starts again from step 0)"})
+        raise
     except Exception as err:
         if not sweeping:
             raise
@@ -196,7 +209,11 @@ def main(checked: bool = False) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         if not checked:
-            check_command(sys.argv[1:])
+            found = check_command(sys.argv[1:])
+            if found is not None:  # -m hydra/launcher=submitit_slurm: as zoo-ablate runs it
+                from zoo import slurm
+
+                sys.argv += slurm.overrides(found.specs, sys.argv[1:])
         app()
     except SpecError as err:  # zoo.precheck's: nothing ran, nothing was made
         print(f"zoo-train: config error: {one_line(str(err))}", file=sys.stderr)
