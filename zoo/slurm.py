@@ -42,7 +42,7 @@ MEMORY_KEYS = ("hydra.launcher.mem_gb", "hydra.launcher.mem_per_cpu", "hydra.lau
 ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_FED",
           "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD"}
 LAUNCHER = "hydra_plugins.zoo_slurm.SlurmLauncher"  # Hydra takes launchers from hydra_plugins only
-RESULT_GRACE_S = 15.0  # a result file written on another node may show up late (NFS)
+RESULT_GRACE_S = 15.0  # the result file of a job that ran to its end, written on another node, may show up late (NFS)
 
 
 def job_id() -> str | None:
@@ -154,13 +154,13 @@ def wait(jobs, poll_s: float = 2.0) -> list[tuple[object, str]]:
                 continue
             if known is None:
                 continue
-            state = known.get(job.job_id, "gone from the queue").split()[0]
+            state = known.get(job.job_id, "GONE")  # purged after MinJobAge: squeue no longer knows it
             if state in ACTIVE:
                 gone_since.pop(job.job_id, None)
                 continue
             first = gone_since.setdefault(job.job_id, time.monotonic())
-            if time.monotonic() - first >= RESULT_GRACE_S:
-                ended[job.job_id] = state
+            if state not in ("COMPLETED", "FAILED") or time.monotonic() - first >= RESULT_GRACE_S:
+                ended[job.job_id] = state  # a job that ran to its end wrote a result: give it time to show
         if len(ended) < len(jobs):
             time.sleep(poll_s)
     return [(j, ended[j.job_id]) for j in jobs]
@@ -175,12 +175,17 @@ def _result(job, state: str, num: int, overrides: list[str], sweep_dir: Path):
 
     if state == "RESULT":
         outcome, value = pickle_load(job.paths.result_pickle)
-        if outcome == "success":
+        if outcome == "success" and getattr(value, "status", None) != JobStatus.FAILED:
             return value
-        lines = [line for line in str(value).strip().splitlines() if line.strip()]
-        why = f"SLURM job {job.job_id} raised outside the job: {lines[-1] if lines else '?'} (log: {job.paths.stderr})"
+        if outcome == "success":  # Hydra's run_job caught what the job function did not (e.g. submitit's
+            error = value._return_value  # timeout exception before the run began)
+            lines = [f"{type(error).__name__}: {error}"]
+        else:  # a traceback: the job failed before Hydra's run_job (an import on the node, say)
+            lines = [line for line in str(value).strip().splitlines() if line.strip()]
+        why = f"SLURM job {job.job_id} raised outside its run: {lines[-1] if lines else '?'} (log: {job.paths.stderr})"
     else:
-        why = (f"SLURM job {job.job_id} ended {state} without a result (scancel, preemption, the time limit, "
+        ended = "left the queue (squeue no longer knows it)" if state == "GONE" else f"ended {state}"
+        why = (f"SLURM job {job.job_id} {ended} without a result (scancel, preemption, the time limit, "
                f"memory or a lost node; its log: {job.paths.stderr})")
     log.error("job %d: %s", num, why)
     _record_lost(sweep_dir, num, job.job_id, why)

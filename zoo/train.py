@@ -72,6 +72,10 @@ def _run(spec, hydra_cfg, sweeping: bool):
                                     "the requeued job starts again from step 0)"})
         raise
     except Exception as err:
+        try:  # zoo.run says why for a failed step; this also covers a failure while writing the report
+            sink.set_tags({"zoo.error": f"{type(err).__name__}: {err}"[:5000]})
+        except Exception:
+            pass
         if not sweeping:
             raise
         log.exception("job failed (recorded as a FAILED run); the sweep goes on")
