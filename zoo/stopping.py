@@ -32,7 +32,13 @@ def requested() -> str | None:
 
 
 def _on_sigterm(signum, frame):
+    """Record and raise the first SIGTERM; a repeat only records. A scheduler may send more than
+    one (SLURM's ``scancel`` reaches a job's process directly and again through ``srun``): a
+    second raise cut short the run's last writes (KILLED without ``zoo.outcome``); a first raise
+    that was swallowed is raised again by :func:`check`."""
     global _requested
+    if _requested == "SIGTERM":
+        return
     _requested = "SIGTERM"
     raise Terminated()
 
