@@ -180,6 +180,29 @@ def test_jobs_warned_of_their_time_limit_fail_with_the_reason_and_the_sweep_exit
     assert not squeue()
 
 
+@pytest.mark.slow
+def test_stopping_the_launching_process_cancels_its_jobs(slurm, tmp_path):
+    """SIGTERM (or Ctrl-C) to zoo-ablate on the login node: its SLURM jobs are cancelled, their
+    runs and the parent end KILLED with zoo.killed=SIGTERM, nothing is left queued or RUNNING."""
+    sweep = ablate(tmp_path)
+    try:
+        wait_both_training(sweep, tmp_path)
+        sweep.terminate()
+        sweep.wait(timeout=120)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 143, output(tmp_path)
+    deadline = time.monotonic() + 60  # the jobs end their runs within KillWait
+    while squeue() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not squeue()
+    _, parents, children = runs_of(tmp_path)
+    for run in [*parents, *children]:
+        assert run.info.status == "KILLED" and run.data.tags["zoo.killed"] == "SIGTERM", run.data.tags
+    assert len(children) == 2
+
+
 def test_the_slurm_job_id_is_the_array_task_scancel_takes(monkeypatch):
     from zoo import slurm
 
