@@ -6,17 +6,18 @@ the first one that has no result: a job cancelled (``scancel``) or preempted sto
 while the other jobs still ran, and their records then landed on a parent already ended FAILED.
 It asks submitit for each job's state, which asks ``sacct``; without job accounting that fails
 ("Bypassing sacct error") and a job that ended without a result was waited for forever.
-:func:`launch` (hydra_plugins.zoo_slurm.SlurmLauncher, the ``_target_`` :func:`overrides` sets) submits the same way and waits for
-*every* job, asking ``squeue --states=all``, which slurmctld answers from memory for
-``MinJobAge`` seconds (300 by default) with or without accounting. A job whose SLURM job ended
+:func:`launch` (hydra_plugins.zoo_slurm.SlurmLauncher, the ``_target_`` :func:`overrides`
+sets) submits the same way and waits for *every* job, asking ``squeue --states=all`` (slurmctld answers from memory for
+``MinJobAge`` seconds, 300 by default, with or without accounting). A job whose SLURM job ended
 without a result (cancelled, preempted, timed out, out of memory, a lost node) is one failed job
 of the sweep: its record on the parent says what SLURM said, its run if still RUNNING is ended
 KILLED, and the sweep goes on to judge the rest (exit 3; 1 when every job failed). Ctrl-C on
 the launching side cancels the jobs still queued or running.
 
-Inside the job, submitit ignores SIGTERM (it expects USR2 for a timeout): zoo.stopping takes
-SIGTERM back, so a cancelled or preempted job ends its run KILLED with ``zoo.killed=SIGTERM``
-within SLURM's ``KillWait`` (30 s by default) instead of being SIGKILLed mid-write.
+Inside the job, submitit ignores SIGTERM (it expects USR2 before a time limit): zoo.stopping
+takes SIGTERM back, so a cancelled or preempted job ends its run KILLED with
+``zoo.killed=SIGTERM`` within SLURM's ``KillWait`` (30 s by default) instead of being SIGKILLed
+mid-write, and keeps the raise of submitit's time-limit handler from being swallowed.
 
 Memory: on a cluster where memory is a consumable resource (``SelectTypeParameters=CR_*_Memory``,
 the common case), a job that asks for none gets ``DefMemPerCPU``, or the whole node when the
@@ -42,7 +43,7 @@ MEMORY_KEYS = ("hydra.launcher.mem_gb", "hydra.launcher.mem_per_cpu", "hydra.lau
 ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_FED",
           "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD"}
 LAUNCHER = "hydra_plugins.zoo_slurm.SlurmLauncher"  # Hydra takes launchers from hydra_plugins only
-RESULT_GRACE_S = 15.0  # the result file of a job that ran to its end, written on another node, may show up late (NFS)
+RESULT_GRACE_S = 15.0  # a result written on another node may show up late (NFS)
 
 
 def job_id() -> str | None:
@@ -90,12 +91,12 @@ def states(ids: list[str]) -> dict[str, str] | None:
         out = subprocess.run(["squeue", "--noheader", "--array", "--states=all", "--jobs", ",".join(arrays),
                               "--format=%i|%T"], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as err:
-        log.warning("squeue failed: %s", err)
+        log.warning("squeue failed (asking again): %s", err)
         return None
     if out.returncode != 0:
         if "Invalid job id" in out.stderr:  # every job of ours is gone from slurmctld's memory
             return {}
-        log.warning("squeue failed: %s", out.stderr.strip())
+        log.warning("squeue failed (asking again): %s", out.stderr.strip())
         return None
     found = dict(line.split("|", 1) for line in out.stdout.split() if "|" in line)
     return {i: found[i] for i in ids if i in found}
@@ -162,7 +163,7 @@ def wait(jobs, poll_s: float = 2.0) -> list[tuple[object, str]]:
             if state not in ("COMPLETED", "FAILED") or time.monotonic() - first >= RESULT_GRACE_S:
                 ended[job.job_id] = state  # a job that ran to its end wrote a result: give it time to show
         if len(ended) < len(jobs):
-            time.sleep(poll_s)
+            time.sleep(poll_s if known is not None else 30.0)  # slurmctld down: ask less often
     return [(j, ended[j.job_id]) for j in jobs]
 
 
