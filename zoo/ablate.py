@@ -165,7 +165,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if turned_on:
             print(f"zoo-ablate: {turned_on}", flush=True)
-    print(f"zoo-ablate: {args.study} at scale {args.scale}: {jobs} jobs", flush=True)
+    from zoo import slurm
+
+    hydra_args += slurm.overrides(checked.specs, hydra_args)  # SLURM: zoo.slurm's launcher; memory by the estimate
+    print(f"zoo-ablate: {args.study} at scale {args.scale}: {jobs} jobs"
+          + "".join(f"; {o}" for o in hydra_args if o.startswith("hydra.launcher.mem_gb=")), flush=True)
     repair_before(spec)
     from zoo.train import main as zoo_train
 

@@ -102,6 +102,8 @@ def submitit_local(p: Placement) -> list[str]:
 @LAUNCHERS.register("submitit_slurm", description="a SLURM job per study job (sbatch); partition "
                                                   "etc. as hydra.launcher.* overrides")
 def submitit_slurm(p: Placement) -> list[str]:
+    # zoo.slurm.overrides adds, once the jobs are known, its launcher (waits for every job, with
+    # or without sacct) and the memory each job asks for (its estimate)
     return _submitit("slurm", p) + [f"hydra.launcher.array_parallelism={p.jobs}"]
 
 

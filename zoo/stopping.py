@@ -25,7 +25,11 @@ printed "stopped by SIGTERM" and waited 205 s more on an artifact thread (issue 
 retries an HTTP call to a store that is gone for ~4 minutes). After :func:`leave` that wait is
 at most EXIT_SECONDS, and the interpreter's final garbage collection is skipped.
 
-Nothing here imports TensorFlow.
+A SLURM job run by submitit (zoo.slurm) has submitit's handlers: its SIGTERM handler only logs
+(scancel and preemption then cut the run with SIGKILL after ``KillWait``), so :func:`install`
+takes SIGTERM over (SLURM may deliver it twice, directly and through ``srun``: the second is a
+second signal, which does not raise); its time-limit warning's handler (USR2) raises, and that
+raise is recorded and raised again by :func:`check` like ours. Nothing here imports TensorFlow.
 """
 from __future__ import annotations
 
@@ -53,6 +57,7 @@ _signals = 0                   # signals received since the stop was asked
 # the main thread; a lock or an Event there could be one the interrupted code holds.
 _deadline: tuple[float, str, int, bool] | None = None
 _watchdog: threading.Thread | None = None
+_raised: BaseException | None = None  # what submitit's timeout handler raised, until reset()
 
 
 def requested() -> str | None:
@@ -158,11 +163,35 @@ def _skip_finalization() -> None:
 _exit_hook = False
 
 
+def _submitit(handler, name: str) -> bool:
+    """Is ``handler`` submitit's ``SignalHandler.<name>`` (bound to its job's handler object)?"""
+    func = getattr(handler, "__func__", None)
+    return func is not None and func.__qualname__ == f"SignalHandler.{name}" and \
+        func.__module__.startswith("submitit.")
+
+
+def _kept(handler):
+    """submitit's handler of its time-limit warning (USR2 by default): it resubmits the job or
+    raises that it will not, and either way raises (SystemExit, UncompletedJobError) wherever
+    the main thread is, which inside TensorFlow's callbacks can be swallowed: the job then
+    trained on until SLURM killed it. This one also records what it raised, for check()."""
+    def on_warning(signum, frame):
+        global _raised
+        try:
+            handler(signum, frame)
+        except BaseException as err:
+            _raised = err
+            raise
+
+    on_warning.__wrapped__ = handler
+    return on_warning
+
+
 def install() -> None:
     """Route SIGTERM (``timeout``, ``kill``, a scheduler) and Ctrl-C through the handlers that
     record the request, in this process's main thread, unless someone set a handler of their
-    own already. Called by the command and by every job: a joblib (loky) worker is a process
-    of its own and would otherwise die on the spot."""
+    own already (submitit's, which ignores SIGTERM, is taken over). Called by the command and by
+    every job: a joblib (loky) worker is a process of its own and would otherwise die on the spot."""
     if threading.current_thread() is not threading.main_thread():
         return
     global _exit_hook
@@ -170,14 +199,23 @@ def install() -> None:
     if not _exit_hook:  # early, so that it runs after the atexit callbacks of what is imported later
         atexit.register(_skip_finalization)
         _exit_hook = True
-    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+    term = signal.getsignal(signal.SIGTERM)
+    # submitit's job runner logs "Bypassing signal SIGTERM" and goes on (it waits for USR2
+    # before a time limit); but scancel and preemption send SIGTERM, then SIGKILL after
+    # KillWait: ignored, the run was cut mid-write and left RUNNING. Taken over.
+    if term == signal.SIG_DFL or _submitit(term, "bypass"):
         signal.signal(signal.SIGTERM, _on_sigterm)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_sigint)
+    warning = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+    if warning is not None and _submitit(signal.getsignal(warning), "checkpoint_and_try_requeue"):
+        signal.signal(warning, _kept(signal.getsignal(warning)))
 
 
 def check() -> None:
     """Raise the stop again if a signal asked for it (its first raise may have been swallowed)."""
+    if _raised is not None:
+        raise _raised
     if _requested == "SIGTERM":
         raise Terminated()
     if _requested == "SIGINT":
@@ -205,5 +243,5 @@ def leave(code: int) -> None:
 
 def reset() -> None:
     """Forget a handled request (tests, and a process that goes on after handling one)."""
-    global _requested, _signals, _deadline
-    _requested, _signals, _deadline = None, 0, None
+    global _requested, _signals, _deadline, _raised
+    _requested, _signals, _deadline, _raised = None, 0, None, None

@@ -62,7 +62,24 @@ def _run(spec, hydra_cfg, sweeping: bool):
         log.error("config error, job recorded as a FAILED run; the sweep goes on: %s", err)
         sweep.record_job(spec, hydra_cfg, run_id=sink.run_id, error=f"SpecError: {err}")
         return None
+    except KeyboardInterrupt as stop:  # zoo.run ended the run KILLED: say by what, there and to the sweep
+        name = stopping.name_of(stop)
+        try:
+            sink.set_tags({"zoo.killed": name})
+            sweep.record_job(spec, hydra_cfg, run_id=sink.run_id, error=f"stopped by {name}")
+        except Exception as err:  # the stop goes on; zoo.train closes what is still open
+            log.warning("could not record the stop: %s", err)
+        raise
+    except SystemExit as stop:  # zoo.run ended the run FAILED; nothing in the zoo exits mid-run
+        sink.set_tags({"zoo.error": f"SystemExit({stop.code}) mid-run: the job's runner exited (submitit "
+                                    "does when it requeues a SLURM job that timed out or was preempted; "
+                                    "the requeued job starts again from step 0)"})
+        raise
     except Exception as err:
+        try:  # zoo.run says why for a failed step; this also covers a failure while writing the report
+            sink.set_tags({"zoo.error": f"{type(err).__name__}: {err}"[:5000]})
+        except Exception:
+            pass
         if not sweeping:
             raise
         log.exception("job failed (recorded as a FAILED run); the sweep goes on")
@@ -202,7 +219,10 @@ def main(checked: bool = False) -> None:
         if not checked:
             found = check_command(sys.argv[1:])
             if found is not None:  # a sweep's folder, store and environment, resolved here for every job
+                from zoo import slurm
+
                 sys.argv += found.shared_overrides()
+                sys.argv += slurm.overrides(found.specs, sys.argv[1:])  # submitit_slurm: as zoo-ablate runs it
         app()
     except SpecError as err:  # zoo.precheck's: nothing ran, nothing was made
         print(f"zoo-train: config error: {one_line(str(err))}", file=sys.stderr)

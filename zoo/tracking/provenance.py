@@ -2,7 +2,6 @@
 owns it while it is open (host, pid, heartbeat: zoo.tracking.repair)."""
 from __future__ import annotations
 
-import os
 import platform
 import subprocess
 from importlib import metadata
@@ -63,8 +62,10 @@ def tags(seed: int) -> dict[str, str]:
     git = git_state()
     out = {"zoo.seed": str(seed), "zoo.git_commit": git["commit"], "zoo.git_dirty": git["dirty"],
            "zoo.launcher": launcher()}
-    if os.environ.get("SLURM_JOB_ID"):
-        out["zoo.slurm_job_id"] = os.environ["SLURM_JOB_ID"]
+    from zoo.slurm import job_id
+
+    if job_id():  # 5_1 for an array task, as scancel and squeue name it
+        out["zoo.slurm_job_id"] = job_id()
     out.update({f"zoo.version.{k}": v for k, v in versions().items()})
     out.update(owner_tags())
     out.update(ray_node())
