@@ -1,5 +1,6 @@
 """Validation hardening: every bad input is refused by the CLI in one line, with exit code 2,
 within about two seconds and before TensorFlow is imported."""
+import contextlib
 import http.server
 import socket
 import subprocess
@@ -109,26 +110,33 @@ def test_tracking_server_that_never_answers_is_refused_after_the_timeout(tmp_pat
     assert "within 3 s (timed out)" in message or "within 3 s (The read operation timed out)" in message, message
 
 
-def test_tracking_server_that_answers_health_is_accepted():
-    class Health(http.server.BaseHTTPRequestHandler):
+@contextlib.contextmanager
+def fake_server(answer):
+    """An HTTP server on a free local port whose GET of a path answers ``answer(path)``:
+    (status, body bytes). Yields its URI."""
+    class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            ok = self.path == "/health"
-            self.send_response(200 if ok else 404)
+            status, body = answer(self.path)
+            self.send_response(status)
             self.end_headers()
-            self.wfile.write(b"OK" if ok else b"")
+            self.wfile.write(body)
 
         def log_message(self, *args):
             pass
 
-    server = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        uri = f"http://127.0.0.1:{server.server_port}"
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+
+
+def test_tracking_server_that_answers_health_is_accepted():
+    with fake_server(lambda path: (200, b"OK") if path == "/health" else (404, b"")) as uri:
         assert compose_spec([f"tracking.uri={uri}"]).tracking.uri == uri
         with pytest.raises(SpecError, match=r"/nested/health answered HTTP 404: not an MLflow server"):
             compose_spec([f"tracking.uri={uri}/nested"])
-    finally:
-        server.shutdown()
 
 
 def test_experiment_names_with_control_characters_are_refused():
@@ -490,25 +498,16 @@ def test_a_store_on_a_real_full_disk_is_refused(tmp_path):
 def test_a_deleted_experiment_on_a_server_is_refused(tmp_path):
     import json
 
-    class Server(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = {"/health": b"OK"}.get(self.path) or json.dumps({"experiment": {
-                "experiment_id": "7", "name": "gone", "lifecycle_stage": "deleted"}}).encode()
-            self.send_response(200 if self.path == "/health" or "experiment_name=gone" in self.path else 404)
-            self.end_headers()
-            self.wfile.write(body)
+    deleted = json.dumps({"experiment": {"experiment_id": "7", "name": "gone", "lifecycle_stage": "deleted"}})
 
-        def log_message(self, *args):
-            pass
+    def answer(path):
+        if path == "/health":
+            return 200, b"OK"
+        return (200, deleted.encode()) if "experiment_name=gone" in path else (404, b"")
 
-    server = http.server.HTTPServer(("127.0.0.1", 0), Server)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        uri = f"http://127.0.0.1:{server.server_port}"
+    with fake_server(answer) as uri:
         assert refuse([f"tracking.uri={uri}", "tracking.experiment=gone"], tmp_path) == (
             f"tracking.experiment: experiment 'gone' (id 7) is deleted in {uri}; restore it "
             f"(MLFLOW_TRACKING_URI={uri} mlflow experiments restore --experiment-id 7) or choose another "
             f"tracking.experiment")
         compose_spec([f"tracking.uri={uri}", "tracking.experiment=new"])  # 404: made on first use
-    finally:
-        server.shutdown()
