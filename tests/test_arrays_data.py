@@ -157,7 +157,7 @@ def test_memory_estimate_reads_the_file_shapes(tmp_path):
     path = save(tmp_path / "d.npz", **make_arrays("sequence", "classification"))
     spec = compose_spec(["data=arrays", f"data.path={path}", "model=lstm", "model.width=8",
                          "tracking.uri=null"])
-    assert budget.DATASETS["arrays"](spec.data) == budget.Data(N_TRAIN + N_VAL, (6, 3), 3)
+    assert budget.DATASETS["arrays"](spec.data) == budget.Data(N_TRAIN + N_VAL, (6, 3), 3, train=N_TRAIN)
     assert budget.estimate("lstm", spec.model, "arrays", spec.data).data_floats == (N_TRAIN + N_VAL) * 18
 
 

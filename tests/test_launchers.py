@@ -247,7 +247,7 @@ def test_a_sweep_resolves_its_folder_store_and_environment_where_it_is_launched(
     assert checked.shared_overrides() == [f"hydra.sweep.dir='{tmp_path}/rel/sweep'",
                                           f"tracking.uri='sqlite:///{tmp_path}/store/m.db'",
                                           "tracking.experiment='team, it\\'s=mine'"]  # one value, not a sweep
-    # a key the sweep varies stays the sweep's; a server's URI is kept as written
-    varied = check_command(["-m", "tracking.experiment=a,b", "tracking.uri=file:./runs"])
-    assert varied.shared_overrides()[1:] == [f"tracking.uri='file://{tmp_path}/runs'"]
+    # a key the sweep varies stays the sweep's (no shared value for it); the store is still made absolute
+    varied = check_command(["-m", "tracking.experiment=a,b", "tracking.uri=sqlite:///runs/m.db"])
+    assert varied.shared_overrides()[1:] == [f"tracking.uri='sqlite:///{tmp_path}/runs/m.db'"]
     assert check_command(["seed=1"]).shared_overrides() == []  # a single run runs here

@@ -204,26 +204,27 @@ def test_stopping_the_launching_process_cancels_its_jobs(slurm, tmp_path):
 
 
 def test_the_slurm_job_id_is_the_array_task_scancel_takes(monkeypatch):
-    from zoo import slurm
+    from zoo.tracking.provenance import slurm_job_id
 
     for key in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
         monkeypatch.delenv(key, raising=False)
-    assert slurm.job_id() is None
+    assert slurm_job_id() is None
     monkeypatch.setenv("SLURM_JOB_ID", "7")
-    assert slurm.job_id() == "7"
+    assert slurm_job_id() == "7"
     monkeypatch.setenv("SLURM_JOB_ID", "4")  # SLURM's internal number of task 1 of array 3
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "3")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
-    assert slurm.job_id() == "3_1"
+    assert slurm_job_id() == "3_1"
 
 
 def test_a_slurm_sweep_asks_for_its_jobs_memory_unless_told():
     from zoo import slurm
-    from zoo.ablate import checked_jobs, hydra_argv
+    from zoo.ablate import hydra_argv
     from zoo.launchers import launcher_overrides
+    from zoo.precheck import check_command
 
     argv = hydra_argv("input_scaling", "quick", launcher_overrides("submitit_slurm", 2), False, [])
-    specs = checked_jobs(argv).specs
+    specs = check_command(list(argv)).specs
     assert slurm.overrides(specs, argv) == ["hydra.launcher._target_=hydra_plugins.zoo_slurm.SlurmLauncher",
                                             "hydra.launcher.mem_gb=2"]  # 790 MiB x 1.5, whole GB
     assert slurm.overrides(specs, argv + ["hydra.launcher.mem_per_cpu=4G"]) == [slurm.overrides(specs, argv)[0]]

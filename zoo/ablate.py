@@ -43,7 +43,7 @@ from zoo.schema import SpecError
 from zoo.studies.jobs import job_count
 from zoo.studies.load import SCALES, config_location, load_study, study_file, study_names
 from zoo.studies.validate import validate_study
-from zoo.tracking.sweep import sweep_id
+from zoo.launch import sweep_id
 
 
 def describe() -> tuple[str, list[str]]:
@@ -66,7 +66,7 @@ def hydra_argv(name: str, scale: str, launcher: list[str], force: bool, extra: l
     study = load_study(name)
     config_dir, config_name = config_location(name)
     # the time to the second, and this process's suffix: two studies started in the same second
-    # in one folder get a folder and an MLflow parent each (zoo.tracking.sweep.sweep_id)
+    # in one folder get a folder and an MLflow parent each (zoo.launch.sweep_id)
     sweep_dir = os.path.join("multirun", config_name, f"{scale}-{time.strftime('%Y%m%d-%H%M%S')}-{sweep_id()}")
     argv = ["-m", "--config-dir", config_dir, "--config-name", config_name,
             f"+study.scale={scale}", f"hydra.sweep.dir={sweep_dir}",

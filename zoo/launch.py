@@ -1,10 +1,14 @@
 """Where the user started the command: relative paths in a config (``data.path``,
 ``model.target=FILE.py:...``) are taken from there, also inside a Hydra job that runs in its own
-output folder (``hydra.job.chdir=true``; Hydra 1.3's default leaves the directory alone). Nothing
-here imports TensorFlow."""
+output folder (``hydra.job.chdir=true``; Hydra 1.3's default leaves the directory alone). And
+which sweep this process launches: :func:`sweep_id`, the resolver ``${zoo.sweep_id:}`` that the
+default sweep folder (conf/config.yaml) ends in. Nothing here imports TensorFlow."""
 from __future__ import annotations
 
 import os
+import secrets
+
+from omegaconf import OmegaConf
 
 
 def launch_folder() -> str:
@@ -107,3 +111,19 @@ def shared_overrides(sweep_dir: str | None, specs: list, from_env: list[str]) ->
         if agreed:
             out.append(f"{key}={_value(_absolute_store(value) if key == 'tracking.uri' else value)}")
     return out
+
+
+_SWEEP_ID: list[str] = []
+
+
+def sweep_id() -> str:
+    """This process's sweep suffix, ``<pid>-<4 hex>``: the same for every job of its sweep
+    (Hydra copies the resolver cache into each job's config, also to other processes) and
+    different for a sweep started in the same second by another process, here or on another
+    machine sharing the folder (the random part)."""
+    if not _SWEEP_ID:
+        _SWEEP_ID.append(f"{os.getpid()}-{secrets.token_hex(2)}")
+    return _SWEEP_ID[0]
+
+
+OmegaConf.register_new_resolver("zoo.sweep_id", sweep_id, use_cache=True, replace=True)

@@ -100,7 +100,7 @@ def _seed_value(override: str):
     return OverridesParser.create().parse_override(override).value()
 
 
-def _jobs(master: DictConfig) -> list[list[str]] | None:
+def sweep_jobs(master: DictConfig) -> list[list[str]] | None:
     """The sweep's jobs as Hydra's basic sweeper expands them; None for another sweeper."""
     from zoo.studies.jobs import expand_lines
 
@@ -185,7 +185,7 @@ def check_command(argv: list[str], config_path: str = "pkg://zoo.conf",
                 spec = _validate(master)
                 return Checked(False, [overrides], [spec], [_params(spec)])
             shared = {"sweep_dir": _sweep_dir(master), "from_env": env_keys(master)}
-            jobs = _jobs(master)
+            jobs = sweep_jobs(master)
             if jobs is None:  # another sweeper chooses its jobs as it goes: nothing to expand here
                 return Checked(True, [], [], [], **shared)
             specs, params = _check_jobs(hydra, master, jobs)
@@ -203,11 +203,11 @@ def check_command(argv: list[str], config_path: str = "pkg://zoo.conf",
 
 def _sweep_dir(master: DictConfig) -> str | None:
     """The sweep's folder as Hydra will resolve it here (``${now:…}``, ``${zoo.sweep_id:}``:
-    zoo.tracking.sweep's resolver); None when it reads something only a job has."""
+    zoo.launch's resolver); None when it reads something only a job has."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.utils import setup_globals
 
-    import zoo.tracking.sweep  # noqa: F401  (registers ${zoo.sweep_id:})
+    import zoo.launch  # noqa: F401  (registers ${zoo.sweep_id:})
 
     setup_globals()  # ${now:…}, ${hydra:…}: what Hydra registers before it composes
     HydraConfig.instance().set_config(master)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -44,16 +43,6 @@ ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUE
           "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD"}
 LAUNCHER = "hydra_plugins.zoo_slurm.SlurmLauncher"  # Hydra takes launchers from hydra_plugins only
 RESULT_GRACE_S = 15.0  # a result written on another node may show up late (NFS)
-
-
-def job_id() -> str | None:
-    """This SLURM job as ``scancel`` and ``squeue`` name it: ``ARRAYJOB_TASK`` in an array (the
-    ``SLURM_JOB_ID`` of an array task is an internal number: cancelling that number can hit
-    another task), the plain id otherwise; None outside SLURM."""
-    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    if array and task:
-        return f"{array}_{task}"
-    return os.environ.get("SLURM_JOB_ID") or None
 
 
 def memory_gb(specs) -> int | None:

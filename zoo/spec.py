@@ -22,6 +22,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from zoo import budget
 from zoo.registry import Entry, Registry, UnknownNameError
+from zoo.tracking.store import FILE_STORE_RETIRED
 from zoo.schema import (Section, SpecError, at_least, check_finite, check_raw_types, defaults,
                         field_docs, is_open, positive, show_value)
 
@@ -96,10 +97,6 @@ class PretrainConfig:
 
 
 TRACKING_URIS = "sqlite:///PATH, http(s)://HOST:PORT, or null"
-# MLflow 3 refuses its file store unless MLFLOW_ALLOW_FILE_STORE is set ("maintenance mode", no
-# new features); the zoo's checks, atomic creation and artifact layout are the sqlite store's.
-FILE_STORE_RETIRED = ("MLflow 3 retired file stores (file:PATH, plain paths); use sqlite:///PATH/mlflow.db "
-                      "(mlflow migrate-filestore converts an existing one)")
 
 
 @dataclass
@@ -267,7 +264,7 @@ def check_tracking(config: TrackingConfig, timeout: float = 3.0) -> None:
     sqlite store's folder takes a new file, its disk has room, an existing store is a whole
     MLflow store; a server answers ``GET /health`` within ``timeout`` seconds; and the
     experiment is not a deleted one. Raises SpecError."""
-    from zoo.tracking import store
+    import zoo.tracking.store as store
 
     uri = config.uri
     if uri is None:

@@ -2,6 +2,7 @@
 owns it while it is open (host, pid, heartbeat: zoo.tracking.repair)."""
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -56,16 +57,24 @@ def launcher(choices=None) -> str:
     return str(choices.get("hydra/launcher", "basic"))
 
 
+def slurm_job_id() -> str | None:
+    """This SLURM job as ``scancel`` and ``squeue`` name it: ``ARRAYJOB_TASK`` in an array (the
+    ``SLURM_JOB_ID`` of an array task is an internal number: cancelling that number can hit
+    another task), the plain id otherwise; None outside SLURM."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"{array}_{task}"
+    return os.environ.get("SLURM_JOB_ID") or None
+
+
 def tags(seed: int) -> dict[str, str]:
     """Reproduction (versions, commit) and where the run ran: ``zoo.launcher`` beside the owner's
     host and pid (a Ray or SLURM worker on another machine names itself)."""
     git = git_state()
     out = {"zoo.seed": str(seed), "zoo.git_commit": git["commit"], "zoo.git_dirty": git["dirty"],
            "zoo.launcher": launcher()}
-    from zoo.slurm import job_id
-
-    if job_id():  # 5_1 for an array task, as scancel and squeue name it
-        out["zoo.slurm_job_id"] = job_id()
+    if slurm_job_id():  # 5_1 for an array task, as scancel and squeue name it
+        out["zoo.slurm_job_id"] = slurm_job_id()
     out.update({f"zoo.version.{k}": v for k, v in versions().items()})
     out.update(owner_tags())
     out.update(ray_node())

@@ -277,7 +277,7 @@ def check_store(uri: str, dry_run: bool = False, timeout: float = 3.0) -> None:
     """``zoo-runs repair`` can use ``uri``, checked in a few ms (a server in ``timeout`` s)
     instead of MLflow's minutes of retries or its tracebacks: a sqlite store that is absent or
     whole (read-only ones for a dry run only), a server that answers. Raises StoreError."""
-    from zoo.tracking import store
+    import zoo.tracking.store as store
 
     scheme = uri.partition(":")[0].lower() if ":" in uri else ""
     if uri.startswith("sqlite:///"):
@@ -293,9 +293,7 @@ def check_store(uri: str, dry_run: bool = False, timeout: float = 3.0) -> None:
     elif scheme in ("http", "https"):
         store.check_server(uri, timeout)
     elif scheme in ("", "file"):
-        from zoo.spec import FILE_STORE_RETIRED
-
-        raise store.StoreError(f"{uri!r}: {FILE_STORE_RETIRED}")
+        raise store.StoreError(f"{uri!r}: {store.FILE_STORE_RETIRED}")
 
 
 def repair(uri: str, experiment: str | None = None, dry_run: bool = False,

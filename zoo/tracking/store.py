@@ -49,6 +49,10 @@ MIN_FREE_BYTES = 50 * 2**20
 QUICK_CHECK_MAX_BYTES = 256 * 2**20
 CREATING = ".creating-"  # infix of the temporary file a new store is built in
 BUSY_SECONDS = 2.0  # how long a check waits for a writer's lock before giving up
+# MLflow 3 refuses its file store unless MLFLOW_ALLOW_FILE_STORE is set ("maintenance mode", no
+# new features); the zoo's checks, atomic creation and artifact layout are the sqlite store's.
+FILE_STORE_RETIRED = ("MLflow 3 retired file stores (file:PATH, plain paths); use sqlite:///PATH/mlflow.db "
+                      "(mlflow migrate-filestore converts an existing one)")
 
 
 class StoreError(ValueError):

@@ -17,7 +17,7 @@ the claim and logs the table, plots and verdict (zoo.studies.judge). Hydra calls
 on Ctrl-C or SIGTERM: zoo.train then ends the parent (and any job) as KILLED
 (zoo.tracking.repair.close_owned); after SIGKILL the next ``zoo-ablate`` repairs them.
 
-A sweep is one folder and one key: the default folder ends in :func:`sweep_id` (this process's
+A sweep is one folder and one key: the default folder ends in :func:`zoo.launch.sweep_id` (this process's
 pid and a random suffix, conf/config.yaml's ``hydra.sweep.dir``), so two sweeps started in the
 same second in the same place no longer share a folder, a parent file and a key (before: every
 job trained twice, all nested under the second parent, the first parent left RUNNING). A folder
@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,8 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+
+from zoo.launch import sweep_id  # noqa: F401  (registers ${zoo.sweep_id:}, which the sweep folder names)
 
 log = logging.getLogger("zoo")
 SWEEP_FILE = "zoo_sweep.json"
@@ -49,20 +50,6 @@ JOB_TAG = "zoo.job."
 
 LOCK_FILE = "zoo_sweep.lock"
 JOB_FILE = "zoo_job.json"  # a job's record in its own folder, for sweeps without MLflow
-_SWEEP_ID: list[str] = []
-
-
-def sweep_id() -> str:
-    """This process's sweep suffix, ``<pid>-<4 hex>``: the same for every job of its sweep
-    (Hydra copies the resolver cache into each job's config, also to other processes) and
-    different for a sweep started in the same second by another process, here or on another
-    machine sharing the folder (the random part)."""
-    if not _SWEEP_ID:
-        _SWEEP_ID.append(f"{os.getpid()}-{secrets.token_hex(2)}")
-    return _SWEEP_ID[0]
-
-
-OmegaConf.register_new_resolver("zoo.sweep_id", sweep_id, use_cache=True, replace=True)
 
 _locks: dict[str, object] = {}  # held until this process ends
 
@@ -294,13 +281,11 @@ class SweepCallback(Callback):
     @staticmethod
     def _expected_jobs(config: DictConfig) -> int | None:
         """The number of jobs Hydra's basic sweeper makes of this config; None for another sweeper."""
-        from zoo.precheck import BASIC_SWEEPER, sweep_lines
-        from zoo.studies.jobs import expand_lines
+        from zoo.precheck import sweep_jobs
 
-        if OmegaConf.select(config, "hydra.sweeper._target_") != BASIC_SWEEPER:
-            return None
         try:
-            return len(expand_lines(sweep_lines(config)))
+            jobs = sweep_jobs(config)
+            return None if jobs is None else len(jobs)
         except Exception:  # the count only names lost jobs; the sweep itself will say what is wrong
             return None
 
