@@ -248,3 +248,31 @@ def test_zoo_runs_on_a_broken_store_says_what_is_wrong(tmp_path, content, says):
         done = _zoo_runs(*dry, cwd=tmp_path)
         assert done.returncode == 2 and len(done.stderr.splitlines()) == 1 and says in done.stderr, done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
+
+
+def test_a_store_this_process_has_open_is_checked_through_sqlite_only(tmp_path, monkeypatch):
+    """SQLite's locks are per process and all dropped when the process closes any descriptor of
+    the file: a sweep's check before each job that opened and closed the live database dropped
+    the lock of the parent run's MLflow connection, and the other processes writing the store met
+    "disk I/O error". Once this process has the store open, the checks read it through SQLite."""
+    import builtins
+    import os
+
+    from zoo.tracking.store import check_for_run, client
+
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    touched = []
+    real_open, real_os_open = builtins.open, os.open
+    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: touched.append(str(f)) or real_open(f, *a, **k))
+    monkeypatch.setattr(os, "open", lambda f, *a, **k: touched.append(str(f)) or real_os_open(f, *a, **k))
+    check_for_run(uri, "gradzoo")  # no store yet: nothing to open
+    client(uri).search_experiments()
+    touched.clear()
+    check_for_run(uri, "gradzoo")
+    assert str(db) not in touched, touched
+    fresh = tmp_path / "other" / "mlflow.db"  # a store this process has not opened: its file is read
+    fresh.parent.mkdir()
+    fresh.write_bytes(db.read_bytes())
+    check_for_run(f"sqlite:///{fresh}", "gradzoo")
+    assert str(fresh) in touched

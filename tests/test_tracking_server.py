@@ -128,7 +128,7 @@ def test_quick_study_logs_every_child_run_and_metric_over_http(team, study, tmp_
         cur.execute("SELECT count(*) FROM runs WHERE experiment_id = %s", (int(experiment.experiment_id),))
         assert cur.fetchone()[0] == QUICK_JOBS + 1
         cur.execute("SELECT count(*) FROM metrics m JOIN runs r ON r.run_uuid = m.run_uuid "
-                    "WHERE r.experiment_id = %s AND (m.key = 'loss' OR m.key LIKE 'grad\\_norm/%%')",
+                    "WHERE r.experiment_id = %s AND (m.key = '2 learning/loss' OR m.key LIKE 'log10\\_grad\\_norm/%%')",
                     (int(experiment.experiment_id),))
         assert cur.fetchone()[0] == points
     conn.close()

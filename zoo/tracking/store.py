@@ -55,6 +55,20 @@ FILE_STORE_RETIRED = ("MLflow 3 retired file stores (file:PATH, plain paths); us
                       "(mlflow migrate-filestore converts an existing one)")
 
 
+# Stores this process holds SQLite connections to (MLflow's, opened by _prepared). SQLite's
+# locks are POSIX advisory locks, which belong to the process and are all dropped when the
+# process closes *any* descriptor of the file ("How To Corrupt An SQLite Database", sec. 2.2):
+# a check that opened and closed the live database with os.open/open() dropped the shared lock
+# MLflow's connection holds in WAL mode, and other processes writing the store then met "disk
+# I/O error" (a sweep checks the store before each job, in the process that holds the parent's
+# connection). Such a store is checked through SQLite only.
+_OPEN_HERE: set[str] = set()
+
+
+def _opened_here(db: Path) -> bool:
+    return str(Path(db).resolve()) in _OPEN_HERE
+
+
 class StoreError(ValueError):
     """A tracking store that cannot be used as asked; the message is one line (what SQLite or
     the system said is joined onto it): what is wrong and what to do."""
@@ -205,7 +219,7 @@ def inspect_store(db: Path, write: bool = True, experiment: str | None = None) -
     aside = f"move it aside (mv {db} {db}.bad) and a new store is made"
     try:
         size = db.stat().st_size
-        problem = _header_problem(db, size) if size else None
+        problem = _header_problem(db, size) if size and not _opened_here(db) else None
     except OSError as err:
         raise StoreError(f"cannot read {str(db)!r} ({err.strerror})") from None
     if size == 0:
@@ -280,7 +294,8 @@ def check_for_run(uri: str, experiment: str | None = None, min_free: int = MIN_F
         if not db.is_file():
             raise StoreError(f"{path!r} is not a regular file; move it aside or choose another tracking.uri")
         try:  # opened for writing, not written: a file mode or a read-only mount says no here
-            os.close(os.open(db, os.O_RDWR))
+            if not _opened_here(db):  # (not a descriptor of a live store: see _OPEN_HERE)
+                os.close(os.open(db, os.O_RDWR))
         except OSError as err:
             raise StoreError(f"{path!r} is not writable ({err.strerror}); zoo-runs repair --dry-run "
                              f"reads it, a run cannot") from None
@@ -407,6 +422,7 @@ def _prepared(uri: str) -> bool:
             if not db.exists():
                 _create(db)
             MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+            _OPEN_HERE.add(str(db.resolve()))
             _write_ahead_log(db)
     finally:
         for q, level in zip(quiet, levels):
