@@ -280,3 +280,33 @@ def test_advice_the_model_already_follows_or_that_the_data_makes_moot_is_withhel
     d = zoo.diagnose(relu, (np.zeros_like(x), y, "classification"))
     assert d.findings[0].kind == "constant_inputs" and d.problem and not d.evidence
     assert "check the data" in d.markdown() and "no reproduced study speaks" in d.markdown()
+
+
+def test_a_cross_entropy_given_by_name_is_taken_from_logits_unless_the_model_ends_in_probabilities():
+    """`--loss sparse_categorical_crossentropy` (what the CLI suggests for a model saved without
+    compile()) on a model ending in logits: Keras' function of that name reads the outputs as
+    probabilities, which gave 10.3 where the loss is 2.33 (ln 10) for an untrained 10-class net."""
+    import keras
+
+    from zoo.step import data_loss
+
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).normal(size=(32, 5)).astype("float32")
+    y = np.arange(32) % 3
+    for activation, binary in ((None, False), ("softmax", False), ("sigmoid", True)):
+        model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(1 if binary else 3, activation=activation)])
+        name = "binary_crossentropy" if binary else "sparse_categorical_crossentropy"
+        target = (y % 2).reshape(-1, 1).astype("float32") if binary else y
+        fn, words = data_loss(model, "classification", name)
+        reference = (keras.losses.BinaryCrossentropy if binary else keras.losses.SparseCategoricalCrossentropy)(
+            from_logits=activation is None)
+        out = model(x)
+        assert float(fn(target, out)) == pytest.approx(float(reference(target, out)), rel=1e-6), activation
+        assert ("from logits" in words) == (activation is None), words
+    logits = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
+    fn, words = data_loss(logits, "classification", "categorical_crossentropy")
+    one_hot = keras.utils.to_categorical(y, 3)
+    assert float(fn(one_hot, logits(x))) == pytest.approx(float(
+        keras.losses.CategoricalCrossentropy(from_logits=True)(one_hot, logits(x))), rel=1e-6)
+    fn, words = data_loss(logits, "regression", "mse")  # not a cross-entropy: as Keras reads the name
+    assert words == "mean_squared_error (given)"

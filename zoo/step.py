@@ -43,11 +43,37 @@ def is_zoo_model(model) -> bool:
     return getattr(model, ATTRIBUTE, None) is not None
 
 
-def _ends_in_softmax(model) -> bool:
+def _ends_in(model, activation: str) -> bool:
+    """Does the model's last layer apply ``activation`` (softmax, sigmoid): are its outputs
+    probabilities rather than logits?"""
     layers = getattr(model, "layers", None) or []
     last = layers[-1] if layers else None
-    return getattr(getattr(last, "activation", None), "__name__", None) == "softmax" or \
-        isinstance(last, keras.layers.Softmax)
+    return getattr(getattr(last, "activation", None), "__name__", None) == activation or \
+        (activation == "softmax" and isinstance(last, keras.layers.Softmax))
+
+
+def _ends_in_softmax(model) -> bool:
+    return _ends_in(model, "softmax")
+
+
+# Keras' cross-entropies by name, with the activation that turns logits into what they expect
+PROBABILITY_LOSSES = {
+    "sparse_categorical_crossentropy": (keras.losses.SparseCategoricalCrossentropy, "softmax"),
+    "categorical_crossentropy": (keras.losses.CategoricalCrossentropy, "softmax"),
+    "binary_crossentropy": (keras.losses.BinaryCrossentropy, "sigmoid"),
+}
+
+
+def _named_loss(model, name):
+    """A loss given by name, as Keras reads it; a cross-entropy (:data:`PROBABILITY_LOSSES`)
+    from logits when the model's last layer does not apply the softmax or sigmoid it expects.
+    By name, Keras' functions take the outputs as probabilities (``from_logits=False``): on a
+    model that ends in logits (the zoo's, and most) the loss was then wrong, 10.3 where it is
+    2.33 for an untrained 10-class net, and so were its gradients."""
+    if isinstance(name, str) and name in PROBABILITY_LOSSES:
+        cls, activation = PROBABILITY_LOSSES[name]
+        return cls(from_logits=not _ends_in(model, activation))
+    return keras.losses.get(name)
 
 
 def data_loss(model, task: str, loss=None):
@@ -55,14 +81,15 @@ def data_loss(model, task: str, loss=None):
     over its outputs' structure with Keras' own semantics (keras CompileLoss: one loss for every
     output, or a list / dict of them, and the compiled ``loss_weights``).
 
-    ``loss``: a Keras loss name or object; else the model's compiled loss; else the task's:
+    ``loss``: a Keras loss name (a cross-entropy from logits unless the model's last layer
+    applies the softmax or sigmoid it expects) or object; else the model's compiled loss; else the task's:
     mean squared error for regression, sparse categorical cross-entropy for classification,
     from logits unless the last layer applies a softmax. Raises ValueError for an unknown name."""
     from keras.src.trainers.compile_utils import CompileLoss
 
     if loss is not None:
         try:
-            fn = tf.nest.map_structure(keras.losses.get, loss)
+            fn = tf.nest.map_structure(lambda one: _named_loss(model, one), loss)
         except ValueError as err:
             raise ValueError(f"unknown loss {loss!r}: {err}") from None
         return CompileLoss(fn), f"{loss_words(fn)} (given)"

@@ -35,7 +35,8 @@ def parser() -> argparse.ArgumentParser:
                 "zoo's reproduced studies support. Nothing in the model is changed.")
     p.add_argument("model", help="a Keras 3 model file (.keras)")
     p.add_argument("--data", required=True, help=".npz with arrays x and y (or x_train and y_train)")
-    p.add_argument("--loss", help="a Keras loss name (default: the loss the model was compiled with)")
+    p.add_argument("--loss", help="a Keras loss name (default: the loss the model was compiled with); a "
+                   "cross-entropy is taken from logits unless the model ends in a softmax or sigmoid")
     p.add_argument("--batches", type=int, default=4, help="batches to measure (default 4)")
     p.add_argument("--batch-size", type=int, default=64, help="examples per batch (default 64)")
     p.add_argument("--seed", type=int, default=0, help="which examples make the batches (default 0)")
