@@ -26,8 +26,8 @@ without ``zoo.outcome=killed`` and ``zoo.killed``.
                                     [--signals SIGTERM,SIGINT] [--trials N]
 
 ``--trials N`` keeps the first N offsets of each moment. The whole replay (26 trials) takes
-8-11 minutes on a 2-core machine shared with other jobs (a judgement trial ~25 s, a store
-trial ~12 s), ``--trials 1`` about 3.
+5 minutes on an otherwise idle 2-core machine, 8-11 shared with other jobs (a judgement trial
+~25 s, a store trial ~12 s), ``--trials 1`` about 3.
 """
 from __future__ import annotations
 
