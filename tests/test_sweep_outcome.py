@@ -156,7 +156,7 @@ def test_a_study_whose_jobs_all_failed_exits_1_not_inconclusive_0(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-3000:]
     last = out.stderr.strip().splitlines()[-1]
-    assert last.startswith("zoo-train: sweep failed: all 2 jobs failed (job 0: RuntimeError: injected failure "
+    assert last.startswith("zoo-ablate: sweep failed: all 2 jobs failed (job 0: RuntimeError: injected failure "
                            "of seed 0; and 1 more); MLflow parent run "), last
     client, parents, children = runs_of(tmp_path)
     assert [p.info.status for p in parents] == ["FAILED"] and len(children) == 2

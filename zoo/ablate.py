@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     # the sweep folder, the store and whatever reads the environment, resolved here for every job
     sys.argv = ["zoo-train", *hydra_args, *checked.shared_overrides()]
     try:
-        zoo_train(checked=True)  # exits 1 when every job failed, 3 when some did (its last line says)
+        zoo_train(checked=True, prog="zoo-ablate")  # exits 1 when every job failed, 3 when some did (its last line says)
     finally:
         sys.argv = saved
     return 0

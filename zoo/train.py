@@ -194,7 +194,7 @@ def hydra_error_line(err: Exception) -> str:
     return text
 
 
-def main(checked: bool = False) -> None:
+def main(checked: bool = False, prog: str = "zoo-train") -> None:
     """``zoo-train``: the Hydra app, with Hydra's config errors as one line and exit code 2 (it
     would print 3-16 lines and exit 1), and no run left RUNNING when it stops early.
 
@@ -206,7 +206,8 @@ def main(checked: bool = False) -> None:
 
     Hydra reports errors itself unless ``HYDRA_FULL_ERROR=1``, its documented switch, which makes
     the app raise them instead; set here for the call, so they can be told apart (a crash of a
-    single run then prints its whole traceback, exit 1). A user who set it gets Hydra's raise."""
+    single run then prints its whole traceback, exit 1). A user who set it gets Hydra's raise.
+    ``prog``: the command the user typed, which the command's own lines name (zoo-ablate's)."""
     import yaml
 
     from zoo.precheck import check_command, yaml_error
@@ -225,24 +226,24 @@ def main(checked: bool = False) -> None:
                 sys.argv += slurm.overrides(found.specs, sys.argv[1:])  # submitit_slurm: as zoo-ablate runs it
         app()
     except SpecError as err:  # zoo.precheck's: nothing ran, nothing was made
-        print(f"zoo-train: config error: {one_line(str(err))}", file=sys.stderr)
+        print(f"{prog}: config error: {one_line(str(err))}", file=sys.stderr)
         sys.exit(2)
     except yaml.YAMLError as err:  # a config file Hydra could not read (also one the precheck skipped)
         if users_full_error == "1":
             raise
         _close_open_runs("FAILED", f"config error: {yaml_error(err)}")
-        print(f"zoo-train: config error: {yaml_error(err)}", file=sys.stderr)
+        print(f"{prog}: config error: {yaml_error(err)}", file=sys.stderr)
         sys.exit(2)
     except HYDRA_CONFIG_ERRORS as err:
         if users_full_error == "1":
             raise
         _close_open_runs("FAILED", f"config error: {hydra_error_line(err)}")  # e.g. job 2 of -m model=mlp,foo
-        print(f"zoo-train: config error: {one_line(hydra_error_line(err))}", file=sys.stderr)
+        print(f"{prog}: config error: {one_line(hydra_error_line(err))}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as stop:  # a second signal does not raise (zoo.stopping): the cleanup runs whole
         name = stopping.name_of(stop)
         closed = _close_open_runs("KILLED", name)
-        print(f"zoo-train: stopped by {name}; {closed}", file=sys.stderr)
+        print(f"{prog}: stopped by {name}; {closed}", file=sys.stderr)
         stopping.leave(stopping.exit_code(name))  # exit within seconds, whatever MLflow's threads wait for
     except Exception as err:
         sweeping = _multirun()
@@ -254,7 +255,7 @@ def main(checked: bool = False) -> None:
         # the jobs catch their own errors, so this is the launcher: a worker it lost (submitit's
         # UncompletedJobError after a SIGKILL, joblib's TerminatedWorkerError), not our traceback
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        print(f"zoo-train: the launcher stopped the sweep: {type(err).__name__}: {first}; {closed}. Finished "
+        print(f"{prog}: the launcher stopped the sweep: {type(err).__name__}: {first}; {closed}. Finished "
               "runs are kept: the same zoo-ablate command resumes and re-runs only the missing jobs.",
               file=sys.stderr)
         sys.exit(1)
@@ -265,7 +266,7 @@ def main(checked: bool = False) -> None:
             os.environ["HYDRA_FULL_ERROR"] = users_full_error
     if sweep.LAST_OUTCOME:  # the sweep's last word: how many jobs failed, and the exit code
         outcome = sweep.LAST_OUTCOME.pop()
-        print(f"zoo-train: {outcome.line()}", file=sys.stderr if outcome.exit_code else sys.stdout, flush=True)
+        print(f"{prog}: {outcome.line()}", file=sys.stderr if outcome.exit_code else sys.stdout, flush=True)
         if outcome.exit_code:
             sys.exit(outcome.exit_code)
 
