@@ -175,7 +175,7 @@ def test_a_killed_submitit_job_is_killed_and_the_next_call_resumes(tmp_path):
     only the lost job and judges the study."""
     returncode, victim, out, err = kill_one_job(tmp_path, "submitit_local")
     assert returncode == 1, out[-2000:] + err[-3000:]
-    assert "zoo-train: the launcher stopped the sweep: UncompletedJobError" in err
+    assert "zoo-ablate: the launcher stopped the sweep: UncompletedJobError" in err
     assert "Traceback" not in err and "same zoo-ablate command resumes" in err
     deadline = time.time() + 300
     while time.time() < deadline:  # the other job runs on in its own process
@@ -201,7 +201,7 @@ def test_a_killed_joblib_worker_stops_the_sweep_and_leaves_nothing_running(tmp_p
     is FINISHED or KILLED (none RUNNING), and the next call resumes and judges the study."""
     returncode, victim, out, err = kill_one_job(tmp_path, "joblib")
     assert returncode == 1, out[-2000:] + err[-3000:]
-    assert "zoo-train: the launcher stopped the sweep: TerminatedWorkerError" in err, err[-3000:]
+    assert "zoo-ablate: the launcher stopped the sweep: TerminatedWorkerError" in err, err[-3000:]
     _, parents, children = runs_of(tmp_path)
     seen = f"runs: {[(c.info.run_name, c.info.status, c.data.tags.get('zoo.owner.pid')) for c in children]}\n{err[-3000:]}"
     assert {c.info.run_id: c.info.status for c in children}[victim.info.run_id] == "KILLED", seen
