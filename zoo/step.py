@@ -52,10 +52,6 @@ def _ends_in(model, activation: str) -> bool:
         (activation == "softmax" and isinstance(last, keras.layers.Softmax))
 
 
-def _ends_in_softmax(model) -> bool:
-    return _ends_in(model, "softmax")
-
-
 # Keras' cross-entropies by name, with the activation that turns logits into what they expect
 PROBABILITY_LOSSES = {
     "sparse_categorical_crossentropy": (keras.losses.SparseCategoricalCrossentropy, "softmax"),
@@ -98,9 +94,9 @@ def data_loss(model, task: str, loss=None):
         return compiled, f"{loss_words(getattr(model, 'loss', None))} (the model's compiled loss)"
     if task == "regression":
         return CompileLoss(keras.losses.MeanSquaredError()), "mean squared error (task regression)"
-    logits = not _ends_in_softmax(model)
-    return (CompileLoss(keras.losses.SparseCategoricalCrossentropy(from_logits=logits)),
-            f"sparse categorical cross-entropy{' from logits' if logits else ''} (task classification)")
+    fn = _named_loss(model, "sparse_categorical_crossentropy")
+    logits = fn.get_config()["from_logits"]
+    return CompileLoss(fn), f"sparse categorical cross-entropy{' from logits' if logits else ''} (task classification)"
 
 
 def loss_words(loss) -> str:

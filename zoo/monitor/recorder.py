@@ -108,7 +108,7 @@ class Recorder:
         self._logged = step
         self.sink.log_metrics(metrics, self.last_step)
 
-    def on_epoch_end(self, val_loss: float, val_metric: float) -> dict[str, float]:
+    def on_epoch_end(self, val_loss: float, val_metric: float) -> None:
         step = len(self.rows)
         self.epoch_step.append(self.last_step)
         self.val.append((val_loss, val_metric))
@@ -126,7 +126,6 @@ class Recorder:
                     metrics.update(EPOCH_READINGS[f.name](self.probe_layout, latest[f.name][0]))
         self._epoch_start = step
         self.sink.log_metrics(metrics, self.last_step)
-        return metrics
 
     def stats(self) -> RunStats:
         u = self.layout.unpack(np.stack(self.rows)) if self.rows else self.layout.empty()
