@@ -22,7 +22,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from zoo import budget
 from zoo.registry import Entry, Registry, UnknownNameError
-from zoo.tracking.store import FILE_STORE_RETIRED
+import zoo.tracking.store as store
 from zoo.schema import (Section, SpecError, at_least, check_finite, check_raw_types, defaults,
                         field_docs, is_open, positive, show_value)
 
@@ -119,7 +119,7 @@ class TrackingConfig:
             if not self.uri.strip():
                 raise SpecError("uri", "must not be empty; null means no MLflow")
             if scheme in ("", "file"):
-                raise SpecError("uri", f"{self.uri!r}: {FILE_STORE_RETIRED}")
+                raise SpecError("uri", f"{self.uri!r}: {store.FILE_STORE_RETIRED}")
             if scheme not in ("sqlite", "http", "https"):
                 raise SpecError("uri", f"unsupported MLflow store {self.uri!r}; use {TRACKING_URIS}")
 
@@ -263,9 +263,8 @@ def check_tracking(config: TrackingConfig, timeout: float = 3.0) -> None:
     """The MLflow store can be used from here, before TensorFlow loads (zoo.tracking.store): a
     sqlite store's folder takes a new file, its disk has room, an existing store is a whole
     MLflow store; a server answers ``GET /health`` within ``timeout`` seconds; and the
-    experiment is not a deleted one. Raises SpecError."""
-    import zoo.tracking.store as store
-
+    experiment is not a deleted one. Raises SpecError. (TrackingConfig has refused every other
+    scheme, ``file:`` and plain paths included.)"""
     uri = config.uri
     if uri is None:
         return
@@ -277,16 +276,7 @@ def check_tracking(config: TrackingConfig, timeout: float = 3.0) -> None:
                 raise SpecError("tracking.uri", f"needs a database file, sqlite:///PATH; got {uri!r}")
             store.check_for_run(uri, config.experiment)
         elif scheme in ("http", "https"):
-            try:
-                store.check_server(uri, timeout, config.experiment)
-            except store.StoreError as err:
-                if str(err).startswith("no MLflow server answers"):
-                    raise store.StoreError(f"{err} or set tracking.uri=null") from None
-                raise
-        elif scheme in ("", "file"):
-            raise SpecError("tracking.uri", f"{uri!r}: {FILE_STORE_RETIRED}")
-        else:  # TrackingConfig refuses these already; kept for callers that build it by hand
-            raise SpecError("tracking.uri", f"unsupported MLflow store {uri!r}; use {TRACKING_URIS}")
+            store.check_server(uri, timeout, config.experiment, otherwise=" or set tracking.uri=null")
     except store.DeletedExperiment as err:
         raise SpecError("tracking.experiment", str(err)) from None
     except store.StoreError as err:

@@ -317,9 +317,10 @@ def check_for_reading(uri: str) -> None:
         inspect_store(db, write=False)
 
 
-def check_server(uri: str, timeout: float = 3.0, experiment: str | None = None) -> None:
+def check_server(uri: str, timeout: float = 3.0, experiment: str | None = None, otherwise: str = "") -> None:
     """An MLflow server answers ``GET /health`` at ``uri`` within ``timeout`` s (MLflow's own
-    client retries for minutes), and ``experiment`` is not deleted there. Raises StoreError."""
+    client retries for minutes), and ``experiment`` is not deleted there. Raises StoreError;
+    ``otherwise`` ends the message of a server that does not answer (the caller's other way)."""
     import json
     from urllib.error import HTTPError, URLError
     from urllib.request import urlopen
@@ -336,7 +337,7 @@ def check_server(uri: str, timeout: float = 3.0, experiment: str | None = None) 
     except (URLError, OSError, ValueError) as err:
         reason = getattr(err, "reason", err)
         raise StoreError(f"no MLflow server answers at {uri} within {timeout:g} s ({reason}); start one "
-                         f"(zoo-server start --root DIR, or mlflow server --host 127.0.0.1 --port 5000)") from None
+                         f"(zoo-server start --root DIR, or mlflow server --host 127.0.0.1 --port 5000){otherwise}") from None
     if experiment is None:
         return
     query = urllib.parse.urlencode({"experiment_name": experiment})
