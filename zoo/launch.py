@@ -35,8 +35,6 @@ ENV_RESOLVERS = ("${oc.env:", "${env:")
 def env_keys(config) -> list[str]:
     """The dotted keys of ``config`` (outside ``hydra``) whose value reads the environment
     (``${oc.env:…}``), unresolved; ``tracking.uri`` under ``tracking=server``."""
-    from omegaconf import OmegaConf
-
     found = []
 
     def walk(node, prefix):
@@ -75,10 +73,7 @@ def _absolute_store(uri: str | None) -> str | None:
     if scheme == "sqlite" and uri.lower().startswith("sqlite:///"):
         path = uri[len("sqlite:///"):]
         return f"sqlite:///{from_launch_folder(path)}" if path and path != ":memory:" else uri
-    if scheme in ("", "file") and len(scheme) != 1:  # a plain path, or file:PATH (not C:\…)
-        parts = urllib.parse.urlsplit(uri)
-        return f"file://{from_launch_folder(parts.path)}" if scheme == "file" else from_launch_folder(uri)
-    return uri
+    return uri  # a server's, as written (file stores are refused: zoo.spec.TrackingConfig)
 
 
 def shared_overrides(sweep_dir: str | None, specs: list, from_env: list[str]) -> list[str]:

@@ -79,13 +79,18 @@ def _say(text: str) -> None:
         pass
 
 
-def _force_exit(why: str, code: int, runs_open: bool = True) -> None:
-    """Exit now with ``code``, writing nothing more to the store."""
+def _flush_quietly() -> None:
+    """Flush stdout and stderr before an exit that skips Python's own, whatever they hold."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except Exception:  # a stream held by the interrupted code, or closed
             pass
+
+
+def _force_exit(why: str, code: int, runs_open: bool = True) -> None:
+    """Exit now with ``code``, writing nothing more to the store."""
+    _flush_quietly()
     _say(f"zoo: {why}: exiting now" + ("; runs still open stay RUNNING until `zoo-runs repair` (or the "
                                         "next zoo-ablate) ends them as KILLED" if runs_open else ""))
     os._exit(code)
@@ -152,11 +157,7 @@ def _skip_finalization() -> None:
     import logging
 
     logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
+    _flush_quietly()
     os._exit(_leaving)
 
 

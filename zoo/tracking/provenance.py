@@ -73,8 +73,8 @@ def tags(seed: int) -> dict[str, str]:
     git = git_state()
     out = {"zoo.seed": str(seed), "zoo.git_commit": git["commit"], "zoo.git_dirty": git["dirty"],
            "zoo.launcher": launcher()}
-    if slurm_job_id():  # 5_1 for an array task, as scancel and squeue name it
-        out["zoo.slurm_job_id"] = slurm_job_id()
+    if job := slurm_job_id():  # 5_1 for an array task, as scancel and squeue name it
+        out["zoo.slurm_job_id"] = job
     out.update({f"zoo.version.{k}": v for k, v in versions().items()})
     out.update(owner_tags())
     out.update(ray_node())
