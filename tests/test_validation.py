@@ -511,3 +511,20 @@ def test_a_deleted_experiment_on_a_server_is_refused(tmp_path):
             f"(MLFLOW_TRACKING_URI={uri} mlflow experiments restore --experiment-id 7) or choose another "
             f"tracking.experiment")
         compose_spec([f"tracking.uri={uri}", "tracking.experiment=new"])  # 404: made on first use
+
+
+def test_a_sweeps_jobs_inspect_their_store_once_before_the_first_job(tmp_path, monkeypatch):
+    """zoo.precheck validates every job; the jobs share their store, which is inspected once
+    (a probe file, the free space, sqlite's quick_check), not once per job."""
+    from zoo import spec as spec_module
+    from zoo.precheck import check_command
+
+    monkeypatch.chdir(tmp_path)
+    seen = []
+    real = spec_module.check_tracking
+    monkeypatch.setattr(spec_module, "check_tracking", lambda config, *a, **k: seen.append(config.uri) or real(config, *a, **k))
+    checked = check_command(["-m", "model.depth=2,3,4", "trainer.epochs=1", "tracking.uri=sqlite:///a.db"])
+    assert len(checked.specs) == 3 and seen == ["sqlite:///a.db"]
+    seen.clear()
+    check_command(["-m", "tracking.uri=sqlite:///a.db,sqlite:///b.db"])  # two stores: each once
+    assert sorted(seen) == ["sqlite:///a.db", "sqlite:///b.db"]

@@ -72,16 +72,17 @@ def _task_config(config: DictConfig) -> DictConfig:
     return task
 
 
-def _validate(config: DictConfig):
+def _validate(config: DictConfig, stores_checked: set | None = None):
     """Validate a composed job config with HydraConfig set, as inside the job (``${hydra:…}``
-    interpolations and zoo.launch's launch folder read it)."""
+    interpolations and zoo.launch's launch folder read it); a store already in
+    ``stores_checked`` is not inspected again (zoo.spec.validate)."""
     from hydra.core.hydra_config import HydraConfig
 
     from zoo.spec import validate
 
     HydraConfig.instance().set_config(config)
     try:
-        return validate(_task_config(config))
+        return validate(_task_config(config), stores_checked)
     finally:
         HydraConfig.instance().cfg = None
 
@@ -124,6 +125,7 @@ def _check_jobs(hydra, master: DictConfig, jobs: list[list[str]]) -> tuple[list,
 
     specs, params = [], []
     composed: dict[tuple[str, ...], object] = {}
+    stores: set = set()  # each job's store is the same few: inspected once, not once per job
     for i, job in enumerate(jobs):
         seeds = [o for o in job if o.split("=", 1)[0] == "seed"]
         rest = tuple(o for o in job if o not in seeds)
@@ -134,7 +136,7 @@ def _check_jobs(hydra, master: DictConfig, jobs: list[list[str]]) -> tuple[list,
                                            resolved={**composed[rest].resolved, "seed": value})
             else:
                 config = hydra.config_loader.load_sweep_config(master, list(job))
-                spec = _validate(config)
+                spec = _validate(config, stores)
                 if "${seed}" not in str(OmegaConf.to_container(config, resolve=False)):
                     composed[rest] = spec
         except SpecError as err:

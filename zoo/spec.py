@@ -291,8 +291,10 @@ def omegaconf_line(err: Exception) -> str:
     return "; ".join(kept) or type(err).__name__
 
 
-def validate(cfg: DictConfig | dict) -> RunSpec:
-    """Check every section of a composed config; raise :class:`SpecError` on the first problem."""
+def validate(cfg: DictConfig | dict, stores_checked: set | None = None) -> RunSpec:
+    """Check every section of a composed config; raise :class:`SpecError` on the first problem.
+    ``stores_checked``: (tracking.uri, tracking.experiment) pairs already checked by this caller
+    (zoo.precheck, over a sweep's jobs), whose store is not inspected again; the pair is added."""
     raw = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
     try:
         resolved = OmegaConf.to_container(raw, resolve=True)
@@ -311,7 +313,11 @@ def validate(cfg: DictConfig | dict) -> RunSpec:
     check_head(sections["model"], entries["data"], sections["data"])
     fixed = {name: _typed(name, schema, resolved.get(name) or {}) for name, schema in FIXED.items()}
     fixed["pretrain"] = _pretrain(resolved.get("pretrain") or {}, entries["model"], registries["model"])
-    check_tracking(fixed["tracking"])
+    tracked = (fixed["tracking"].uri, fixed["tracking"].experiment)
+    if stores_checked is None or tracked not in stores_checked:
+        check_tracking(fixed["tracking"])
+        if stores_checked is not None:
+            stores_checked.add(tracked)
     budget.check(entries["model"].name, sections["model"], entries["data"].name, sections["data"],
                  fixed["trainer"].batch_size)
     fingerprints = {name: fp for name, section in sections.items() if (fp := section.fingerprint())}
