@@ -22,6 +22,7 @@ from __future__ import annotations
 import zlib
 
 from zoo._lazy import keras
+from zoo.models.serializable import serializable
 from zoo.registry import Registry
 from zoo.schema import at_least, one_of, positive
 
@@ -108,6 +109,53 @@ def _layer_norm(name: str):
 @NORMS.register("none")
 def _no_norm(name: str):
     return None
+
+
+# --- learned scalars on residual branches (ReZero, SkipInit, Fixup) ---------------------------
+@serializable
+def ScalarMultiplier(keras):
+    class ScalarMultiplier(keras.layers.Layer):
+        """x -> alpha * x with one learned scalar alpha, starting at ``initial``: the residual
+        weight of ReZero (Bachlechner et al. 2020, eq. 4) and SkipInit (De & Smith 2020, Sec. 4),
+        both starting at 0 so every residual block starts as the identity map; Fixup's scalar
+        multiplier (Zhang et al. 2019, Sec. 3, rule 3), starting at 1."""
+
+        def __init__(self, initial: float = 0.0, **kwargs):
+            super().__init__(**kwargs)
+            self.initial = float(initial)
+
+        def build(self, shape):
+            self.alpha = self.add_weight(name="alpha", shape=(),
+                                         initializer=keras.initializers.Constant(self.initial))
+
+        def call(self, x):
+            return x * keras.ops.cast(self.alpha, x.dtype)
+
+        def compute_output_shape(self, shape):
+            return shape
+
+        def get_config(self):
+            return {**super().get_config(), "initial": self.initial}
+
+    return ScalarMultiplier
+
+
+@serializable
+def ScalarBias(keras):
+    class ScalarBias(keras.layers.Layer):
+        """x -> x + b with one learned scalar b starting at 0: Fixup's scalar biases
+        (Zhang et al. 2019, Sec. 3, rule 3), before each convolution and activation."""
+
+        def build(self, shape):
+            self.bias = self.add_weight(name="bias", shape=(), initializer="zeros")
+
+        def call(self, x):
+            return x + keras.ops.cast(self.bias, x.dtype)
+
+        def compute_output_shape(self, shape):
+            return shape
+
+    return ScalarBias
 
 
 # --- weight regularizers: factory(strength) -> keras regularizer | None ----------------------

@@ -20,6 +20,7 @@ import numpy as np
 from zoo._lazy import keras
 from zoo.models import MODELS, blocks
 from zoo.models.roles import RoleBook
+from zoo.models.serializable import serializable
 from zoo.schema import Section, at_least, choice
 
 RECURRENT_INITS = ("orthogonal", "identity", "glorot_uniform")
@@ -82,6 +83,20 @@ def chrono_bias(units: int, t_max: int, seed: int):
     return initializer
 
 
+@serializable
+def LastStep(keras):
+    class LastStep(keras.layers.Layer):
+        """A sequence's last time step: (batch, time, features) -> (batch, features)."""
+
+        def call(self, t):
+            return t[:, -1]
+
+        def compute_output_shape(self, shape):
+            return (shape[0], shape[2])
+
+    return LastStep
+
+
 def _recurrent_layer(cell: str, units: int, name: str, *, activation, init, init_std,
                      recurrent_init, regularizer, reg_strength, forget_bias="one", chrono_tmax=100):
     common = dict(
@@ -115,8 +130,6 @@ def _stack(cell: str, input_shape, num_outputs, *, depth, width, init, init_std,
             roles.activations.append((f"rnn{i}", cell_options["activation"]))
         h = blocks.normalized(norm, f"rnn{i}_norm", h)  # none | layer (the schema allows no batch)
     if head == "last":
-        from zoo.models._layers import LastStep
-
         h = LastStep(name="last_step")(h)
     kernel = blocks.kernel_options(init, init_std, regularizer, reg_strength)
     outputs = keras.layers.Dense(num_outputs, name="head", **kernel("head"))(h)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from zoo._lazy import keras
 from zoo.models import MODELS, blocks
 from zoo.models.roles import RoleBook
+from zoo.models.serializable import serializable
 from zoo.schema import Section, SpecError, at_least, choice
 
 SHORTCUTS = ("A", "B")
@@ -49,13 +50,37 @@ class ResNetConfig(Section):
         choice(SHORTCUTS, shortcut=self.shortcut)
 
 
+@serializable
+def ZeroPadShortcut(keras):
+    class ZeroPadShortcut(keras.layers.Layer):
+        """ResNet option A (He et al. 2016): keep every ``stride``-th pixel, then zero-pad
+        ``extra`` channels, split between both sides. No parameters."""
+
+        def __init__(self, stride: int, extra: int, **kwargs):
+            super().__init__(**kwargs)
+            self.stride, self.extra = int(stride), int(extra)
+
+        def call(self, t):
+            t = t[:, ::self.stride, ::self.stride, :]
+            before = self.extra // 2
+            return keras.ops.pad(t, [[0, 0], [0, 0], [0, 0], [before, self.extra - before]])
+
+        def compute_output_shape(self, shape):
+            def down(n):
+                return None if n is None else -(-n // self.stride)
+            return (shape[0], down(shape[1]), down(shape[2]), shape[3] + self.extra)
+
+        def get_config(self):
+            return {**super().get_config(), "stride": self.stride, "extra": self.extra}
+
+    return ZeroPadShortcut
+
+
 @MODELS.register("resnet", schema=ResNetConfig, input_kind="image",
                  description="CIFAR ResNet (He et al. 2016): 6n+2 layers, 3 stages; plain twin "
                              "with residual=false")
 def build_resnet(input_shape, num_outputs, *, depth, width, activation, init, init_std, norm,
                  residual, shortcut, regularizer, reg_strength):
-    from zoo.models._layers import ZeroPadShortcut
-
     n = (depth - 2) // 6
     kernel = blocks.kernel_options(init, init_std, regularizer, reg_strength)
 
