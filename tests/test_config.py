@@ -56,7 +56,7 @@ def _bad_values():
         ("model.norm=group", "model.norm: unknown norm 'group'; choose one of: " + _choose(blocks.NORMS)),
         ("model.regularizer=l3", "model.regularizer: unknown regularizer 'l3'; choose one of: "
                                  + _choose(blocks.REGULARIZERS)),
-        ("model.name=transformer", "model.name: unknown model 'transformer'; choose one of: "
+        ("model.name=vit", "model.name: unknown model 'vit'; choose one of: "
                                    + _choose(MODELS)),
         ("data.name=imagenet", "data.name: unknown dataset 'imagenet'; choose one of: " + _choose(DATASETS)),
         ("optimizer.name=lion", "optimizer.name: unknown optimizer 'lion'; choose one of: "

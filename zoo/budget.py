@@ -14,9 +14,9 @@ killed by the kernel mid-way. The estimate is deliberately simple, per model fam
 
 The two constants were measured with ``ru_maxrss`` on CPU: a depth-10 MLP (width 64, synthetic
 data) peaks at 0.78 GiB, depth 150 at 1.22 GiB, about 3.2 MiB per Dense layer, so both are on
-the low side: the check refuses what cannot fit, not what might be tight. Estimators are keyed by
-the registry's model and dataset names; a family without one is estimated as a stack of
-``depth`` Dense layers of ``width`` units when it has those keys, and not checked otherwise.
+the low side: the check refuses what cannot fit, not what might be tight. A model family's
+estimator sits beside its builder (registry tag ``memory``); datasets' shapes are keyed here by
+the registry's dataset names. A model or dataset without one is not checked.
 """
 from __future__ import annotations
 
@@ -109,89 +109,22 @@ DATASETS: dict[str, Callable[[Any], Data]] = {
 }
 
 
-# --- models: (config section, Data) -> Estimate -----------------------------------------------
-def _dense(m, data: Data) -> Estimate:
-    n_in, width, depth = math.prod(data.shape), m.width, m.depth
-    if depth == 1:
-        params = (n_in + 1) * data.outputs
-    else:
-        params = (n_in + 1) * width + (depth - 2) * (width + 1) * width + (width + 1) * data.outputs
-    per_layer = 3 if getattr(m, "norm", "none") != "none" else 2  # Dense, [norm,] activation
-    return Estimate(params, width * depth * per_layer, depth, 0)
-
-
-def _resnet(m, data: Data) -> Estimate:
-    h, w, c = data.shape
-    n, width = max(1, (m.depth - 2) // 6), m.width
-    per_channel = 2 if m.norm != "none" else 1  # gamma and beta, or a bias
-    params = (9 * c + per_channel) * width + (4 * width + 1) * data.outputs
-    activations = h * w * width * 3  # stem conv, norm, activation
-    previous = width
-    for stage in range(3):
-        filters, pixels = width * 2**stage, h * w // 4**stage
-        params += 9 * previous * filters + (2 * n - 1) * 9 * filters * filters
-        params += 2 * n * per_channel * filters
-        activations += 2 * n * pixels * filters * 4  # conv, norm, activation, addition
-        previous = filters
-    return Estimate(params, activations, m.depth, 0)
-
-
-def _inception(m, data: Data) -> Estimate:
-    from zoo.models.inception import stage_of
-
-    h, w, c = data.shape
-    u = m.width
-    params, activations = 9 * c * 2 * u, h * w * 2 * u * 3
-    channels = 2 * u
-    for module in range(1, m.depth + 1):
-        stage = stage_of(module, m.depth)
-        um, pixels = u * 2 ** (stage - 1), h * w // 4 ** (stage - 1)
-        # 1x1 2u; 1x1 3u -> 3x3 4u; 1x1 u/2 -> 5x5 u; pool -> 1x1 u (the paper's 3a proportions)
-        params += channels * (2 + 3 + 0.5 + 1) * um + 9 * 3 * 4 * um * um + 25 * 0.5 * um * um
-        activations += pixels * (2 + 3 + 4 + 0.5 + 1 + 1 + 8) * um * 3
-        channels = 8 * um
-    params += channels * data.outputs
-    return Estimate(int(params), int(activations), 6 * m.depth + 2, 0)
-
-
-def _recurrent(gates: int) -> Callable[[Any, Data], Estimate]:
-    def estimate(m, data: Data) -> Estimate:
-        steps, features = data.shape
-        width, depth = m.width, m.depth
-        params = gates * ((features + width + 1) * width)
-        params += (depth - 1) * gates * ((2 * width + 1) * width) + (width + 1) * data.outputs
-        # per step and layer: the gates' pre-activations, the state and the output (BPTT)
-        activations = steps * depth * width * (gates + 2)
-        return Estimate(params, activations, depth + 1, 0)
-
-    return estimate
-
-
-MODELS: dict[str, Callable[[Any, Data], Estimate]] = {
-    "mlp": _dense,
-    "deep_linear": _dense,
-    "resnet": _resnet,
-    "inception": _inception,
-    "simple_rnn": _recurrent(1),
-    "gru": _recurrent(3),
-    "lstm": _recurrent(4),
-}
-
-
+# --- models: each family's builder module registers its estimator beside the builder, as the
+# registry tag ``memory``: (config section, Data) -> Estimate, or None when the data's shape is
+# not one the model takes (zoo.spec.check_fit says so). A family without one (``custom``: the
+# user's builder) is not checked.
 def estimate(model_name: str, model: Any, data_name: str, data: Any) -> Estimate | None:
     """The estimate of one run, or None when the model or dataset has no estimator."""
+    from zoo.models import MODELS
+
     shape_of = DATASETS.get(data_name)
-    if shape_of is None:
+    estimator = MODELS.get(model_name).tags.get("memory") if model_name in MODELS else None
+    if shape_of is None or estimator is None:
         return None
     seen = shape_of(data)
-    estimator = MODELS.get(model_name)
-    if estimator is None:
-        if not (hasattr(model, "depth") and hasattr(model, "width")):
-            return None
-        estimator = _dense
-    if len(seen.shape) != {"resnet": 3, "inception": 3}.get(model_name, len(seen.shape)):
-        return None  # a mismatch that check_fit reports
     est = estimator(model, seen)
+    if est is None:
+        return None
     return Estimate(est.params, est.activations, est.layers, seen.examples * math.prod(seen.shape), seen.train)
 
 

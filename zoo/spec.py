@@ -200,15 +200,16 @@ def _entry(section: str, registry: Registry, values: Any) -> Entry:
         raise SpecError(f"{section}.name", str(err)) from None
 
 
-def check_fit(model: Entry, data: Entry, datasets: Registry, data_section: Any = None) -> None:
+def check_fit(model: Entry, data: Entry, datasets: Registry, data_section: Any = None,
+              model_section: Any = None) -> None:
     """A model given data of the wrong kind fails here, naming the datasets that fit it.
 
-    The data's kind is the validated section's ``input_kind`` when it has one (a dataset whose
-    options change its layout), else its registry tag. A dataset that can produce several kinds
+    Each side's kind is its validated section's ``input_kind`` when it has one (a dataset whose
+    options change its layout; a Transformer reading token ids), else its registry tag. A dataset that can produce several kinds
     tags them as ``input_kinds``; when one of them fits only through a ``layout`` option, the
     listing names that option: ``digits (data.layout=image)``.
     """
-    kind = model.tags.get("input_kind")
+    kind = getattr(model_section, "input_kind", None) or model.tags.get("input_kind")
     have = getattr(data_section, "input_kind", None) or data.tags.get("input_kind")
     if not kind or have == kind:
         return
@@ -233,13 +234,16 @@ def check_fit(model: Entry, data: Entry, datasets: Registry, data_section: Any =
 def check_head(model: Section, data: Entry, data_section: Any = None) -> None:
     """A sequence model's head must match its dataset's targets: one per sequence or per step.
     The targets are the validated section's ``target`` when it has one (a dataset whose file
-    decides, zoo/data/arrays.py), else its registry tag."""
+    decides, zoo/data/arrays.py), else its registry tag: "last" (one per sequence) or
+    "sequence". A schema whose one-per-sequence head has another name than "last" says which in
+    ``PER_SEQUENCE_HEAD`` (the Transformer's "mean")."""
     head = getattr(model, "head", None)
     target = getattr(data_section, "target", None) or data.tags.get("target")
-    if head and target and head != target:
+    per_sequence = getattr(model, "PER_SEQUENCE_HEAD", "last")
+    if head and target and ("last" if head == per_sequence else head) != target:
         per = "sequence" if target == "last" else "time step"
         raise SpecError("model.head", f"dataset {data.name!r} has one target per {per}; "
-                                      f"use model.head={target}, got {head}")
+                                      f"use model.head={per_sequence if target == 'last' else target}, got {head}")
 
 
 def _pretrain(values: Any, model: Entry, models: Registry) -> PretrainConfig:
@@ -309,7 +313,7 @@ def validate(cfg: DictConfig | dict, stores_checked: set | None = None) -> RunSp
     for section, registry in registries.items():
         entries[section] = _entry(section, registry, resolved.get(section) or {})
         sections[section] = validate_section(section, entries[section], resolved[section])
-    check_fit(entries["model"], entries["data"], registries["data"], sections["data"])
+    check_fit(entries["model"], entries["data"], registries["data"], sections["data"], sections["model"])
     check_head(sections["model"], entries["data"], sections["data"])
     fixed = {name: _typed(name, schema, resolved.get(name) or {}) for name, schema in FIXED.items()}
     fixed["pretrain"] = _pretrain(resolved.get("pretrain") or {}, entries["model"], registries["model"])

@@ -155,7 +155,7 @@ class InstrumentedStep:
         activations = [(model.get_layer(name), kind) for name, kind in roles.activations
                        if name in main_layers]
         self.activations = tuple((layer.name, kind) for layer, kind in activations)  # monitored
-        self.instruments = instruments_for(self.main, activations, self.kernels)
+        self.instruments = instruments_for(self.main, activations, self.kernels, sequences=roles.sequences)
         # a twin sharing every layer that returns the heads and what the instruments read, by name
         heads = {"head": model.outputs[0], **dict(zip(self.aux_heads, model.outputs[1:]))}
         taps = {k: t for inst in self.instruments for k, t in inst.taps().items()}

@@ -106,6 +106,13 @@ def _layer_norm(name: str):
     return keras.layers.LayerNormalization(name=name)
 
 
+@NORMS.register("rms")
+def _rms_norm(name: str):
+    """Zhang & Sennrich 2019: divide each example by the root mean square of its units, times a
+    learned gain; no centring and no shift (Keras' RMSNormalization)."""
+    return keras.layers.RMSNormalization(name=name)
+
+
 @NORMS.register("none")
 def _no_norm(name: str):
     return None

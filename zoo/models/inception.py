@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from zoo._lazy import keras
+from zoo.budget import Data, Estimate
 from zoo.models import MODELS, blocks
 from zoo.models.roles import RoleBook
 from zoo.schema import Section, SpecError, at_least
@@ -59,7 +60,27 @@ def stage_of(module: int, depth: int) -> int:
     return 1 if module <= first else 3 if module > depth - first else 2
 
 
-@MODELS.register("inception", schema=InceptionConfig, input_kind="image",
+def memory(m, data: Data) -> Estimate | None:
+    """The memory estimate's terms (zoo.budget) for (H, W, C) images, module by module in the
+    proportions of the paper's module 3a."""
+    if len(data.shape) != 3:
+        return None  # a mismatch that zoo.spec.check_fit reports
+    h, w, c = data.shape
+    u = m.width
+    params, activations = 9 * c * 2 * u, h * w * 2 * u * 3
+    channels = 2 * u
+    for module in range(1, m.depth + 1):
+        stage = stage_of(module, m.depth)
+        um, pixels = u * 2 ** (stage - 1), h * w // 4 ** (stage - 1)
+        # 1x1 2u; 1x1 3u -> 3x3 4u; 1x1 u/2 -> 5x5 u; pool -> 1x1 u (the paper's 3a proportions)
+        params += channels * (2 + 3 + 0.5 + 1) * um + 9 * 3 * 4 * um * um + 25 * 0.5 * um * um
+        activations += pixels * (2 + 3 + 4 + 0.5 + 1 + 1 + 8) * um * 3
+        channels = 8 * um
+    params += channels * data.outputs
+    return Estimate(int(params), int(activations), 6 * m.depth + 2, 0)
+
+
+@MODELS.register("inception", schema=InceptionConfig, input_kind="image", memory=memory,
                  description="scaled-down GoogLeNet: Inception modules, 0-2 auxiliary heads")
 def build_inception(input_shape, num_outputs, *, depth, width, activation, init, init_std, norm,
                     aux_heads, aux_weight, regularizer, reg_strength):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from zoo._lazy import keras
 from zoo.models import MODELS, blocks
+from zoo.models.mlp import memory  # a stack of Dense layers, estimated as the MLP
 from zoo.models.roles import RoleBook
 from zoo.schema import Section, at_least
 
@@ -29,7 +30,7 @@ class DeepLinearConfig(Section):
         blocks.check_knobs(self)
 
 
-@MODELS.register("deep_linear", schema=DeepLinearConfig, input_kind="flat", pretrainable=True,
+@MODELS.register("deep_linear", schema=DeepLinearConfig, input_kind="flat", pretrainable=True, memory=memory,
                  description="deep linear chain: bias-free Dense layers, no activation")
 def build_deep_linear(input_shape, num_outputs, *, depth, width, init, init_std, regularizer,
                       reg_strength):

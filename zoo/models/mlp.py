@@ -1,9 +1,11 @@
 """Deep multilayer perceptron: the textbook case for vanishing and exploding gradients."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from zoo._lazy import keras
+from zoo.budget import Data, Estimate
 from zoo.models import MODELS, blocks
 from zoo.models.roles import RoleBook
 from zoo.schema import Section, at_least
@@ -26,7 +28,20 @@ class MLPConfig(Section):
         blocks.check_knobs(self)
 
 
-@MODELS.register("mlp", schema=MLPConfig, input_kind="flat", pretrainable=True,
+def memory(m, data: Data) -> Estimate:
+    """The memory estimate's terms (zoo.budget) of a stack of ``depth`` Dense layers of ``width``
+    units (also the deep linear net's): parameters exactly, per example each layer's Dense,
+    [norm,] and activation outputs."""
+    n_in, width, depth = math.prod(data.shape), m.width, m.depth
+    if depth == 1:
+        params = (n_in + 1) * data.outputs
+    else:
+        params = (n_in + 1) * width + (depth - 2) * (width + 1) * width + (width + 1) * data.outputs
+    per_layer = 3 if getattr(m, "norm", "none") != "none" else 2  # Dense, [norm,] activation
+    return Estimate(params, width * depth * per_layer, depth, 0)
+
+
+@MODELS.register("mlp", schema=MLPConfig, input_kind="flat", pretrainable=True, memory=memory,
                  description="deep MLP: depth Dense layers of equal width")
 def build_mlp(input_shape, num_outputs, *, depth, width, activation, init, init_std, norm,
               residual, regularizer, reg_strength):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from zoo._lazy import keras
+from zoo.budget import Data, Estimate
 from zoo.models import MODELS, blocks
 from zoo.models.roles import RoleBook
 from zoo.models.serializable import serializable
@@ -122,13 +123,16 @@ def _stack(cell: str, input_shape, num_outputs, *, depth, width, init, init_std,
            norm, head, regularizer, reg_strength, **cell_options):
     roles = RoleBook()
     inputs = h = keras.Input(shape=tuple(input_shape), name="inputs")
+    source = "inputs"
     for i in range(1, depth + 1):
+        roles.sequence(f"rnn{i}", source)  # the gradient reaching each step of its input
         h = _recurrent_layer(cell, width, f"rnn{i}", init=init, init_std=init_std,
                              recurrent_init=recurrent_init, regularizer=regularizer,
                              reg_strength=reg_strength, **cell_options)(h)
         if cell == "simple_rnn":  # its output h_t = act(...) is an activation like any other
             roles.activations.append((f"rnn{i}", cell_options["activation"]))
         h = blocks.normalized(norm, f"rnn{i}_norm", h)  # none | layer (the schema allows no batch)
+        source = f"rnn{i}_norm" if norm != "none" else f"rnn{i}"
     if head == "last":
         h = LastStep(name="last_step")(h)
     kernel = blocks.kernel_options(init, init_std, regularizer, reg_strength)
@@ -136,20 +140,37 @@ def _stack(cell: str, input_shape, num_outputs, *, depth, width, init, init_std,
     return roles.attach(keras.Model(inputs, outputs, name=f"{cell}{depth}"))
 
 
-@MODELS.register("simple_rnn", schema=SimpleRNNConfig, input_kind="sequence",
+def memory(gates: int):
+    """The memory estimate (zoo.budget) of a stack of recurrent layers with ``gates`` weight
+    blocks per layer (SimpleRNN 1, GRU 3, LSTM 4), for (T, F) sequences."""
+    def estimate(m, data: Data) -> Estimate | None:
+        if len(data.shape) != 2:
+            return None  # a mismatch that zoo.spec.check_fit reports
+        steps, features = data.shape
+        width, depth = m.width, m.depth
+        params = gates * ((features + width + 1) * width)
+        params += (depth - 1) * gates * ((2 * width + 1) * width) + (width + 1) * data.outputs
+        # per step and layer: the gates' pre-activations, the state and the output (BPTT)
+        activations = steps * depth * width * (gates + 2)
+        return Estimate(params, activations, depth + 1, 0)
+
+    return estimate
+
+
+@MODELS.register("simple_rnn", schema=SimpleRNNConfig, input_kind="sequence", memory=memory(1),
                  description="stacked SimpleRNN (tanh, or relu + identity init: IRNN)")
 def build_simple_rnn(input_shape, num_outputs, *, activation, **knobs):
     return _stack("simple_rnn", input_shape, num_outputs, activation=activation, **knobs)
 
 
-@MODELS.register("lstm", schema=LSTMConfig, input_kind="sequence", forget_gates=True,
+@MODELS.register("lstm", schema=LSTMConfig, input_kind="sequence", forget_gates=True, memory=memory(4),
                  description="stacked LSTM (Hochreiter & Schmidhuber 1997), forget-bias options")
 def build_lstm(input_shape, num_outputs, *, forget_bias, chrono_tmax, **knobs):
     return _stack("lstm", input_shape, num_outputs, activation="tanh", forget_bias=forget_bias,
                   chrono_tmax=chrono_tmax, **knobs)
 
 
-@MODELS.register("gru", schema=RecurrentConfig, input_kind="sequence",
+@MODELS.register("gru", schema=RecurrentConfig, input_kind="sequence", memory=memory(3),
                  description="stacked GRU (Cho et al. 2014)")
 def build_gru(input_shape, num_outputs, **knobs):
     return _stack("gru", input_shape, num_outputs, activation="tanh", **knobs)

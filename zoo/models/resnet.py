@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from zoo._lazy import keras
+from zoo.budget import Data, Estimate
 from zoo.models import MODELS, blocks
 from zoo.models.roles import RoleBook
 from zoo.models.serializable import serializable
@@ -76,7 +77,27 @@ def ZeroPadShortcut(keras):
     return ZeroPadShortcut
 
 
-@MODELS.register("resnet", schema=ResNetConfig, input_kind="image",
+def memory(m, data: Data) -> Estimate | None:
+    """The memory estimate's terms (zoo.budget) for (H, W, C) images: parameters of every conv,
+    norm and the head; per example each block's conv, norm, activation and addition outputs."""
+    if len(data.shape) != 3:
+        return None  # a mismatch that zoo.spec.check_fit reports
+    h, w, c = data.shape
+    n, width = max(1, (m.depth - 2) // 6), m.width
+    per_channel = 2 if m.norm != "none" else 1  # gamma and beta, or a bias
+    params = (9 * c + per_channel) * width + (4 * width + 1) * data.outputs
+    activations = h * w * width * 3  # stem conv, norm, activation
+    previous = width
+    for stage in range(3):
+        filters, pixels = width * 2**stage, h * w // 4**stage
+        params += 9 * previous * filters + (2 * n - 1) * 9 * filters * filters
+        params += 2 * n * per_channel * filters
+        activations += 2 * n * pixels * filters * 4  # conv, norm, activation, addition
+        previous = filters
+    return Estimate(params, activations, m.depth, 0)
+
+
+@MODELS.register("resnet", schema=ResNetConfig, input_kind="image", memory=memory,
                  description="CIFAR ResNet (He et al. 2016): 6n+2 layers, 3 stages; plain twin "
                              "with residual=false")
 def build_resnet(input_shape, num_outputs, *, depth, width, activation, init, init_std, norm,

@@ -24,6 +24,10 @@ class Roles:
     aux_weight: float = 0.0  # each auxiliary loss's weight in the training objective
     # pretrainable blocks, bottom to top: (prefix, layer names in call order: dense, [norm], [act])
     blocks: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # sequences whose gradient is measured per position ("gradient through time"), input side
+    # first: (label, the layer whose output is the sequence entering ``label``; "inputs" for
+    # the model's input). A recurrent layer's input sequence, a Transformer block's input.
+    sequences: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -32,6 +36,7 @@ class RoleBook:
 
     activations: list[tuple[str, str]] = field(default_factory=list)
     blocks: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+    sequences: list[tuple[str, str]] = field(default_factory=list)
 
     def activation(self, kind: str, name: str):
         """The activation layer ``kind`` (a registry name) called ``name``, recorded as such."""
@@ -43,9 +48,14 @@ class RoleBook:
     def block(self, prefix: str, *layer_names: str) -> None:
         self.blocks.append((prefix, tuple(layer_names)))
 
+    def sequence(self, label: str, source: str) -> None:
+        """Measure the gradient reaching each position of layer ``source``'s output (the
+        sequence entering ``label``)."""
+        self.sequences.append((label, source))
+
     def attach(self, model, aux_heads=(), aux_weight: float = 0.0):
         roles = Roles(tuple(self.activations), tuple(aux_heads),
-                      float(aux_weight) if aux_heads else 0.0, tuple(self.blocks))
+                      float(aux_weight) if aux_heads else 0.0, tuple(self.blocks), tuple(self.sequences))
         object.__setattr__(model, ATTRIBUTE, roles)  # plain attribute: Keras need not track it
         return model
 

@@ -84,7 +84,7 @@ def discover(model) -> Found:
         if isinstance(layer, keras.Model) and layer.layers:
             skipped[f"activations and recurrent layers inside {layer.name}"] = (
                 "a nested model's layers are not on the outer model's graph")
-    instruments = instruments_for(model, activations, kernels, skipped)
+    instruments = instruments_for(model, activations, kernels, skipped, roles.sequences)
     taps = {k: t for inst in instruments for k, t in inst.taps().items()}
     forward = _plain_forward(model)
     if taps:

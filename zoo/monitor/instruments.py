@@ -74,21 +74,23 @@ class ActivationStats(Instrument):
 
 
 class GradientThroughTime(Instrument):
-    """The gradient reaching each time step of each recurrent layer's *input*: dL/dx_t for the
-    first layer, the total dL/dh_t of the layer below for the others (norm over batch and
-    features). Not the layer's output sequence: the recurrence runs inside the layer, so steps
-    the head does not read get no gradient through the output tensor."""
+    """The gradient reaching each position t of a sequence, ||dL/dh_t|| (norm over batch and
+    features): for a recurrent layer, each step of its *input* (dL/dx_t for the first layer,
+    the total dL/dh_t of the layer below for the others), not its output sequence: the
+    recurrence runs inside the layer, so steps the head does not read get no gradient through
+    the output tensor. For a Transformer block, each position of the residual stream entering
+    it. ``sequences``: (label, symbolic (batch, T, features) tensor), all of the same T."""
 
-    def __init__(self, layers: list, model_input):
-        self.layers, self.model_input = layers, model_input
-        steps = int(layers[0].input.shape[1])
-        self.fields = (Field("time_grad", (len(layers), steps), tuple(l.name for l in layers)),)
+    def __init__(self, sequences: list[tuple[str, object]], model_input):
+        self.sequences, self.model_input = sequences, model_input
+        steps = int(sequences[0][1].shape[1])
+        self.fields = (Field("time_grad", (len(sequences), steps), tuple(label for label, _ in sequences)),)
 
     def taps(self):
-        return {f"seq_in:{l.name}": l.input for l in self.layers if l.input is not self.model_input}
+        return {f"seq_in:{label}": t for label, t in self.sequences if t is not self.model_input}
 
     def wrt(self, x, taps):
-        return [x if l.input is self.model_input else taps[f"seq_in:{l.name}"] for l in self.layers]
+        return [x if t is self.model_input else taps[f"seq_in:{label}"] for label, t in self.sequences]
 
     def compute(self, probe):
         return {"time_grad": tf.stack([graph_stats.norm(g, axis=[0, 2]) for g in probe.wrt_grads])}
@@ -127,30 +129,48 @@ class ForgetGates(Instrument):
                              probe.taps[f"gate_out:{l.name}"]) for l in self.layers])}
 
 
-def _time_steps(layer) -> int | None:
-    shape = layer.input.shape
+def _time_steps(tensor) -> int | None:
+    shape = tensor.shape
     return int(shape[1]) if len(shape) == 3 and shape[1] is not None else None
 
 
+def sequences_of(main: keras.Model, declared: tuple[tuple[str, str], ...] = ()) -> list[tuple[str, object]]:
+    """(label, symbolic tensor) of the sequences whose gradient is measured per position: those
+    the builder declared (zoo.models.roles ``sequences``: label, layer whose output it is) that
+    are on ``main``'s path; without a declaration, the input of every recurrent (or
+    ``Bidirectional``) layer, labelled by that layer."""
+    if declared:
+        layers = {l.name: l for l in main.layers}
+        return [(label, main.inputs[0] if source == "inputs" else layers[source].output)
+                for label, source in declared if source == "inputs" or source in layers]
+    return [(l.name, l.input) for l in main.layers if isinstance(l, (keras.layers.RNN, keras.layers.Bidirectional))]
+
+
 def instruments_for(main: keras.Model, activations: list[tuple[keras.Layer, str]],
-                    kernels: tuple[str, ...], skipped: dict[str, str] | None = None) -> list[Instrument]:
+                    kernels: tuple[str, ...], skipped: dict[str, str] | None = None,
+                    sequences: tuple[tuple[str, str], ...] = ()) -> list[Instrument]:
     """The instruments that apply to a model's main path (its activation layers as the builder
-    named them, its recurrent (or ``Bidirectional``) and LSTM layers, its monitored kernels).
-    What one cannot measure on a layer is left out and named in ``skipped`` (layer -> why)."""
+    named them, the sequences it declared (or its recurrent and ``Bidirectional`` layers' inputs,
+    :func:`sequences_of`), its LSTM layers, its monitored kernels). What one cannot measure on a
+    layer is left out and named in ``skipped`` (layer -> why)."""
     skipped = {} if skipped is None else skipped
     found: list[Instrument] = [GradientHistograms(kernels)]
     if activations:
         found.append(ActivationStats(activations))
-    sequence_layers = [l for l in main.layers if isinstance(l, (keras.layers.RNN, keras.layers.Bidirectional))]
-    steps = [_time_steps(l) for l in sequence_layers]
-    timed = [l for l, t in zip(sequence_layers, steps) if t is not None and t == next(filter(None, steps), None)]
-    for layer, t in zip(sequence_layers, steps):
-        if layer not in timed:
-            skipped[f"gradient through time: {layer.name}"] = (
-                "its input has no fixed number of time steps" if t is None
-                else "its input has another number of time steps than the first recurrent layer's")
+    candidates = sequences_of(main, sequences)
+    steps = [_time_steps(t) for _, t in candidates]
+    first = next(filter(None, steps), None)
+    timed = [(label, t) for (label, t), n in zip(candidates, steps) if n is not None and n == first]
+    for (label, _), n in zip(candidates, steps):
+        if n is None or n != first:
+            skipped[f"gradient through time: {label}"] = (
+                "its input has no fixed number of time steps" if n is None
+                else "its input has another number of time steps than the first sequence's")
     if timed:
         found.append(GradientThroughTime(timed, main.inputs[0]))
+    timed_labels = {label for label, _ in timed}
+    timed = [l for l in main.layers if l.name in timed_labels
+             and isinstance(l, (keras.layers.RNN, keras.layers.Bidirectional))]
     lstms = [l for l in timed if isinstance(l, keras.layers.LSTM)]
     for layer in lstms:
         if not layer.return_sequences:
