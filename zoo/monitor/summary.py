@@ -12,6 +12,13 @@ norms and their ratio, the flow. Gradient through time is read at the first (ste
 last histogram step, for the first recurrent layer: ||dL/dx_0|| / ||dL/dx_T||, the share of the
 gradient that reaches the start of the sequence; and so is the first LSTM layer's mean forget
 gate (how much of its memory a step keeps).
+
+``block_flow``: for a model made of blocks whose inputs are measured per position (the sequences
+a builder declares, zoo.models.roles: a Transformer's blocks, a stacked RNN's layers), the
+joint gradient norm of the first block's kernels over the last block's: the per-layer profile
+of Xiong et al. 2020 (Sec. 3.4, Fig. 3) in one number. A block's kernels are those of the layers
+it names: ``block01`` holds ``block01_query`` ... ``block01_mlp_dense2``; ``rnn1`` holds ``rnn1``
+and ``rnn1/recurrent``.
 """
 from __future__ import annotations
 
@@ -36,6 +43,22 @@ def layer_profile(stats: RunStats, which: str) -> np.ndarray | None:
     return np.median(g[windows(len(g))[0 if which == "start" else -1]], axis=0)
 
 
+def block_kernels(layers, block: str) -> list[int]:
+    """Positions in ``layers`` (kernel names) of the kernels of ``block``: its own name, or
+    names that continue it with ``_`` or ``/``."""
+    return [i for i, name in enumerate(layers) if name == block or name.startswith((f"{block}_", f"{block}/"))]
+
+
+def block_profile(stats: RunStats, which: str) -> np.ndarray | None:
+    """The joint gradient norm of each declared block's kernels (:func:`layer_profile`'s point
+    ``which``), first block first; None without two blocks that own kernels."""
+    members = [block_kernels(stats.layers, str(b)) for b in stats.seq_layers]
+    profile = layer_profile(stats, which)
+    if profile is None or len(members) < 2 or not all(members):
+        return None
+    return np.array([np.sqrt(np.sum(np.square(profile[m]))) for m in members])
+
+
 def summarize(stats: RunStats) -> dict[str, float]:
     out: dict[str, float] = {}
     for label in POINTS:
@@ -44,6 +67,9 @@ def summarize(stats: RunStats) -> dict[str, float]:
             out[f"summary/grad_first_{label}"] = float(profile[0])
             out[f"summary/grad_last_{label}"] = float(profile[-1])
             out[f"summary/flow_{label}"] = flow_ratio(float(profile[0]), float(profile[-1]))
+        blocks = block_profile(stats, label)
+        if blocks is not None:
+            out[f"summary/block_flow_{label}"] = flow_ratio(float(blocks[0]), float(blocks[-1]))
     if stats.time_grad.size and stats.time_grad.shape[-1] > 1:
         for label, i in (("init", 0), ("end", -1)):
             norms = stats.time_grad[i, 0]

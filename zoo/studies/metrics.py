@@ -25,7 +25,7 @@ TINY = 1e-45           # where an exact zero sits before the log (below every no
 LOGGED = (
     DIVERGED,
     "final/val_loss", "final/val_accuracy", "final/train_loss", "final/train_accuracy",
-    *(f"summary/{m}_{when}" for m in ("grad_first", "grad_last", "flow") for when in ("init", "start", "end")),
+    *(f"summary/{m}_{when}" for m in ("grad_first", "grad_last", "flow", "block_flow") for when in ("init", "start", "end")),
     "summary/time_grad_ratio_init", "summary/time_grad_ratio_end",
     "summary/forget_gate_init", "summary/forget_gate_end",
     "health/flow_min", "health/flow_max", "health/flow_first_window",
@@ -38,7 +38,7 @@ LOGGED = (
     # the per-step series at their last logged value, as zoo.monitor.series declares them
     *mlflow_names(),
 )
-LOG_SCALE = ("summary/grad_*", "summary/flow_*", "summary/time_grad_ratio_*", "health/flow_*", "health/scale_*")
+LOG_SCALE = ("summary/grad_*", "summary/flow_*", "summary/block_flow_*", "summary/time_grad_ratio_*", "health/flow_*", "health/scale_*")
 SCALES = ("linear", "log")
 
 
@@ -100,6 +100,15 @@ def _model_tagged(tag: str, value=True) -> Callable[[Mapping[str, str]], bool | 
     return test
 
 
+def _blocks(params: Mapping[str, str]) -> bool | None:
+    if not _model_tagged("input_kind", "sequence")(params):
+        return _model_tagged("input_kind", "sequence")(params)
+    try:
+        return int(params.get("model.depth", "1")) >= 2
+    except ValueError:
+        return None
+
+
 def _pretrains(params: Mapping[str, str]) -> bool | None:
     try:
         return float(params.get("pretrain.epochs", "0")) > 0
@@ -111,8 +120,10 @@ NEEDS = (
     Needs(("saturated_fraction/*",), "a sigmoid or tanh activation layer", ("model.activation",),
           _activation_tagged("saturation")),
     Needs(("dead_fraction/*",), "a ReLU activation layer", ("model.activation",), _activation_tagged("dies")),
-    Needs(("time_grad_ratio/*", "summary/time_grad_ratio_*"), "a recurrent model (simple_rnn, lstm, gru)",
+    Needs(("time_grad_ratio/*", "summary/time_grad_ratio_*"), "a sequence model (simple_rnn, lstm, gru, transformer)",
           ("model.name",), _model_tagged("input_kind", "sequence")),
+    Needs(("summary/block_flow_*",), "a sequence model of at least 2 blocks (model.depth >= 2)",
+          ("model.name", "model.depth"), _blocks),
     Needs(("forget_gate/*", "summary/forget_gate_*"), "an LSTM", ("model.name",), _model_tagged("forget_gates")),
     Needs(("pretrain/*",), "pretraining (pretrain.epochs > 0)", ("pretrain.epochs",), _pretrains),
 )
