@@ -75,7 +75,7 @@ def make_step(model, x, y, task, lr=1e-3, optimizer="sgd", clipping=None):
     from zoo.step import InstrumentedStep, batch_spec
 
     options = {"momentum": 0.0, "nesterov": False} if optimizer == "sgd" else {}
-    return InstrumentedStep(model, task, OPTIMIZERS.build(optimizer, lr=lr, **options), clipping,
+    return InstrumentedStep(model, task, OPTIMIZERS.build(optimizer, lr=lr, warmup_steps=0, **options), clipping,
                             batch_spec(x, y))
 
 

@@ -64,6 +64,10 @@ def closed_port() -> int:
                                "positive float32 is 1.4e-45, got 1e-46"),
     (["optimizer=sgd", "optimizer.momentum=1.5"], "optimizer.momentum must be in [0, 1] (Keras' SGD), got 1.5"),
     (["trainer.threads=100000"], "trainer.threads must be at most 1024, got 100000"),
+    (["optimizer.warmup_steps=-1"], "optimizer.warmup_steps must be >= 0, got -1"),
+    (["optimizer.warmup_steps=231"], "optimizer.warmup_steps is longer than the whole run: 231 warm-up steps > "
+                                     "230 training steps (trainer.epochs 10 x 23 steps of trainer.batch_size 64 "
+                                     "over 1,437 training examples); lower it or raise trainer.epochs"),
     (["model.residual=2"], "model.residual must be true or false, got 2"),
     (["model.residual=yes"], "model.residual must be true or false, got 'yes'"),
     (["trainer.deterministic=0"], "trainer.deterministic must be true or false, got 0"),

@@ -253,6 +253,32 @@ def _pretrain(values: Any, model: Entry, models: Registry) -> PretrainConfig:
     return config
 
 
+def train_steps(data_name: str, data: Any, trainer: TrainerConfig) -> tuple[int, int, int] | None:
+    """(training examples, steps per epoch, steps of the whole run) of a config, known before
+    anything loads: the training split's size as zoo.budget knows it (``budget.DATASETS``), in
+    batches of ``trainer.batch_size`` with the last one smaller (tf.data keeps the remainder,
+    zoo.run.train_loop). None for a dataset whose split size is not known in advance."""
+    size_of = budget.DATASETS.get(data_name)
+    examples = size_of(data).train if size_of else None
+    if not examples:
+        return None
+    per_epoch = -(-examples // trainer.batch_size)
+    return examples, per_epoch, per_epoch * trainer.epochs
+
+
+def check_warmup(optimizer: Any, data_name: str, data: Any, trainer: TrainerConfig) -> None:
+    """A learning-rate warm-up (zoo.optimizers.learning_rate) longer than the whole run never
+    reaches ``optimizer.lr``: refused, giving both step counts. Raises SpecError."""
+    warmup = getattr(optimizer, "warmup_steps", 0)
+    steps = train_steps(data_name, data, trainer) if warmup > 1 else None
+    if steps and warmup > steps[2]:
+        examples, per_epoch, total = steps
+        raise SpecError("optimizer.warmup_steps", f"is longer than the whole run: {warmup} warm-up steps > "
+                        f"{total} training steps (trainer.epochs {trainer.epochs} x {per_epoch} steps of "
+                        f"trainer.batch_size {trainer.batch_size} over {examples:,} training examples); "
+                        f"lower it or raise trainer.epochs")
+
+
 def _seed(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < SEED_LIMIT:
         raise SpecError("seed", f"must be an integer in [0, 2**32), got {value!r}")
@@ -313,6 +339,7 @@ def validate(cfg: DictConfig | dict, stores_checked: set | None = None) -> RunSp
     check_head(sections["model"], entries["data"], sections["data"])
     fixed = {name: _typed(name, schema, resolved.get(name) or {}) for name, schema in FIXED.items()}
     fixed["pretrain"] = _pretrain(resolved.get("pretrain") or {}, entries["model"], registries["model"])
+    check_warmup(sections["optimizer"], entries["data"].name, sections["data"], fixed["trainer"])
     tracked = (fixed["tracking"].uri, fixed["tracking"].experiment)
     if stores_checked is None or tracked not in stores_checked:
         check_tracking(fixed["tracking"])
