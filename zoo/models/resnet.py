@@ -21,10 +21,9 @@ parameters; "B" projects with a 1x1 conv (+ norm). Same-shape shortcuts are iden
   one), exactly its shortcut, i.e. the identity on same-shape blocks. De & Smith use
   pre-activation blocks, where the identity holds for any activation; in this post-activation
   net it holds for activations that leave their own outputs unchanged (ReLU), not for tanh or
-  sigmoid. Implemented: alpha = 0 (the paper's default; not the small-alpha variant), the rest
-  of the net unchanged (with ``norm=none`` the convs keep their biases, as an unnormalized net
-  needs). Not implemented: the paper's extra regularization (dropout) for its best test scores.
-  With a norm the multiplier sits after the branch's last norm, so the branch also starts at 0
+  sigmoid. Implemented: the multiplier at alpha = 0 and nothing else; the rest of the net is
+  unchanged (with ``norm=none`` the convs keep their biases). Not implemented: a small nonzero
+  alpha, or any regularization the paper adds for its test scores. With a norm the multiplier sits after the branch's last norm, so the branch also starts at 0
   (like Goyal et al. 2017's zero-initialized last batch-norm scale); allowed, but SkipInit is
   meant to replace normalization, and the residual_scale study uses ``norm=none``.
 - ``fixup``: Fixup (Zhang, Dauphin & Ma 2019, "Fixup Initialization: Residual Learning Without
@@ -32,7 +31,9 @@ parameters; "B" projects with a 1x1 conv (+ norm). Same-shape shortcuts are iden
   (1) the head (kernel and bias) and each branch's last conv start at 0; (2) every other layer
   keeps ``init`` (He by default, the paper's "standard method"), and the weight layers inside
   the branches are scaled by L^(-1/(2m-2)) = L^(-1/2): each branch's first conv draws ``init``
-  times L^(-1/2) (its second conv is 0 anyway); (3) a scalar multiplier (init 1) on every
+  times L^(-1/2) (its second conv is 0 anyway; the authors' code takes He's std from the fan-out,
+  9 x filters, where Keras' He uses the fan-in: the same for every conv but the first of a
+  downsampling block, which is sqrt(2) wider here); (3) a scalar multiplier (init 1) on every
   branch and a scalar bias (init 0) before each conv, the head and each element-wise activation,
   placed as in the authors' CIFAR code: ``bias1a`` before conv1, ``bias1b`` before the
   branch's activation, ``bias2a`` before conv2, ``scale`` then ``bias2b`` after conv2 (so before
@@ -43,8 +44,9 @@ parameters; "B" projects with a 1x1 conv (+ norm). Same-shape shortcuts are iden
   unscaled; the option-A shortcut of a downsampling block subsamples and zero-pads the block
   input *plus* ``bias1a`` (the new channels stay exactly 0), and an option-B projection conv
   takes that biased input too and keeps ``init`` unscaled (it is not inside a branch). Not
-  implemented: the paper's 10x smaller learning rate for the scalars' updates and its mixup
-  regularization; every variable here has the optimizer's one learning rate. Fixup is for nets
+  implemented, from the authors' CIFAR training script: a 10x smaller learning rate for the
+  scalar biases and multipliers (every variable here has the optimizer's one learning rate),
+  weight decay on the scalars (``regularizer`` acts on kernels only) and mixup. Fixup is for nets
   without normalization: it needs ``norm=none`` (a norm after each conv would undo the
   L^(-1/2) scaling and divide the zero-initialized conv's output by its zero variance).
 
