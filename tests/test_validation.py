@@ -64,6 +64,12 @@ def closed_port() -> int:
                                "positive float32 is 1.4e-45, got 1e-46"),
     (["optimizer=sgd", "optimizer.momentum=1.5"], "optimizer.momentum must be in [0, 1] (Keras' SGD), got 1.5"),
     (["trainer.threads=100000"], "trainer.threads must be at most 1024, got 100000"),
+    (["model=resnet", "data.layout=image", "model.residual=false", "model.residual_scale=skipinit"],
+     "model.residual_scale: skipinit scales residual branches, and model.residual=false has none; use "
+     "residual_scale=one or residual=true"),
+    (["model=resnet", "data.layout=image", "model.residual_scale=fixup"],
+     "model.residual_scale: fixup initializes nets without normalization (Zhang et al. 2019, Sec. 3), and a "
+     "batch norm after each conv would undo its scaling; use model.norm=none, or residual_scale=skipinit with a norm"),
     (["optimizer.warmup_steps=-1"], "optimizer.warmup_steps must be >= 0, got -1"),
     (["optimizer.warmup_steps=231"], "optimizer.warmup_steps is longer than the whole run: 231 warm-up steps > "
                                      "230 training steps (trainer.epochs 10 x 23 steps of trainer.batch_size 64 "
