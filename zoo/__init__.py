@@ -5,9 +5,6 @@ train something.
 """
 from __future__ import annotations
 
-import sys
-import types
-
 from zoo._lazy import pin_backend
 
 pin_backend()
@@ -80,10 +77,10 @@ def load_pretrained(name: str):
 
 def compare(a, b, data=None, **options):
     """Two models' per-layer gradient norms (and gradient through time) on the same batches, side
-    by side: ``.table``, ``.figure``, ``.save(path)``. See :func:`zoo.compare.compare`."""
-    import importlib
+    by side: ``.table``, ``.figure``, ``.save(path)``. See :func:`zoo.comparison.compare`."""
+    from zoo.comparison import compare as run
 
-    return importlib.import_module("zoo.compare").compare(a, b, data, **options)
+    return run(a, b, data, **options)
 
 
 def diagnose(model, data, **options):
@@ -103,18 +100,3 @@ def __getattr__(name: str):
 
         return GradientMonitor
     raise AttributeError(f"module 'zoo' has no attribute {name!r}")
-
-
-class _PublicAPI(types.ModuleType):
-    """Importing a submodule sets the package attribute of its name to the module: ``import
-    zoo.train`` (the CLI, which any test or worker may import) would replace the function
-    ``zoo.train`` with that module, and ``zoo.compare`` likewise. The public functions win; the
-    submodules stay importable by their dotted names (``from zoo.train import main``)."""
-
-    def __setattr__(self, name, value):
-        if name in __all__ and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _PublicAPI

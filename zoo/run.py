@@ -221,7 +221,7 @@ def _finish(sink: Sink, spec: RunSpec, trainee: Trainee, recorder: Recorder, out
         if status == "KILLED":  # however far the report got: a KILLED run says how it ended
             try:
                 sink.set_tags(killed_tags(err))
-            except Exception as tag_error:  # the stop goes on; zoo.train's cleanup tags it too
+            except Exception as tag_error:  # the stop goes on; zoo.cli.train's cleanup tags it too
                 log.error("could not tag the killed run: %s", tag_error)
         raise
     finally:

@@ -14,7 +14,7 @@ runs of workers that died (KILLED), gathers the records, adopts the runs a resum
 sweep reused from an earlier invocation of the same study (a run another study trained stays
 nested there), lists every reused run and why in ``zoo.reused_runs``, and, for a study, judges
 the claim and logs the table, plots and verdict (zoo.studies.judge). Hydra calls no callback
-on Ctrl-C or SIGTERM: zoo.train then ends the parent (and any job) as KILLED
+on Ctrl-C or SIGTERM: zoo.cli.train then ends the parent (and any job) as KILLED
 (zoo.tracking.repair.close_owned); after SIGKILL the next ``zoo-ablate`` repairs them.
 
 A sweep is one folder and one key: the default folder ends in :func:`zoo.launch.sweep_id` (this process's
@@ -24,7 +24,7 @@ job trained twice, all nested under the second parent, the first parent left RUN
 given by hand is locked for the sweep's life (:func:`lock_sweep_dir`): a second sweep into it is
 refused. Each callback ends the parent it created, not whatever the folder's file names now.
 ``on_multirun_end`` also counts the jobs (:class:`SweepOutcome`: finished, reused, failed, lost)
-for zoo.train's last line and exit code: 1 when every job failed, 3 when some did.
+for zoo.cli.train's last line and exit code: 1 when every job failed, 3 when some did.
 """
 from __future__ import annotations
 
@@ -174,7 +174,7 @@ def record_job(spec, hydra_cfg, **record) -> None:
 
 @dataclass
 class SweepOutcome:
-    """How a sweep's jobs ended, for zoo.train's last line and exit code."""
+    """How a sweep's jobs ended, for zoo.cli.train's last line and exit code."""
     jobs: int                                          # jobs the sweep ran (or meant to)
     failed: int = 0                                    # crashed, refused, killed or lost
     reused: int = 0                                    # skipped: a FINISHED run had their config
@@ -320,7 +320,7 @@ class SweepCallback(Callback):
         from zoo.tracking.runs import client, experiment_id
 
         c = client(uri)
-        keep_alive(uri, config.tracking.experiment)  # the parent's heartbeat; Ctrl-C closes it (zoo.train)
+        keep_alive(uri, config.tracking.experiment)  # the parent's heartbeat; Ctrl-C closes it (zoo.cli.train)
         tags = {"zoo.kind": "study" if study else "sweep", "zoo.sweep_dir": str(sweep_dir.resolve()),
                 SWEEP_KEY: _sweep_key(config.hydra.sweep.dir),
                 **{k: v for k, v in provenance.tags(0).items() if k != "zoo.seed"},

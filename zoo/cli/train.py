@@ -67,7 +67,7 @@ def _run(spec, hydra_cfg, sweeping: bool):
         try:
             sink.set_tags({"zoo.killed": name})
             sweep.record_job(spec, hydra_cfg, run_id=sink.run_id, error=f"stopped by {name}")
-        except Exception as err:  # the stop goes on; zoo.train closes what is still open
+        except Exception as err:  # the stop goes on; zoo.cli.train closes what is still open
             log.warning("could not record the stop: %s", err)
         raise
     except SystemExit as stop:  # zoo.run ended the run FAILED; nothing in the zoo exits mid-run

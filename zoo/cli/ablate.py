@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as err:
         print(f"zoo-ablate: {err}", file=sys.stderr)
         return 2
-    from zoo.train import HYDRA_CONFIG_ERRORS, hydra_error_line
+    from zoo.cli.train import HYDRA_CONFIG_ERRORS, hydra_error_line
 
     try:
         validate_study(args.study)  # every check against the full-scale sweep, before training
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"zoo-ablate: {args.study} at scale {args.scale}: {jobs} jobs"
           + "".join(f"; {o}" for o in hydra_args if o.startswith("hydra.launcher.mem_gb=")), flush=True)
     repair_before(spec)
-    from zoo.train import main as zoo_train
+    from zoo.cli.train import main as zoo_train
 
     saved = sys.argv
     # the sweep folder, the store and whatever reads the environment, resolved here for every job
