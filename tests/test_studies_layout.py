@@ -42,10 +42,14 @@ def test_studies_and_tracking_have_no_import_cycles():
             assert cycle_through(graph, module) is None, " -> ".join(cycle_through(graph, module))
 
 
-def test_tracking_reaches_studies_only_through_the_sweep_callback():
+def test_tracking_imports_no_study_code_and_the_study_callback_validates_and_judges():
+    """zoo.tracking is a floor below the studies: none of its modules, the sweep callback
+    included, imports zoo.studies or zoo.precheck. A study is validated and judged by the studies
+    package's callback, which extends the tracking one."""
     graph = imports()
     for module, deps in graph.items():
-        if module.startswith("zoo.tracking") and module != "zoo.tracking.sweep":
-            assert not {d for d in deps if d.startswith("zoo.studies")}, module
-    assert {d for d in graph["zoo.tracking.sweep"] if d.startswith("zoo.studies")} == {
+        if module.startswith("zoo.tracking"):
+            assert not {d for d in deps if d.startswith(("zoo.studies", "zoo.precheck"))}, module
+    assert {d for d in graph["zoo.studies.callback"] if d.startswith("zoo.studies")} == {
         "zoo.studies.validate", "zoo.studies.judge"}
+    assert "zoo.tracking.sweep" in graph["zoo.studies.callback"]

@@ -15,7 +15,7 @@ a folder is a study file of your own (zoo.studies.load): its folder and stem are
 and name; relative paths in it (``model.target=mynet.py:build``, ``data.path=mine.npz``) are
 taken from where you launch, where every job runs (Hydra's ``hydra.job.chdir`` is off). The
 study's checks are validated against its sweep first (zoo.studies.validate); the sweep callback
-(zoo.tracking.sweep) makes the MLflow parent run and judges the claim at the end
+(zoo.studies.callback) makes the MLflow parent run and judges the claim at the end
 (zoo.studies.judge). Listing and argument errors do not import TensorFlow, and neither does a
 bad study file or a bad override: every job of the sweep this command makes (scale and extra
 overrides included) is composed and validated first, and the claim's metrics checked against
