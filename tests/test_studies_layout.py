@@ -53,3 +53,17 @@ def test_tracking_imports_no_study_code_and_the_study_callback_validates_and_jud
     assert {d for d in graph["zoo.studies.callback"] if d.startswith("zoo.studies")} == {
         "zoo.studies.validate", "zoo.studies.judge"}
     assert "zoo.tracking.sweep" in graph["zoo.studies.callback"]
+
+
+def test_no_module_of_zoo_imports_the_package_root():
+    """``zoo/__init__.py`` is for users: a module of the package imports the module that defines
+    what it needs (zoo.spec.build_model, zoo.run.train, zoo.stopping), never ``zoo`` itself,
+    whose public functions delegate to those modules."""
+    found = []
+    for path in ROOT.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "zoo" and node.level == 0:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: from zoo import ...")
+            elif isinstance(node, ast.Import) and any(a.name == "zoo" for a in node.names):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: import zoo")
+    assert not found, found

@@ -27,36 +27,28 @@ def list_datasets(pattern: str = "*") -> list[str]:
 
 
 def build_model(name: str, input_shape, num_outputs: int, **knobs):
-    """Build a registered model; ``knobs`` are its config keys (validated, defaults filled)."""
-    from zoo.models import MODELS
-    from zoo.spec import validate_section
+    """Build a registered model; ``knobs`` are its config keys (validated, defaults filled).
+    See :func:`zoo.spec.build_model`."""
+    from zoo.spec import build_model as build
 
-    entry = MODELS.get(name)
-    config = validate_section("model", entry, {"name": name, **knobs})
-    return entry.builder(tuple(input_shape), num_outputs, **config.kwargs())
+    return build(name, input_shape, num_outputs, **knobs)
 
 
 def load_dataset(name: str, **options):
-    """Load a registered dataset as numpy arrays (see :class:`zoo.data.Dataset`)."""
-    from zoo.data import DATASETS
-    from zoo.spec import validate_section
+    """Load a registered dataset as numpy arrays (see :class:`zoo.data.Dataset`). See
+    :func:`zoo.spec.load_dataset`."""
+    from zoo.spec import load_dataset as load
 
-    entry = DATASETS.get(name)
-    config = validate_section("data", entry, {"name": name, **options})
-    return entry.builder(**config.kwargs())
+    return load(name, **options)
 
 
 def train(overrides: list[str] | None = None, sink=None):
     """Run one training job from config overrides, as ``zoo-train`` would; returns the result.
+    Without ``sink`` the run's records stay in memory (no MLflow), which suits notebooks. See
+    :func:`zoo.run.train`."""
+    from zoo.run import train as run_job
 
-    Without ``sink`` the run's records stay in memory (no MLflow), which suits notebooks.
-    """
-    from zoo.run import run
-    from zoo.spec import compose_spec
-    from zoo.tracking.memory import MemorySink
-
-    spec = compose_spec(overrides or [])
-    return run(spec, sink if sink is not None else MemorySink())
+    return run_job(overrides, sink)
 
 
 def list_pretrained(pattern: str = "*") -> list[str]:

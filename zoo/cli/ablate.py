@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"zoo-ablate: config error: {hydra_error_line(err)}", file=sys.stderr)
         return 2
     if args.address:
-        from zoo import ray_join
+        import zoo.ray_join as ray_join
 
         try:
             turned_on = ray_join.prepare(args.address)
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if turned_on:
             print(f"zoo-ablate: {turned_on}", flush=True)
-    from zoo import slurm
+    import zoo.slurm as slurm
 
     hydra_args += slurm.overrides(checked.specs, hydra_args)  # SLURM: zoo.slurm's launcher; memory by the estimate
     print(f"zoo-ablate: {args.study} at scale {args.scale}: {jobs} jobs"

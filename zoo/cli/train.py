@@ -34,7 +34,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from zoo import stopping
+import zoo.stopping as stopping
 from zoo._lazy import pin_backend
 from zoo.schema import SpecError
 from zoo.spec import validate
@@ -220,7 +220,7 @@ def main(checked: bool = False, prog: str = "zoo-train") -> None:
         if not checked:
             found = check_command(sys.argv[1:])
             if found is not None:  # a sweep's folder, store and environment, resolved here for every job
-                from zoo import slurm
+                import zoo.slurm as slurm
 
                 sys.argv += found.shared_overrides()
                 sys.argv += slurm.overrides(found.specs, sys.argv[1:])  # submitit_slurm: as zoo-ablate runs it

@@ -268,7 +268,7 @@ def _dataset(data):
 
         data = read_arrays(data)
     if isinstance(data, str):
-        from zoo import load_dataset
+        from zoo.spec import load_dataset
 
         data = load_dataset(data)
     if isinstance(data, Dataset):
