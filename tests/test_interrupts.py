@@ -21,7 +21,7 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import output, runs_of, wait_training
-from zoo.cli import runs
+from zoo.cli import runs as zoo_runs
 from zoo.tracking import repair
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -126,7 +126,7 @@ def test_a_third_ctrl_c_exits_at_once_and_leaves_only_what_a_repair_ends(tmp_pat
     # handled one by one (signals that arrive together are one handler call): either way
     assert "exiting now" in output(tmp_path) or "zoo-train: stopped by SIGINT" in output(tmp_path)
     assert not [r for r in all_runs(tmp_path) if r.info.status == "FINISHED"]  # cut short, never complete
-    assert runs.main(["repair", "--uri", f"sqlite:///{tmp_path}/mlflow.db"]) == 0
+    assert zoo_runs.main(["repair", "--uri", f"sqlite:///{tmp_path}/mlflow.db"]) == 0
     assert {r.info.status for r in all_runs(tmp_path)} == {"KILLED"}
 
 
@@ -303,7 +303,7 @@ def test_runs_orphaned_by_sigkill_are_repaired(tmp_path, capsys):
         assert time.monotonic() < deadline, "a SIGKILLed worker is still alive after 30 s"
         time.sleep(0.2)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    assert runs.main(["repair", "--uri", uri, "--dry-run"]) == 0
+    assert zoo_runs.main(["repair", "--uri", uri, "--dry-run"]) == 0
     assert capsys.readouterr().out.count("would close") == 3
     assert {r.info.status for r in sum(runs(tmp_path), [])} == {"RUNNING"}
     done = subprocess.run([sys.executable, "-m", "zoo.cli.runs", "repair", "--uri", uri,
@@ -317,7 +317,7 @@ def test_runs_orphaned_by_sigkill_are_repaired(tmp_path, capsys):
         assert tags["zoo.repaired"].endswith("is gone") or "zombie" in tags["zoo.repaired"]
         assert run.info.end_time is not None
         assert run.info.run_id in done.stdout
-    assert runs.main(["repair", "--uri", uri]) == 0
+    assert zoo_runs.main(["repair", "--uri", uri]) == 0
     assert "0 orphaned run(s) repaired" in capsys.readouterr().out
 
 
