@@ -40,7 +40,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from zoo.launch import sweep_id, sweep_jobs  # noqa: F401  (sweep_id registers ${zoo.sweep_id:}, which the sweep folder names)
+from zoo.launch import sweep_id  # noqa: F401  (registers ${zoo.sweep_id:}, which the sweep folder names)
+from zoo.launch import sweep_jobs
 
 log = logging.getLogger("zoo")
 SWEEP_FILE = "zoo_sweep.json"
@@ -389,7 +390,7 @@ class SweepCallback(Callback):
         ending = {"zoo.outcome": status.lower()}
         try:
             self.conclude(c, uri, parent, config, run_ids, sweep_dir)
-        except Exception as err:  # the children are safe; say why the conclusion (a study's verdict) is missing
+        except Exception as err:  # the children are safe; say why the conclusion (a verdict) is missing
             status, ending = "FAILED", {"zoo.outcome": "failed", "zoo.error": f"{type(err).__name__}: {err}"[:5000]}
             log.exception("concluding the sweep failed (%s)", type(self).__name__)
         except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM while concluding: not FINISHED without a verdict
