@@ -100,7 +100,7 @@ def main() -> None:
         model.save(Path(folder) / "model.keras")
         np.savez(Path(folder) / "data.npz", x=x, y=y)
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "zoo.diagnosis.cli", "model.keras", "--data", "data.npz"],
+        done = subprocess.run([sys.executable, "-m", "zoo.cli.diagnose", "model.keras", "--data", "data.npz"],
                               cwd=folder, capture_output=True, text=True)
         print(f"zoo-diagnose end to end (fresh process, sigmoid MLP x20): {time.perf_counter() - start:.1f} s, "
               f"exit {done.returncode}")

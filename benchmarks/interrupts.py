@@ -57,11 +57,11 @@ class Moment:
 
 
 MOMENTS = {
-    "loop_end": Moment(["zoo.train", *TINY], [0.0, 0.15], "last_epoch"),
-    "report": Moment(["zoo.train", "-m", *TINY, "seed=0,1"], [0.3, 0.8], "last_epoch"),
-    "judgement": Moment(["zoo.ablate", "input_scaling", "--scale", "quick"], [0.02, 0.15, 0.4], "study_done"),
-    "store": Moment(["zoo.train", "-m", *TINY, "seed=0"], [0.05, 0.2, 0.5, 1.0, 1.5], "store"),
-    "double": Moment(["zoo.train", *TINY], [0.1, 0.3], "last_epoch", first_at=0.0),
+    "loop_end": Moment(["zoo.cli.train", *TINY], [0.0, 0.15], "last_epoch"),
+    "report": Moment(["zoo.cli.train", "-m", *TINY, "seed=0,1"], [0.3, 0.8], "last_epoch"),
+    "judgement": Moment(["zoo.cli.ablate", "input_scaling", "--scale", "quick"], [0.02, 0.15, 0.4], "study_done"),
+    "store": Moment(["zoo.cli.train", "-m", *TINY, "seed=0"], [0.05, 0.2, 0.5, 1.0, 1.5], "store"),
+    "double": Moment(["zoo.cli.train", *TINY], [0.1, 0.3], "last_epoch", first_at=0.0),
 }
 
 
@@ -153,7 +153,7 @@ def check_store(trial: Trial, folder: Path) -> None:
         trial.note = (trial.note + "; " if trial.note else "") + "no store"
         return
     uri = f"sqlite:///{db}"
-    repair = subprocess.run([sys.executable, "-m", "zoo.tracking.repair", "repair", "--uri", uri],
+    repair = subprocess.run([sys.executable, "-m", "zoo.cli.runs", "repair", "--uri", uri],
                             cwd=folder, env=_env(), capture_output=True, text=True, timeout=120)
     if repair.returncode != 0:
         trial.unusable = 1

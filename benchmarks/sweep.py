@@ -58,7 +58,7 @@ def timed(study: str, scale: str, flags: list[str], uri: str, experiment: str) -
     with tempfile.TemporaryDirectory() as tmp:
         uri = uri or f"sqlite:///{tmp}/mlflow.db"
         tracking = [] if uri.startswith("sqlite") else ["tracking=server"]
-        cmd = [sys.executable, "-m", "zoo.ablate", study, "--scale", scale, *flags, *tracking,
+        cmd = [sys.executable, "-m", "zoo.cli.ablate", study, "--scale", scale, *flags, *tracking,
                f"tracking.uri={uri}", f"tracking.experiment={experiment}"]
         cpu_before = _busy_cpu()
         start = time.perf_counter()

@@ -14,8 +14,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args, cwd, env=None, timeout=600):
-    """Run ``python -m zoo.train ARGS`` as a user would, from ``cwd``."""
-    return subprocess.run([sys.executable, "-m", "zoo.train", *args], cwd=cwd, env=env,
+    """Run ``python -m zoo.cli.train ARGS`` as a user would, from ``cwd``."""
+    return subprocess.run([sys.executable, "-m", "zoo.cli.train", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 

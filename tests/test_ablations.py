@@ -64,7 +64,7 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 900, code: str | None = N
 
 
 def test_list_and_argument_errors_do_not_import_tensorflow(tmp_path):
-    code = ("import sys\nfrom zoo.ablate import main\ncode = main(sys.argv[1:])\n"
+    code = ("import sys\nfrom zoo.cli.ablate import main\ncode = main(sys.argv[1:])\n"
             "print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_NOT_IMPORTED', code)\n")
     listed = subprocess.run([sys.executable, "-c", code, "--list"], cwd=tmp_path, capture_output=True,
                             text=True, timeout=120)
@@ -80,7 +80,7 @@ def test_list_and_argument_errors_do_not_import_tensorflow(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", QUICK_E2E)
 def test_quick_study_runs_end_to_end(name, tmp_path):
-    out = run_cli(["zoo.ablate", name, "--scale", "quick"], tmp_path)
+    out = run_cli(["zoo.cli.ablate", name, "--scale", "quick"], tmp_path)
     client, parents, children = runs_of(tmp_path)
     assert len(parents) == 1
     parent = parents[0]
@@ -119,7 +119,7 @@ def test_quick_study_runs_end_to_end(name, tmp_path):
 
 @pytest.mark.slow
 def test_resumed_sweep_skips_finished_runs_and_adopts_them(tmp_path):
-    sweep = ["zoo.train", "-m", "model.depth=2", "model.width=8", "trainer.epochs=1",
+    sweep = ["zoo.cli.train", "-m", "model.depth=2", "model.width=8", "trainer.epochs=1",
              "tracking.resume=true", "seed=0,1"]
     run_cli(sweep, tmp_path)
     again = run_cli(sweep + ["hydra.sweep.dir=multirun/again"], tmp_path)
@@ -148,7 +148,7 @@ def flaky(*args, **kwargs):
         raise RuntimeError("injected failure")
     return real(*args, **kwargs)
 zoo.run.train_loop = flaky
-from zoo.train import main
+from zoo.cli.train import main
 sys.argv = ["zoo-train"] + sys.argv[1:]
 main()
 """
@@ -175,7 +175,7 @@ def test_a_failing_and_a_diverging_job_do_not_stop_the_study(tmp_path):
 
 @pytest.mark.slow
 def test_four_parallel_joblib_jobs_lose_nothing(tmp_path):
-    run_cli(["zoo.train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "trainer.threads=1",
+    run_cli(["zoo.cli.train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "trainer.threads=1",
              "model.depth=3", "model.width=8", "trainer.epochs=1", "monitor.log_every=1",
              "seed=0,1,2,3"], tmp_path)
     client, parents, children = runs_of(tmp_path)

@@ -180,7 +180,7 @@ def test_every_schema_field_has_a_description():
 def test_config_errors_and_help_do_not_import_tensorflow(tmp_path):
     code = ("import runpy, sys\n"
             "sys.argv = ['zoo-train'] + sys.argv[1:]\n"
-            "try:\n    runpy.run_module('zoo.train', run_name='__main__')\n"
+            "try:\n    runpy.run_module('zoo.cli.train', run_name='__main__')\n"
             "except SystemExit as e:\n    code = e.code\n"
             "print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_NOT_IMPORTED', code)\n")
     for args in (["--help"], ["model.depth=0"], ["model.activation=sigmod"]):

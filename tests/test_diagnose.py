@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PROBE = ("import sys\nfrom zoo.diagnosis.cli import main\ncode = main(sys.argv[1:])\n"
+PROBE = ("import sys\nfrom zoo.cli.diagnose import main\ncode = main(sys.argv[1:])\n"
          "print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_NOT_IMPORTED', code)\n")
 
 
@@ -57,7 +57,7 @@ def files(tmp_path_factory):
 
 
 def diagnose_cli(folder: Path, *args: str, capsys) -> tuple[int, str, str]:
-    from zoo.diagnosis.cli import main
+    from zoo.cli.diagnose import main
 
     code = main([*args, "--out", str(folder / f"out-{len(list(folder.iterdir()))}")])
     out, err = capsys.readouterr()
@@ -124,7 +124,7 @@ def test_bad_input_is_one_line_exit_2_before_tensorflow(files, args, message):
     (["sigmoid.keras", "--data", "flat.npz", "--loss", "mse"], "y does not fit the model's output and its loss"),
 ])
 def test_a_loss_that_does_not_fit_is_one_line_exit_2(files, capsys, args, message):
-    from zoo.diagnosis.cli import main
+    from zoo.cli.diagnose import main
 
     assert main([str(files / a) if a.endswith((".keras", ".npz")) else a for a in args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -133,7 +133,7 @@ def test_a_loss_that_does_not_fit_is_one_line_exit_2(files, capsys, args, messag
 
 def test_the_command_logs_the_diagnosis_to_mlflow(files, tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    done = subprocess.run([sys.executable, "-m", "zoo.diagnosis.cli", str(files / "sigmoid.keras"), "--data",
+    done = subprocess.run([sys.executable, "-m", "zoo.cli.diagnose", str(files / "sigmoid.keras"), "--data",
                            str(files / "flat.npz"), "--mlflow", "--tracking-uri", uri, "--out", str(tmp_path / "d")],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr[-3000:]

@@ -21,6 +21,7 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import output, runs_of, wait_training
+from zoo.cli import runs as zoo_runs
 from zoo.tracking import repair
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -30,7 +31,7 @@ TINY = ["model.depth=2", "model.width=8", "trainer.epochs=1000", "monitor.log_ev
 
 
 def start_sweep(tmp_path: Path, *extra: str) -> subprocess.Popen:
-    args = [sys.executable, "-m", "zoo.train", "-m", *TINY, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+    args = [sys.executable, "-m", "zoo.cli.train", "-m", *TINY, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
             f"hydra.sweep.dir={tmp_path}/multirun", *extra]
     # SIGINT as a terminal leaves it (a test run in the background inherits it ignored, and Python
     # then keeps ignoring it), in a process group of its own as a terminal's job is
@@ -77,8 +78,8 @@ def test_a_signal_mid_sweep_ends_the_job_and_the_parent_as_killed(tmp_path, sig,
 
 
 def start(tmp_path: Path, *args: str) -> subprocess.Popen:
-    """``python -m zoo.train ARGS`` (a single run unless ARGS say ``-m``) as ``start_sweep`` does."""
-    return subprocess.Popen([sys.executable, "-m", "zoo.train", *args, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+    """``python -m zoo.cli.train ARGS`` (a single run unless ARGS say ``-m``) as ``start_sweep`` does."""
+    return subprocess.Popen([sys.executable, "-m", "zoo.cli.train", *args, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
                              f"hydra.run.dir={tmp_path}/outputs", f"hydra.sweep.dir={tmp_path}/multirun"],
                             cwd=tmp_path, env=ENV, start_new_session=True, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
@@ -125,13 +126,13 @@ def test_a_third_ctrl_c_exits_at_once_and_leaves_only_what_a_repair_ends(tmp_pat
     # handled one by one (signals that arrive together are one handler call): either way
     assert "exiting now" in output(tmp_path) or "zoo-train: stopped by SIGINT" in output(tmp_path)
     assert not [r for r in all_runs(tmp_path) if r.info.status == "FINISHED"]  # cut short, never complete
-    assert repair.main(["repair", "--uri", f"sqlite:///{tmp_path}/mlflow.db"]) == 0
+    assert zoo_runs.main(["repair", "--uri", f"sqlite:///{tmp_path}/mlflow.db"]) == 0
     assert {r.info.status for r in all_runs(tmp_path)} == {"KILLED"}
 
 
 @pytest.mark.slow
 def test_the_stop_message_counts_the_jobs_own_run(tmp_path):
-    """zoo.run ends the job's run before zoo.train looks for open runs: it said 'ended 0'."""
+    """zoo.run ends the job's run before zoo.cli.train looks for open runs: it said 'ended 0'."""
     proc = start(tmp_path, *TINY)
     wait_training(proc, tmp_path, parent=False)
     os.killpg(proc.pid, signal.SIGTERM)
@@ -302,10 +303,10 @@ def test_runs_orphaned_by_sigkill_are_repaired(tmp_path, capsys):
         assert time.monotonic() < deadline, "a SIGKILLed worker is still alive after 30 s"
         time.sleep(0.2)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    assert repair.main(["repair", "--uri", uri, "--dry-run"]) == 0
+    assert zoo_runs.main(["repair", "--uri", uri, "--dry-run"]) == 0
     assert capsys.readouterr().out.count("would close") == 3
     assert {r.info.status for r in sum(runs(tmp_path), [])} == {"RUNNING"}
-    done = subprocess.run([sys.executable, "-m", "zoo.tracking.repair", "repair", "--uri", uri,
+    done = subprocess.run([sys.executable, "-m", "zoo.cli.runs", "repair", "--uri", uri,
                            "--experiment", "gradzoo"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "3 orphaned run(s) repaired" in done.stdout and "Creating initial" not in done.stderr
@@ -316,7 +317,7 @@ def test_runs_orphaned_by_sigkill_are_repaired(tmp_path, capsys):
         assert tags["zoo.repaired"].endswith("is gone") or "zombie" in tags["zoo.repaired"]
         assert run.info.end_time is not None
         assert run.info.run_id in done.stdout
-    assert repair.main(["repair", "--uri", uri]) == 0
+    assert zoo_runs.main(["repair", "--uri", uri]) == 0
     assert "0 orphaned run(s) repaired" in capsys.readouterr().out
 
 
@@ -389,11 +390,11 @@ def test_zoo_ablate_repairs_its_experiment_before_launching(store, monkeypatch, 
     folder, _, client = store
     monkeypatch.chdir(folder)  # the studies' store is sqlite:///mlflow.db, experiment gradzoo
     launched = []
-    monkeypatch.setattr(importlib.import_module("zoo.train"), "main", lambda **kwargs: launched.append(sys.argv))  # checked=True
+    monkeypatch.setattr(importlib.import_module("zoo.cli.train"), "main", lambda **kwargs: launched.append(sys.argv))  # checked=True
     exp = client.create_experiment("gradzoo")
     orphan = open_run(client, exp, zoo_owner_host=socket.gethostname(), zoo_owner_pid=dead_pid(),
                       zoo_heartbeat=int(time.time()))
-    from zoo.ablate import main
+    from zoo.cli.ablate import main
 
     assert main(["input_scaling", "--scale", "quick"]) == 0 and launched
     out = capsys.readouterr().out

@@ -23,7 +23,7 @@ STUDY = "input_scaling"  # 2 jobs at quick scale, the MLP is small: ~5 s a job
 
 
 def ablate(cwd: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    out = subprocess.run([sys.executable, "-m", "zoo.ablate", *args], cwd=cwd, env=ENV,
+    out = subprocess.run([sys.executable, "-m", "zoo.cli.ablate", *args], cwd=cwd, env=ENV,
                          capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out
@@ -60,7 +60,7 @@ def test_impossible_launcher_settings_fail_before_training(args, message):
 
 
 def test_an_unknown_launcher_lists_the_choices_without_tensorflow(tmp_path):
-    code = ("import sys\nfrom zoo.ablate import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+    code = ("import sys\nfrom zoo.cli.ablate import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
             "    print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_NOT_IMPORTED', e.code)\n")
     out = subprocess.run([sys.executable, "-c", code, STUDY, "--launcher", "dask"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
@@ -107,7 +107,7 @@ def kill_one_job(cwd: Path, launcher: str, *extra: str, timeout: float = 300.0):
     steps; (exit code, the victim's run, stdout, stderr) once the sweep ends. The sweep writes to
     files, not pipes: a pipe nobody reads until the end fills up and stops the sweep."""
     with open(cwd / "stdout.txt", "w") as out, open(cwd / "stderr.txt", "w") as err:
-        sweep = subprocess.Popen([sys.executable, "-m", "zoo.ablate", *KILL_SWEEP, "--launcher", launcher, *extra],
+        sweep = subprocess.Popen([sys.executable, "-m", "zoo.cli.ablate", *KILL_SWEEP, "--launcher", launcher, *extra],
                                  cwd=cwd, env=ENV, stdout=out, stderr=err, text=True)
     try:
         training = wait_training(sweep, cwd, timeout=timeout)
@@ -226,7 +226,7 @@ def test_joining_a_ray_cluster_refuses_what_ray_refuses_before_anything_starts(t
     started = time.monotonic()
     for extra, says in ((["+hydra.launcher.ray.init.object_store_memory=1e8"], "Ray refuses object_store_memory"),
                         ([], f"nothing answers at 127.0.0.1:{(port := free_port())}")):
-        out = subprocess.run([sys.executable, "-m", "zoo.ablate", STUDY, "--scale", "quick", "--launcher", "ray",
+        out = subprocess.run([sys.executable, "-m", "zoo.cli.ablate", STUDY, "--scale", "quick", "--launcher", "ray",
                               "--address", f"127.0.0.1:{port}", *extra], cwd=tmp_path, env=ENV,
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 2 and says in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]

@@ -29,10 +29,10 @@ EXPERIMENT = "gradzoo"
 WIDTH, HEIGHT = 1280, 800
 WAIT = 45  # seconds for a page to show what is checked (the first load compiles MLflow's bundle)
 MAKE = {  # what the store holds: each command as a user types it
-    "tour": ["zoo.train", "model.depth=20", "model.activation=sigmoid", "model.init=random_normal",
+    "tour": ["zoo.cli.train", "model.depth=20", "model.activation=sigmoid", "model.init=random_normal",
              "trainer.epochs=1"],
-    "sweep": ["zoo.train", "-m", "model.activation=sigmoid,relu", "trainer.epochs=1"],
-    "study": ["zoo.ablate", "input_scaling", "--scale", "quick"],
+    "sweep": ["zoo.cli.train", "-m", "model.activation=sigmoid,relu", "trainer.epochs=1"],
+    "study": ["zoo.cli.ablate", "input_scaling", "--scale", "quick"],
 }
 VERDICTS = ("healthy", "vanishing", "exploding", "diverged", "reproduced", "not reproduced", "inconclusive")
 

@@ -295,7 +295,7 @@ def test_compare_figure_keeps_layer_names_clear_of_the_header_and_inside_the_pag
     for names of any length, measured on the rendered text."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from zoo.compare import Comparison, Probed, figure, table
+    from zoo.comparison import Comparison, Probed, figure, table
     from zoo.monitor.verdict import Verdict
 
     def probed(label, names):

@@ -21,13 +21,13 @@ SMALL = "linear20-normal-digits"  # the fastest recipe (deep linear chain, 5 epo
 
 
 def _cli(*args, cwd, timeout=600):
-    return subprocess.run([sys.executable, "-m", "zoo.pretrained.cli", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "zoo.cli.pretrained", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=timeout)
 
 
 def test_listing_and_verifying_import_no_tensorflow(tmp_path):
     code = ("import sys, zoo\n"
-            "from zoo.pretrained import cli\n"
+            "from zoo.cli import pretrained as cli\n"
             "names = zoo.list_pretrained()\n"
             "assert cli.main(['list']) == 0 and cli.main(['verify']) == 0\n"
             "assert cli.main(['show', names[0]]) == 0\n"
@@ -295,7 +295,7 @@ def test_compare_measures_what_a_plain_gradient_tape_measures_and_changes_nothin
     import tensorflow as tf
 
     import zoo
-    from zoo.compare import probe
+    from zoo.comparison import probe
 
     model = zoo.load_pretrained("mlp20-sigmoid-bn-digits")
     data = zoo.load_dataset("digits")
@@ -339,7 +339,8 @@ def test_compare_of_recurrent_models_has_the_gradient_through_time():
 ])
 def test_a_corrupt_manifest_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys, text, message):
     """Before: a raw JSONDecodeError (or KeyError, TypeError) traceback from zoo-pretrained."""
-    from zoo.pretrained import cli, manifest
+    from zoo.cli import pretrained as cli
+    from zoo.pretrained import manifest
 
     path = tmp_path / "manifest.json"
     path.write_text(text, encoding="latin-1")

@@ -165,7 +165,7 @@ def _mentioning(text: str) -> list[int]:
 
 
 def _launch(cwd: Path, address: str, env: dict, *extra: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "zoo.ablate", STUDY, "--scale", "quick", "--launcher", "ray",
+    return subprocess.run([sys.executable, "-m", "zoo.cli.ablate", STUDY, "--scale", "quick", "--launcher", "ray",
                            "--address", address, "tracking=server", *extra], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 

@@ -32,7 +32,7 @@ def test_cli_run_lands_in_mlflow_with_params_series_plots_and_verdict(tmp_path, 
     assert run.data.tags["zoo.verdict"] == "healthy"  # 6 ReLU/He layers
     # the UI's *Created by* and *Source*, as MLflow's own start_run records them
     assert run.data.tags["mlflow.user"] == getpass.getuser() and run.data.tags["mlflow.source.type"] == "LOCAL"
-    assert run.data.tags["mlflow.source.name"] == "train.py"  # `python -m zoo.train`; `zoo-train` for the script
+    assert run.data.tags["mlflow.source.name"] == "train.py"  # `python -m zoo.cli.train`; `zoo-train` for the script
     assert run.data.tags["zoo.progress"] == "learning"
     assert run.data.metrics["final/train_loss"] < 0.95 * run.data.metrics["baseline/train_loss"]
     assert 0 < run.data.metrics["final/train_accuracy"] <= 1

@@ -54,7 +54,7 @@ def squeue(fields: str = "%i") -> list[str]:
 
 def ablate(cwd: Path, *extra: str) -> subprocess.Popen:
     with open(cwd / "stdout.txt", "w") as out, open(cwd / "stderr.txt", "w") as err:
-        return subprocess.Popen([sys.executable, "-m", "zoo.ablate", *SWEEP, *extra], cwd=cwd, env=ENV,
+        return subprocess.Popen([sys.executable, "-m", "zoo.cli.ablate", *SWEEP, *extra], cwd=cwd, env=ENV,
                                 stdout=out, stderr=err, text=True)
 
 
@@ -219,7 +219,7 @@ def test_the_slurm_job_id_is_the_array_task_scancel_takes(monkeypatch):
 
 def test_a_slurm_sweep_asks_for_its_jobs_memory_unless_told():
     from zoo import slurm
-    from zoo.ablate import hydra_argv
+    from zoo.cli.ablate import hydra_argv
     from zoo.launchers import launcher_overrides
     from zoo.precheck import check_command
 

@@ -51,7 +51,7 @@ def test_a_new_sqlite_store_logs_ahead_so_parallel_jobs_wait_less(tmp_path):
 # --- a new store is created whole or not at all ---------------------------------------------------
 def _usable(db) -> None:
     """The store is whole: the checks a run makes pass, and zoo-runs repair works on it."""
-    from zoo.tracking.repair import main
+    from zoo.cli.runs import main
     from zoo.tracking.store import check_for_run
 
     check_for_run(f"sqlite:///{db}")
@@ -169,7 +169,7 @@ def _store_with_an_orphan(folder):
 
 
 def _zoo_runs(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "zoo.tracking.repair", "repair", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "zoo.cli.runs", "repair", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=60)
 
 

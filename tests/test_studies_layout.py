@@ -38,14 +38,32 @@ def cycle_through(graph, start):
 def test_studies_and_tracking_have_no_import_cycles():
     graph = imports()
     for module in sorted(graph):
-        if module.startswith(("zoo.studies", "zoo.tracking", "zoo.train", "zoo.ablate")):
+        if module.startswith(("zoo.studies", "zoo.tracking", "zoo.cli")):
             assert cycle_through(graph, module) is None, " -> ".join(cycle_through(graph, module))
 
 
-def test_tracking_reaches_studies_only_through_the_sweep_callback():
+def test_tracking_imports_no_study_code_and_the_study_callback_validates_and_judges():
+    """zoo.tracking is a floor below the studies: none of its modules, the sweep callback
+    included, imports zoo.studies or zoo.precheck. A study is validated and judged by the studies
+    package's callback, which extends the tracking one."""
     graph = imports()
     for module, deps in graph.items():
-        if module.startswith("zoo.tracking") and module != "zoo.tracking.sweep":
-            assert not {d for d in deps if d.startswith("zoo.studies")}, module
-    assert {d for d in graph["zoo.tracking.sweep"] if d.startswith("zoo.studies")} == {
+        if module.startswith("zoo.tracking"):
+            assert not {d for d in deps if d.startswith(("zoo.studies", "zoo.precheck"))}, module
+    assert {d for d in graph["zoo.studies.callback"] if d.startswith("zoo.studies")} == {
         "zoo.studies.validate", "zoo.studies.judge"}
+    assert "zoo.tracking.sweep" in graph["zoo.studies.callback"]
+
+
+def test_no_module_of_zoo_imports_the_package_root():
+    """``zoo/__init__.py`` is for users: a module of the package imports the module that defines
+    what it needs (zoo.spec.build_model, zoo.run.train, zoo.stopping), never ``zoo`` itself,
+    whose public functions delegate to those modules."""
+    found = []
+    for path in ROOT.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "zoo" and node.level == 0:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: from zoo import ...")
+            elif isinstance(node, ast.Import) and any(a.name == "zoo" for a in node.names):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: import zoo")
+    assert not found, found

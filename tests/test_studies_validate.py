@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-import zoo.ablate
+import zoo.cli.ablate
 from zoo.schema import SpecError
 from zoo.studies import jobs, load, validate
 from zoo.tracking import runs
@@ -58,7 +58,7 @@ def test_an_unknown_metric_fails_naming_the_file(studies):
 def test_zoo_ablate_refuses_a_bad_study_in_one_line_before_training(studies, capsys):
     text = (studies / "pretraining.yaml").read_text()
     (studies / "pretraining.yaml").write_text(text.replace("variant: {pretrain.epochs: 20}", "variant: {pretrain.epochs: 5}", 1))
-    assert zoo.ablate.main(["pretraining", "--scale", "quick"]) == 2
+    assert zoo.cli.ablate.main(["pretraining", "--scale", "quick"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"zoo-ablate: {studies / 'pretraining.yaml'}: study.claim")
 
@@ -67,12 +67,12 @@ def test_a_yaml_syntax_error_names_file_and_line_and_list_still_lists_the_others
     (studies / "broken.yaml").write_text("study:\n  name: broken\n  metrics: [a, b\n  plot: layers\n")
     with pytest.raises(SpecError, match=rf"^{studies / 'broken.yaml'}:\d+: YAML syntax error"):
         load.load_study("broken")
-    assert zoo.ablate.main(["--list"]) == 0
+    assert zoo.cli.ablate.main(["--list"]) == 0
     out, err = capsys.readouterr()
     assert "  pretraining " in out and "[2 jobs quick, 6 full]" in out
     assert f"  broken           BROKEN: {studies / 'broken.yaml'}:" in out
     assert f"{studies / 'broken.yaml'}:" in err
-    assert zoo.ablate.main(["broken"]) == 2
+    assert zoo.cli.ablate.main(["broken"]) == 2
 
 
 def test_every_shipped_check_is_validated_quickly():

@@ -42,9 +42,9 @@ fake = types.ModuleType("zoo.run")
 fake.run = run
 sys.modules["zoo.run"] = fake
 if os.environ.get("ENTRY") == "zoo-ablate":
-    from zoo.ablate import main as ablate
+    from zoo.cli.ablate import main as ablate
     sys.exit(ablate(sys.argv[1:]))
-from zoo.train import main
+from zoo.cli.train import main
 sys.argv = ["zoo-train"] + sys.argv[1:]
 main()
 """

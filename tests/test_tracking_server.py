@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from zoo.cli import server as server_cli
 from zoo.monitor.layout import LOG10_ZERO
 from zoo.tracking import server as zoo_server
 from zoo.tracking.repair import running
@@ -57,7 +58,7 @@ def team():
 
 
 def _ablate(uri: str, cwd: Path) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "zoo.ablate", *STUDY, f"tracking.uri={uri}"], cwd=cwd,
+    done = subprocess.run([sys.executable, "-m", "zoo.cli.ablate", *STUDY, f"tracking.uri={uri}"], cwd=cwd,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
@@ -66,7 +67,7 @@ def _ablate(uri: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def study(team, tmp_path_factory):
     """The study, run once over HTTP; its working folder (resume runs from the same one)."""
-    listing = subprocess.run([sys.executable, "-m", "zoo.ablate", "--list"], capture_output=True,
+    listing = subprocess.run([sys.executable, "-m", "zoo.cli.ablate", "--list"], capture_output=True,
                              text=True, timeout=120)
     assert re.search(rf"^\s*gated_init\s.*\[{QUICK_JOBS} jobs quick", listing.stdout, re.M), listing.stdout
     cwd = tmp_path_factory.mktemp("study")
@@ -176,14 +177,14 @@ def test_team_server_stops_both_and_keeps_history_across_restarts():
 
 def test_an_impossible_port_is_refused_before_anything_starts(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
-        zoo_server.main(["start", "--root", str(tmp_path / "never"), "--port", "70000"])
+        server_cli.main(["start", "--root", str(tmp_path / "never"), "--port", "70000"])
     assert stop.value.code == 2
     assert "--port must be a TCP port in 1..65535, got 70000" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
 
 
 def _server_cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "zoo.tracking.server", "start", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "zoo.cli.server", "start", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -89,7 +89,7 @@ def ablate(args, cwd):
 @pytest.mark.slow
 def test_your_study_file_runs_on_your_model_and_data(tmp_path):
     project = write_project(tmp_path)
-    out = subprocess.run([sys.executable, "-m", "zoo.ablate", "mystudy.yaml", "--scale", "quick"],
+    out = subprocess.run([sys.executable, "-m", "zoo.cli.ablate", "mystudy.yaml", "--scale", "quick"],
                          cwd=project, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "zoo-ablate: mystudy.yaml at scale quick: 2 jobs" in out.stdout
@@ -126,7 +126,7 @@ def test_your_study_file_runs_on_your_model_and_data(tmp_path):
 def test_a_study_in_another_folder_reads_its_relative_paths_from_the_launch_folder(tmp_path, monkeypatch):
     """``studies/mystudy.yaml`` is Hydra's config dir ``studies`` and name ``mystudy``; the jobs
     run where zoo-ablate was started (no chdir), so ``mynet.py`` is the launch folder's."""
-    from zoo.ablate import check_overrides, hydra_argv
+    from zoo.cli.ablate import check_overrides, hydra_argv
     from zoo.schema import SpecError
 
     project = write_project(tmp_path)
@@ -146,7 +146,7 @@ def test_a_study_in_another_folder_reads_its_relative_paths_from_the_launch_fold
 
 def test_list_shows_the_shipped_studies_not_files_in_the_launch_folder(tmp_path):
     project = write_project(tmp_path)
-    out = subprocess.run([sys.executable, "-m", "zoo.ablate", "--list"], cwd=project, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "zoo.cli.ablate", "--list"], cwd=project, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0 and "  init_depth " in out.stdout and "mystudy" not in out.stdout
 
@@ -194,7 +194,7 @@ def test_a_study_name_that_is_a_file_here_says_to_give_its_path(tmp_path):
 
 
 def test_a_study_file_in_a_folder_named_like_an_override_is_no_override(tmp_path, monkeypatch):
-    from zoo.ablate import hydra_argv
+    from zoo.cli.ablate import hydra_argv
     from zoo.studies.jobs import job_count, task_overrides
 
     project = write_project(tmp_path)

@@ -17,7 +17,7 @@ from zoo.spec import compose_spec
 # Runs ``zoo-train ARGS`` in-process and reports whether TensorFlow got imported on the way.
 PROBE = ("import runpy, sys\n"
          "sys.argv = ['zoo-train'] + sys.argv[1:]\n"
-         "try:\n    runpy.run_module('zoo.train', run_name='__main__')\n    code = 0\n"
+         "try:\n    runpy.run_module('zoo.cli.train', run_name='__main__')\n    code = 0\n"
          "except SystemExit as e:\n    code = e.code\n"
          "print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_NOT_IMPORTED', code)\n")
 
@@ -229,12 +229,12 @@ def test_hydras_own_errors_are_one_line_and_exit_2(tmp_path, args, message):
 def test_a_user_asking_for_hydras_full_error_gets_the_exception(tmp_path):
     import os
 
-    out = subprocess.run([sys.executable, "-m", "zoo.train", "model=foo"], cwd=tmp_path, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "zoo.cli.train", "model=foo"], cwd=tmp_path, capture_output=True,
                          text=True, timeout=60, env={**os.environ, "HYDRA_FULL_ERROR": "1"})
     assert out.returncode == 1 and "hydra.errors.MissingConfigException" in out.stderr
 
 
-ABLATE = ("import sys\nfrom zoo.ablate import main\ncode = main(sys.argv[1:])\n"
+ABLATE = ("import sys\nfrom zoo.cli.ablate import main\ncode = main(sys.argv[1:])\n"
           "print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_NOT_IMPORTED', code)\n")
 
 

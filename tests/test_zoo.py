@@ -129,12 +129,19 @@ def test_deep_linear_chain_is_bias_free_and_linear():
     np.testing.assert_allclose(model(x).numpy(), x @ product, rtol=1e-5, atol=1e-6)
 
 
-def test_public_functions_survive_the_import_of_same_named_submodules():
-    """``zoo.train`` is the function even after the CLI module ``zoo.train`` was imported (a test,
-    a joblib worker, ``python -m zoo.train``), and so is ``zoo.compare``."""
+def test_public_functions_survive_the_import_of_the_cli_and_comparison_modules():
+    """``zoo.train`` is the function even after the CLI module ``zoo.cli.train`` was imported (a
+    test, a joblib worker, ``python -m zoo.cli.train``), and so is ``zoo.compare`` after
+    ``zoo.comparison``: no submodule is named like a public function, so ``zoo`` is a plain
+    module (no class that refuses the submodules' attributes)."""
     import importlib
+    import types
+    from pathlib import Path
 
-    cli = importlib.import_module("zoo.train")
-    importlib.import_module("zoo.compare")
+    cli = importlib.import_module("zoo.cli.train")
+    importlib.import_module("zoo.comparison")
     assert callable(zoo.train) and zoo.train.__module__ == "zoo" and hasattr(cli, "main")
     assert zoo.compare.__module__ == "zoo"
+    assert type(zoo) is types.ModuleType
+    package = Path(zoo.__file__).parent
+    assert not {name for name in zoo.__all__ if (package / f"{name}.py").exists() or (package / name).is_dir()}

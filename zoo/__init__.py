@@ -5,9 +5,6 @@ train something.
 """
 from __future__ import annotations
 
-import sys
-import types
-
 from zoo._lazy import pin_backend
 
 pin_backend()
@@ -30,36 +27,28 @@ def list_datasets(pattern: str = "*") -> list[str]:
 
 
 def build_model(name: str, input_shape, num_outputs: int, **knobs):
-    """Build a registered model; ``knobs`` are its config keys (validated, defaults filled)."""
-    from zoo.models import MODELS
-    from zoo.spec import validate_section
+    """Build a registered model; ``knobs`` are its config keys (validated, defaults filled).
+    See :func:`zoo.spec.build_model`."""
+    from zoo.spec import build_model as build
 
-    entry = MODELS.get(name)
-    config = validate_section("model", entry, {"name": name, **knobs})
-    return entry.builder(tuple(input_shape), num_outputs, **config.kwargs())
+    return build(name, input_shape, num_outputs, **knobs)
 
 
 def load_dataset(name: str, **options):
-    """Load a registered dataset as numpy arrays (see :class:`zoo.data.Dataset`)."""
-    from zoo.data import DATASETS
-    from zoo.spec import validate_section
+    """Load a registered dataset as numpy arrays (see :class:`zoo.data.Dataset`). See
+    :func:`zoo.spec.load_dataset`."""
+    from zoo.spec import load_dataset as load
 
-    entry = DATASETS.get(name)
-    config = validate_section("data", entry, {"name": name, **options})
-    return entry.builder(**config.kwargs())
+    return load(name, **options)
 
 
 def train(overrides: list[str] | None = None, sink=None):
     """Run one training job from config overrides, as ``zoo-train`` would; returns the result.
+    Without ``sink`` the run's records stay in memory (no MLflow), which suits notebooks. See
+    :func:`zoo.run.train`."""
+    from zoo.run import train as run_job
 
-    Without ``sink`` the run's records stay in memory (no MLflow), which suits notebooks.
-    """
-    from zoo.run import run
-    from zoo.spec import compose_spec
-    from zoo.tracking.memory import MemorySink
-
-    spec = compose_spec(overrides or [])
-    return run(spec, sink if sink is not None else MemorySink())
+    return run_job(overrides, sink)
 
 
 def list_pretrained(pattern: str = "*") -> list[str]:
@@ -80,10 +69,10 @@ def load_pretrained(name: str):
 
 def compare(a, b, data=None, **options):
     """Two models' per-layer gradient norms (and gradient through time) on the same batches, side
-    by side: ``.table``, ``.figure``, ``.save(path)``. See :func:`zoo.compare.compare`."""
-    import importlib
+    by side: ``.table``, ``.figure``, ``.save(path)``. See :func:`zoo.comparison.compare`."""
+    from zoo.comparison import compare as run
 
-    return importlib.import_module("zoo.compare").compare(a, b, data, **options)
+    return run(a, b, data, **options)
 
 
 def diagnose(model, data, **options):
@@ -103,18 +92,3 @@ def __getattr__(name: str):
 
         return GradientMonitor
     raise AttributeError(f"module 'zoo' has no attribute {name!r}")
-
-
-class _PublicAPI(types.ModuleType):
-    """Importing a submodule sets the package attribute of its name to the module: ``import
-    zoo.train`` (the CLI, which any test or worker may import) would replace the function
-    ``zoo.train`` with that module, and ``zoo.compare`` likewise. The public functions win; the
-    submodules stay importable by their dotted names (``from zoo.train import main``)."""
-
-    def __setattr__(self, name, value):
-        if name in __all__ and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _PublicAPI

@@ -2,13 +2,16 @@
 ``model.target=FILE.py:...``) are taken from there, also inside a Hydra job that runs in its own
 output folder (``hydra.job.chdir=true``; Hydra 1.3's default leaves the directory alone). And
 which sweep this process launches: :func:`sweep_id`, the resolver ``${zoo.sweep_id:}`` that the
-default sweep folder (conf/config.yaml) ends in. Nothing here imports TensorFlow."""
+default sweep folder (conf/config.yaml) ends in, and the jobs Hydra's basic sweeper makes of it
+(:func:`sweep_jobs`, what zoo.precheck checks and the sweep callback counts). Nothing here
+imports TensorFlow."""
 from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Sequence
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 
 def launch_folder() -> str:
@@ -106,6 +109,36 @@ def shared_overrides(sweep_dir: str | None, specs: list, from_env: list[str]) ->
         if agreed:
             out.append(f"{key}={_value(_absolute_store(value) if key == 'tracking.uri' else value)}")
     return out
+
+
+# --- a sweep's jobs, as Hydra's basic sweeper makes them ------------------------------------------
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+def sweep_jobs(master: DictConfig) -> list[list[str]] | None:
+    """The sweep's jobs as Hydra's basic sweeper expands them; None for another sweeper."""
+    if OmegaConf.select(master, "hydra.sweeper._target_") != BASIC_SWEEPER:
+        return None
+    return expand_lines(sweep_lines(master))
+
+
+def sweep_lines(config: DictConfig) -> list[str]:
+    """The sweeper's ``key=values`` lines: ``hydra.sweeper.params``, then the task's overrides,
+    as written (unresolved: ``model.depth=2,${oops}`` is the job's to resolve, and to fail)."""
+    params = OmegaConf.to_container(OmegaConf.select(config, "hydra.sweeper.params") or OmegaConf.create({}),
+                                    resolve=False)
+    task = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
+    return [f"{k}={v}" for k, v in params.items()] + [str(o) for o in task]
+
+
+def expand_lines(lines: Sequence[str]) -> list[list[str]]:
+    """One override list per job of ``key=values`` lines (the sweeper's params, then the task's
+    overrides), by Hydra's basic sweeper's own code."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(lines))
+    return BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
 
 
 _SWEEP_ID: list[str] = []

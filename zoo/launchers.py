@@ -4,7 +4,8 @@ Each launcher is an existing engine (Hydra's basic, joblib, Ray and submitit plu
 module only says, per engine, how to run N jobs at once without oversubscribing the cores:
 each job gets cores / N TensorFlow threads (``trainer.threads``) and, where the engine schedules
 by CPUs (Ray, submitit), asks for that many CPUs. What stays the same whatever the launcher: one
-MLflow parent run per sweep, a nested child per job, resume, the verdict (zoo.tracking.sweep).
+MLflow parent run per sweep, a nested child per job, resume (zoo.tracking.sweep), the verdict
+(zoo.studies.callback).
 
 Warm workers: joblib (loky) and Ray keep their worker processes for the whole sweep, so a worker
 imports TensorFlow once and then takes job after job; submitit starts a process per job (on

@@ -7,7 +7,7 @@ folder (``outputs/DATE/TIME``) before the task sees its config, so a config erro
 behind. Here the command line is read with Hydra's own parser, the config composed as Hydra
 will compose it (:class:`hydra._internal.hydra.Hydra`, the same search path, ``--config-dir``,
 ``--config-name``, ``hydra.mode``), and for a sweep every job's config made by the sweeper's
-own expansion (zoo.studies.jobs) and Hydra's ``load_sweep_config``, then validated
+own expansion (zoo.launch.sweep_jobs) and Hydra's ``load_sweep_config``, then validated
 (zoo.spec.validate). A study's claim is checked against the jobs this command makes
 (zoo.studies.validate.check_metrics: ``model.activation=relu`` makes ``saturated_fraction``
 impossible). The first problem is raised, before any folder or run exists: a SpecError (the job
@@ -26,10 +26,9 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
-from zoo.launch import env_keys
+from zoo.launch import env_keys, sweep_jobs
 from zoo.schema import SpecError
 
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 # flags after which Hydra runs no job (help, printing the config, shell completion)
 NO_JOB_FLAGS = ("help", "hydra_help", "cfg", "info", "shell_completion", "experimental_rerun")
 
@@ -99,24 +98,6 @@ def _seed_value(override: str):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     return OverridesParser.create().parse_override(override).value()
-
-
-def sweep_jobs(master: DictConfig) -> list[list[str]] | None:
-    """The sweep's jobs as Hydra's basic sweeper expands them; None for another sweeper."""
-    from zoo.studies.jobs import expand_lines
-
-    if OmegaConf.select(master, "hydra.sweeper._target_") != BASIC_SWEEPER:
-        return None
-    return expand_lines(sweep_lines(master))
-
-
-def sweep_lines(config: DictConfig) -> list[str]:
-    """The sweeper's ``key=values`` lines: ``hydra.sweeper.params``, then the task's overrides,
-    as written (unresolved: ``model.depth=2,${oops}`` is the job's to resolve, and to fail)."""
-    params = OmegaConf.to_container(OmegaConf.select(config, "hydra.sweeper.params") or OmegaConf.create({}),
-                                    resolve=False)
-    task = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
-    return [f"{k}={v}" for k, v in params.items()] + [str(o) for o in task]
 
 
 def _check_jobs(hydra, master: DictConfig, jobs: list[list[str]]) -> tuple[list, list]:

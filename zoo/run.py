@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from zoo import stopping
+import zoo.stopping as stopping
 from zoo.data import DATASETS, Dataset, constant_baseline
 from zoo.evaluation import PopulationStatistics, evaluate
 from zoo.models import MODELS
@@ -27,9 +27,10 @@ from zoo.monitor.verdict import Verdict, judge_run
 from zoo.optimizers import OPTIMIZERS
 from zoo.report import run_report
 from zoo.runtime import setup_tensorflow
-from zoo.spec import RunSpec
+from zoo.spec import RunSpec, compose_spec
 from zoo.step import InstrumentedStep, batch_spec
 from zoo.tracking import names, provenance
+from zoo.tracking.memory import MemorySink
 from zoo.tracking.runs import flat_params
 from zoo.tracking.sink import Sink
 
@@ -170,6 +171,15 @@ def run(spec: RunSpec, sink: Sink, run_name: str | None = None) -> RunResult:
     return result
 
 
+def train(overrides: list[str] | None = None, sink: Sink | None = None) -> RunResult:
+    """Run one training job from config overrides, as ``zoo-train`` would; returns the result.
+
+    Without ``sink`` the run's records stay in memory (no MLflow), which suits notebooks.
+    """
+    spec = compose_spec(overrides or [])
+    return run(spec, sink if sink is not None else MemorySink())
+
+
 def killed_tags(stop: BaseException | None = None) -> dict[str, str]:
     """How a run a stop ended says so: ``zoo.outcome=killed`` and ``zoo.killed`` = the signal,
     as zoo.tracking.repair.close_owned tags the runs it ends (a sweep's parent)."""
@@ -221,7 +231,7 @@ def _finish(sink: Sink, spec: RunSpec, trainee: Trainee, recorder: Recorder, out
         if status == "KILLED":  # however far the report got: a KILLED run says how it ended
             try:
                 sink.set_tags(killed_tags(err))
-            except Exception as tag_error:  # the stop goes on; zoo.train's cleanup tags it too
+            except Exception as tag_error:  # the stop goes on; zoo.cli.train's cleanup tags it too
                 log.error("could not tag the killed run: %s", tag_error)
         raise
     finally:

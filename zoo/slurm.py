@@ -49,7 +49,7 @@ def memory_gb(specs) -> int | None:
     """Whole GB (what ``hydra.launcher.mem_gb`` takes; SLURM's G is GiB) for the largest job of
     ``specs`` (zoo.spec.RunSpec): zoo.budget's estimate times MEMORY_MARGIN, rounded up; None
     when no job has an estimate."""
-    from zoo import budget
+    import zoo.budget as budget
 
     need = []
     for spec in specs:

@@ -20,7 +20,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from zoo import budget
+import zoo.budget as budget
 from zoo.registry import Entry, Registry, UnknownNameError
 import zoo.tracking.store as store
 from zoo.schema import (Section, SpecError, at_least, check_finite, check_raw_types, defaults,
@@ -362,6 +362,26 @@ def compose_spec(overrides: list[str]) -> RunSpec:
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         cfg = compose(config_name=CONFIG_NAME, overrides=list(overrides))
     return validate(cfg)
+
+
+# --- a registered model or dataset from its config keys (zoo.build_model, zoo.load_dataset) -----
+def build_model(name: str, input_shape, num_outputs: int, **knobs):
+    """Build a registered model; ``knobs`` are its config keys (validated, defaults filled)."""
+    from zoo.models import MODELS
+
+    entry = MODELS.get(name)
+    config = validate_section("model", entry, {"name": name, **knobs})
+    return entry.builder(tuple(input_shape), num_outputs, **config.kwargs())
+
+
+def load_dataset(name: str, **options):
+    """Load a registered dataset as numpy arrays (see :class:`zoo.data.Dataset`); ``options``
+    are its config keys (validated, defaults filled)."""
+    from zoo.data import DATASETS
+
+    entry = DATASETS.get(name)
+    config = validate_section("data", entry, {"name": name, **options})
+    return entry.builder(**config.kwargs())
 
 
 # --- zoo-train --help: the keys, generated from the schemas -------------------------------------

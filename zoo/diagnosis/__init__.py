@@ -44,7 +44,7 @@ class Diagnosis:
     ``findings``, ``remedies`` / ``not_helping`` / ``not_shown`` (zoo.diagnosis.remedies
     Evidence), ``markdown()``, ``figure``, ``save(folder)``."""
     label: str
-    probed: object                 # zoo.compare.Probed: per-batch norms, verdict, progress
+    probed: object                 # zoo.comparison.Probed: per-batch norms, verdict, progress
     stats: object                  # zoo.monitor.stats.RunStats, one row per batch
     loss_name: str
     batches: int
@@ -186,7 +186,7 @@ def _ratio(first: float, last: float) -> float:
 
 
 def _num(x: float) -> str:
-    from zoo.compare import _num as num
+    from zoo.comparison import _num as num
 
     return num(x)
 
@@ -268,7 +268,7 @@ def _dataset(data):
 
         data = read_arrays(data)
     if isinstance(data, str):
-        from zoo import load_dataset
+        from zoo.spec import load_dataset
 
         data = load_dataset(data)
     if isinstance(data, Dataset):
@@ -290,7 +290,7 @@ def infer_task(y) -> str:
 
 def diagnose(model, data, loss=None, batches: int = BATCHES, batch_size: int = BATCH_SIZE,
              seed: int = 0, label: str | None = None) -> Diagnosis:
-    """Diagnose ``model`` (any Keras model, see zoo.compare.compare) on ``data``: ``(x, y)``,
+    """Diagnose ``model`` (any Keras model, see zoo.comparison.compare) on ``data``: ``(x, y)``,
     ``(x, y, task)``, ``{"x": ..., "y": ...}``, a ``.npz`` path (``x``/``y`` or
     ``x_train``/``y_train``), a zoo dataset name or ``zoo.data.Dataset``; ``x`` and ``y`` arrays
     or lists / dicts of arrays. ``loss``: a Keras loss name or object; default the model's
@@ -299,7 +299,7 @@ def diagnose(model, data, loss=None, batches: int = BATCHES, batch_size: int = B
     examples are drawn with ``seed``. Raises zoo.diagnosis.arrays.InputError (a ValueError), in
     one line, for an unknown task or loss name, inputs that do not fit the model's input, or
     targets that do not fit its output and loss."""
-    from zoo.compare import probed
+    from zoo.comparison import probed
     from zoo.data import Dataset, constant_baseline
     from zoo.measure import batches_of, measure
     from zoo.monitor.summary import progress
@@ -347,7 +347,7 @@ def figure(d: Diagnosis):
     time for recurrent models; saturated and dead fractions for activation layers."""
     from matplotlib.figure import Figure
 
-    from zoo.compare import _floor, _ticks, flow_panel, time_panel
+    from zoo.comparison import _floor, _ticks, flow_panel, time_panel
 
     p = d.probed
     acts, recurrent = d.activation_rows(), p.time_grad is not None

@@ -8,7 +8,7 @@ with the manifest that says how each was made and what it reached.
 
 Modules: ``manifest`` (the catalogue), ``integrity`` (sha256, download cache), ``load`` (verify,
 load in safe mode, re-attach layer roles), ``recipes`` (regenerate and check), ``mlflow_registry``
-(log and register), ``cli`` (``zoo-pretrained``).
+(log and register); the command line, ``zoo-pretrained``, is zoo.cli.pretrained.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Regenerating an entry from its recipe, by the project's own training code.
 
-``train`` runs ``zoo.train(recipe + seed + tracking.uri=null)`` exactly as ``zoo-train`` would,
+``train`` runs ``zoo.run.train(recipe + seed + tracking.uri=null)`` exactly as ``zoo-train`` would,
 saves the trained model in Keras' native format and describes it as a manifest entry (hash,
 size, metrics, versions). ``check`` compares a new run's metrics with the manifest's.
 
@@ -51,13 +51,13 @@ def _versions() -> dict[str, str]:
 
 def train(entry: Entry, out_dir: Path, extra: tuple[str, ...] = (), sink=None) -> Trained:
     """Train ``entry``'s recipe and save the model as ``out_dir/entry.file``."""
-    import zoo
+    from zoo.run import train as zoo_train
     from zoo.spec import compose_spec
 
     overrides = [*entry.overrides(), *EXECUTION, *extra]
     spec = compose_spec(overrides)
     started = time.perf_counter()
-    result = zoo.train(overrides, sink=sink)
+    result = zoo_train(overrides, sink=sink)
     seconds = time.perf_counter() - started
     if result.outcome != "finished":
         raise RuntimeError(f"{entry.name}: the recipe's run {result.outcome}; nothing saved")

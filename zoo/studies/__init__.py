@@ -2,6 +2,7 @@
 
 Imports point down this list (nothing here imports TensorFlow; matplotlib only when drawing)::
 
+    callback.py  the sweep's Hydra callback for a study: checked first, judged last
     judge.py     judge a finished study: records → claim verdict, tables, plots, parent-run tags
     validate.py  before training: the study's checks against its expanded full-scale sweep
     jobs.py      a sweep's jobs, exactly as Hydra's basic sweeper expands them; their params

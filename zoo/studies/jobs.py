@@ -12,6 +12,7 @@ import contextlib
 import functools
 from collections.abc import Iterable, Mapping, Sequence
 
+from zoo.launch import expand_lines
 from zoo.studies.load import config_location, sweep_params
 
 
@@ -31,16 +32,6 @@ def task_overrides(argv: Iterable[str]) -> list[str]:
 def expand(params: Mapping[str, str], overrides: Sequence[str] = ()) -> list[list[str]]:
     """One override list per job, in Hydra's order, exactly as its basic sweeper expands them."""
     return expand_lines([f"{k}={v}" for k, v in params.items()] + task_overrides(overrides))
-
-
-def expand_lines(lines: Sequence[str]) -> list[list[str]]:
-    """One override list per job of ``key=values`` lines (the sweeper's params, then the task's
-    overrides), by Hydra's basic sweeper's own code."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides(list(lines))
-    return BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
 
 
 def study_jobs(study: str, overrides: Sequence[str] = ()) -> list[list[str]]:

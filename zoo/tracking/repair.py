@@ -5,7 +5,7 @@ Every run and sweep parent is tagged with its owner, ``zoo.owner.host`` and ``zo
 and a heartbeat ``zoo.heartbeat`` (epoch seconds, zoo.tracking.provenance), which a daemon
 thread of the owning process refreshes every BEAT_SECONDS while the run is open
 (:func:`keep_alive`). Ctrl-C and SIGTERM end a process's open runs as KILLED on the way out
-(:func:`close_owned`, called by zoo.train); SIGKILL, the OOM killer or a lost machine cannot, so
+(:func:`close_owned`, called by zoo.cli.train); SIGKILL, the OOM killer or a lost machine cannot, so
 a RUNNING run is an *orphan* when
 
 - its owner pid is dead on this host (no such process, a zombie, or a process that started
@@ -15,12 +15,10 @@ a RUNNING run is an *orphan* when
 :func:`repair` ends orphans as KILLED with ``zoo.outcome=killed`` and ``zoo.repaired`` saying
 when and why; ``zoo-ablate STUDY`` repairs the study's experiment before launching. RUNNING runs
 without owner tags (made before owners were recorded) are left alone unless ``--unowned``.
-
-    zoo-runs repair [--uri URI] [--experiment NAME] [--dry-run] [--unowned]
+The command line, ``zoo-runs repair``, is zoo.cli.runs.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import math
@@ -328,38 +326,3 @@ def repair(uri: str, experiment: str | None = None, dry_run: bool = False,
 def describe(orphans: list[Orphan], dry_run: bool = False) -> list[str]:
     verb = "would close" if dry_run else "closed"
     return [f"{verb} {o.run_id} ({o.name}) as KILLED: {o.reason}" for o in orphans]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="zoo-runs", description="Look after the runs in an MLflow store.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    fix = sub.add_parser("repair", help="end RUNNING runs whose process is gone as KILLED",
-                         description="A RUNNING run is an orphan when its owner pid is dead on this host "
-                                     f"or its heartbeat is over {STALE_SECONDS:.0f} s old; each is ended as "
-                                     "KILLED with zoo.outcome=killed and zoo.repaired saying why.")
-    fix.add_argument("--uri", default="sqlite:///mlflow.db", help="MLflow store (default: %(default)s)")
-    fix.add_argument("--experiment", help="only this experiment (default: every experiment)")
-    fix.add_argument("--dry-run", action="store_true", help="list the orphans, change nothing")
-    fix.add_argument("--unowned", action="store_true",
-                     help=f"also RUNNING runs without owner tags started over {STALE_SECONDS:.0f} s ago")
-    args = parser.parse_args(argv)
-    from zoo.tracking.store import StoreError
-
-    try:
-        check_store(args.uri, args.dry_run)
-        orphans = repair(args.uri, args.experiment, args.dry_run, args.unowned)
-    except StoreError as err:
-        print(f"zoo-runs: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:
-        print(f"zoo-runs: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", file=sys.stderr)
-        return 2
-    for line in describe(orphans, args.dry_run):
-        print(f"zoo-runs: {line}")
-    print(f"zoo-runs: {len(orphans)} orphaned run(s) {'found' if args.dry_run else 'repaired'} in {args.uri}"
-          + (f", experiment {args.experiment}" if args.experiment else ""))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,21 +1,22 @@
-"""One MLflow parent run per sweep, a nested child run per job, resume, the study judged at the end.
+"""One MLflow parent run per sweep, a nested child run per job, resume, and the sweep's count.
 
 Hydra has no MLflow integration; its callbacks are the hook. ``on_multirun_start`` (in the
-launching process) checks a study's claim against its sweep (zoo.studies.validate: a bad check
-prints one line and exits 2 before any job; Hydra would only warn about an exception), creates
-the parent run (tagged with the sweep's key, ``hydra.sweep.dir``) and leaves its id in
+launching process) lets a subclass refuse the sweep first (:meth:`SweepCallback.check_sweep`),
+creates the parent run (tagged with the sweep's key, ``hydra.sweep.dir``) and leaves its id in
 ``<sweep dir>/zoo_sweep.json``. Each job, in whatever process or machine the launcher gives it,
 finds the parent (that file, or the store for a worker on another machine), asks
 :func:`skip_if_finished` (resume: a FINISHED run with the same config hash is reused), tags its
 own run with ``mlflow.parentRunId`` (MlflowClient, no fluent "active run", so neither a previous
 job's run nor a stray MLFLOW_RUN_ID can capture it) and hands its record back as a tag of the
 parent (:func:`record_job`), so nothing depends on a shared disk. ``on_multirun_end`` ends the
-runs of workers that died (KILLED), gathers the records, adopts the runs a resumed
-sweep reused from an earlier invocation of the same study (a run another study trained stays
-nested there), lists every reused run and why in ``zoo.reused_runs``, and, for a study, judges
-the claim and logs the table, plots and verdict (zoo.studies.judge). Hydra calls no callback
-on Ctrl-C or SIGTERM: zoo.train then ends the parent (and any job) as KILLED
-(zoo.tracking.repair.close_owned); after SIGKILL the next ``zoo-ablate`` repairs them.
+runs of workers that died (KILLED), gathers the records, adopts the runs a resumed sweep reused
+from an earlier invocation of the same study (a run another study trained stays nested there),
+lists every reused run and why in ``zoo.reused_runs``, lets a subclass conclude while the parent
+is still open (:meth:`SweepCallback.conclude`) and ends the parent last. The callback
+conf/config.yaml names is the studies package's StudyCallback: this one, plus a study's claim
+checked against its sweep first and judged at the end; this floor imports no study code. Hydra
+calls no callback on Ctrl-C or SIGTERM: zoo.cli.train then ends the parent (and any job) as
+KILLED (zoo.tracking.repair.close_owned); after SIGKILL the next ``zoo-ablate`` repairs them.
 
 A sweep is one folder and one key: the default folder ends in :func:`zoo.launch.sweep_id` (this process's
 pid and a random suffix, conf/config.yaml's ``hydra.sweep.dir``), so two sweeps started in the
@@ -24,7 +25,7 @@ job trained twice, all nested under the second parent, the first parent left RUN
 given by hand is locked for the sweep's life (:func:`lock_sweep_dir`): a second sweep into it is
 refused. Each callback ends the parent it created, not whatever the folder's file names now.
 ``on_multirun_end`` also counts the jobs (:class:`SweepOutcome`: finished, reused, failed, lost)
-for zoo.train's last line and exit code: 1 when every job failed, 3 when some did.
+for zoo.cli.train's last line and exit code: 1 when every job failed, 3 when some did.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from zoo.launch import sweep_id  # noqa: F401  (registers ${zoo.sweep_id:}, which the sweep folder names)
+from zoo.launch import sweep_jobs
 
 log = logging.getLogger("zoo")
 SWEEP_FILE = "zoo_sweep.json"
@@ -174,7 +176,7 @@ def record_job(spec, hydra_cfg, **record) -> None:
 
 @dataclass
 class SweepOutcome:
-    """How a sweep's jobs ended, for zoo.train's last line and exit code."""
+    """How a sweep's jobs ended, for zoo.cli.train's last line and exit code."""
     jobs: int                                          # jobs the sweep ran (or meant to)
     failed: int = 0                                    # crashed, refused, killed or lost
     reused: int = 0                                    # skipped: a FINISHED run had their config
@@ -258,6 +260,10 @@ def _study_of_parent(c, run_id: str) -> str | None:
 
 
 class SweepCallback(Callback):
+    """The sweep's parent run, its jobs' records and its outcome. A subclass adds what a kind of
+    sweep needs through :meth:`check_sweep` (before anything is made) and :meth:`conclude`
+    (after the jobs, before the parent run ends)."""
+
     @staticmethod
     def _repair(uri: str, config: DictConfig) -> list:
         """End the runs of workers that died during the sweep (SIGKILL, the OOM killer; Ray has
@@ -281,27 +287,28 @@ class SweepCallback(Callback):
     @staticmethod
     def _expected_jobs(config: DictConfig) -> int | None:
         """The number of jobs Hydra's basic sweeper makes of this config; None for another sweeper."""
-        from zoo.precheck import sweep_jobs
-
         try:
             jobs = sweep_jobs(config)
             return None if jobs is None else len(jobs)
         except Exception:  # the count only names lost jobs; the sweep itself will say what is wrong
             return None
 
+    def check_sweep(self, config: DictConfig) -> None:
+        """Refuse the sweep before any folder, run or job exists: print one line and raise
+        SystemExit (Hydra turns a callback's other exceptions into a warning and goes on). A
+        plain sweep has nothing to check here: zoo-train checked its jobs' configs before Hydra ran."""
+
+    def conclude(self, c, uri: str, parent: str, config: DictConfig, run_ids: list[str], sweep_dir: Path) -> None:
+        """After the jobs, with the parent run ``parent`` still open (``c``: a client of ``uri``;
+        ``run_ids``: the runs the jobs made or reused): log what the sweep amounts to. An
+        exception fails the parent run with it; a plain sweep adds nothing."""
+
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         from zoo.schema import SpecError
 
         LAST_OUTCOME.clear()
+        self.check_sweep(config)
         study = OmegaConf.select(config, "study.name")
-        if study:
-            from zoo.studies.validate import validate_sweep
-
-            try:
-                validate_sweep(config)
-            except SpecError as err:  # Hydra turns a callback's exception into a warning and goes
-                print(f"zoo-train: study error: {err}", file=sys.stderr)  # on: exit, before any job
-                raise SystemExit(2) from None
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -320,7 +327,7 @@ class SweepCallback(Callback):
         from zoo.tracking.runs import client, experiment_id
 
         c = client(uri)
-        keep_alive(uri, config.tracking.experiment)  # the parent's heartbeat; Ctrl-C closes it (zoo.train)
+        keep_alive(uri, config.tracking.experiment)  # the parent's heartbeat; Ctrl-C closes it (zoo.cli.train)
         tags = {"zoo.kind": "study" if study else "sweep", "zoo.sweep_dir": str(sweep_dir.resolve()),
                 SWEEP_KEY: _sweep_key(config.hydra.sweep.dir),
                 **{k: v for k, v in provenance.tags(0).items() if k != "zoo.seed"},
@@ -382,17 +389,14 @@ class SweepCallback(Callback):
         status = "FAILED" if outcome.exit_code == 1 else "FINISHED"  # every job failed: nothing came of it
         ending = {"zoo.outcome": status.lower()}
         try:
-            if OmegaConf.select(config, "study") is not None:
-                from zoo.studies.judge import judge_study
-
-                judge_study(c, uri, parent, config.study, run_ids, sweep_dir)
-        except Exception as err:  # the children are safe; say why the judgement is missing
+            self.conclude(c, uri, parent, config, run_ids, sweep_dir)
+        except Exception as err:  # the children are safe; say why the conclusion (a verdict) is missing
             status, ending = "FAILED", {"zoo.outcome": "failed", "zoo.error": f"{type(err).__name__}: {err}"[:5000]}
-            log.exception("judging the study failed")
-        except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM while judging: not FINISHED without a verdict
-            from zoo import stopping
+            log.exception("concluding the sweep failed (%s)", type(self).__name__)
+        except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM while concluding: not FINISHED without a verdict
+            from zoo.stopping import name_of
 
-            status, ending = "KILLED", {"zoo.outcome": "killed", "zoo.killed": stopping.name_of(stop)}
+            status, ending = "KILLED", {"zoo.outcome": "killed", "zoo.killed": name_of(stop)}
             raise
         finally:  # as a job's run: FINISHED only with everything written, the outcome last
             from zoo.tracking.repair import record_end

@@ -34,7 +34,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from zoo import stopping
+import zoo.stopping as stopping
 from zoo._lazy import pin_backend
 from zoo.schema import SpecError
 from zoo.spec import validate
@@ -67,7 +67,7 @@ def _run(spec, hydra_cfg, sweeping: bool):
         try:
             sink.set_tags({"zoo.killed": name})
             sweep.record_job(spec, hydra_cfg, run_id=sink.run_id, error=f"stopped by {name}")
-        except Exception as err:  # the stop goes on; zoo.train closes what is still open
+        except Exception as err:  # the stop goes on; zoo.cli.train closes what is still open
             log.warning("could not record the stop: %s", err)
         raise
     except SystemExit as stop:  # zoo.run ended the run FAILED; nothing in the zoo exits mid-run
@@ -220,7 +220,7 @@ def main(checked: bool = False, prog: str = "zoo-train") -> None:
         if not checked:
             found = check_command(sys.argv[1:])
             if found is not None:  # a sweep's folder, store and environment, resolved here for every job
-                from zoo import slurm
+                import zoo.slurm as slurm
 
                 sys.argv += found.shared_overrides()
                 sys.argv += slurm.overrides(found.specs, sys.argv[1:])  # submitit_slurm: as zoo-ablate runs it

@@ -150,11 +150,11 @@ def _dataset(data, entry):
         options = {k: v for k, v in entry.data.items() if k not in ("name", "input_shape", "num_outputs")}
         return DATASETS.build(entry.data["name"], **options)
     if isinstance(data, str):
-        from zoo import load_dataset
+        from zoo.spec import load_dataset
 
         return load_dataset(data)
     if isinstance(data, dict):
-        from zoo import load_dataset
+        from zoo.spec import load_dataset
 
         return load_dataset(**data)
     x, y, task = data

@@ -15,7 +15,7 @@ a folder is a study file of your own (zoo.studies.load): its folder and stem are
 and name; relative paths in it (``model.target=mynet.py:build``, ``data.path=mine.npz``) are
 taken from where you launch, where every job runs (Hydra's ``hydra.job.chdir`` is off). The
 study's checks are validated against its sweep first (zoo.studies.validate); the sweep callback
-(zoo.tracking.sweep) makes the MLflow parent run and judges the claim at the end
+(zoo.studies.callback) makes the MLflow parent run and judges the claim at the end
 (zoo.studies.judge). Listing and argument errors do not import TensorFlow, and neither does a
 bad study file or a bad override: every job of the sweep this command makes (scale and extra
 overrides included) is composed and validated first, and the claim's metrics checked against
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as err:
         print(f"zoo-ablate: {err}", file=sys.stderr)
         return 2
-    from zoo.train import HYDRA_CONFIG_ERRORS, hydra_error_line
+    from zoo.cli.train import HYDRA_CONFIG_ERRORS, hydra_error_line
 
     try:
         validate_study(args.study)  # every check against the full-scale sweep, before training
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"zoo-ablate: config error: {hydra_error_line(err)}", file=sys.stderr)
         return 2
     if args.address:
-        from zoo import ray_join
+        import zoo.ray_join as ray_join
 
         try:
             turned_on = ray_join.prepare(args.address)
@@ -165,13 +165,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if turned_on:
             print(f"zoo-ablate: {turned_on}", flush=True)
-    from zoo import slurm
+    import zoo.slurm as slurm
 
     hydra_args += slurm.overrides(checked.specs, hydra_args)  # SLURM: zoo.slurm's launcher; memory by the estimate
     print(f"zoo-ablate: {args.study} at scale {args.scale}: {jobs} jobs"
           + "".join(f"; {o}" for o in hydra_args if o.startswith("hydra.launcher.mem_gb=")), flush=True)
     repair_before(spec)
-    from zoo.train import main as zoo_train
+    from zoo.cli.train import main as zoo_train
 
     saved = sys.argv
     # the sweep folder, the store and whatever reads the environment, resolved here for every job
