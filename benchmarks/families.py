@@ -2,7 +2,8 @@
 
 Each family trains at its ``conf/model/<name>.yaml`` defaults on data that fits it (digits for
 the MLP and the deep linear chain; digits as 8x8 images for ResNet-20 and Inception, the
-shipped image data; the adding problem with T = 50 for the recurrent nets). Two ways, in one
+shipped image data; the adding problem with T = 50 for the recurrent nets; digits as 8 rows of
+8 pixels for the Transformers). Two ways, in one
 process, rounds interleaved as in ``overhead.py``: plain ``fit`` (the same model, optimizer and
 weighted objective) and the zoo's instrumented loop into MLflow's sqlite store at the default
 ``monitor.log_every``, final flush included. Each way first runs one untimed epoch (tracing).
@@ -19,6 +20,7 @@ from overhead import keras_fit, zoo_loop
 from zoo.spec import compose_spec
 
 IMAGE = ["data.layout=image"]
+ROWS = ["data=seq_digits", "data.mode=row"]
 ADDING = ["data=adding", "data.length=50", "data.n_train=1920", "data.n_val=512"]
 FAMILIES = {
     "mlp": ["model=mlp"],
@@ -29,6 +31,9 @@ FAMILIES = {
     "simple_rnn": ["model=simple_rnn"] + ADDING,
     "lstm": ["model=lstm"] + ADDING,
     "gru": ["model=gru"] + ADDING,
+    "transformer": ["model=transformer"] + ROWS,
+    "transformer (12 blocks, Post-LN)": ["model=transformer", "model.depth=12", "model.norm_position=post"] + ROWS,
+    "resnet (Fixup, no norm)": ["model=resnet_fixup"] + IMAGE,
 }
 
 

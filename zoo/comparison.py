@@ -397,7 +397,8 @@ def _fit_vertically(fig, heads, axes) -> None:
 
 
 def time_panel(ax, probes: list[Probed], colors=COLORS) -> None:
-    """Gradient reaching each time step of the first recurrent layer's input, each model."""
+    """Gradient reaching each step of the first measured sequence, each model: a recurrent
+    layer's input (through time), a Transformer block's (across positions)."""
     arrays = [p.time_grad[:, 0, :] for p in probes if p.time_grad is not None]
     floor = _floor(*arrays)
     for p, color in zip(probes, colors):
@@ -416,9 +417,10 @@ def time_panel(ax, probes: list[Probed], colors=COLORS) -> None:
                     label=f"{p.label}: exactly 0 at {len(zeros)} steps")
     ax.set_yscale("log")
     ax.set_ylim(bottom=floor / 1.6)
-    ax.set_xlabel("time step t (input order; the loss is read after the last)")
-    ax.set_ylabel("‖∂L/∂x_t‖ into the first recurrent layer (log)")
-    ax.text(0.02, 0.98, "gradient through time", transform=ax.transAxes, ha="left", va="top",
+    into = " / ".join(dict.fromkeys(p.seq_layers[0] for p in probes if p.time_grad is not None))
+    ax.set_xlabel("step t of the sequence: time step or position (input order)")
+    ax.set_ylabel(f"‖∂L/∂x_t‖ into {into} (log)")
+    ax.text(0.02, 0.98, "gradient reaching each step", transform=ax.transAxes, ha="left", va="top",
             fontsize=10, fontweight="bold")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")

@@ -18,6 +18,7 @@ from zoo.monitor.verdict import Verdict, windows
 
 MAX_SNAPSHOTS = 6
 MAX_HIST_PANELS = 6
+MAX_TIME_COLUMNS = 4  # panels per row of the gradient-through-time figure
 MAX_STEP_IMAGES = 20   # histogram images per run for MLflow's step slider (first and last always in)
 DPI = 110
 STEP_IMAGE_DPI = 100
@@ -275,13 +276,19 @@ def gradient_through_time(stats: RunStats, path, title: str = "") -> None:
 
 
 def gradient_through_time_figure(stats: RunStats, title: str = "") -> Figure:
-    """Gradient reaching step t of each recurrent layer's input (||dL/dx_t|| for the first layer,
-    ||dL/dh_t|| of the layer below for the others) against t, one panel per layer, one curve per point
+    """Gradient reaching step t of each measured sequence (a recurrent layer's input, a
+    Transformer block's: ||dL/dx_t|| for the first, ||dL/dh_t|| of the layer below for the others)
+    against t, at most MAX_TIME_COLUMNS panels a row, one panel per layer, one curve per point
     of training: the signature of vanishing gradients through time is a curve that falls
     steeply towards t = 0, and a gated cell earns its keep by flattening it during training."""
     n_seq = len(stats.seq_layers)
-    fig = Figure(figsize=(6 * n_seq, 4.2))
-    axes = fig.subplots(1, n_seq, squeeze=False)[0]
+    cols = min(n_seq, MAX_TIME_COLUMNS)  # a 12-block Transformer wraps onto 3 rows, not 72 inches
+    rows = -(-n_seq // cols)
+    fig = Figure(figsize=(5.5 * cols, 4.0 * rows))
+    grid = fig.subplots(rows, cols, squeeze=False).ravel()
+    for spare in grid[n_seq:]:
+        spare.set_visible(False)
+    axes = grid[:n_seq]
     picks = np.unique(np.linspace(0, len(stats.hist_step) - 1,
                                   min(MAX_SNAPSHOTS, len(stats.hist_step))).astype(int))
     colors = colormaps["viridis"](np.linspace(0, 1, max(len(picks), 1)))
@@ -291,8 +298,8 @@ def gradient_through_time_figure(stats: RunStats, title: str = "") -> Figure:
             ax.plot(np.arange(len(norms)), np.where(norms > 0, norms, np.nan), color=color,
                     label=f"step {stats.hist_step[h]}")
         ax.set_yscale("log")
-        ax.set_xlabel("time step t (input order)")
-        ax.set_ylabel("‖∂L/∂x_t‖" if s == 0 else "‖∂L/∂h_t‖ (layer below)")
+        ax.set_xlabel("step t: time step or position (input order)")
+        ax.set_ylabel("‖∂L/∂x_t‖" if s == 0 else "‖∂L/∂h_t‖ (from below)")
         ax.set_title(f"into {stats.seq_layers[s]}", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)

@@ -110,7 +110,7 @@ def gradient_through_time_variants_figure(groups: dict[str, list[RunStats]], tit
         for variant, curve in time_curves(groups, which).items():
             ax.semilogy(np.maximum(curve, FLOOR), label=variant, **{**style(order[variant]), "marker": None})
         ax.set_title(f"gradient through time, {label}")
-        ax.set_xlabel("time step t")
+        ax.set_xlabel("step t: time step or position")
         ax.set_ylabel("gradient reaching step t / reaching the last step")
         ax.grid(alpha=0.3, which="both")
     for variant, runs in groups.items():
