@@ -149,3 +149,51 @@ def test_a_run_records_the_gradient_reaching_each_position():
     assert list(stats.seq_layers) == ["block01", "block02"]
     assert stats.time_grad.shape[1:] == (2, 8) and np.all(stats.time_grad > 0)
     assert np.all(np.isfinite(stats.grad_norm))
+
+
+def test_token_ids_must_be_whole_numbers_below_the_vocabulary():
+    """An Embedding truncates floats and clips ids silently: the data is checked before the
+    model is built, naming model.vocab_size; with no fitting registered dataset, the refusal
+    says what fits."""
+    from types import SimpleNamespace
+
+    from zoo.models.transformer import TransformerConfig
+
+    ids = np.array([[0, 3, 4], [1, 2, 0]], np.float32)  # data=arrays hands ids over as float32
+    TransformerConfig(vocab_size=5).check_data(SimpleNamespace(x_train=ids, x_val=ids))
+    with pytest.raises(SpecError, match=r"vocab_size must exceed every token id: x_train holds ids in \[0, 4\], got 4"):
+        TransformerConfig(vocab_size=4).check_data(SimpleNamespace(x_train=ids, x_val=ids))
+    with pytest.raises(SpecError, match="not whole numbers .*data.standardize=false"):
+        TransformerConfig(vocab_size=5).check_data(SimpleNamespace(x_train=ids, x_val=ids + 0.5))
+    with pytest.raises(SpecError, match="datasets that fit: data=arrays with integer token ids"):
+        compose_spec(["model=transformer", "data=seq_digits", "model.vocab_size=10"])
+
+
+def test_a_run_on_token_ids_from_an_npz(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 7, size=(96, 6))
+    y = (x[:, 0] > 3).astype(np.int64)  # the first token decides the class
+    np.savez(tmp_path / "tokens.npz", x_train=x[:64], y_train=y[:64], x_val=x[64:], y_val=y[64:])
+    result = zoo.train(["model=transformer", "data=arrays", f"data.path={tmp_path / 'tokens.npz'}",
+                        "data.standardize=false", "model.vocab_size=7", "model.depth=2", "model.width=16",
+                        "model.heads=2", "trainer.epochs=2"])
+    assert list(result.stats.seq_layers) == ["block01", "block02"] and np.all(np.isfinite(result.stats.grad_norm))
+    with pytest.raises(Exception, match="model.vocab_size must exceed every token id"):
+        zoo.train(["model=transformer", "data=arrays", f"data.path={tmp_path / 'tokens.npz'}",
+                   "data.standardize=false", "model.vocab_size=5", "trainer.epochs=1"])
+
+
+def test_zoo_diagnose_loads_a_saved_transformer(tmp_path):
+    """A fresh process: zoo-diagnose registers the zoo's layers itself before loading in safe mode."""
+    import subprocess
+    import sys
+
+    model = zoo.build_model("transformer", (T, F), OUT, **SMALL)
+    model.save(tmp_path / "t.keras")
+    rng = np.random.default_rng(3)
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(64, T, F)).astype("float32"), y=rng.integers(0, OUT, 64))
+    out = subprocess.run([sys.executable, "-m", "zoo.cli.diagnose", str(tmp_path / "t.keras"), "--data",
+                          str(tmp_path / "d.npz"), "--loss", "sparse_categorical_crossentropy",
+                          "--out", str(tmp_path / "report")], capture_output=True, text=True, timeout=300)
+    assert out.returncode in (0, 1), out.stderr[-2000:]  # 0 healthy, 1 a problem found; 2 would be bad input
+    assert "block01_query" in (tmp_path / "report" / "report.md").read_text()

@@ -22,6 +22,7 @@ from zoo.evaluation import PopulationStatistics, evaluate
 from zoo.models import MODELS
 from zoo.monitor.recorder import Recorder
 from zoo.monitor.stats import RunStats
+from zoo.schema import SpecError
 from zoo.monitor.summary import describe_progress, headline, progress, summarize
 from zoo.monitor.verdict import Verdict, judge_run
 from zoo.optimizers import OPTIMIZERS
@@ -73,6 +74,10 @@ def build(spec: RunSpec) -> Trainee:
     """The run's data, model and instrumented step, exactly as the spec says."""
     setup_tensorflow(spec.seed, spec.trainer.deterministic, spec.trainer.threads)
     data: Dataset = DATASETS.build(spec.data.name, **spec.data.kwargs())
+    try:
+        spec.model.check_data(data)
+    except SpecError as err:
+        raise err.within("model") from None
     model = MODELS.build(spec.model.name, data.input_shape, data.num_outputs, **spec.model.kwargs())
     optimizer = OPTIMIZERS.build(spec.optimizer.name, **spec.optimizer.kwargs())
     step = InstrumentedStep(model, data.task, optimizer, spec.optimizer.clipping(),

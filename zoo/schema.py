@@ -48,6 +48,10 @@ class Section:
     def kwargs(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "name"}
 
+    def check_data(self, data) -> None:
+        """What only the loaded data can tell (a zoo.data.Dataset: its arrays), checked before
+        the model is built; raises SpecError naming this section's key. Nothing by default."""
+
     def fingerprint(self) -> str | None:
         """A digest of what the section names outside the config (a user's builder source, a
         data file), or None: the same config over changed content is another config (resume

@@ -226,6 +226,8 @@ def check_fit(model: Entry, data: Entry, datasets: Registry, data_section: Any =
 
     fits = [hint(e) for e in datasets
             if kind in (e.tags.get("input_kinds") or (e.tags.get("input_kind"),))]
+    if getattr(model_section, "data_hint", None):  # the kind alone would name the wrong datasets
+        fits = [model_section.data_hint]
     raise SpecError("data.name", f"model {model.name!r} takes {kind} inputs but dataset "
                                  f"{data.name!r} is {have}; "
                                  f"datasets that fit: {', '.join(fits) or 'none yet'}")

@@ -82,6 +82,9 @@ def _load(args):
 
     import keras
 
+    from zoo.models.serializable import register_all
+
+    register_all()  # a zoo model's own layers (a Transformer's positions, ResNet's shortcut) load in safe mode
     try:
         with warnings.catch_warnings():  # the optimizer's slots are not needed: nothing is trained
             warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")

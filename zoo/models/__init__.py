@@ -6,7 +6,10 @@ fields of its schema; it returns a functional model with layers named by their p
 output is logits (classification) or predictions (regression); heads never apply softmax, so the
 loss can use the stable from-logits form.
 
-Tags: ``input_kind`` (what data shape the model takes: "flat", "image", "sequence").
+Tags: ``input_kind`` (what data shape the model takes: "flat", "image", "sequence"; a schema
+may refine it with an ``input_kind`` property), ``memory`` (the family's memory estimate,
+``(section, zoo.budget.Data) -> zoo.budget.Estimate | None``, beside its builder). A family's
+Keras layers are declared beside its builder too (zoo.models.serializable).
 """
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ class InceptionConfig(Section):
     activation: str = "relu"   # after every conv (and its norm)
     init: str = "he_normal"    # conv and Dense kernels
     init_std: float = 0.05     # std of init=random_normal; others ignore it
-    norm: str = "none"         # none (GoogLeNet v1) | batch | layer, after every conv
+    norm: str = "none"         # none (GoogLeNet v1) | batch | layer | rms, after every conv
     aux_heads: int = 0         # 0, 1 or 2 auxiliary classifiers on intermediate modules
     aux_weight: float = 0.3    # weight of each auxiliary loss in the training objective
     regularizer: str = "none"  # none | l1 | l2 on every kernel

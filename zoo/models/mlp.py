@@ -18,7 +18,7 @@ class MLPConfig(Section):
     activation: str = "relu"   # of every hidden layer; the head has none (logits)
     init: str = "he_normal"    # kernels; biases start at zero
     init_std: float = 0.05     # std of init=random_normal (Keras' default); others ignore it
-    norm: str = "none"         # none | batch | layer, between each hidden Dense and its activation
+    norm: str = "none"         # none | batch | layer | rms, between each hidden Dense and its activation
     residual: bool = False     # h <- h + block(h) for hidden blocks whose shapes match
     regularizer: str = "none"  # none | l1 | l2 on every kernel
     reg_strength: float = 1e-4  # factor of the l1 / l2 penalty

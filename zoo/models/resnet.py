@@ -82,7 +82,7 @@ class ResNetConfig(Section):
     activation: str = "relu"   # after every norm (and after each residual addition)
     init: str = "he_normal"    # conv and Dense kernels
     init_std: float = 0.05     # std of init=random_normal; others ignore it
-    norm: str = "batch"        # batch | layer | none, after every conv (convs then have no bias)
+    norm: str = "batch"        # batch | layer | rms | none, after every conv (convs then have no bias)
     residual: bool = True      # false: the plain twin, same convs without the additions
     shortcut: str = "A"        # A: zero-pad identity (no parameters) | B: 1x1 conv projection
     residual_scale: str = "one"  # one: branch added as is | skipinit: x learned scalar from 0 (De & Smith 2020) | fixup: Zhang et al. 2019's init (needs norm=none)

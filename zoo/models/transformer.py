@@ -76,6 +76,30 @@ class TransformerConfig(Section):
         choice(HEADS, head=self.head)
         blocks.check_knobs(self)
 
+    def check_data(self, data) -> None:
+        """Token ids (``vocab_size`` > 0) must be whole numbers in [0, vocab_size): an Embedding
+        would truncate other values and clip ids silently. data=arrays hands them over as
+        float32, exact for ids below 2**24, so whole-valued floats are ids; standardized ones
+        are not (data.standardize=false keeps them)."""
+        import numpy as np
+
+        if not self.vocab_size:
+            return
+        for split in ("x_train", "x_val"):
+            x = np.asarray(getattr(data, split))
+            if x.size and not np.array_equal(x, np.round(x)):
+                raise SpecError("vocab_size", f"> 0 reads token ids, but {split} holds values that are not "
+                                              f"whole numbers (with data=arrays, set data.standardize=false); "
+                                              f"model.vocab_size=0 reads feature vectors")
+            if x.size and (x.min() < 0 or x.max() >= self.vocab_size):
+                raise SpecError("vocab_size", f"must exceed every token id: {split} holds ids in "
+                                              f"[{x.min():g}, {x.max():g}], got {self.vocab_size}")
+
+    @property
+    def data_hint(self) -> str | None:
+        """What fits when no registered dataset does (zoo.spec.check_fit)."""
+        return "data=arrays with integer token ids x of shape (N, T)" if self.vocab_size else None
+
     @property
     def input_kind(self) -> str:
         """Token ids are one integer per position, (batch, T): a "flat" array; feature vectors

@@ -169,13 +169,13 @@ def instruments_for(main: keras.Model, activations: list[tuple[keras.Layer, str]
     if timed:
         found.append(GradientThroughTime(timed, main.inputs[0]))
     timed_labels = {label for label, _ in timed}
-    timed = [l for l in main.layers if l.name in timed_labels
-             and isinstance(l, (keras.layers.RNN, keras.layers.Bidirectional))]
-    lstms = [l for l in timed if isinstance(l, keras.layers.LSTM)]
+    recurrent = [l for l in main.layers if l.name in timed_labels
+                 and isinstance(l, (keras.layers.RNN, keras.layers.Bidirectional))]
+    lstms = [l for l in recurrent if isinstance(l, keras.layers.LSTM)]
     for layer in lstms:
         if not layer.return_sequences:
             skipped[f"forget gate: {layer.name}"] = "return_sequences=False: its hidden states are not outputs"
-    for layer in timed:
+    for layer in recurrent:
         if isinstance(layer, keras.layers.Bidirectional) and isinstance(layer.forward_layer, keras.layers.LSTM):
             skipped[f"forget gate: {layer.name}"] = "a Bidirectional LSTM's gates are not read"
     lstms = [l for l in lstms if l.return_sequences]

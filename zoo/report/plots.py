@@ -299,7 +299,7 @@ def gradient_through_time_figure(stats: RunStats, title: str = "") -> Figure:
                     label=f"step {stats.hist_step[h]}")
         ax.set_yscale("log")
         ax.set_xlabel("step t: time step or position (input order)")
-        ax.set_ylabel("‖∂L/∂x_t‖" if s == 0 else "‖∂L/∂h_t‖ (from below)")
+        ax.set_ylabel("‖∂L/∂h_t‖, h: the sequence entering it")
         ax.set_title(f"into {stats.seq_layers[s]}", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)

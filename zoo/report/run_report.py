@@ -22,7 +22,7 @@ from zoo.report import colors, plots
 from zoo.tracking.sink import Sink
 
 log = logging.getLogger(__name__)
-DESCRIBED_KEYS = ("depth", "activation", "init", "norm", "residual")
+DESCRIBED_KEYS = ("depth", "activation", "init", "norm", "norm_position", "residual", "residual_scale")
 MODEL_NAME = "model"           # a logged model's name when the caller gives none
 INPUT_EXAMPLE_ROWS = 2
 MODEL_OUTCOMES = ("finished", "diverged")
