@@ -22,12 +22,12 @@ from zoo.evaluation import PopulationStatistics, evaluate
 from zoo.models import MODELS
 from zoo.monitor.recorder import Recorder
 from zoo.monitor.stats import RunStats
-from zoo.schema import SpecError
 from zoo.monitor.summary import describe_progress, headline, progress, summarize
 from zoo.monitor.verdict import Verdict, judge_run
 from zoo.optimizers import OPTIMIZERS
 from zoo.report import run_report
 from zoo.runtime import setup_tensorflow
+from zoo.schema import SpecError
 from zoo.spec import RunSpec, compose_spec
 from zoo.step import InstrumentedStep, batch_spec
 from zoo.tracking import names, provenance

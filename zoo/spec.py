@@ -205,8 +205,8 @@ def check_fit(model: Entry, data: Entry, datasets: Registry, data_section: Any =
     """A model given data of the wrong kind fails here, naming the datasets that fit it.
 
     Each side's kind is its validated section's ``input_kind`` when it has one (a dataset whose
-    options change its layout; a Transformer reading token ids), else its registry tag. A dataset that can produce several kinds
-    tags them as ``input_kinds``; when one of them fits only through a ``layout`` option, the
+    options change its layout; a Transformer reading token ids), else its registry tag. A
+    dataset that can produce several kinds tags them as ``input_kinds``; when one of them fits only through a ``layout`` option, the
     listing names that option: ``digits (data.layout=image)``.
     """
     kind = getattr(model_section, "input_kind", None) or model.tags.get("input_kind")
@@ -224,10 +224,11 @@ def check_fit(model: Entry, data: Entry, datasets: Registry, data_section: Any =
                 pass
         return entry.name
 
-    fits = [hint(e) for e in datasets
-            if kind in (e.tags.get("input_kinds") or (e.tags.get("input_kind"),))]
     if getattr(model_section, "data_hint", None):  # the kind alone would name the wrong datasets
         fits = [model_section.data_hint]
+    else:
+        fits = [hint(e) for e in datasets
+                if kind in (e.tags.get("input_kinds") or (e.tags.get("input_kind"),))]
     raise SpecError("data.name", f"model {model.name!r} takes {kind} inputs but dataset "
                                  f"{data.name!r} is {have}; "
                                  f"datasets that fit: {', '.join(fits) or 'none yet'}")

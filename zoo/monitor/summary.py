@@ -49,12 +49,11 @@ def block_kernels(layers, block: str) -> list[int]:
     return [i for i, name in enumerate(layers) if name == block or name.startswith((f"{block}_", f"{block}/"))]
 
 
-def block_profile(stats: RunStats, which: str) -> np.ndarray | None:
-    """The joint gradient norm of each declared block's kernels (:func:`layer_profile`'s point
-    ``which``), first block first; None without two blocks that own kernels."""
+def block_profile(stats: RunStats, profile: np.ndarray) -> np.ndarray | None:
+    """The joint gradient norm of each declared block's kernels, from a per-kernel ``profile``
+    (:func:`layer_profile`), first block first; None without two blocks that own kernels."""
     members = [block_kernels(stats.layers, str(b)) for b in stats.seq_layers]
-    profile = layer_profile(stats, which)
-    if profile is None or len(members) < 2 or not all(members):
+    if len(members) < 2 or not all(members):
         return None
     return np.array([np.sqrt(np.sum(np.square(profile[m]))) for m in members])
 
@@ -67,9 +66,9 @@ def summarize(stats: RunStats) -> dict[str, float]:
             out[f"summary/grad_first_{label}"] = float(profile[0])
             out[f"summary/grad_last_{label}"] = float(profile[-1])
             out[f"summary/flow_{label}"] = flow_ratio(float(profile[0]), float(profile[-1]))
-        blocks = block_profile(stats, label)
-        if blocks is not None:
-            out[f"summary/block_flow_{label}"] = flow_ratio(float(blocks[0]), float(blocks[-1]))
+            blocks = block_profile(stats, profile)
+            if blocks is not None:
+                out[f"summary/block_flow_{label}"] = flow_ratio(float(blocks[0]), float(blocks[-1]))
     if stats.time_grad.size and stats.time_grad.shape[-1] > 1:
         for label, i in (("init", 0), ("end", -1)):
             norms = stats.time_grad[i, 0]
