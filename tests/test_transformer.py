@@ -149,6 +149,13 @@ def test_a_run_records_the_gradient_reaching_each_position():
     assert list(stats.seq_layers) == ["block01", "block02"]
     assert stats.time_grad.shape[1:] == (2, 8) and np.all(stats.time_grad > 0)
     assert np.all(np.isfinite(stats.grad_norm))
+    # block_flow by hand, in float64 from the raw step-1 norms: block01's six kernels jointly
+    # over block02's (query, key, value, attn_out, mlp_dense1, mlp_dense2)
+    layers = list(stats.layers)
+    joint = [np.sqrt(sum(stats.grad_norm[0, layers.index(f"{b}_{k}")] ** 2 for k in
+                         ("query", "key", "value", "attn_out", "mlp_dense1", "mlp_dense2")))
+             for b in ("block01", "block02")]
+    assert result.final["summary/block_flow_init"] == pytest.approx(joint[0] / joint[1], rel=1e-12)
 
 
 def test_token_ids_must_be_whole_numbers_below_the_vocabulary():
