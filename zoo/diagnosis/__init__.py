@@ -52,6 +52,7 @@ class Diagnosis:
     findings: list[Finding] = field(default_factory=list)
     evidence: list[Evidence] = field(default_factory=list)
     figure: object = None
+    sharpness: object = None       # zoo.monitor.sharpness.Reading on these batches (None: not measured)
 
     @property
     def verdict(self):
@@ -148,6 +149,7 @@ class Diagnosis:
         if gates.size:
             lines += ["", "Forget gates (mean activation, median over batches): " + ", ".join(
                 f"{name} {float(np.median(gates[:, i])):.3g}" for i, name in enumerate(self.stats.gate_layers))]
+        lines += sharpness_lines(self.sharpness)
         if p.skipped:
             lines += ["", "## Not measured", ""] + [f"- {what}: {why}" for what, why in p.skipped.items()]
         return "\n".join(lines) + "\n"
@@ -330,6 +332,7 @@ def diagnose(model, data, loss=None, batches: int = BATCHES, batch_size: int = B
         if baseline > 0:
             p.progress = progress(float(np.median(p.loss)), baseline)
     d = Diagnosis(label, p, measured.stats, measured.loss_name, len(xs), batch_size)
+    d.sharpness = sharpness_on(measured.step, xs, ys)
     d.findings = findings_of(d, model)
     if _constant(xs):  # the data's fault, not the model's: no study's advice applies
         d.findings.insert(0, Finding("constant_inputs", "the inputs do not vary over these batches (every "
@@ -340,6 +343,32 @@ def diagnose(model, data, loss=None, batches: int = BATCHES, batch_size: int = B
         d.evidence = applicable({f.kind for f in d.findings})
     d.figure = figure(d)
     return d
+
+
+def sharpness_on(step, xs: list, ys: list):
+    """λ_max of the loss Hessian at the model's weights over the diagnosis batches
+    (zoo.monitor.sharpness), in inference mode; changes no variable."""
+    from zoo.monitor.sharpness import SharpnessMeter, objective_of
+
+    meter = SharpnessMeter(objective_of(step), step.variables, iterations=SHARPNESS_ITERATIONS)
+    return meter.read(list(zip(xs, ys)))
+
+
+SHARPNESS_ITERATIONS = 100  # power iterations at most: a cold start, read once
+
+
+def sharpness_lines(reading) -> list[str]:
+    """The report's sharpness section: λ_max and the largest learning rate plain gradient descent
+    is stable at, 2/λ_max (on a quadratic of that curvature it diverges beyond: Cohen et al. 2021)."""
+    if reading is None:
+        return []
+    lam = reading.lambda_max
+    stable = f"{_num(2 / lam)}" if lam > 0 else "any (no positive curvature)"
+    return ["", "## Sharpness", "",
+            f"λ_max of the loss's Hessian over these batches (inference mode): {_num(lam)} "
+            f"({reading.iterations} Hessian-vector products, residual {reading.residual:.1e}). "
+            f"Plain gradient descent is stable on a quadratic of this curvature at learning rates "
+            f"below 2/λ_max = {stable}; SGD with momentum β below (2 + 2β)/λ_max."]
 
 
 def figure(d: Diagnosis):

@@ -143,10 +143,12 @@ def preconditioner(optimizer, variables: Sequence) -> list | None:
     out = []
     if isinstance(optimizer, keras.optimizers.Adam):
         slot = "velocity_hat" if optimizer.amsgrad else "velocity"
-        correction = (1.0 - float(optimizer.beta_2) ** steps) ** 0.5
         for var in variables:
             v = tf.convert_to_tensor(_slot(optimizer, var, slot))
-            out.append((tf.sqrt(v) + tf.cast(optimizer.epsilon, v.dtype)) / tf.cast(correction, v.dtype))
+            # β₂ᵗ as Keras computes it (ops.cast of the Python float: through float32)
+            correction = tf.sqrt(1 - keras.ops.power(keras.ops.cast(optimizer.beta_2, v.dtype),
+                                                     keras.ops.cast(steps, v.dtype)))
+            out.append((tf.sqrt(v) + tf.cast(optimizer.epsilon, v.dtype)) / correction)
         return out
     for var in variables:
         v = tf.convert_to_tensor(_slot(optimizer, var, "velocity"))

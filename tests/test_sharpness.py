@@ -1,0 +1,349 @@
+"""The sharpness instrument (zoo.monitor.sharpness) against a second way: closed-form Hessians,
+full Hessians built column by column and numpy.linalg.eigvalsh, Keras' own optimizers on
+quadratics for the stability thresholds, and zoo-train with and without it."""
+import io
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from zoo.monitor.sharpness import (METHODS, SharpnessMeter, inverse_sqrt, preconditioner,
+                                   stability_threshold)
+from zoo.monitor.sharpness_record import KEYS, SharpnessRecord, beyond_stability
+from zoo.monitor.summary import BAND, sharpness_summary
+
+
+def flat(tensors) -> np.ndarray:
+    return np.concatenate([np.ravel(np.asarray(t, np.float64)) for t in tensors])
+
+
+def unflat(vector, like) -> list:
+    out, at = [], 0
+    for v in like:
+        n = int(np.prod(v.shape))
+        out.append(tf.constant(vector[at:at + n].reshape(v.shape), v.dtype))
+        at += n
+    return out
+
+
+def dense_hessian(meter, batches) -> np.ndarray:
+    """H column by column: the meter's Hessian-vector product with each unit vector."""
+    n = sum(int(np.prod(v.shape)) for v in meter.variables)
+    weighted = [(x, y, tf.constant(1.0 / len(batches), tf.float64)) for x, y in batches]
+    return np.stack([flat(meter.hvp(weighted, unflat(np.eye(n)[j], meter.variables))) for j in range(n)], axis=1)
+
+
+def jacobian_hessian(objective, variables, x, y) -> np.ndarray:
+    """H a second way: the Jacobian of the gradient (tf.GradientTape.jacobian), no
+    Hessian-vector product involved."""
+    with tf.GradientTape(persistent=True) as outer:
+        with tf.GradientTape() as inner:
+            loss = objective(x, y)
+        grad = tf.concat([tf.reshape(g, [-1]) for g in inner.gradient(loss, variables)], 0)
+    rows = [tf.reshape(outer.jacobian(grad, v), (grad.shape[0], -1)) for v in variables]
+    return np.concatenate([r.numpy() for r in rows], axis=1)
+
+
+def float64_mlp(seed=1, inputs=4, hidden=6, outputs=3, activation="tanh"):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((inputs,), dtype="float64"),
+                             keras.layers.Dense(hidden, activation=activation, dtype="float64"),
+                             keras.layers.Dense(outputs, dtype="float64")])
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_linear_regression_matches_the_closed_form_of_keras_mse(method):
+    """Keras' MSE averages over the batch and the k outputs: L = 1/(n k) Σ (XW + b − Y)², so each
+    output's block of the Hessian over (W[:, j], b_j) is 2/(n k)·AᵀA with A = [X 1]."""
+    rng = np.random.default_rng(0)
+    n, d, k = 50, 5, 3
+    x, y = rng.normal(size=(n, d)) + 0.5, rng.normal(size=(n, k))
+    model = keras.Sequential([keras.Input((d,), dtype="float64"), keras.layers.Dense(k, dtype="float64")])
+    mse = keras.losses.MeanSquaredError(dtype="float64")
+    meter = SharpnessMeter(lambda a, b: mse(b, model(a, training=False)), model.trainable_variables,
+                           iterations=2000, tolerance=1e-13, method=method)
+    reading = meter.read([(x, y)])
+    a = np.hstack([x, np.ones((n, 1))])
+    closed = np.linalg.eigvalsh(2 / (n * k) * a.T @ a)[-1]
+    assert reading.lambda_max == pytest.approx(closed, rel=1e-9)
+    assert reading.residual < 1e-6 and not reading.preconditioned
+    # read in chunks, the example-weighted mean loss is the same loss
+    chunked = SharpnessMeter(meter.objective, model.trainable_variables, iterations=2000, tolerance=1e-13)
+    assert chunked.read([(x[:20], y[:20]), (x[20:], y[20:])]).lambda_max == pytest.approx(closed, rel=1e-9)
+
+
+def test_float32_linear_regression_within_float32_rounding():
+    """The default dtypes (float32 model and loss): the same closed form to 1e-5 relative."""
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(64, 8)).astype(np.float32), rng.normal(size=(64, 2)).astype(np.float32)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)])
+    mse = keras.losses.MeanSquaredError()
+    meter = SharpnessMeter(lambda a, b: mse(b, model(a, training=False)), model.trainable_variables,
+                           iterations=500, tolerance=1e-9)
+    a = np.hstack([x, np.ones((64, 1))]).astype(np.float64)
+    assert meter.read([(x, y)]).lambda_max == pytest.approx(np.linalg.eigvalsh(2 / 128 * a.T @ a)[-1], rel=1e-5)
+
+
+def test_small_mlp_matches_its_full_hessian_both_ways():
+    """A tanh MLP under cross-entropy in float64: the Hessian built from unit-vector products
+    (both methods) equals the Jacobian of the gradient, and power iteration gives its top
+    eigenvalue (numpy.linalg.eigvalsh) to 1e-4 relative (measured: ~1e-12)."""
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(40, 4)), rng.integers(0, 3, size=40)
+    model = float64_mlp()
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype="float64")
+    objective = lambda a, b: ce(b, model(a, training=False))  # noqa: E731
+    reference = jacobian_hessian(objective, model.trainable_variables, tf.constant(x), tf.constant(y))
+    top = np.linalg.eigvalsh((reference + reference.T) / 2)[-1]
+    for method in METHODS:
+        meter = SharpnessMeter(objective, model.trainable_variables, iterations=3000, tolerance=1e-12, method=method)
+        columns = dense_hessian(meter, [(tf.constant(x), tf.constant(y))])
+        assert np.max(np.abs(columns - reference)) < 1e-10 * np.max(np.abs(reference))
+        reading = meter.read([(x, y)])
+        assert abs(reading.lambda_max - top) / top < 1e-4, (method, reading, top)
+
+
+def test_the_largest_eigenvalue_not_the_largest_in_size():
+    """H = diag(-5, 1, 2): power iteration alone converges to -5; the meter's second, shifted
+    pass gives λ_max = 2."""
+    w = tf.Variable(tf.constant([0.3, -0.2, 0.1], tf.float64))
+    h = tf.constant([-5.0, 1.0, 2.0], tf.float64)
+    meter = SharpnessMeter(lambda x, y: 0.5 * tf.reduce_sum(h * w * w), [w], iterations=500, tolerance=1e-12)
+    reading = meter.read([(tf.zeros((1, 1)), tf.zeros((1, 1)))])
+    assert reading.lambda_max == pytest.approx(2.0, rel=1e-8)
+
+
+def test_warm_start_reaches_the_cold_start_value_in_fewer_products():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(64, 4)), rng.integers(0, 3, size=64)
+    model = float64_mlp(seed=4, hidden=16)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype="float64")
+    objective = lambda a, b: ce(b, model(a, training=False))  # noqa: E731
+    warm = SharpnessMeter(objective, model.trainable_variables, iterations=200, tolerance=1e-6)
+    first = warm.read([(x, y)])
+    opt = keras.optimizers.SGD(0.05)
+    for _ in range(5):  # the weights move: the Hessian is another one
+        with tf.GradientTape() as tape:
+            loss = objective(x, y)
+        opt.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+    again = warm.read([(x, y)])
+    cold = SharpnessMeter(objective, model.trainable_variables, iterations=200, tolerance=1e-6, seed=9).read([(x, y)])
+    assert again.lambda_max == pytest.approx(cold.lambda_max, rel=1e-4)
+    assert again.lambda_max != pytest.approx(first.lambda_max, rel=1e-4)  # it did move
+    assert again.iterations < cold.iterations
+
+
+@pytest.mark.parametrize("kind", ["adam", "rmsprop"])
+def test_preconditioned_sharpness_matches_the_explicit_matrix(kind):
+    """After a few updates: P from the optimizer's variables reproduces Keras' next update
+    (Adam: Δw = −η·m̂/P; RMSprop: Δw = −η·g/P), and the meter's reading is the top eigenvalue of
+    the explicit P^-1/2 H P^-1/2."""
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(32, 4)), rng.integers(0, 3, size=32)
+    model = float64_mlp(seed=6)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype="float64")
+    objective = lambda a, b: ce(b, model(a, training=False))  # noqa: E731
+    variables = model.trainable_variables
+    opt = keras.optimizers.Adam(0.01) if kind == "adam" else keras.optimizers.RMSprop(0.01)
+
+    def grads():
+        with tf.GradientTape() as tape:
+            loss = objective(x, y)
+        return tape.gradient(loss, variables)
+
+    for _ in range(4):
+        opt.apply(grads(), variables)
+    # P of the latest update, checked by making one more and recomputing it with that P
+    before, g = [v.numpy() for v in variables], grads()
+    opt.apply(g, variables)
+    p = preconditioner(opt, variables)
+    t = int(opt.iterations)
+    lr, beta_1 = float(np.float32(0.01)), float(np.float32(0.9))  # Keras holds both in float32
+    for var, old, gi, pi in zip(variables, before, g, p):
+        if kind == "adam":
+            m = np.asarray([s for s in opt.variables if s.name == var.path.replace("/", "_") + "_momentum"][0])
+            step = lr * (m / (1 - beta_1 ** t)) / pi.numpy()
+        else:
+            step = lr * gi.numpy() / pi.numpy()
+        np.testing.assert_allclose(old - var.numpy(), step, rtol=1e-9)  # float64 w_old - w_new: ~1e-11
+    meter = SharpnessMeter(objective, variables, iterations=3000, tolerance=1e-12)
+    reading = meter.read_optimizer([(x, y)], opt)
+    h = jacobian_hessian(objective, variables, tf.constant(x), tf.constant(y))
+    s = flat(inverse_sqrt(p))
+    explicit = s[:, None] * h * s[None, :]
+    top = np.linalg.eigvalsh((explicit + explicit.T) / 2)[-1]
+    assert reading.preconditioned and abs(reading.lambda_max - top) / top < 1e-4
+
+
+def test_no_preconditioner_before_the_first_update():
+    model = float64_mlp()
+    opt = keras.optimizers.Adam()
+    opt.build(model.trainable_variables)
+    assert preconditioner(opt, model.trainable_variables) is None
+    meter = SharpnessMeter(lambda a, b: tf.reduce_sum(model(a)), model.trainable_variables)
+    assert meter.read_optimizer([(np.zeros((1, 4)), np.zeros(1))], opt) is None
+
+
+def final_distance(optimizer, curvature: float, steps: int = 400) -> float:
+    """|w| after ``steps`` of a Keras optimizer on L = curvature·w²/2 from w = 1."""
+    w = keras.Variable(np.array([1.0]), dtype="float64")
+    for _ in range(steps):
+        optimizer.apply([curvature * w.value], [w])
+    return float(abs(w.numpy()[0]))
+
+
+@pytest.mark.parametrize("make", [lambda: keras.optimizers.SGD(0.1),
+                                  lambda: keras.optimizers.SGD(0.1, momentum=0.9),
+                                  lambda: keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True),
+                                  lambda: keras.optimizers.SGD(0.1, momentum=0.5, nesterov=True)])
+def test_thresholds_are_where_keras_own_sgd_turns_unstable(make):
+    """On a 1-D quadratic, Keras' SGD converges at 0.97× the threshold and diverges at 1.03×."""
+    threshold = stability_threshold(make())
+    assert not threshold.preconditioned
+    assert final_distance(make(), 0.97 * threshold.value) < 1.0
+    assert final_distance(make(), 1.03 * threshold.value) > 1e3
+
+
+def test_adam_threshold_is_the_stability_limit_of_preconditioned_ema_momentum():
+    """38/η at β₁ = 0.9 (Cohen et al. 2022); and, a second way, the linear recurrence of EMA
+    momentum m ← β m + (1 − β) g, w ← w − η m on a quadratic of curvature a (Adam with a frozen
+    preconditioner, in its units) converges below (2 + 2β)/((1 − β)η) and diverges above."""
+    threshold = stability_threshold(keras.optimizers.Adam(1e-3))
+    assert threshold.preconditioned and threshold.value == pytest.approx(38 / 1e-3)
+    beta, lr = 0.9, 1e-3
+
+    def distance(a):
+        w, m = 1.0, 0.0
+        for _ in range(3000):
+            m = beta * m + (1 - beta) * a * w
+            w -= lr * m
+            if abs(w) > 1e6:  # diverged
+                break
+        return abs(w)
+
+    assert distance(0.97 * threshold.value) < 1.0 < 1e3 < distance(1.03 * threshold.value)
+    assert stability_threshold(keras.optimizers.RMSprop(0.01)).value == pytest.approx(200.0)
+    assert stability_threshold(keras.optimizers.Adagrad(0.01)) is None
+
+
+def test_bad_arguments_are_refused_by_name():
+    w = [tf.Variable(1.0)]
+    for kwargs, word in [({"method": "lanczos"}, "method"), ({"iterations": 0}, "iterations"),
+                         ({"iterations": True}, "iterations"), ({"tolerance": -1.0}, "tolerance"),
+                         ({"tolerance": float("nan")}, "tolerance")]:
+        with pytest.raises(ValueError, match=word):
+            SharpnessMeter(lambda x, y: w[0], w, **kwargs)
+    with pytest.raises(ValueError, match="variables"):
+        SharpnessMeter(lambda x, y: 0.0, [])
+    with pytest.raises(ValueError, match="batches"):
+        SharpnessMeter(lambda x, y: w[0] * w[0], w).read([])
+
+
+# -- the records, the summary and the verdict's sentence -----------------------------------------
+def record(ratios, lr=0.1, start=1, every=10) -> SharpnessRecord:
+    ratios = np.asarray(ratios, np.float64)
+    n = len(ratios)
+    return SharpnessRecord(np.arange(n) * every + start, ratios * 2 / lr, np.full(n, 2 / lr), np.full(n, lr),
+                           np.full(n, 3), np.full(n, 1e-4), optimizer="gradient descent", rule="2/η")
+
+
+class Losses:
+    def __init__(self, loss):
+        self.loss = np.asarray(loss, np.float64)
+        self.step = np.arange(1, len(self.loss) + 1)
+
+
+def test_summary_of_a_run_that_reaches_and_hovers():
+    ratios = [0.4, 0.5, 0.6, 0.7, 0.85, 1.0, 1.1, 0.95, 1.05, 1.3, 1.0, 0.9]  # reached at reading 4 (step 41)
+    loss = np.linspace(1.0, 0.5, 120)
+    loss[60::7] *= 1.01  # some steps rise by 1%, above LOSS_RISE
+    out = sharpness_summary(record(ratios), Losses(loss))
+    assert out["summary/sharpness_init_over_threshold"] == pytest.approx(0.4)
+    assert out["summary/sharpness_max_over_threshold"] == pytest.approx(1.3)
+    assert out["summary/sharpness_rise"] == pytest.approx(1.3 / 0.4)
+    assert out["summary/sharpness_reached_step"] == 41
+    assert out["summary/sharpness_in_band"] == pytest.approx(7 / 8)  # 1.3 is outside [0.8, 1.25]
+    after = loss[40:]
+    rises = np.mean(after[1:] > after[:-1] * (1 + 1e-4))
+    assert rises > 0 and out["summary/eos_loss_increases"] == pytest.approx(rises)
+    assert out["summary/eos_loss_ratio"] < 1
+    assert BAND == (0.8, 1.25)
+
+
+def test_summary_without_reaching_or_without_threshold():
+    out = sharpness_summary(record([0.2, 0.3, 0.4]), Losses(np.linspace(1, 0.1, 30)))
+    assert "summary/sharpness_in_band" not in out and "summary/eos_loss_increases" not in out
+    assert out["summary/sharpness_max_over_threshold"] == pytest.approx(0.4)
+    none = record([0.5, 0.6])
+    none.threshold[:] = np.nan
+    assert sharpness_summary(none, Losses(np.ones(20))) == {}
+
+
+def test_record_round_trip_and_refusal(tmp_path):
+    r = record([0.5, 1.2])
+    r.save(tmp_path / "s.npz")
+    back = SharpnessRecord.load(tmp_path / "s.npz")
+    np.testing.assert_array_equal(back.lambda_max, r.lambda_max)
+    assert back.optimizer == "gradient descent" and back.key() == KEYS["plain"]
+    (tmp_path / "bad.npz").write_bytes(b"nope")
+    with pytest.raises(ValueError, match="not a gradzoo sharpness file"):
+        SharpnessRecord.load(tmp_path / "bad.npz")
+
+
+def test_the_verdicts_sentence_names_the_first_crossing_before_divergence():
+    r = record([0.5, 0.9, 1.15, 1.5], lr=0.1, start=1, every=20)  # steps 1, 21, 41, 61
+    assert beyond_stability(r, 50) == "sharpness 2.3/η at step 41: beyond gradient descent's stability limit 2/η"
+    assert beyond_stability(r, 30) is None  # crossed only after it diverged
+    assert beyond_stability(None, 10) is None
+
+
+# -- in zoo-train ----------------------------------------------------------------------------------
+TINY = ["model.depth=3", "model.width=16", "model.activation=tanh", "data.targets=onehot", "optimizer=sgd",
+        "trainer.batch_size=2048", "trainer.epochs=12", "tracking.uri=null"]
+
+
+def test_zoo_train_logs_readings_beside_the_threshold_and_leaves_training_unchanged():
+    from zoo.run import train
+    from zoo.tracking.memory import MemorySink
+
+    plain = train(TINY + ["optimizer.lr=0.2"])
+    sink = MemorySink()
+    from zoo.spec import compose_spec
+    from zoo.run import run
+
+    measured = run(compose_spec(TINY + ["optimizer.lr=0.2", "trainer.sharpness_every=5"]), sink)
+    for a, b in zip(plain.model.get_weights(), measured.model.get_weights()):
+        np.testing.assert_array_equal(a, b)  # bit for bit: the readings change nothing
+    assert [s for s, _ in sink.metrics[KEYS["plain"]]] == [1, 6, 11]
+    assert [v for _, v in sink.metrics[KEYS["threshold"]]] == pytest.approx([10.0] * 3)
+    saved = SharpnessRecord.load(io.BytesIO(sink.artifacts["stats/sharpness.npz"]))
+    assert list(saved.step) == [1, 6, 11] and saved.optimizer == "gradient descent"
+    assert saved.examples == 1024  # trainer.sharpness_examples' default, drawn from the 1,437 training digits
+    assert np.allclose([v for _, v in sink.metrics[KEYS["plain"]]], saved.lambda_max)
+    assert measured.final["summary/sharpness_init_over_threshold"] == pytest.approx(saved.lambda_max[0] / 10)
+    assert "summary/sharpness_init_over_threshold" not in plain.final
+
+
+def test_a_run_that_diverges_beyond_the_threshold_says_so():
+    from zoo.run import train
+
+    result = train(TINY + ["optimizer.lr=30", "trainer.sharpness_every=1"])
+    assert result.outcome == "diverged"
+    assert "beyond gradient descent's stability limit 2/η" in result.verdict.reason
+    assert result.verdict.reason.startswith("non-finite loss or gradient at step")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer.sharpness_every=-1", "trainer.sharpness_every must be >= 0, got -1"),
+    ("trainer.sharpness_every=2.5", "trainer.sharpness_every"),
+    ("trainer.sharpness_every=often", "trainer.sharpness_every"),
+    ("trainer.sharpness_examples=-5", "trainer.sharpness_examples must be >= 0, got -5"),
+    ("trainer.sharpness_iterations=0", "trainer.sharpness_iterations must be >= 1, got 0"),
+])
+def test_bad_knobs_fail_before_tensorflow_naming_the_key(override, message):
+    from zoo.schema import SpecError
+    from zoo.spec import compose_spec
+
+    with pytest.raises(SpecError, match=message):
+        compose_spec([override, "tracking.uri=null"])
