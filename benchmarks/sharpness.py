@@ -8,20 +8,33 @@ positions of 8 features), batch 64 of synthetic data, SGD at learning rate 0.01 
 batch:
 
   step                one compiled training step (forward, loss, gradients, SGD update)
-  reading k=20        one reading of exactly 20 Hessian-vector products (tolerance 0: no early
-                      stop), each method: double backward and forward-over-backward
+  reading k=20        one reading of exactly 20 block iterations (60 Hessian-vector products;
+                      tolerance 0: no early stop), each method: double backward and
+                      forward-over-backward
   reading (warm)      one reading as a run takes it: warm-started from the previous reading's
-                      eigenvector, the default stopping rule (relative change <= 1e-3, at most
-                      20 products), after a step of training; the products it took are shown
+                      Ritz vectors, the default stopping rule (relative change <= 1e-3, at most
+                      20 block iterations), after a step of training; the products it took are
+                      shown
   run at every N      a loop of 200 steps with a warm reading before steps 1, 1 + N, ... over the
                       same loop without, N = 10 and 100 (the whole-run ratio of
                       trainer.sharpness_every N)
+
+Readings use the meter's defaults (zoo.monitor.sharpness: block 3, double backward); "products"
+counts Hessian-vector products (block iterations × 3).
+
+``--accuracy`` instead measures what the warm start costs in accuracy, on the edge_of_stability
+study's run (zoo's tanh MLP 64-200-200-10, N(0, 0.05²) init, full-batch gradient descent at
+η = 0.3 on the 1,437 training digits, one-hot targets, mean squared error, 1000 steps): every 20
+steps, a warm reading with the default stopping rule for block sizes 1, 2 and 3 against a cold,
+converged reference (block 4 from fresh vectors, relative change <= 1e-8, at most 300 block
+iterations), all at the same weights.
 
 Every time is the median of interleaved blocks (the step and each reading variant in turn, in
 20 blocks after one thrown away, whose readings run several times slower; the whole-run loops
 in 5 rounds); ratios are medians of per-block ratios.
 
     python benchmarks/sharpness.py [--blocks 20] [--rounds 5]
+    python benchmarks/sharpness.py --accuracy
 """
 from __future__ import annotations
 
@@ -140,11 +153,61 @@ def whole_run(build, shape, rounds: int) -> dict:
     return {n: statistics.median(a / b for a, b in zip(times[n], times[0])) for n in (10, 100)}
 
 
+def accuracy(steps: int = 1000, every: int = 20, lr: float = 0.3) -> None:
+    """Warm readings of block sizes 1, 2, 3 against cold converged ones along the study's run."""
+    import keras
+    import tensorflow as tf
+
+    import zoo
+    from zoo.monitor.sharpness import SharpnessMeter
+
+    keras.utils.set_random_seed(0)
+    data = zoo.load_dataset("digits", targets="onehot")
+    x, y = tf.constant(data.x_train), tf.constant(data.y_train)
+    model = zoo.build_model("mlp", (64,), 10, depth=3, width=200, activation="tanh", init="random_normal",
+                            init_std=0.05)
+    mse = keras.losses.MeanSquaredError()
+    variables, opt = model.trainable_variables, keras.optimizers.SGD(lr)
+
+    def objective(a, b):
+        return mse(b, model(a, training=False))
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = objective(x, y)
+        opt.apply(tape.gradient(loss, variables), variables)
+
+    warm = {b: SharpnessMeter(objective, variables, block=b) for b in (1, 2, 3)}
+    cold = SharpnessMeter(objective, variables, block=4, iterations=300, tolerance=1e-8, seed=1)
+    rows = {b: [] for b in warm}
+    for t in range(steps):
+        if t % every == 0:
+            cold.reset()  # from fresh vectors every time
+            reference = cold.read([(x, y)]).lambda_max
+            for b, meter in warm.items():
+                r = meter.read([(x, y)])
+                rows[b].append(((r.lambda_max - reference) / reference, r.iterations))
+        step()
+    print(f"\nWarm readings every {every} steps over {steps} steps of full-batch gradient descent at η = {lr} "
+          f"(2/η = {2 / lr:.3g}) against cold converged ones at the same weights:\n")
+    print("| block | readings | relative error: median abs | worst | products: median | max |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for b, found in rows.items():
+        err, used = np.array([e for e, _ in found]), np.array([u for _, u in found])
+        print(f"| {b} | {len(err)} | {np.median(np.abs(err)):.1e} | {err[np.argmax(np.abs(err))]:+.1e} | "
+              f"{np.median(used):.0f} | {used.max()} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--blocks", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--accuracy", action="store_true", help="the warm start's accuracy instead of timings")
     args = parser.parse_args()
+    if args.accuracy:
+        accuracy()
+        return
     rows = []
     for name, (build, shape) in models().items():
         one = per_reading(build, shape, args.blocks)
@@ -154,7 +217,7 @@ def main():
         rows.append((name, one, run))
     print(f"\nBatch {BATCH}, SGD; {args.blocks} interleaved blocks (medians); whole run: {LOOP} steps, "
           f"{args.rounds} rounds\n")
-    print(f"| model | step ms | reading k={K}, double backward: ms (× step) | forward-over-backward: ms (× step) "
+    print(f"| model | step ms | reading k={K} block iterations, double backward: ms (× step) | forward-over-backward: ms (× step) "
           "| warm reading: ms (× step), products | run at every 10 (× plain) | every 100 (× plain) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, one, run in rows:

@@ -114,6 +114,25 @@ def test_the_largest_eigenvalue_not_the_largest_in_size():
     assert reading.lambda_max == pytest.approx(2.0, rel=1e-8)
 
 
+def test_a_block_finds_a_top_eigenvalue_that_was_the_second_before():
+    """Between two readings the Hessian turns from diag(3, 2, 1, 0.5) to diag(2.5, 3.2, 1, 0.5):
+    the old top eigenvector is still an eigenvector, of 2.5, and a warm start from it alone stays
+    there (plain power iteration, block 1); a block of 2 tracks the old second one and finds 3.2."""
+    w = tf.Variable(tf.constant([0.3, -0.2, 0.1, 0.4], tf.float64))
+    h = tf.Variable(tf.constant([3.0, 2.0, 1.0, 0.5], tf.float64))
+    objective = lambda x, y: 0.5 * tf.reduce_sum(h * w * w)  # noqa: E731
+    batch = [(tf.zeros((1, 1)), tf.zeros((1, 1)))]
+    found = {}
+    for block in (1, 2):
+        h.assign([3.0, 2.0, 1.0, 0.5])
+        meter = SharpnessMeter(objective, [w], block=block, iterations=200, tolerance=1e-12)
+        assert meter.read(batch).lambda_max == pytest.approx(3.0, rel=1e-9)
+        h.assign([2.5, 3.2, 1.0, 0.5])
+        found[block] = meter.read(batch).lambda_max
+    assert found[1] == pytest.approx(2.5, rel=1e-6)  # the limitation, shown
+    assert found[2] == pytest.approx(3.2, rel=1e-9)
+
+
 def test_warm_start_reaches_the_cold_start_value_in_fewer_products():
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(64, 4)), rng.integers(0, 3, size=64)
@@ -347,3 +366,20 @@ def test_bad_knobs_fail_before_tensorflow_naming_the_key(override, message):
 
     with pytest.raises(SpecError, match=message):
         compose_spec([override, "tracking.uri=null"])
+
+
+def test_diagnose_reports_lambda_max_and_the_largest_stable_learning_rate():
+    """A linear model under mean squared error: zoo.diagnose's λ_max is the closed form over the
+    4 batches of 64 it draws (equal batches: the mean of their losses is the loss of all 256)."""
+    import zoo
+
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(size=(256, 6)).astype(np.float32) + 1.0, rng.normal(size=(256, 2)).astype(np.float32)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    d = zoo.diagnose(model, (x, y))
+    a = np.hstack([x, np.ones((256, 1))]).astype(np.float64)
+    closed = np.linalg.eigvalsh(2 / (256 * 2) * a.T @ a)[-1]
+    assert d.sharpness.lambda_max == pytest.approx(closed, rel=1e-3)  # the default stopping rule
+    text = d.markdown()
+    assert "## Sharpness" in text and f"2/λ_max = {2 / d.sharpness.lambda_max:.3g}" in text

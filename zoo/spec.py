@@ -70,7 +70,7 @@ class TrainerConfig:
     threads: int = 0            # TF intra/inter-op threads per job (at most 1024); 0 = TensorFlow's choice (all cores)
     sharpness_every: int = 0    # steps between readings of the loss Hessian's λ_max (zoo.monitor.sharpness); 0 = off
     sharpness_examples: int = 1024  # its fixed measurement batch: that many training examples (all if fewer); 0 = each step's own batch
-    sharpness_iterations: int = 20  # Hessian-vector products (power iterations) per reading at most
+    sharpness_iterations: int = 20  # block power iterations per reading at most (3 Hessian-vector products each)
 
     def __post_init__(self):
         at_least(1, epochs=self.epochs, batch_size=self.batch_size, sharpness_iterations=self.sharpness_iterations)

@@ -350,11 +350,11 @@ def sharpness_on(step, xs: list, ys: list):
     (zoo.monitor.sharpness), in inference mode; changes no variable."""
     from zoo.monitor.sharpness import SharpnessMeter, objective_of
 
-    meter = SharpnessMeter(objective_of(step), step.variables, iterations=SHARPNESS_ITERATIONS)
+    meter = SharpnessMeter(objective_of(step), step.variables, iterations=SHARPNESS_ITERATIONS, tolerance=1e-4)
     return meter.read(list(zip(xs, ys)))
 
 
-SHARPNESS_ITERATIONS = 100  # power iterations at most: a cold start, read once
+SHARPNESS_ITERATIONS = 100  # power iterations at most: a cold start, read once to 1e-4
 
 
 def sharpness_lines(reading) -> list[str]:
