@@ -354,7 +354,7 @@ def sharpness_on(step, xs: list, ys: list):
     return meter.read(list(zip(xs, ys)))
 
 
-SHARPNESS_ITERATIONS = 100  # power iterations at most: a cold start, read once to 1e-4
+SHARPNESS_ITERATIONS = 100  # block iterations (3 products each) at most: a cold start, read once to 1e-4
 
 
 def sharpness_lines(reading) -> list[str]:
