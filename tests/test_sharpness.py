@@ -207,8 +207,13 @@ def test_no_preconditioner_before_the_first_update():
 def final_distance(optimizer, curvature: float, steps: int = 400) -> float:
     """|w| after ``steps`` of a Keras optimizer on L = curvature·w²/2 from w = 1."""
     w = keras.Variable(np.array([1.0]), dtype="float64")
-    for _ in range(steps):
-        optimizer.apply([curvature * w.value], [w])
+
+    @tf.function
+    def train():
+        for _ in tf.range(steps):
+            optimizer.apply([curvature * w.value], [w])
+
+    train()
     return float(abs(w.numpy()[0]))
 
 

@@ -234,7 +234,10 @@ class SharpnessMeter:
         self.basis = tf.Variable(tf.zeros((sum(self._sizes), self.block), tf.float64), trainable=False)
         self.warm = False  # does ``basis`` hold a previous reading's Ritz vectors?
         self._readings = 0
-        self._iterate = tf.function(self._block_iteration, reduce_retracing=True)
+        # traced once per chunk shape; the iteration around them runs in Python, so that a
+        # measurement batch of many chunks is not one huge graph (16 chunks: 80 s to trace)
+        self._chunk = tf.function(self._apply_chunk, reduce_retracing=True)
+        self._ritz = tf.function(_rayleigh_ritz, reduce_retracing=True)
 
     # -- Hessian-vector products -----------------------------------------------------------------
     def _gradients(self, tape, loss):
@@ -281,34 +284,28 @@ class SharpnessMeter:
         return tf.concat([tf.reshape(tf.cast(t, tf.float64), [-1]) for t in tensors], 0)
 
     # -- block power iteration -------------------------------------------------------------------
-    def _apply(self, batches, scale, shift, basis):
-        """(A − shift·I)·basis with A = S H S, S = diag(``scale``) (None: the identity), [N, b]."""
+    def _apply_chunk(self, x, y, weight, scale, basis):
+        """weight · S H S · basis for one chunk's loss, S = diag(``scale``) (None: the identity),
+        basis [N, b] float64."""
         columns = [basis[:, j] for j in range(self.block)]
         vectors = [self._unflat(c if scale is None else c * scale) for c in columns]
-        out = [self._flat(h) for h in self.hvps(batches, vectors)]
-        out = [h if scale is None else h * scale for h in out]
-        return tf.stack([h - shift * c for h, c in zip(out, columns)], axis=1)
+        out = [self._flat(h) for h in self.hvps([(x, y, weight)], vectors)]
+        return tf.stack([h if scale is None else h * scale for h in out], axis=1)
 
-    def _block_iteration(self, batches, scale, start, shift, iterations, tolerance):
-        """(top Ritz value, lowest, iterations, residual, next basis) of A − shift·I from the
-        orthonormal ``start`` [N, b] (subspace iteration with Rayleigh-Ritz)."""
-        def body(i, basis, top, prev, low, residual):
-            image = self._apply(batches, scale, shift, basis)
-            theta, s = tf.linalg.eigh(0.5 * (tf.transpose(basis) @ image + tf.transpose(image) @ basis))
-            theta, s = tf.reverse(theta, [0]), tf.reverse(s, [1])  # descending
-            ritz, a_ritz = basis @ s[:, :1], image @ s[:, :1]
-            residual = tf.norm(a_ritz - theta[0] * ritz) / tf.abs(theta[0])
-            basis, _ = tf.linalg.qr(image @ s)  # the next subspace, its first column the top direction
-            return i + 1, basis, theta[0], top, theta[-1], residual
-
-        def cond(i, basis, top, prev, low, residual):
-            converged = tf.abs(top - prev) <= tolerance * tf.abs(top)
-            return tf.logical_and(i < iterations, tf.logical_not(converged))
-
-        # no NaN in the loop: grappler rewrites not(a <= b) as a > b, which NaN would flip
-        zero, inf = tf.constant(0.0, tf.float64), tf.constant(float("inf"), tf.float64)
-        i, basis, top, _, low, residual = tf.while_loop(cond, body, (tf.constant(0), start, zero, inf, zero, zero))
-        return top, low, i, residual, basis
+    def _iterate(self, batches, scale, start, shift: float) -> tuple:
+        """(top Ritz value, lowest, block iterations, residual, next basis) of A − shift·I,
+        A = S H S, from the orthonormal ``start`` [N, b]: subspace iteration with Rayleigh-Ritz,
+        at most ``iterations``, stopping once the top value changes by at most ``tolerance`` of
+        itself."""
+        basis, top, low, residual, done = start, float("inf"), 0.0, float("nan"), 0
+        shift_t = tf.constant(shift, tf.float64)
+        for done in range(1, self.iterations + 1):
+            image = tf.add_n([self._chunk(x, y, w, scale, basis) for x, y, w in batches]) - shift_t * basis
+            theta, basis, residual = self._ritz(basis, image)
+            prev, top, low, residual = top, float(theta[0]), float(theta[-1]), float(residual)
+            if abs(top - prev) <= self.tolerance * abs(top):
+                break
+        return top, low, done, residual, basis
 
     def _start(self, warm: bool):
         if warm:
@@ -328,15 +325,11 @@ class SharpnessMeter:
         """
         weighted = _weighted(batches)
         flat = None if scale is None else self._flat(scale)
-        k, tol = tf.constant(self.iterations), tf.constant(self.tolerance, tf.float64)
-        top, low, used, residual, basis = self._iterate(weighted, flat, self._start(self.warm),
-                                                        tf.constant(0.0, tf.float64), k, tol)
-        lam, low, used, residual = float(top), float(low), int(used), float(residual)
+        lam, low, used, residual, basis = self._iterate(weighted, flat, self._start(self.warm), 0.0)
         if -low > abs(lam):  # a negative eigenvalue dominates: λ_max is the top of A − low·I, plus low
-            top, _, more, residual, basis = self._iterate(weighted, flat, self._start(False),
-                                                          tf.constant(low, tf.float64), k, tol)
-            lam, used = float(top) + low, used + int(more)
-            residual = float(residual) * abs(float(top)) / abs(lam) if lam else float("nan")
+            top, _, more, residual, basis = self._iterate(weighted, flat, self._start(False), low)
+            lam, used = top + low, used + more
+            residual = residual * abs(top) / abs(lam) if lam else float("nan")
         self.basis.assign(basis)
         self.warm, self._readings = True, self._readings + 1
         return Reading(lam, used * self.block, residual, scale is not None)
@@ -353,6 +346,18 @@ class SharpnessMeter:
     def reset(self) -> None:
         """Forget the eigenvectors: the next reading starts cold."""
         self.warm = False
+
+
+def _rayleigh_ritz(basis, image):
+    """From an orthonormal ``basis`` [N, b] and ``image`` = A·basis: the Ritz values (descending),
+    the next orthonormal basis qr(A·basis), its first column the top Ritz direction, and the top
+    Ritz vector's residual ‖Ax − θx‖/|θ|."""
+    theta, s = tf.linalg.eigh(0.5 * (tf.transpose(basis) @ image + tf.transpose(image) @ basis))
+    theta, s = tf.reverse(theta, [0]), tf.reverse(s, [1])
+    ritz, a_ritz = basis @ s[:, :1], image @ s[:, :1]
+    residual = tf.norm(a_ritz - theta[0] * ritz) / tf.abs(theta[0])
+    following, _ = tf.linalg.qr(image @ s)
+    return theta, following, residual
 
 
 def _weighted(batches) -> list:
