@@ -56,7 +56,7 @@ import tensorflow as tf
 from zoo.monitor.sharpness_record import KEYS, SharpnessRecord
 
 METHODS = ("double_backward", "forward_over_backward")
-DEFAULT_METHOD = "double_backward"  # benchmarks/sharpness.py: faster or equal on the four models
+DEFAULT_METHOD = "double_backward"  # benchmarks/sharpness.py: faster where both run; the only one through an LSTM
 DEFAULT_ITERATIONS = 20             # block iterations per reading at most
 DEFAULT_BLOCK = 3                   # vectors iterated together: benchmarks/sharpness.py --accuracy
 DEFAULT_TOLERANCE = 1e-3            # stop once |λ_k − λ_(k−1)| <= tolerance·|λ_k| (PyHessian's default)
