@@ -58,7 +58,7 @@ def exact_abs(t: tf.Tensor) -> tf.Tensor:
     return tf.where(bits < _SMALLEST_NORMAL_BITS, denormal, tf.cast(tf.abs(t), tf.float64))
 
 
-def _dense(t):
+def dense(t):
     """An embedding's sparse gradient as the dense one (rows with the same index summed)."""
     if isinstance(t, tf.IndexedSlices):
         return tf.math.unsorted_segment_sum(t.values, t.indices, t.dense_shape[0])
@@ -72,7 +72,7 @@ def norm(t, axis=None) -> tf.Tensor:
     sparse gradient, summed per row as the dense gradient would be)."""
     if t is None:
         return tf.constant(0.0, tf.float64)
-    return tf.sqrt(tf.reduce_sum(tf.square(exact_abs(_dense(t))), axis=axis))
+    return tf.sqrt(tf.reduce_sum(tf.square(exact_abs(dense(t))), axis=axis))
 
 
 def norms(tensors, minus=None) -> tf.Tensor:
@@ -93,8 +93,8 @@ def norms(tensors, minus=None) -> tf.Tensor:
     pass is still on the layers below it. (Stacking same-shape tensors into one reduction has
     fewer ops but waits for all of them: a 20-layer MLP's step was 0.5 ms slower.)"""
     if minus is not None:
-        tensors = [None if t is None else _dense(t) - _dense(m) for t, m in zip(tensors, minus)]
-    present = [(i, _dense(t)) for i, t in enumerate(tensors) if t is not None]
+        tensors = [None if t is None else dense(t) - dense(m) for t, m in zip(tensors, minus)]
+    present = [(i, dense(t)) for i, t in enumerate(tensors) if t is not None]
     if not present:
         return tf.zeros([len(tensors)], tf.float64)
     fast = tf.stack([tf.reduce_sum(tf.square(_as_float64(t))) for _, t in present])
@@ -144,7 +144,7 @@ def _segment_ids(owners: list[int], flat: list) -> tf.Tensor:
 def _concatenated(tensors) -> tuple[tf.Tensor, list]:
     """(every element of ``tensors`` in one vector, each tensor flattened): float64 if they all
     are, else float32 (exact for float16 and bfloat16)."""
-    flat = [tf.reshape(_dense(t), [-1]) for t in tensors]
+    flat = [tf.reshape(dense(t), [-1]) for t in tensors]
     dtype = tf.float64 if all(f.dtype == tf.float64 for f in flat) else tf.float32
     return tf.concat([f if f.dtype == dtype else tf.cast(f, dtype) for f in flat], 0), flat
 

@@ -146,6 +146,8 @@ class Recorder:
             aux_heads=np.array(self.layout.field("aux_loss").labels, dtype=str),
             update_ratio=u["update_norm"] / np.maximum(u["weight_norm"], 1e-30),
             layers=np.array(kernels, dtype=str),
+            variables=np.array(self.layout.field("var_grad_norm").labels, dtype=str),
+            elements=np.array(self.layout.field("grad_elements").labels, dtype=str),
             hist_step=np.array(self.probe_steps, dtype=np.int64),
             hist_counts=hists[:, :, :-1].astype(np.int64), hist_zeros=hists[:, :, -1].astype(np.int64),
             hist_edges=hist_edges(),

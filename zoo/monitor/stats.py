@@ -46,6 +46,8 @@ CONTEXT = (
     Array("step", ("T",), "int", "1-based optimizer step; row t describes the gradient at the weights "
           "*before* update t (row 0: the initialization)"),
     Array("layers", ("L",), "text", "kernel layer names"),
+    Array("variables", ("V",), "text", "the other monitored variables' names (V = 0: kernels only)"),
+    Array("elements", ("R",), "text", "the recorded gradient elements, as variable[index] (R = 0: none)"),
     Array("aux_heads", ("X",), "text", "auxiliary head names (X = 0 without auxiliary heads)"),
     Array("update_ratio", ("T", "L"), "float", "||W_after - W_before|| / ||W_before|| of each step"),
     Array("hist_step", ("H",), "int", "the steps whose histograms and instruments were read"),
@@ -70,6 +72,16 @@ CONTEXT = (
 ARRAYS = CONTEXT[:1] + tuple(Array(s.name, ("T", *s.axes), s.raw, s.doc) for s in STEP_SERIES if s.raw) + CONTEXT[1:]
 
 
+# arrays added after the first files were written, and what a file without them holds
+ADDED = {
+    "skipped": lambda steps: np.zeros(steps, bool),
+    "variables": lambda steps: np.zeros(0, str),
+    "elements": lambda steps: np.zeros(0, str),
+    "var_grad_norm": lambda steps: np.zeros((steps, 0)),
+    "grad_elements": lambda steps: np.zeros((steps, 0)),
+}
+
+
 class _RunStats:
     """Methods of :class:`RunStats`, whose fields are :data:`ARRAYS`."""
 
@@ -87,13 +99,16 @@ class _RunStats:
             raise StatsFileError(f"{path}: not a gradzoo statistics file (.npz of plain arrays): "
                                  f"{str(err).splitlines()[0][:200]}") from None
         with data:
-            missing = [a.name for a in ARRAYS if a.name not in data.files]
+            missing = [a.name for a in ARRAYS if a.name not in data.files and a.name not in ADDED]
             if missing:
                 raise StatsFileError(f"{path}: missing arrays: {', '.join(missing)}")
             try:
-                arrays = {a.name: data[a.name] for a in ARRAYS}
+                arrays = {a.name: data[a.name] for a in ARRAYS if a.name in data.files}
             except ValueError as err:  # an object array would need pickles
                 raise StatsFileError(f"{path}: {str(err).splitlines()[0][:200]}") from None
+        steps = len(arrays["step"])
+        for name, empty in ADDED.items():  # a file written before these arrays existed
+            arrays.setdefault(name, empty(steps))
         stats = cls(**arrays)
         stats.check(path)
         return stats
@@ -102,6 +117,7 @@ class _RunStats:
         """Shapes and dtypes agree with :data:`ARRAYS` (the lengths of the axes are read from
         the name arrays: T from ``step``, L from ``layers`` ...; N, the time steps, is free)."""
         size = {"T": len(self.step), "L": len(self.layers), "X": len(self.aux_heads), "H": len(self.hist_step),
+                "V": len(self.variables), "R": len(self.elements),
                 "B": HIST_BINS, "B+1": HIST_BINS + 1, "E": len(self.epoch_step), "A": len(self.act_layers),
                 "K": len(ACT_STATS), "S": len(self.seq_layers), "G": len(self.gate_layers)}
         for a in ARRAYS:
