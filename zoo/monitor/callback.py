@@ -29,13 +29,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from zoo.monitor import _keras, graph_stats
+from zoo.monitor import _keras, graph_stats, posedness
 from zoo.monitor.discover import Found, SelectionError, chosen, discover
 from zoo.monitor.hooks import Hooks, inner, loss_scale, skips_nonfinite
-from zoo.monitor.instruments import ActivationStats, GradientHistograms, GradientThroughTime, Probe
+from zoo.monitor.instruments import (TARGET_SUMMARY, ActivationStats, GradientHistograms, GradientThroughTime,
+                                    Probe, TargetRange)
 from zoo.monitor.meter import Meter
 from zoo.monitor.recorder import Recorder
-from zoo.monitor.summary import describe_progress, headline, progress, summarize
+from zoo.monitor.summary import describe_progress, description, headline, progress, summarize
 from zoo.monitor.verdict import judge_run
 from zoo.tracking.memory import MemorySink
 
@@ -103,13 +104,15 @@ class GradientMonitor(keras.callbacks.Callback):
         self.verdict = None
         self.progress: tuple[str, float] | None = None
         self.gradient = ""              # which gradient grad_norm is, in words
+        self.ill_posed: str | None = None  # why the loss cannot be read (zoo.monitor.posedness)
         self.skipped: dict[str, str] = {}
         self._seen = self._probes_seen = self._pending = 0
         self._attached = False  # attach() was called (whether or not the model could be instrumented)
         self._in_fit = False
         self._fit_rows = 0      # in fit: rows for an epoch (on_train_begin)
         self._functions = None  # fit: (ordinary, probe-step) train functions
-        self._started = 0       # fit: steps the train function was called for so far
+        self._started = 0       # fit: steps the train function was called for so far (this epoch's end: exact)
+        self._calls = 0         # fit: calls of the train function
         self._epoch_losses: list[float] = []  # fit: each epoch's loss as fit's logs give it
 
     # -- fit ---------------------------------------------------------------------------------
@@ -121,7 +124,7 @@ class GradientMonitor(keras.callbacks.Callback):
         epoch = (self.params or {}).get("steps")
         self.capacity = max(self.capacity, 4 * spe)
         self._fit_rows = epoch + 2 * spe if epoch else 0
-        self._in_fit, self._started, self._epoch_losses = True, 0, []
+        self._in_fit, self._started, self._calls, self._epoch_losses = True, 0, 0, []
         if not self.attach(model):
             return
         self._functions = self.hooks.train_functions()
@@ -137,6 +140,7 @@ class GradientMonitor(keras.callbacks.Callback):
         probing = (-first) % self.histogram_every < spe
         self.model.train_function = self._functions[1 if probing else 0]
         self._started += spe
+        self._calls += 1
 
     def on_train_batch_end(self, batch, logs=None):
         # drain only when the next call of the train function could overwrite unread rows (not
@@ -212,7 +216,8 @@ class GradientMonitor(keras.callbacks.Callback):
                                  self.log_every, kinds)
         self.hooks = None
         if isinstance(optimizer, keras.optimizers.Optimizer):
-            forward = any(isinstance(i, (ActivationStats, GradientThroughTime)) or i.taps() for i in instruments)
+            forward = any(isinstance(i, (ActivationStats, GradientThroughTime, TargetRange)) or i.taps()
+                          for i in instruments)
             self.hooks = Hooks(model, optimizer, self._on_apply, self._probe_forward if forward else None, split)
             self.hooks.install()
         return True
@@ -243,6 +248,10 @@ class GradientMonitor(keras.callbacks.Callback):
                 self.skipped["gradient through time"] = "the model has no compiled loss for the probe's backward pass"
             else:
                 out.append(inst)
+        # what the compiled loss reads, for the ill-posed rule: Keras' own step, one output, a known loss
+        single = not tf.nest.is_nested(getattr(model, "loss", None)) and len(getattr(model, "outputs", None) or [0]) == 1
+        if self._in_fit and own_step and single and posedness.kind_of(getattr(model, "loss", None)):
+            out.append(TargetRange())
         return out
 
     def _make_rings(self):
@@ -362,7 +371,7 @@ class GradientMonitor(keras.callbacks.Callback):
         if self.recorder is None:
             return
         self.collect()
-        if self._in_fit and self._seen == 0 and self._started:
+        if self._in_fit and self._seen == 0 and self._calls:
             warnings.warn(f"GradientMonitor: no step of {self.model.name}'s train_step reached the optimizer "
                           f"the monitor hooked ({type(self.hooks_optimizer()).__name__}); pass optimizer= "
                           "the one your train_step applies")
@@ -370,10 +379,12 @@ class GradientMonitor(keras.callbacks.Callback):
         recorder.flush()
         self.stats = stats = recorder.stats()
         self.verdict = verdict = judge_run(stats)
-        if self.baseline:
-            loss = self._last_epoch_loss(stats)
-            if loss is not None:
-                self.progress = progress(loss, float(self.baseline))
+        self.ill_posed = self._ill_posed(stats)
+        loss = self._last_epoch_loss(stats)
+        if self.baseline and loss is not None:
+            self.progress = progress(loss, float(self.baseline), self.ill_posed)
+        elif self.ill_posed:
+            self.progress = ("ill-posed", math.nan)
         final = {f"health/{k}": v for k, v in verdict.numbers.items()}
         final.update(summarize(stats))
         if self.progress:
@@ -383,6 +394,8 @@ class GradientMonitor(keras.callbacks.Callback):
                 "zoo.monitor_gradient": self.gradient}
         if self.progress:
             tags["zoo.progress"] = self.progress[0]
+        if verdict.event is not None:
+            tags["zoo.event"] = verdict.event.text()[:5000]
         if self.skipped:
             tags["zoo.monitor_skipped"] = "; ".join(f"{k}: {v}" for k, v in self.skipped.items())[:5000]
         if sink is None:  # memory: the numbers and tags; the pictures on demand (figure())
@@ -393,11 +406,50 @@ class GradientMonitor(keras.callbacks.Callback):
 
             sink.log_metrics(final, int(len(stats.step)))
             run_report.write_records(sink, stats, verdict, self._title())
+            if not sink.has_description():  # the user's run: its own description stays
+                tags["mlflow.note.content"] = description(verdict, *(self.progress or (None, None)), self.ill_posed)
             sink.set_tags(tags)
             sink.finish("FINISHED")
         if self.verbose:
             print(f"GradientMonitor: {self.summary_line()}")
         self.recorder = None
+
+    def _ill_posed(self, stats) -> str | None:
+        """Why the loss cannot be read (zoo.monitor.posedness), or None: targets outside what the
+        compiled loss reads (probe steps of Keras' own step), or a recorded loss below its floor
+        (of each loss, or of their sum for several outputs)."""
+        spec = getattr(self.model, "loss", None)
+        losses = [l for l in tf.nest.flatten(spec) if l is not None] if spec is not None else []
+        values = stats.loss[~stats.skipped.astype(bool)] if len(stats.loss) else np.zeros(0)
+        values = values[np.isfinite(values)]
+        if len(losses) == 1:
+            return posedness.ill_posed(losses[0], targets=self._targets(), values=values, classes=self._classes())
+        floors = [posedness.floor(l) for l in losses]
+        if losses and values.size and all(f is not None for f in floors):
+            low = sum(floors)
+            if values.min() < low - posedness.FLOOR_TOLERANCE * (1 + abs(low)):
+                return f"the loss fell to {values.min():.4g}, below its floor {low:.4g} (the sum of its outputs' floors)"
+        return None
+
+    def _targets(self):
+        """The targets the loss read on the probe steps, as one zoo.monitor.posedness.Targets,
+        or None when they were not read."""
+        layout = self.meter.probe_layout
+        if "targets" not in {f.name for f in layout.fields} or not self.recorder.probes:
+            return None
+        t = layout.unpack(np.stack(self.recorder.probes))["targets"]
+        column = {name: t[:, i] for i, name in enumerate(TARGET_SUMMARY)}
+        rows = column["row_low"]
+        return posedness.Targets(
+            float(np.nanmin(column["low"])), float(np.nanmax(column["high"])), bool(np.all(column["integral"])),
+            bool(np.all(column["finite"])), int(np.sum(column["zeros"])),
+            None if np.all(np.isnan(rows)) else float(np.nanmin(rows)),
+            None if np.all(np.isnan(rows)) else float(np.nanmax(column["row_high"])))
+
+    def _classes(self) -> int | None:
+        """The units of a single-output model's head (a sparse cross-entropy's classes), or None."""
+        outputs = getattr(self.model, "outputs", None) or []
+        return int(outputs[0].shape[-1]) if len(outputs) == 1 and outputs[0].shape[-1] else None
 
     def hooks_optimizer(self):
         return None if self.hooks is None else self.hooks.optimizer
@@ -418,9 +470,15 @@ class GradientMonitor(keras.callbacks.Callback):
     # -- results -----------------------------------------------------------------------------
     @property
     def headline(self) -> str:
-        return headline(self.verdict.label, self.progress[0] if self.progress else None) if self.verdict else ""
+        """'healthy · learning': the verdict, the progress (with ``baseline``) and the first
+        gradient event, as a run's (zoo.monitor.summary.headline); empty before ``finish``."""
+        if not self.verdict:
+            return ""
+        return headline(self.verdict.label, self.progress[0] if self.progress else None, self.verdict.event)
 
     def summary_line(self) -> str:
+        """The line ``finish`` prints: steps, the verdict with its reason, the progress, the
+        first gradient event."""
         steps = int(self.stats.step[-1]) if len(self.stats.step) else 0
         lost = steps - len(self.stats.step)
         skipped = int(np.sum(self.stats.skipped))
@@ -428,8 +486,10 @@ class GradientMonitor(keras.callbacks.Callback):
                 f"{f', {skipped} skipped by the loss scaler' if skipped else ''}; "
                 f"verdict {self.verdict.label} ({self.verdict.reason})")
         if self.progress:
-            line += "; progress " + describe_progress(*self.progress).replace("final train loss",
-                                                                             "last epoch's training loss")
+            line += "; progress " + describe_progress(*self.progress, self.ill_posed).replace(
+                "final train loss", "last epoch's training loss")
+        if self.verdict.event is not None:
+            line += "; " + self.verdict.event.text()
         return line
 
     def figure(self):
@@ -540,7 +600,7 @@ class GradientMonitor(keras.callbacks.Callback):
         measured = {}
         for inst, mine in zip(meter.instruments, wrt_grads):
             if not isinstance(inst, GradientHistograms):
-                values = inst.compute(Probe(_first(x), taps, mine, []))
+                values = inst.compute(Probe(_first(x), taps, mine, [], y))
                 measured.update({k: tf.cast(v, graph_stats.PACKED_DTYPE) for k, v in values.items()})
         return measured
 

@@ -28,6 +28,7 @@ class Probe:
     taps: dict
     wrt_grads: list
     kernel_grads: list = field(default_factory=list)
+    y: tf.Tensor | None = None  # the batch's targets (GradientMonitor's probe steps in fit)
 
 
 class Instrument:
@@ -94,6 +95,30 @@ class GradientThroughTime(Instrument):
 
     def compute(self, probe):
         return {"time_grad": tf.stack([graph_stats.norm(g, axis=[0, 2]) for g in probe.wrt_grads])}
+
+
+TARGET_SUMMARY = ("low", "high", "integral", "finite", "zeros", "row_low", "row_high")
+
+
+class TargetRange(Instrument):
+    """What the loss read on a probe step's batch, for zoo.monitor.posedness (is the loss well
+    posed on its targets?): the least and greatest target, whether all are whole numbers and
+    finite, how many are 0, and the least and greatest sum of a target row (NaN for one target
+    per example)."""
+
+    fields = (Field("targets", (len(TARGET_SUMMARY),), TARGET_SUMMARY),)
+
+    def compute(self, probe):
+        y = tf.cast(probe.y, tf.float64)
+        finite = tf.reduce_all(tf.math.is_finite(y))
+        seen = tf.boolean_mask(y, tf.math.is_finite(y))
+        rows = y.shape.rank is not None and y.shape.rank >= 2 and y.shape[-1] not in (None, 1)
+        row_sums = tf.reduce_sum(y, axis=-1) if rows else tf.fill([1], tf.constant(float("nan"), tf.float64))
+        return {"targets": tf.stack([
+            tf.reduce_min(seen), tf.reduce_max(seen),
+            tf.cast(tf.reduce_all(tf.equal(seen, tf.round(seen))), tf.float64), tf.cast(finite, tf.float64),
+            tf.cast(tf.math.count_nonzero(tf.equal(seen, 0.0)), tf.float64),
+            tf.reduce_min(row_sums), tf.reduce_max(row_sums)])}
 
 
 def forget_gate_mean(layer, x, h):

@@ -69,6 +69,10 @@ class MlflowSink:
         sink._writer.start()
         return sink
 
+    def has_description(self) -> bool:
+        """Does the run already have a description (``mlflow.note.content``)?"""
+        return bool(self._client.get_run(self.run_id).data.tags.get("mlflow.note.content"))
+
     def finish(self, status):
         if self._writer is not None:
             self._queue.put(_STOP)
