@@ -29,6 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from zoo import stopping
 from zoo.monitor import _keras, graph_stats, posedness
 from zoo.monitor.discover import Found, SelectionError, chosen, discover
 from zoo.monitor.hooks import Hooks, inner, loss_scale, skips_nonfinite
@@ -113,6 +114,7 @@ class GradientMonitor(keras.callbacks.Callback):
         self._functions = None  # fit: (ordinary, probe-step) train functions
         self._started = 0       # fit: steps the train function was called for so far (this epoch's end: exact)
         self._calls = 0         # fit: calls of the train function
+        self._hooked = ""       # the optimizer the hooks are on, in words
         self._epoch_losses: list[float] = []  # fit: each epoch's loss as fit's logs give it
 
     # -- fit ---------------------------------------------------------------------------------
@@ -220,6 +222,7 @@ class GradientMonitor(keras.callbacks.Callback):
                           for i in instruments)
             self.hooks = Hooks(model, optimizer, self._on_apply, self._probe_forward if forward else None, split)
             self.hooks.install()
+            self._hooked = f"{type(optimizer).__name__} {optimizer.name!r}"
         return True
 
     def detach(self) -> None:
@@ -373,8 +376,18 @@ class GradientMonitor(keras.callbacks.Callback):
         self.collect()
         if self._in_fit and self._seen == 0 and self._calls:
             warnings.warn(f"GradientMonitor: no step of {self.model.name}'s train_step reached the optimizer "
-                          f"the monitor hooked ({type(self.hooks_optimizer()).__name__}); pass optimizer= "
-                          "the one your train_step applies")
+                          f"the monitor hooked ({self._hooked}); pass optimizer= the one your train_step applies")
+        try:
+            with stopping.deferred() as stops:  # a Ctrl-C now is delivered once the records are whole
+                self._judge_and_write(stops)
+        finally:
+            self.recorder = None  # written (or failed): finish does not write twice
+        if self.verbose:
+            print(f"GradientMonitor: {self.summary_line()}")
+
+    def _judge_and_write(self, stops: list[str]) -> None:
+        """Judge the recorded steps and write everything (MLflow or memory); ``stops``: the
+        signals received meanwhile (zoo.stopping.deferred), named on the run if any came."""
         recorder, sink = self.recorder, self.sink
         recorder.flush()
         self.stats = stats = recorder.stats()
@@ -401,18 +414,17 @@ class GradientMonitor(keras.callbacks.Callback):
         if sink is None:  # memory: the numbers and tags; the pictures on demand (figure())
             self.memory.log_metrics(final, int(len(stats.step)))
             self.memory.set_tags(tags)
-        else:
-            from zoo.report import run_report
+            return
+        from zoo.report import run_report
 
-            sink.log_metrics(final, int(len(stats.step)))
-            run_report.write_records(sink, stats, verdict, self._title())
-            if not sink.has_description():  # the user's run: its own description stays
-                tags["mlflow.note.content"] = description(verdict, *(self.progress or (None, None)), self.ill_posed)
-            sink.set_tags(tags)
-            sink.finish("FINISHED")
-        if self.verbose:
-            print(f"GradientMonitor: {self.summary_line()}")
-        self.recorder = None
+        sink.log_metrics(final, int(len(stats.step)))
+        run_report.write_records(sink, stats, verdict, self._title())
+        if not sink.has_description():  # the user's run: its own description stays
+            tags["mlflow.note.content"] = description(verdict, *(self.progress or (None, None)), self.ill_posed)
+        if stops:  # the process is being stopped: the records are whole, the run's end is its owner's
+            tags.update({"zoo.outcome": "killed", "zoo.killed": stops[0]})
+        sink.set_tags(tags)
+        sink.finish("FINISHED")
 
     def _ill_posed(self, stats) -> str | None:
         """Why the loss cannot be read (zoo.monitor.posedness), or None: targets outside what the
@@ -450,9 +462,6 @@ class GradientMonitor(keras.callbacks.Callback):
         """The units of a single-output model's head (a sparse cross-entropy's classes), or None."""
         outputs = getattr(self.model, "outputs", None) or []
         return int(outputs[0].shape[-1]) if len(outputs) == 1 and outputs[0].shape[-1] else None
-
-    def hooks_optimizer(self):
-        return None if self.hooks is None else self.hooks.optimizer
 
     def _last_epoch_loss(self, stats) -> float | None:
         """The last epoch's mean training loss over the steps the optimizer applied: the
@@ -646,6 +655,7 @@ class GradientMonitor(keras.callbacks.Callback):
             if run_id:
                 uri = self.tracking_uri or mlflow.get_tracking_uri()
                 if self.run_id:  # the user's id: refuse one the store does not have, in one line
+                    _check_store(uri)
                     try:
                         mlflow.MlflowClient(uri).get_run(run_id)
                     except mlflow.exceptions.MlflowException as err:
@@ -690,6 +700,23 @@ def _check_arguments(*, histogram_every, log_every, capacity, baseline, mlflow, 
                              f"predicate, got {value!r}")
     if optimizer is not None and not isinstance(optimizer, keras.optimizers.Optimizer):
         raise ValueError(f"GradientMonitor: optimizer must be a Keras 3 optimizer, got {type(optimizer).__name__}")
+
+
+def _check_store(uri: str) -> None:
+    """The store of a given ``run_id`` answers at once (MLflow's client retries an HTTP store
+    for minutes, and opening a missing sqlite file creates an empty store). Raises ValueError."""
+    from zoo.tracking import store
+
+    try:
+        if uri.startswith(("http://", "https://")):
+            store.check_server(uri)
+        elif uri.startswith("sqlite:"):
+            path = store.sqlite_path(uri)
+            if path is not None and not path.is_file():
+                raise store.StoreError(f"{path} does not exist")
+            store.check_for_reading(uri)
+    except store.StoreError as err:
+        raise ValueError(f"GradientMonitor: tracking_uri {uri!r}: {err}") from None
 
 
 def _first(x):
