@@ -356,7 +356,9 @@ def test_a_model_it_cannot_instrument_trains_unmonitored():
     dict(baseline=0.0), dict(baseline=-1.0), dict(baseline=float("nan")), dict(baseline=float("inf")),
     dict(baseline="2.3"), dict(mlflow="yes"), dict(mlflow=1), dict(mlflow=None), dict(run_id=""),
     dict(run_id=123), dict(tracking_uri=b"sqlite:///x.db"), dict(mlflow=False, run_id="abc"),
-    dict(verbose="no"),
+    dict(verbose="no"), dict(capacity=10**12), dict(capacity=2**20 + 1), dict(tracking_uri="sqlite:///x.db"),
+    dict(variables=3), dict(variables=[]), dict(variables=["dense", ""]), dict(elements=object()),
+    dict(optimizer="adam"), dict(optimizer=object()),
 ])
 def test_an_impossible_argument_is_refused_by_name_before_anything_runs(bad):
     name = next(iter(bad))
@@ -375,9 +377,16 @@ def test_mlflow_true_without_a_run_and_observe_before_attach_are_refused(tmp_pat
     model.compile(keras.optimizers.SGD(0.05), sparse_ce())
     with pytest.raises(ValueError, match="no active MLflow run"):
         model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[zoo.GradientMonitor(mlflow=True)])
+    with pytest.raises(ValueError, match="GradientMonitor: tracking_uri .*mlflow.db does not exist"):
+        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0,
+                  callbacks=[zoo.GradientMonitor(run_id="no-such-run", tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")])
+    mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").create_experiment("made")  # the store exists now
     with pytest.raises(ValueError, match="GradientMonitor: run_id 'no-such-run' is not a run of"):
         model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0,
                   callbacks=[zoo.GradientMonitor(run_id="no-such-run", tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")])
+    with pytest.raises(ValueError, match="tracking_uri 'http://127.0.0.1:1': no MLflow server answers"):
+        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0,
+                  callbacks=[zoo.GradientMonitor(run_id="r", tracking_uri="http://127.0.0.1:1")])
     fresh = zoo.GradientMonitor()
     for call in (lambda: fresh.observe([], loss=tf.constant(0.0)), fresh.collect, fresh.finish, fresh.figure):
         with pytest.raises(RuntimeError, match="attach"):
