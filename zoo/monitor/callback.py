@@ -547,9 +547,12 @@ class GradientMonitor(keras.callbacks.Callback):
         penalty = None if data_loss is None or loss is None else step_loss - monitored_loss
         skipped = tf.logical_not(optimizer.check_finite(grads)) if skips_nonfinite(optimizer) else None
         monitored = data if data is not None else total
+        # an ordinary step of fit measures what the verdict reads every step, in the fewest ops;
+        # probe steps (and a custom loop's one compiled step) measure everything
+        light = self._in_fit and not hooks.trace.probing
         reading = meter.before_update(
             loss=monitored_loss, penalty=penalty, objective=monitored_loss if loss is not None else tf.zeros(()),
-            grads=monitored, total=total, clipped=clipped)
+            grads=monitored, total=total, clipped=clipped, light=light)
         apply()  # the user's own call, untouched; after the reads, in program order
         packed = meter.after_update(reading, skipped)
         forward = hooks.trace.probe or {}

@@ -114,6 +114,26 @@ def norms(tensors, minus=None) -> tf.Tensor:
 FAST_PATH_FLOOR = 1e-50  # sum of squares below which a tensor's norm is read bit by bit
 
 
+def gradient_sums(tensors) -> tf.Tensor:
+    """The sum of squares of each gradient TensorFlow computed, float64 [len(tensors)] (None
+    reads 0): one float64 cast and one ``L2Loss`` a tensor, no ``tf.cond``: what an ordinary step
+    of zoo.GradientMonitor pays.
+
+    Exact, as :func:`norms` is, for tensors TensorFlow's kernels produced: they run with
+    flush-to-zero (tests/test_exact_norms.py: a product, a matmul, a cast of a denormal all read
+    0), so a computed gradient holds no float32 denormal, and a float64 cast is exact for every
+    other float32 value. A value that enters from outside (a weight assigned from numpy) can
+    be denormal: weights are read by :func:`norms`. A sum is not finite exactly when an element
+    is not (float64 holds every float32 square and n of them)."""
+    present = [(i, t) for i, t in enumerate(tensors) if t is not None]
+    if not present:
+        return tf.zeros([len(tensors)], tf.float64)
+    halves = tf.stack([tf.nn.l2_loss(_as_float64(dense(t))) for _, t in present])
+    if len(present) < len(tensors):
+        halves = tf.scatter_nd([[i] for i, _ in present], halves, [len(tensors)])
+    return 2.0 * halves
+
+
 def _as_float64(t: tf.Tensor) -> tf.Tensor:
     """float64 by way of float32 (widening float16 and bfloat16 to float32 is exact, denormals
     included; the float32 to float64 cast drops float32 denormals, see :func:`norms`)."""

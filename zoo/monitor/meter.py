@@ -89,30 +89,47 @@ class Meter:
         return [gradients[i] for i in self.kernel_index]
 
     def before_update(self, *, loss, grads: list, total: list | None = None, clipped: list | None = None,
-                      metric=None, penalty=None, aux=(), objective=None, probe: tuple | None = None) -> Reading:
+                      metric=None, penalty=None, aux=(), objective=None, probe: tuple | None = None,
+                      light: bool = False) -> Reading:
         """Every field but the update's size, from the weights before the update. ``grads``:
         the data objective's gradient of every variable (None or IndexedSlices allowed);
         ``total``: with the weight penalty's gradient (default ``grads``); ``clipped``: what the
         optimizer receives (default ``total``); ``objective``: the data objective whose
         finiteness counts (default ``loss``); ``probe``: on histogram steps, (x, taps,
-        gradients of the instruments' ``wrt`` tensors as a list per instrument)."""
+        gradients of the instruments' ``wrt`` tensors as a list per instrument).
+
+        ``light``: an ordinary step of zoo.GradientMonitor, the fewest ops that keep what the
+        verdict reads every step: the gradient norms by :func:`graph_stats.gradient_sums` (a
+        cast and an ``L2Loss`` a kernel), finiteness from the loss and those sums (the other
+        variables' gradients are not read), and no weight norm or update (NaN: probe steps
+        measure them)."""
         total = grads if total is None else total
         clipped = total if clipped is None else clipped
         penalty = tf.constant(0.0) if penalty is None else penalty
         objective = loss if objective is None else objective
-        # the kernels' values now: after the update these reads still hold the old values
-        before = [tf.convert_to_tensor(k) for k in self.kernels_of(self.variables)]
-        total_norm = graph_stats.norms(self.kernels_of(total))
+        scalars_finite = tf.math.is_finite(tf.cast(objective, tf.float32) + tf.cast(penalty, tf.float32))
+        if light:
+            sums = graph_stats.gradient_sums(self.kernels_of(total))
+            total_norm = tf.sqrt(sums)
+            finite = scalars_finite & tf.math.is_finite(tf.reduce_sum(sums))
+            norms = lambda gs: tf.sqrt(graph_stats.gradient_sums(self.kernels_of(gs)))  # noqa: E731
+            before, weight_norm = None, tf.fill([len(self.kernel_index)], tf.constant(float("nan"), tf.float64))
+        else:
+            # the kernels' values now: after the update these reads still hold the old values
+            before = [tf.convert_to_tensor(k) for k in self.kernels_of(self.variables)]
+            total_norm = graph_stats.norms(self.kernels_of(total))
+            finite = (scalars_finite & tf.reduce_all(tf.math.is_finite(total_norm))
+                      & graph_stats.all_finite([g for i, g in enumerate(total) if i not in self._kernel_set]))
+            norms = lambda gs: graph_stats.norms(self.kernels_of(gs))  # noqa: E731
+            weight_norm = graph_stats.norms(before)
         values = {
             "loss": loss, "metric": tf.constant(float("nan")) if metric is None else metric, "penalty": penalty,
-            "finite": (tf.math.is_finite(tf.cast(objective, tf.float32) + tf.cast(penalty, tf.float32))
-                       & tf.reduce_all(tf.math.is_finite(total_norm))
-                       & graph_stats.all_finite([g for i, g in enumerate(total) if i not in self._kernel_set])),
+            "finite": finite,
             "aux_loss": tf.stack(list(aux)) if len(aux) else tf.zeros([0]),
-            "grad_norm": total_norm if total is grads else graph_stats.norms(self.kernels_of(grads)),
+            "grad_norm": total_norm if total is grads else norms(grads),
             "grad_norm_total": total_norm,
-            "grad_norm_clipped": total_norm if clipped is total else graph_stats.norms(self.kernels_of(clipped)),
-            "weight_norm": graph_stats.norms(before),
+            "grad_norm_clipped": total_norm if clipped is total else norms(clipped),
+            "weight_norm": weight_norm,
             "var_grad_norm": graph_stats.norms([grads[at] for at, _ in self.others]),
             "grad_elements": (tf.concat([_exact_values(grads[at], self.variables[at]) for at, _ in self.elements], 0)
                               if self.elements else tf.zeros([0], tf.float64)),
@@ -125,8 +142,11 @@ class Meter:
         """The update's size from the kernels now, then every field packed (float64);
         ``skipped``: a boolean tensor, True where the optimizer applied nothing (a loss
         scaler's overflow)."""
-        after = self.kernels_of(self.variables)
-        values = {**reading.values, "update_norm": graph_stats.norms(after, minus=reading.before)}
+        if reading.before is None:  # a light reading: no update measured
+            update = tf.fill([len(self.kernel_index)], tf.constant(float("nan"), tf.float64))
+        else:
+            update = graph_stats.norms(self.kernels_of(self.variables), minus=reading.before)
+        values = {**reading.values, "update_norm": update}
         if skipped is not None:
             values["skipped"] = skipped
         return graph_stats.pack(self.layout, values)

@@ -118,8 +118,10 @@ class Recorder:
         if step > self._epoch_start:  # an epoch without a recorded step has no update ratio
             u = self.layout.unpack(np.stack(self.rows[self._epoch_start:step]))
             ratio = u["update_norm"] / np.maximum(u["weight_norm"], 1e-30)
-            for layer, values in zip(self.layout.field("weight_norm").labels, ratio.T):
-                metrics[f"update_ratio/{layer}"] = float(np.median(values))
+            measured = ~np.isnan(ratio).all(axis=1)  # GradientMonitor measures the update on probe steps
+            if measured.any():
+                for layer, values in zip(self.layout.field("weight_norm").labels, ratio[measured].T):
+                    metrics[f"update_ratio/{layer}"] = float(np.median(values))
         if self.probes:
             latest = self.probe_layout.unpack(self.probes[-1])
             for f in self.probe_layout.fields:

@@ -96,6 +96,19 @@ def flow_ratio(first: float, last: float) -> float:
     return first / last
 
 
+def _carried(weight_norm: np.ndarray) -> np.ndarray:
+    """Weight norms with the steps that did not measure them (NaN: zoo.GradientMonitor's
+    ordinary steps; its probe steps, the first among them, do) given the last measured value:
+    weights move by a small fraction of themselves a step, their gradient by much more."""
+    w = np.asarray(weight_norm, dtype=np.float64)
+    if not len(w) or not np.isnan(w).any():
+        return w
+    rows = np.where(np.isnan(w).all(axis=1), 0, np.arange(len(w)))
+    np.maximum.accumulate(rows, out=rows)
+    carried = w[rows]
+    return np.where(np.isnan(carried), 1.0, carried)  # none measured before: the ratio is the norm itself
+
+
 def _window_flows(norms: np.ndarray) -> list[float]:
     """Per window of rows of ``norms`` [steps, positions]: the median first position over the
     median last position."""
@@ -131,6 +144,7 @@ def judge(grad_norm: np.ndarray, weight_norm: np.ndarray, finite: np.ndarray,
     if grad_norm.shape[0] == 0:
         return Verdict("healthy", "no steps recorded", {})
     flows = _window_flows(grad_norm)
+    weight_norm = _carried(weight_norm)
     scales = [float(np.max(np.median(grad_norm[w] / np.maximum(weight_norm[w], 1e-300), axis=0)))
               for w in windows(grad_norm.shape[0])]
     numbers = {"flow_min": float(np.min(flows)), "flow_max": float(np.max(flows)),
