@@ -36,8 +36,20 @@ _DENORMAL_UNIT = 2.0 ** -149        # the value of the last bit of a float32 den
 
 
 def pack(layout: Layout, values: dict) -> tf.Tensor:
-    """The named tensors as one float64 vector, in the layout's order (see zoo.monitor.layout)."""
-    return tf.concat([tf.reshape(tf.cast(values[f.name], PACKED_DTYPE), [f.size]) for f in layout.fields], 0)
+    """The named tensors as one float64 vector, in the layout's order (see zoo.monitor.layout);
+    a value already a float64 vector of its field's size is taken as it is (every op counts on
+    an ordinary step)."""
+    parts = []
+    for f in layout.fields:
+        if f.size == 0:
+            continue
+        v = tf.convert_to_tensor(values[f.name])
+        if v.dtype != PACKED_DTYPE:
+            v = tf.cast(v, PACKED_DTYPE)
+        if v.shape != (f.size,):
+            v = tf.reshape(v, [f.size])
+        parts.append(v)
+    return tf.concat(parts, 0) if parts else tf.zeros([0], PACKED_DTYPE)
 
 
 def exact_abs(t: tf.Tensor) -> tf.Tensor:

@@ -113,7 +113,7 @@ class Meter:
             total_norm = tf.sqrt(sums)
             finite = scalars_finite & tf.math.is_finite(tf.reduce_sum(sums))
             norms = lambda gs: tf.sqrt(graph_stats.gradient_sums(self.kernels_of(gs)))  # noqa: E731
-            before, weight_norm = None, tf.fill([len(self.kernel_index)], tf.constant(float("nan"), tf.float64))
+            before, weight_norm = None, tf.constant(np.full(len(self.kernel_index), np.nan))
         else:
             # the kernels' values now: after the update these reads still hold the old values
             before = [tf.convert_to_tensor(k) for k in self.kernels_of(self.variables)]
@@ -123,9 +123,9 @@ class Meter:
             norms = lambda gs: graph_stats.norms(self.kernels_of(gs))  # noqa: E731
             weight_norm = graph_stats.norms(before)
         values = {
-            "loss": loss, "metric": tf.constant(float("nan")) if metric is None else metric, "penalty": penalty,
+            "loss": loss, "metric": tf.constant(np.nan, tf.float64) if metric is None else metric, "penalty": penalty,
             "finite": finite,
-            "aux_loss": tf.stack(list(aux)) if len(aux) else tf.zeros([0]),
+            "aux_loss": tf.stack(list(aux)) if len(aux) else tf.zeros([0], tf.float64),
             "grad_norm": total_norm if total is grads else norms(grads),
             "grad_norm_total": total_norm,
             "grad_norm_clipped": total_norm if clipped is total else norms(clipped),
@@ -143,7 +143,7 @@ class Meter:
         ``skipped``: a boolean tensor, True where the optimizer applied nothing (a loss
         scaler's overflow)."""
         if reading.before is None:  # a light reading: no update measured
-            update = tf.fill([len(self.kernel_index)], tf.constant(float("nan"), tf.float64))
+            update = tf.constant(np.full(len(self.kernel_index), np.nan))
         else:
             update = graph_stats.norms(self.kernels_of(self.variables), minus=reading.before)
         values = {**reading.values, "update_norm": update}
