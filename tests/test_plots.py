@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from zoo.monitor.stats import HIST_BINS, RunStats, hist_edges
+from zoo.monitor.instruments.histograms import HIST_BINS, hist_edges
+from zoo.monitor.stats import RunStats
 from zoo.report import colors, plots
 from zoo.studies import plots as study_plots
 from zoo.studies.records import RunRecord

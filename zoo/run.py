@@ -152,8 +152,7 @@ def run(spec: RunSpec, sink: Sink, run_name: str | None = None) -> RunResult:
                 trainee.model, trainee.data.x_train, epochs=spec.pretrain.epochs, lr=spec.pretrain.lr,
                 batch_size=spec.trainer.batch_size, seed=spec.seed), 0)
         step = trainee.step
-        recorder = Recorder(step.layout, step.probe_layout, sink, spec.monitor.log_every,
-                            tuple(kind for _, kind in step.activations))
+        recorder = Recorder(step.meter, sink, spec.monitor.log_every)
         outcome = train_loop(trainee, recorder, spec)
         status = "FINISHED"
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (zoo.stopping.Terminated): the same path

@@ -33,8 +33,8 @@ from zoo import stopping
 from zoo.monitor import _keras, graph_stats, posedness
 from zoo.monitor.discover import Found, SelectionError, chosen, discover
 from zoo.monitor.hooks import Hooks, inner, loss_scale, skips_nonfinite
-from zoo.monitor.instruments import (TARGET_SUMMARY, ActivationStats, GradientHistograms, GradientThroughTime,
-                                    Probe, TargetRange)
+from zoo.monitor.instruments import ActivationStats, GradientHistograms, GradientThroughTime, Probe, TargetRange
+from zoo.monitor.instruments.targets import TARGET_SUMMARY
 from zoo.monitor.meter import Meter
 from zoo.monitor.recorder import Recorder
 from zoo.monitor.summary import describe_progress, description, headline, progress, summarize
@@ -213,9 +213,7 @@ class GradientMonitor(keras.callbacks.Callback):
         self._make_rings()
         self.sink = self._open_sink(model)
         self.memory = MemorySink()  # the metrics as MLflow would get them, when it does not
-        kinds = next((inst.kinds for inst in self.meter.instruments if isinstance(inst, ActivationStats)), ())
-        self.recorder = Recorder(self.meter.layout, self.meter.probe_layout, self.sink or self.memory,
-                                 self.log_every, kinds)
+        self.recorder = Recorder(self.meter, self.sink or self.memory, self.log_every)
         self.hooks = None
         if isinstance(optimizer, keras.optimizers.Optimizer):
             forward = any(isinstance(i, (ActivationStats, GradientThroughTime, TargetRange)) or i.taps()

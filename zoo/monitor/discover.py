@@ -14,7 +14,7 @@ import keras
 
 from zoo.models import blocks
 from zoo.models.roles import roles_of
-from zoo.monitor.instruments import GradientHistograms, Instrument, instruments_for
+from zoo.monitor.instruments import GradientHistograms, Instrument, ModelView, instruments_for
 from zoo.monitor.layout import kernel_name
 
 ACTIVATION_LAYERS = {keras.layers.ReLU: "relu", keras.layers.LeakyReLU: "leaky_relu",
@@ -154,7 +154,7 @@ def discover(model) -> Found:
         if isinstance(layer, keras.Model) and layer.layers:
             skipped[f"activations and recurrent layers inside {layer.name}"] = (
                 "a nested model's layers are not on the outer model's graph")
-    instruments = instruments_for(model, activations, kernels, skipped, roles.sequences)
+    instruments = instruments_for(ModelView(model, activations, kernels, roles.sequences, skipped))
     taps = {k: t for inst in instruments for k, t in inst.taps().items()}
     forward = _plain_forward(model)
     if taps:

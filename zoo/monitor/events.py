@@ -31,7 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zoo.monitor.stats import ACT_STATS, RunStats
+from zoo.monitor.instruments.activations import ACT_STATS
+from zoo.monitor.stats import RunStats
 
 EVENT_FACTOR = 1e3
 EVENT_WINDOW = 10

@@ -9,7 +9,7 @@ reaches MLflow, and how the raw statistics file keeps it. Everything else is der
   values the meter computes under these names;
 - the MLflow points per window (zoo.monitor.recorder, through ``Field.window_metrics``);
 - the raw file's arrays, their shapes, dtypes and documentation (zoo.monitor.stats.RunStats);
-- the MLflow names a study may compare (zoo.studies.metrics.LOGGED).
+- the MLflow names a study may compare (zoo.studies.metrics.logged).
 
 So a new per-step series is one entry here and its computation in ``Meter.before_update`` (or
 ``after_update``). The instruments of histogram steps declare their fields where they are

@@ -9,9 +9,9 @@
 
 Per layer numbers are the first (input side) and last (output head) monitored kernels' gradient
 norms and their ratio, the flow. Gradient through time is read at the first (step 1) and the
-last histogram step, for the first recurrent layer: ||dL/dx_0|| / ||dL/dx_T||, the share of the
-gradient that reaches the start of the sequence; and so is the first LSTM layer's mean forget
-gate (how much of its memory a step keeps).
+last probe step, each instrument's own numbers (zoo.monitor.instruments: ``summarize``): the
+gradient through time's ||dL/dx_0|| / ||dL/dx_T|| for the first sequence, the first LSTM
+layer's mean forget gate.
 
 ``block_flow``: for a model made of blocks whose inputs are measured per position (the sequences
 a builder declares, zoo.models.roles: a Transformer's blocks, a stacked RNN's layers), the
@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from zoo.monitor.instruments import REGISTRY
+from zoo.monitor.layout import flow_ratio
 from zoo.monitor.stats import RunStats
-from zoo.monitor.verdict import flow_ratio, windows
+from zoo.monitor.verdict import windows
 
 POINTS = ("init", "start", "end")
 
@@ -69,14 +71,8 @@ def summarize(stats: RunStats) -> dict[str, float]:
             blocks = block_profile(stats, profile)
             if blocks is not None:
                 out[f"summary/block_flow_{label}"] = flow_ratio(float(blocks[0]), float(blocks[-1]))
-    if stats.time_grad.size and stats.time_grad.shape[-1] > 1:
-        for label, i in (("init", 0), ("end", -1)):
-            norms = stats.time_grad[i, 0]
-            if np.all(np.isfinite(norms)):
-                out[f"summary/time_grad_ratio_{label}"] = flow_ratio(float(norms[0]), float(norms[-1]))
-    if stats.forget_gate.size:  # the first LSTM layer's mean forget gate, start and end
-        out["summary/forget_gate_init"] = float(stats.forget_gate[0, 0])
-        out["summary/forget_gate_end"] = float(stats.forget_gate[-1, 0])
+    for cls in REGISTRY:  # each instrument's own numbers (the gradient through time, forget gates)
+        out.update(cls.summarize(stats))
     return out
 
 

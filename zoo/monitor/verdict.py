@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from zoo.monitor.events import Event, first_event
+from zoo.monitor.layout import flow_ratio
 from zoo.monitor.stats import RunStats
 
 FLOW_LIMIT = 1e3
@@ -86,14 +87,6 @@ def windows(n_steps: int) -> list[slice]:
     if len(starts) > 1 and n_steps - starts[-1] < MIN_WINDOW:
         starts.pop()  # the short remainder joins the window before it
     return [slice(s, e) for s, e in zip(starts, starts[1:] + [n_steps])]
-
-
-def flow_ratio(first: float, last: float) -> float:
-    """first / last, with 0/0 = 1 (nothing reaches either end: no loss between them) and
-    x/0 = inf."""
-    if last == 0:
-        return 1.0 if first == 0 else np.inf
-    return first / last
 
 
 def _carried(weight_norm: np.ndarray) -> np.ndarray:
