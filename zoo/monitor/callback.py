@@ -29,7 +29,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from zoo import stopping
 from zoo.monitor import _keras, graph_stats, posedness
 from zoo.monitor.discover import Found, SelectionError, chosen, discover
 from zoo.monitor.hooks import Hooks, inner, loss_scale, skips_nonfinite
@@ -39,6 +38,7 @@ from zoo.monitor.meter import Meter
 from zoo.monitor.recorder import Recorder
 from zoo.monitor.summary import describe_progress, description, headline, progress, summarize
 from zoo.monitor.verdict import judge_run
+from zoo.stopping import deferred
 from zoo.tracking.memory import MemorySink
 
 PREFIX_BESIDE_OTHERS = "zoo/"  # metric names in a run the monitor did not start
@@ -376,7 +376,7 @@ class GradientMonitor(keras.callbacks.Callback):
             warnings.warn(f"GradientMonitor: no step of {self.model.name}'s train_step reached the optimizer "
                           f"the monitor hooked ({self._hooked}); pass optimizer= the one your train_step applies")
         try:
-            with stopping.deferred() as stops:  # a Ctrl-C now is delivered once the records are whole
+            with deferred() as stops:  # a Ctrl-C now is delivered once the records are whole
                 self._judge_and_write(stops)
         finally:
             self.recorder = None  # written (or failed): finish does not write twice
