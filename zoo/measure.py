@@ -65,8 +65,7 @@ def measure(model, xs: list, ys: list, task: str, loss=None) -> Measured:
 
     step = InstrumentedStep(model, task, keras.optimizers.SGD(learning_rate=0.0), None,
                             batch_spec(xs[0], ys[0]), loss=loss)
-    recorder = Recorder(step.layout, step.probe_layout, MemorySink(), log_every=len(xs),
-                        activation_kinds=tuple(kind for _, kind in step.activations))
+    recorder = Recorder(step.meter, MemorySink(), log_every=len(xs))
     saved = [v.numpy() for v in model.variables]
     try:
         for x, y in zip(xs, ys):

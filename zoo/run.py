@@ -26,7 +26,7 @@ from zoo.monitor.recorder import Recorder
 from zoo.monitor.sharpness import SharpnessSeries, series_for
 from zoo.monitor.sharpness_record import FOLDER as SHARPNESS_FOLDER, FILE as SHARPNESS_FILE
 from zoo.monitor.stats import RunStats
-from zoo.monitor.summary import describe_progress, headline, progress, sharpness_summary, summarize
+from zoo.monitor.summary import describe_progress, description, headline, progress, sharpness_summary, summarize
 from zoo.monitor.verdict import Verdict, judge_run
 from zoo.optimizers import OPTIMIZERS
 from zoo.report import run_report
@@ -56,7 +56,7 @@ class RunResult:
     @property
     def headline(self) -> str:
         """'vanishing · stalled': the verdict on the gradient flow and whether the net learned."""
-        return headline(self.verdict.label, self.progress)
+        return headline(self.verdict.label, self.progress, self.verdict.event)
 
     def summary_line(self) -> str:
         """The run's last line: outcome, steps, verdict with its reason, progress with its ratio."""
@@ -163,8 +163,7 @@ def run(spec: RunSpec, sink: Sink, run_name: str | None = None) -> RunResult:
                 trainee.model, trainee.data.x_train, epochs=spec.pretrain.epochs, lr=spec.pretrain.lr,
                 batch_size=spec.trainer.batch_size, seed=spec.seed), 0)
         step = trainee.step
-        recorder = Recorder(step.layout, step.probe_layout, sink, spec.monitor.log_every,
-                            tuple(kind for _, kind in step.activations))
+        recorder = Recorder(step.meter, sink, spec.monitor.log_every)
         outcome = train_loop(trainee, recorder, spec)
         status = "FINISHED"
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (zoo.stopping.Terminated): the same path
@@ -209,14 +208,6 @@ def _progress_label(final: dict[str, float]) -> str | None:
     return progress(final["final/train_loss"], final["baseline/train_loss"])[0]
 
 
-def _description(verdict: Verdict, learned: str | None, final: dict[str, float]) -> str:
-    """The run's MLflow description (markdown): the headline, then each half with its reason."""
-    lines = [f"**{headline(verdict.label, learned)}**", "", f"- gradient flow: {verdict.label} — {verdict.reason}"]
-    if learned:
-        lines.append("- progress: " + describe_progress(learned, final["progress/train_loss_ratio"]))
-    return "\n".join(lines)
-
-
 def _finish(sink: Sink, spec: RunSpec, trainee: Trainee, recorder: Recorder, outcome: str, status: str,
             run_name: str):
     """The last partial window, the verdict, final numbers, artifacts and tags (the verdict goes
@@ -236,8 +227,8 @@ def _finish(sink: Sink, spec: RunSpec, trainee: Trainee, recorder: Recorder, out
             tags["zoo.progress"] = learned
         if len(stats.step):  # no verdict from zero steps
             tags.update({"zoo.verdict": verdict.label, "zoo.verdict_reason": verdict.reason,
-                         "zoo.headline": headline(verdict.label, learned),
-                         "mlflow.note.content": _description(verdict, learned, final),
+                         "zoo.headline": headline(verdict.label, learned, verdict.event),
+                         "mlflow.note.content": description(verdict, learned, final.get("progress/train_loss_ratio")),
                          "mlflow.runName": names.judged(run_name, verdict.label)})
         if outcome == "diverged":
             tags["zoo.diverged_step"] = str(int(verdict.numbers["diverged_step"]))

@@ -20,7 +20,7 @@ import tensorflow as tf
 from zoo.models import blocks
 from zoo.models.roles import ATTRIBUTE, roles_of
 from zoo.monitor.discover import discover
-from zoo.monitor.instruments import ActivationStats, instruments_for
+from zoo.monitor.instruments import ActivationStats, ModelView, instruments_for
 from zoo.monitor.layout import kernel_name
 from zoo.monitor.meter import Meter
 
@@ -155,7 +155,7 @@ class InstrumentedStep:
         activations = [(model.get_layer(name), kind) for name, kind in roles.activations
                        if name in main_layers]
         self.activations = tuple((layer.name, kind) for layer, kind in activations)  # monitored
-        self.instruments = instruments_for(self.main, activations, self.kernels, sequences=roles.sequences)
+        self.instruments = instruments_for(ModelView(self.main, activations, self.kernels, roles.sequences))
         # a twin sharing every layer that returns the heads and what the instruments read, by name
         heads = {"head": model.outputs[0], **dict(zip(self.aux_heads, model.outputs[1:]))}
         taps = {k: t for inst in self.instruments for k, t in inst.taps().items()}

@@ -182,7 +182,7 @@ FAN_IN = ("HeNormal", "HeUniform", "GlorotNormal", "GlorotUniform", "LecunNormal
 
 
 def _ratio(first: float, last: float) -> float:
-    from zoo.monitor.verdict import flow_ratio
+    from zoo.monitor.layout import flow_ratio
 
     return flow_ratio(float(first), float(last))
 
