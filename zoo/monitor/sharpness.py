@@ -22,7 +22,7 @@ How it is read (:class:`SharpnessMeter`):
   vectors. Why a block: at the edge of stability the top eigenvector turns between readings,
   and a warm start from the previous one alone (plain power iteration) can stop, by the rule
   above, on what is now the second eigenvalue: along the study's run, 13% below a converged
-  cold reading at worst; with the previous top three tracked, 0.5% (``benchmarks/sharpness.py
+  cold reading at worst; with the previous top three tracked, 0.4% (``benchmarks/sharpness.py
   --accuracy``).
 - **The largest, not the largest in size**: iteration finds the eigenvalues of largest
   magnitude. If a negative one dominates, a second pass on A − λ_min·I (from fresh vectors)
