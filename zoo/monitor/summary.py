@@ -84,10 +84,14 @@ STALLED_FRACTION = 0.95  # below 95% of the constant predictor's loss: learning
 UNSTABLE_FRACTION = 1 / STALLED_FRACTION  # above ~105%: worse than predicting a constant
 
 
-def progress(train_loss: float, baseline: float) -> tuple[str, float]:
+def progress(train_loss: float, baseline: float, ill_posed: str | None = None) -> tuple[str, float]:
     """(label, train loss / baseline), ``baseline`` the best constant predictor's training loss
-    (the label entropy, or the targets' variance):
+    (the label entropy, or the targets' variance; zoo.monitor.posedness.constant_loss):
 
+    - **ill-posed**: ``ill_posed`` gives the reason the loss cannot be read (zoo.monitor.posedness:
+      targets outside the range the loss reads, or a loss below its floor): whatever the ratio,
+      it is never learning, stalled or unstable (binary cross-entropy on labels 0..9 falls to
+      −32,535 at chance accuracy: a ratio of −1.4e4 that would read as learning);
     - **learning**: ratio < STALLED_FRACTION;
     - **stalled**: within [STALLED_FRACTION, UNSTABLE_FRACTION], about what a constant scores:
       the net has learned nothing (plain-56 can be "healthy" at train accuracy 0.17);
@@ -97,19 +101,24 @@ def progress(train_loss: float, baseline: float) -> tuple[str, float]:
 
     The band is symmetric on a log scale around 1, and fixed a priori like the verdict's."""
     ratio = train_loss / baseline if baseline > 0 else float("nan")
+    if ill_posed:
+        return "ill-posed", float(ratio)
     if not np.isfinite(train_loss) or ratio > UNSTABLE_FRACTION:
         return "unstable", float(ratio)
     return ("learning" if ratio < STALLED_FRACTION else "stalled"), float(ratio)
 
 
 def headline(verdict_label: str, progress_label: str | None) -> str:
-    """The run's one-word-each headline: 'healthy · stalled', 'vanishing · learning'; the verdict
-    alone when there is no progress to tell (a diverged or stopped run)."""
+    """The run's one-word-each headline: 'healthy · stalled', 'vanishing · learning', 'exploding ·
+    ill-posed'; the verdict alone when there is no progress to tell (a diverged or stopped run)."""
     return f"{verdict_label} · {progress_label}" if progress_label else verdict_label
 
 
-def describe_progress(label: str, ratio: float) -> str:
-    """'stalled (final train loss 1.00× the best constant predictor's)'."""
+def describe_progress(label: str, ratio: float, reason: str | None = None) -> str:
+    """'stalled (final train loss 1.00× the best constant predictor's)'; an ill-posed loss with
+    its ``reason``: 'ill-posed (binary cross-entropy read targets outside [0, 1]: 0 … 9)'."""
+    if label == "ill-posed":
+        return f"{label} ({reason or 'the loss cannot be read against its targets'})"
     if not np.isfinite(ratio):
         return f"{label} (final train loss not finite)"
     shown = f"{ratio:.2f}" if 0.01 <= ratio < 100 else f"{ratio:.3g}"
