@@ -292,6 +292,13 @@ def _floor(*arrays) -> float:
     return 10 ** (math.floor(math.log10(low)) - 1)
 
 
+def finite_max(a) -> float:
+    """The largest finite value of ``a`` (0 when none is: a model whose weights are NaN)."""
+    a = np.asarray(a, dtype=np.float64)
+    a = a[np.isfinite(a)]
+    return float(a.max()) if a.size else 0.0
+
+
 def flow_panel(ax, p: Probed, color: str, floor: float, marker: str) -> None:
     x, med = p.depth, p.median
     lo, hi = p.grad_norm.min(axis=0), p.grad_norm.max(axis=0)
@@ -334,7 +341,7 @@ def figure(c: Comparison):
     flow_panel(flow, pa, COLORS[0], floor, "o")
     flow_panel(flow, pb, COLORS[1], floor, "s")
     flow.set_yscale("log")
-    top = max(np.nanmax(pa.grad_norm), np.nanmax(pb.grad_norm), floor * 10)
+    top = max(finite_max(pa.grad_norm), finite_max(pb.grad_norm), floor * 10)
     flow.set_ylim(floor / 1.6, top * 6)
     if np.any(pa.median == 0) or np.any(pb.median == 0):  # the floor stands for exactly 0
         flow.axhline(floor, color="0.5", lw=0.8, ls=":")

@@ -436,7 +436,7 @@ def figure(d: Diagnosis):
     time for recurrent models; saturated and dead fractions for activation layers."""
     from matplotlib.figure import Figure
 
-    from zoo.comparison import _floor, _ticks, flow_panel, time_panel
+    from zoo.comparison import _floor, _ticks, finite_max, flow_panel, time_panel
 
     p = d.probed
     acts, recurrent = d.activation_rows(), p.time_grad is not None
@@ -447,7 +447,7 @@ def figure(d: Diagnosis):
     floor = _floor(p.grad_norm)
     flow_panel(ax, p, "#1f5fa8", floor, "o")
     ax.set_yscale("log")
-    ax.set_ylim(floor / 1.6, max(float(np.nanmax(p.grad_norm)), floor * 10) * 6)
+    ax.set_ylim(floor / 1.6, max(finite_max(p.grad_norm), floor * 10) * 6)
     ax.set_ylabel("‖∂L/∂W‖ of each layer (log scale)")
     ax.set_xlim(-0.04, 1.04)
     _ticks(ax, p, top=False, color="black")

@@ -130,11 +130,15 @@ def positions(model) -> dict[str, int]:
 
 # --- the gradient, by every rule of the verdict ---------------------------------------------------
 def gradient_findings(rows: list[dict], times: list[dict], verdict) -> list[Finding]:
-    """One finding per verdict rule that holds over the batches (not only the first)."""
+    """One finding per verdict rule that holds over the batches (not only the first); a batch
+    with a non-finite loss or gradient is ``diverged`` alone (no ratio of it means anything)."""
     if verdict.label == "diverged":
-        return [Finding("diverged", f"a batch gave a non-finite loss or gradient at the model's current weights "
-                                    f"(batch {int(verdict.numbers['diverged_step'])}): the weights or the data "
-                                    "hold values the loss cannot take")]
+        broken = [r["layer"] for r in rows if not math.isfinite(r["weight"])]
+        where = (f"; the weights of {len(broken)} kernel{'s' * (len(broken) > 1)} are not finite: {_names(broken)} "
+                 "(a training run that diverged saved them)" if broken else
+                 "; every weight is finite, so the data or a layer's arithmetic overflows")
+        return [Finding("diverged", f"batch {int(verdict.numbers['diverged_step'])} gave a non-finite loss or gradient "
+                                    f"at the model's current weights{where}", layer=broken[0] if broken else "")]
     if not rows:
         return []
     found = []

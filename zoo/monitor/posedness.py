@@ -249,7 +249,7 @@ def below_floor(loss, values, targets=None) -> str | None:
     v = np.asarray(values, dtype=np.float64).ravel()
     v = v[np.isfinite(v)]
     if v.size and v.min() < low - FLOOR_TOLERANCE * (1 + abs(low)):
-        return f"{kind(loss).words} fell to {v.min():.4g}, below its floor {low:g}"
+        return f"{kind(loss).words} fell to {v.min():.4g}, below its floor {low:.4g}"
     return None
 
 
