@@ -294,7 +294,7 @@ def test_unscaled_inputs_and_targets_are_named_with_their_numbers_and_effect(rng
     assert _finding(d, "exploding_scale").cause.startswith("unscaled targets")
     report = d.markdown()
     assert "**standardize the regression targets" in report and "not shown: study `input_scaling` is not reproduced" in report
-    assert "| x | 0 | " in report and "| dense_2 | 0 | " in report  # the data table
+    assert "| x | 0 | " in report and "| y | 0 | " in report  # the data table
     scaled = zoo.diagnose(model, (x / 100, (x ** 4 - (x ** 4).mean()) / (x ** 4).std()))
     assert not {"target_scale", "input_scale", "exploding_scale"} & set(_kinds(scaled))
 

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.diagnosis.findings import (DEAD, FACTS, SATURATED, Finding, activation_findings, explain, facts,
+from zoo.diagnosis.findings import (REGRESSION, SATURATED, Finding, activation_findings, explain, facts,
                                     feature_rows, gradient_findings, input_findings, ordered, posedness_findings,
-                                    structural_findings, target_findings)
+                                    structural_findings, target_findings, target_label)
 from zoo.diagnosis.remedies import Evidence, claim_text, for_finding
 
 BATCHES, BATCH_SIZE = 4, 64
@@ -374,6 +374,9 @@ def diagnose(model, data, loss=None, batches: int = BATCHES, batch_size: int = B
     targets = _flat(y)
     reasons = [posedness.target_reason(h.loss, t, h.units if h.loss == "sparse_categorical_crossentropy" else None)
                for h, t in zip(heads, targets)]  # said when the loss cannot even be computed
+    for h, t, reason in zip(heads, targets, reasons):
+        if reason and h.loss == "sparse_categorical_crossentropy" and _no_class(np.asarray(t), h.units):
+            raise InputError(f"y does not fit the model's output and its loss: {reason}")
     xs, ys = batches_of(x, y, batches, batch_size, seed)
     label = label or model.name
     try:
@@ -397,8 +400,9 @@ def diagnose(model, data, loss=None, batches: int = BATCHES, batch_size: int = B
     found += gradient_findings(rows, times, p.verdict)
     d.inputs = [r for i, a in enumerate(_flat(x)) for r in feature_rows("x" if not isinstance(x, (list, tuple, dict))
                                                                          else f"x[{_input_name(x, i)}]", a)]
-    regression = [h.loss in ("mean_squared_error", "mean_absolute_error", "huber", "log_cosh") for h in heads]
-    d.targets = [r for h, t, reg in zip(heads, targets, regression) if reg for r in feature_rows(h.name, t)]
+    regression = [h.loss in REGRESSION for h in heads]
+    d.targets = [r for h, t, reg in zip(heads, targets, regression) if reg
+                 for r in feature_rows(target_label(h, heads), t)]
     outputs = _outputs(model, xs) if any(regression) else [None] * len(heads)
     found += target_findings(heads, targets, outputs, rows, median, p.progress[1] if p.progress else None)
     if _constant(xs):  # the data's fault, not the model's: no study's advice applies
@@ -416,6 +420,12 @@ def diagnose(model, data, loss=None, batches: int = BATCHES, batch_size: int = B
             f.evidence = for_finding(f.kind, kinds)
     d.figure = figure(d)
     return d
+
+
+def _no_class(labels: np.ndarray, units: int | None) -> bool:
+    """Labels a sparse cross-entropy has no class for (negative, or >= its head's units): Keras
+    cannot compute the loss on them, so there is nothing to measure."""
+    return bool(labels.size) and (labels.min() < 0 or (units is not None and labels.max() >= units))
 
 
 def _input_name(x, i: int) -> str:

@@ -341,6 +341,11 @@ def input_findings(model, inputs: list[dict], rows: list[dict], acts: list[dict]
                                    + (f". Measured: {'; '.join(effect)}" if effect else ""), layer="inputs")]
 
 
+def target_label(head, heads) -> str:
+    """How the data table and the findings name a head's targets: ``y``, or ``y[name]``."""
+    return "y" if len(heads) == 1 else f"y[{head.name}]"
+
+
 def target_findings(heads, targets: list, outputs: list, rows: list[dict], loss_median: float,
                     ratio: float | None) -> list[Finding]:
     """``target_scale`` for a regression head whose targets' RMS exceeds SCALE_RMS: with the
@@ -350,7 +355,7 @@ def target_findings(heads, targets: list, outputs: list, rows: list[dict], loss_
     for head, y, out in zip(heads, targets, outputs):
         if head.loss not in REGRESSION or y is None:
             continue
-        cols = feature_rows(head.name, np.asarray(y, dtype=np.float32))
+        cols = feature_rows(target_label(head, heads), np.asarray(y, dtype=np.float32))
         big = [r for r in cols if r["rms"] > SCALE_RMS]
         if not big:
             continue
