@@ -216,19 +216,18 @@ def _loss_for(spec, i: int, name: str):
     return spec
 
 
+# the losses that read class probabilities (or logits, with from_logits=True)
+PROBABILITY_KINDS = ("binary_crossentropy", "binary_focal_crossentropy", "categorical_crossentropy",
+                     "categorical_focal_crossentropy", "sparse_categorical_crossentropy")
+
+
 def _from_logits(loss) -> bool | None:
-    """Does ``loss`` read logits? Keras' by-name functions read probabilities."""
-    if isinstance(loss, str):
-        return False if kind_of(loss) in PROBABILITY_KINDS else None
+    """Does ``loss`` read logits? Keras' by-name functions read probabilities; None for a loss
+    with no such option."""
     config = loss.get_config() if hasattr(loss, "get_config") else {}
     if isinstance(config, dict) and "from_logits" in config:
         return bool(config["from_logits"])
     return False if kind_of(loss) in PROBABILITY_KINDS else None
-
-
-# the losses that read class probabilities (or logits, with from_logits=True)
-PROBABILITY_KINDS = ("binary_crossentropy", "binary_focal_crossentropy", "categorical_crossentropy",
-                     "categorical_focal_crossentropy", "sparse_categorical_crossentropy")
 
 
 def _metric_for(loss: str | None) -> str | None:
@@ -345,8 +344,7 @@ class InstrumentedStep:
         loss is ``loss``, else the model's compiled loss, else the task's (:func:`data_loss`)."""
         found = discover(model)
         self.main, self.aux_heads, self.aux_weight = model, (), 0.0
-        spec, self.loss_name = _loss_spec(model, task, loss)
-        self.loss_fn = _loss_callable(model, spec, loss)
+        self.loss_fn, self.loss_name = data_loss(model, task, loss)
         self.kernel_index, self.kernels, self.instruments = found.kernel_index, found.kernels, found.instruments
         self.skipped = dict(found.skipped)
         stats = [inst for inst in self.instruments if isinstance(inst, ActivationStats)]

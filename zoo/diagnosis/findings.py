@@ -12,9 +12,9 @@ kinds, most severe first (:data:`SEVERITY`):
   probabilities in [0, 1] puts at most e / (e + K − 1) on a class).
 - ``diverged``: a batch gave a non-finite loss or gradient at the current weights.
 - ``constant_inputs``: the inputs do not vary (a fact about the data, not the model).
-- ``norm_size1``: a layer normalization (LayerNormalization, RMSNormalization,
-  UnitNormalization) over an axis of size 1: the normalized value is 0 (or ±1), so the layer
-  outputs its offset whatever its input, and the kernels that read only it get exactly 0.
+- ``norm_size1``: a LayerNormalization over an axis of size 1: x minus its mean is exactly 0,
+  so the layer outputs its offset β whatever its input, and kernels that read it get exactly 0
+  while β is 0 (its initial value).
 - ``dead_layer``: a ReLU-family layer with every unit 0 on every example of every batch: no
   gradient passes below it.
 - ``forget_closed``: an LSTM whose mean forget gate is below FORGET_CLOSED (0.1): its cell keeps
@@ -70,7 +70,8 @@ ADAPTIVE = ("Adam", "AdamW", "Adamax", "Nadam", "Lion")  # keras.optimizers with
 FAN_IN = ("HeNormal", "HeUniform", "GlorotNormal", "GlorotUniform", "LecunNormal", "LecunUniform",
           "Orthogonal", "VarianceScaling")
 REGRESSION = ("mean_squared_error", "mean_absolute_error", "huber", "log_cosh")
-NORMALIZING = ("Normalization", "BatchNormalization", "LayerNormalization", "RMSNormalization", "UnitNormalization")
+NORMALIZING = ("Normalization", "BatchNormalization", "LayerNormalization", "RMSNormalization", "UnitNormalization",
+               "Rescaling")  # a first layer that rescales what it reads: the model scales its own input
 
 
 @dataclass
@@ -226,12 +227,11 @@ def structural_findings(model, heads, rows: list[dict], acts: list[dict], gates:
         after = [k for k in zeros if where.get(_layer_of(k), -1) > where[norms[0].name]]
         measured = (f"; exactly 0 in the {len(after)} kernel{'s' * (len(after) > 1)} after {norms[0].name}: "
                     f"{_names(after)}" if after else "")
-        kinds = ", ".join(dict.fromkeys(type(l).__name__ for l in norms))
-        value = "0" if kinds == "LayerNormalization" else "0 or ±1"
-        found.append(Finding("norm_size1", f"{_names([l.name for l in norms])} ({kinds}) normalize{'s' * (len(norms) == 1)} "
-                                           f"over 1 value (axis {_axis(norms[0])} of the input has size 1): the "
-                                           f"normalized value is always {value}, so the output is the layer's offset "
-                                           f"whatever its input{measured}", explains=frozenset(after), layer=norms[0].name))
+        found.append(Finding("norm_size1", f"{_names([l.name for l in norms])} (LayerNormalization) "
+                                           f"normalize{'s' * (len(norms) == 1)} over 1 value (axis {_axis(norms[0])} "
+                                           "of the input has size 1): x minus its mean is exactly 0, so the output "
+                                           f"is the layer's offset β whatever its input{measured}",
+                                 explains=frozenset(after), layer=norms[0].name))
     for head in heads:
         if head.activation and head.from_logits:
             found.append(_double_activation(head, loss_median))
@@ -255,8 +255,8 @@ def structural_findings(model, heads, rows: list[dict], acts: list[dict], gates:
 
 
 def _normalized_size(layer) -> int | None:
-    """How many values a normalization layer normalizes over (None: not one, or unknown)."""
-    if type(layer).__name__ not in ("LayerNormalization", "RMSNormalization", "UnitNormalization"):
+    """How many values a layer normalization normalizes over (None: not one, or unknown)."""
+    if type(layer).__name__ != "LayerNormalization":
         return None
     try:
         shape = tuple(layer.input.shape)
@@ -314,7 +314,7 @@ def normalizes_input(model) -> bool:
     for layer in getattr(model, "layers", []):
         if type(layer).__name__ == "InputLayer":
             continue
-        return type(layer).__name__ in NORMALIZING + ("Rescaling",)
+        return type(layer).__name__ in NORMALIZING
     return False
 
 
