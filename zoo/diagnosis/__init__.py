@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.diagnosis.findings import (REGRESSION, SATURATED, Finding, activation_findings, explain, facts,
+from zoo.comparison import _num
+from zoo.diagnosis.findings import (REGRESSION, SATURATED, Finding, _pct, activation_findings, explain, facts,
                                     feature_rows, gradient_findings, input_findings, ordered, posedness_findings,
                                     structural_findings, target_findings, target_label)
 from zoo.diagnosis.remedies import Evidence, claim_text, for_finding
@@ -275,16 +276,6 @@ def _ratio(first: float, last: float) -> float:
     from zoo.monitor.verdict import flow_ratio
 
     return flow_ratio(float(first), float(last))
-
-
-def _num(x: float) -> str:
-    from zoo.comparison import _num as num
-
-    return num(x)
-
-
-def _pct(x: float) -> str:
-    return "–" if math.isnan(x) else f"{100 * x:.1f}%"
 
 
 def _flat(tree) -> list:

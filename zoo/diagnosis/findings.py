@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from zoo.monitor import posedness
+from zoo.comparison import _num
 from zoo.monitor.verdict import FLOW_LIMIT, SCALE_HIGH, SCALE_LOW, TIME_FLOW_LIMIT, flow_ratio
 
 SATURATED = 0.5      # more than half of a sigmoid / tanh layer's outputs in the flat tails
@@ -94,16 +94,6 @@ class Finding:
     @property
     def problem(self) -> bool:
         return self.kind not in FACTS
-
-
-def _num(x: float) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    if x == 0:
-        return "0"
-    if math.isinf(x):
-        return "∞"
-    return f"{x:.3g}"
 
 
 def _pct(x: float) -> str:
