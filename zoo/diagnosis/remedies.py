@@ -125,12 +125,6 @@ def claim_text(study: str) -> str:
     return " ".join(yaml.safe_load(study_file(study).read_text())["study"]["claim"]["text"].split())
 
 
-def applicable(findings: set[str]) -> list[Evidence]:
-    """Every evidence whose findings are all present and none of whose ``unless`` is, in the
-    order of :data:`EVIDENCE`."""
-    return [e for e in EVIDENCE if any(need <= findings for need in e.when) and not (e.unless & findings)]
-
-
 def for_finding(kind: str, findings: set[str]) -> list[Evidence]:
     """The evidence that speaks to finding ``kind`` of a model whose findings (and facts) are
     ``findings``: a ``when`` set that holds ``kind`` and is all present, none of ``unless``."""

@@ -3,8 +3,8 @@ the best constant predictor's value, from the losses' definitions alone (numpy o
 
 A loss that reads targets outside its domain measures nothing a run can improve on: binary
 cross-entropy on labels 0..9 is ``-[y log p + (1 - y) log(1 - p)]`` with ``y = 9``, which falls
-without bound as ``p`` grows (−433 → −32,535 in a run at chance accuracy), and a sparse
-cross-entropy given labels 2.5 reads class 2. Such a run is **ill-posed**: its progress is
+below 0 as ``p`` grows (a sigmoid MLP under Adam: 1.43 → −34.9 in 10 epochs, at chance accuracy),
+and a sparse cross-entropy given labels 2.5 reads class 2. Such a run is **ill-posed**: its progress is
 neither learning nor stalled (zoo.monitor.summary.progress), and the one-line reason says why.
 
 The rules, each fixed by the loss's definition in Keras 3 (``keras.losses``), not by measuring:
