@@ -299,7 +299,7 @@ def test_unscaled_inputs_and_targets_are_named_with_their_numbers_and_effect(rng
     assert not {"target_scale", "input_scale", "exploding_scale"} & set(_kinds(scaled))
 
 
-def test_a_model_that_normalizes_its_input_itself_gets_no_input_finding(rng):
+def test_a_model_that_normalizes_its_input_itself_or_embeds_it_gets_no_input_finding(rng):
     keras.utils.set_random_seed(0)
     x = rng.uniform(-100, 100, size=(256, 3)).astype("float32")
     norm = keras.layers.Normalization()
@@ -308,6 +308,12 @@ def test_a_model_that_normalizes_its_input_itself_gets_no_input_finding(rng):
     model.compile("adam", "mse")
     d = zoo.diagnose(model, (x, x[:, :1] / 100), batches=2)
     assert "input_scale" not in _kinds(d)
+    ids = rng.integers(0, 1000, size=(256, 10)).astype("float32")  # token ids given as floats: indices, not magnitudes
+    text = keras.Sequential([keras.Input((10,)), keras.layers.Embedding(1000, 8), keras.layers.GlobalAveragePooling1D(),
+                             keras.layers.Dense(2)])
+    text.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    d = zoo.diagnose(text, (ids, rng.integers(0, 2, 256)), batches=2)
+    assert "input_scale" not in _kinds(d) and max(r["rms"] for r in d.inputs) > 100
 
 
 def test_saturated_and_partly_dead_layers(rng):

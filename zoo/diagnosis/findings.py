@@ -70,8 +70,9 @@ ADAPTIVE = ("Adam", "AdamW", "Adamax", "Nadam", "Lion")  # keras.optimizers with
 FAN_IN = ("HeNormal", "HeUniform", "GlorotNormal", "GlorotUniform", "LecunNormal", "LecunUniform",
           "Orthogonal", "VarianceScaling")
 REGRESSION = ("mean_squared_error", "mean_absolute_error", "huber", "log_cosh")
-NORMALIZING = ("Normalization", "BatchNormalization", "LayerNormalization", "RMSNormalization", "UnitNormalization",
-               "Rescaling")  # a first layer that rescales what it reads: the model scales its own input
+# a first layer that rescales what it reads (the model scales its own input), or reads indices, not magnitudes
+SCALE_FREE = ("Normalization", "BatchNormalization", "LayerNormalization", "RMSNormalization", "UnitNormalization",
+              "Rescaling", "Embedding", "IntegerLookup", "StringLookup", "CategoryEncoding", "Hashing")
 
 
 @dataclass
@@ -299,12 +300,14 @@ def _worst(rows: list[dict], at_most: int = 3) -> str:
                      f"{_num(r['min'])} … {_num(r['max'])} (RMS {_num(r['rms'])})" for r in worst) + more
 
 
-def normalizes_input(model) -> bool:
-    """Does the model's first layer (after its inputs) normalize or rescale what it reads?"""
+def scale_free_input(model) -> bool:
+    """Does the model's first layer (after its inputs) normalize or rescale what it reads, or
+    read it as indices (an embedding, a lookup)? Then the inputs' magnitude is not the first
+    layer's business."""
     for layer in getattr(model, "layers", []):
         if type(layer).__name__ == "InputLayer":
             continue
-        return type(layer).__name__ in NORMALIZING
+        return type(layer).__name__ in SCALE_FREE
     return False
 
 
@@ -312,7 +315,7 @@ def input_findings(model, inputs: list[dict], rows: list[dict], acts: list[dict]
     """``input_scale`` when an input feature's RMS exceeds SCALE_RMS and the model does not
     normalize its input itself; with the measured effect on the first layer."""
     big = [r for r in inputs if r["rms"] > SCALE_RMS]
-    if not big or normalizes_input(model):
+    if not big or scale_free_input(model):
         return []
     effect = []
     if rows:
