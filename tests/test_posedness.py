@@ -173,3 +173,14 @@ def test_ill_posed_replaces_every_other_progress_label():
     assert describe_progress("ill-posed", -1.4e4, reason) == f"ill-posed ({reason})"
     assert headline("exploding", "ill-posed") == "exploding · ill-posed"
     assert describe_progress("stalled", 1.0) == "stalled (final train loss 1.00× the best constant predictor's)"
+
+
+def test_summaries_of_batches_merge_to_the_summary_of_the_whole():
+    y = np.concatenate([np.zeros(5), np.arange(10.0), np.full(3, 0.5)])
+    parts = [posedness.Targets.of(y[:5]), posedness.Targets.of(y[5:15]), posedness.Targets.of(y[15:])]
+    merged = parts[0].merged(parts[1]).merged(parts[2])
+    assert merged == posedness.Targets.of(y)
+    rows = np.eye(3)[RNG.integers(0, 3, 20)]
+    assert posedness.Targets.of(rows[:7]).merged(posedness.Targets.of(rows[7:])) == posedness.Targets.of(rows)
+    wide = posedness.Targets.of(np.arange(10.0)).merged(posedness.Targets.of(np.arange(10.0, 20.0)))
+    assert wide.distinct is None and wide.high == 19  # more than DISTINCT values: no longer kept

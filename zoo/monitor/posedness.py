@@ -92,6 +92,17 @@ class Targets:
                    None if rows is None else float(np.nanmax(rows)),
                    tuple(float(v) for v in values) if len(values) <= DISTINCT else None)
 
+    def merged(self, other: "Targets") -> "Targets":
+        """The summary of both arrays together (a monitor keeps one per batch and merges them)."""
+        def pick(a, b, fn):
+            return b if a is None else a if b is None else fn(a, b)
+        distinct = (tuple(sorted(set(self.distinct) | set(other.distinct)))
+                    if self.distinct is not None and other.distinct is not None else None)
+        return Targets(pick(self.low, other.low, min), pick(self.high, other.high, max),
+                       self.integral and other.integral, self.finite and other.finite, self.zeros + other.zeros,
+                       pick(self.row_low, other.row_low, min), pick(self.row_high, other.row_high, max),
+                       distinct if distinct is None or len(distinct) <= DISTINCT else None)
+
     @property
     def span(self) -> str:
         return f"{_g(self.low)} … {_g(self.high)}"
