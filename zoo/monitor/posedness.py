@@ -40,6 +40,7 @@ Example::
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -142,15 +143,9 @@ def _signs(t: Targets, kind: Kind, classes) -> str | None:
     return f"{kind.words} read targets other than -1 and 1 (or 0 and 1): {t.span}"
 
 
-def _non_negative(t: Targets, kind: Kind, classes) -> str | None:
+def _non_negative(t: Targets, kind: Kind, classes, why: str = "") -> str | None:
     if t.low < 0:
-        return f"{kind.words} read targets below 0: {t.span}"
-    return None
-
-
-def _non_negative_log(t: Targets, kind: Kind, classes) -> str | None:
-    if t.low < 0:
-        return f"{kind.words} read targets below 0 ({t.span}): Keras reads them as 0 before the log"
+        return f"{kind.words} read targets below 0: {t.span}{why}"
     return None
 
 
@@ -178,7 +173,8 @@ KINDS = {k.name: (k, rule) for k, rule in (
     (Kind("mean_absolute_error", "mean absolute error", 0.0, "any number"), None),
     (Kind("huber", "Huber", 0.0, "any number"), None),
     (Kind("log_cosh", "log-cosh", 0.0, "any number"), None),
-    (Kind("mean_squared_logarithmic_error", "mean squared logarithmic error", 0.0, "[0, ∞)"), _non_negative_log),
+    (Kind("mean_squared_logarithmic_error", "mean squared logarithmic error", 0.0, "[0, ∞)"),
+     functools.partial(_non_negative, why="; Keras reads them as 0 before the log")),
     (Kind("mean_absolute_percentage_error", "mean absolute percentage error", 0.0, "numbers other than 0"), _non_zero),
     (Kind("cosine_similarity", "cosine similarity", -1.0, "any vector"), None),
 )}
