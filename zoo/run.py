@@ -22,6 +22,7 @@ import zoo.stopping as stopping
 from zoo.data import DATASETS, Dataset, constant_baseline
 from zoo.evaluation import PopulationStatistics, evaluate
 from zoo.models import MODELS
+from zoo.monitor import posedness
 from zoo.monitor.recorder import Recorder
 from zoo.monitor.sharpness import SharpnessSeries, series_for
 from zoo.monitor.sharpness_record import FOLDER as SHARPNESS_FOLDER, FILE as SHARPNESS_FILE
@@ -51,7 +52,8 @@ class RunResult:
     final: dict[str, float]
     train_seconds: float
     model: object = None    # the trained keras.Model (None if the run failed before building it)
-    progress: str | None = None  # learning | stalled | unstable (None: no final train loss)
+    progress: str | None = None  # learning | stalled | unstable | ill-posed (None: no final train loss)
+    ill_posed: str | None = None  # why the loss cannot read its targets (zoo.monitor.posedness)
 
     @property
     def headline(self) -> str:
@@ -62,7 +64,8 @@ class RunResult:
         """The run's last line: outcome, steps, verdict with its reason, progress with its ratio."""
         line = f"{self.outcome} after {len(self.stats.step)} steps; verdict {self.verdict.label} ({self.verdict.reason})"
         if self.progress:
-            line += "; progress " + describe_progress(self.progress, self.final["progress/train_loss_ratio"])
+            line += "; progress " + describe_progress(self.progress, self.final["progress/train_loss_ratio"],
+                                                      self.ill_posed)
         return line
 
 
@@ -179,9 +182,9 @@ def run(spec: RunSpec, sink: Sink, run_name: str | None = None) -> RunResult:
         if recorder is None:  # failed before training: nothing to judge or draw
             sink.finish(status)
         else:
-            stats, verdict, final = _finish(sink, spec, trainee, recorder, outcome, status, run_name)
+            stats, verdict, final, reason = _finish(sink, spec, trainee, recorder, outcome, status, run_name)
     result = RunResult(sink.run_id, outcome, verdict, stats, final, seconds, trainee.model,
-                       progress=_progress_label(final))
+                       progress=_progress_label(final, reason), ill_posed=reason)
     log.info("%s: %s — %.1fs", run_name, result.summary_line(), seconds)
     return result
 
@@ -202,10 +205,21 @@ def killed_tags(stop: BaseException | None = None) -> dict[str, str]:
             "zoo.killed": stopping.name_of(stop) if stop is not None else (stopping.requested() or "SIGINT")}
 
 
-def _progress_label(final: dict[str, float]) -> str | None:
+def _progress_label(final: dict[str, float], ill_posed: str | None = None) -> str | None:
     if "progress/train_loss_ratio" not in final:
         return None
-    return progress(final["final/train_loss"], final["baseline/train_loss"])[0]
+    return progress(final["final/train_loss"], final["baseline/train_loss"], ill_posed)[0]
+
+
+def _ill_posed(trainee: Trainee, final: dict[str, float]) -> str | None:
+    """Why the run's loss cannot read its training targets, or its final training loss is below
+    the loss's floor (zoo.monitor.posedness); None for a well-posed run or one without a final
+    training loss. ``data=arrays`` can bring any targets."""
+    if "final/train_loss" not in final:
+        return None
+    head, data = trainee.step.heads[0], trainee.data
+    classes = data.num_outputs if head.loss == "sparse_categorical_crossentropy" else None
+    return posedness.ill_posed(head.loss, data.y_train, final["final/train_loss"], classes)
 
 
 def _finish(sink: Sink, spec: RunSpec, trainee: Trainee, recorder: Recorder, outcome: str, status: str,
@@ -222,13 +236,17 @@ def _finish(sink: Sink, spec: RunSpec, trainee: Trainee, recorder: Recorder, out
         tags = {"zoo.outcome": outcome, "zoo.steps": str(len(stats.step))}
         if outcome == "killed":
             tags.update(killed_tags())
-        learned = _progress_label(final)
+        reason = _ill_posed(trainee, final)
+        learned = _progress_label(final, reason)
         if learned:
             tags["zoo.progress"] = learned
+        if reason:
+            tags["zoo.ill_posed"] = reason[:5000]
         if len(stats.step):  # no verdict from zero steps
             tags.update({"zoo.verdict": verdict.label, "zoo.verdict_reason": verdict.reason,
                          "zoo.headline": headline(verdict.label, learned, verdict.event),
-                         "mlflow.note.content": description(verdict, learned, final.get("progress/train_loss_ratio")),
+                         "mlflow.note.content": description(verdict, learned, final.get("progress/train_loss_ratio"),
+                                                            reason),
                          "mlflow.runName": names.judged(run_name, verdict.label)})
         if outcome == "diverged":
             tags["zoo.diverged_step"] = str(int(verdict.numbers["diverged_step"]))
@@ -248,4 +266,4 @@ def _finish(sink: Sink, spec: RunSpec, trainee: Trainee, recorder: Recorder, out
         raise
     finally:
         sink.finish(status)
-    return stats, verdict, final
+    return stats, verdict, final, reason

@@ -3,8 +3,8 @@ the best constant predictor's value, from the losses' definitions alone (numpy o
 
 A loss that reads targets outside its domain measures nothing a run can improve on: binary
 cross-entropy on labels 0..9 is ``-[y log p + (1 - y) log(1 - p)]`` with ``y = 9``, which falls
-without bound as ``p`` grows (−433 → −32,535 in a run at chance accuracy), and a sparse
-cross-entropy given labels 2.5 reads class 2. Such a run is **ill-posed**: its progress is
+below 0 as ``p`` grows (a sigmoid MLP under Adam: 1.43 → −34.9 in 10 epochs, at chance accuracy),
+and a sparse cross-entropy given labels 2.5 reads class 2. Such a run is **ill-posed**: its progress is
 neither learning nor stalled (zoo.monitor.summary.progress), and the one-line reason says why.
 
 The rules, each fixed by the loss's definition in Keras 3 (``keras.losses``), not by measuring:
@@ -40,6 +40,7 @@ Example::
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -92,6 +93,17 @@ class Targets:
                    None if rows is None else float(np.nanmax(rows)),
                    tuple(float(v) for v in values) if len(values) <= DISTINCT else None)
 
+    def merged(self, other: "Targets") -> "Targets":
+        """The summary of both arrays together (a monitor keeps one per batch and merges them)."""
+        def pick(a, b, fn):
+            return b if a is None else a if b is None else fn(a, b)
+        distinct = (tuple(sorted(set(self.distinct) | set(other.distinct)))
+                    if self.distinct is not None and other.distinct is not None else None)
+        return Targets(pick(self.low, other.low, min), pick(self.high, other.high, max),
+                       self.integral and other.integral, self.finite and other.finite, self.zeros + other.zeros,
+                       pick(self.row_low, other.row_low, min), pick(self.row_high, other.row_high, max),
+                       distinct if distinct is None or len(distinct) <= DISTINCT else None)
+
     @property
     def span(self) -> str:
         return f"{_g(self.low)} … {_g(self.high)}"
@@ -131,15 +143,9 @@ def _signs(t: Targets, kind: Kind, classes) -> str | None:
     return f"{kind.words} read targets other than -1 and 1 (or 0 and 1): {t.span}"
 
 
-def _non_negative(t: Targets, kind: Kind, classes) -> str | None:
+def _non_negative(t: Targets, kind: Kind, classes, why: str = "") -> str | None:
     if t.low < 0:
-        return f"{kind.words} read targets below 0: {t.span}"
-    return None
-
-
-def _non_negative_log(t: Targets, kind: Kind, classes) -> str | None:
-    if t.low < 0:
-        return f"{kind.words} read targets below 0 ({t.span}): Keras reads them as 0 before the log"
+        return f"{kind.words} read targets below 0: {t.span}{why}"
     return None
 
 
@@ -167,7 +173,8 @@ KINDS = {k.name: (k, rule) for k, rule in (
     (Kind("mean_absolute_error", "mean absolute error", 0.0, "any number"), None),
     (Kind("huber", "Huber", 0.0, "any number"), None),
     (Kind("log_cosh", "log-cosh", 0.0, "any number"), None),
-    (Kind("mean_squared_logarithmic_error", "mean squared logarithmic error", 0.0, "[0, ∞)"), _non_negative_log),
+    (Kind("mean_squared_logarithmic_error", "mean squared logarithmic error", 0.0, "[0, ∞)"),
+     functools.partial(_non_negative, why="; Keras reads them as 0 before the log")),
     (Kind("mean_absolute_percentage_error", "mean absolute percentage error", 0.0, "numbers other than 0"), _non_zero),
     (Kind("cosine_similarity", "cosine similarity", -1.0, "any vector"), None),
 )}
@@ -249,7 +256,7 @@ def below_floor(loss, values, targets=None) -> str | None:
     v = np.asarray(values, dtype=np.float64).ravel()
     v = v[np.isfinite(v)]
     if v.size and v.min() < low - FLOOR_TOLERANCE * (1 + abs(low)):
-        return f"{kind(loss).words} fell to {v.min():.4g}, below its floor {low:g}"
+        return f"{kind(loss).words} fell to {v.min():.4g}, below its floor {low:.4g}"
     return None
 
 

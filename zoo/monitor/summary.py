@@ -155,8 +155,9 @@ def progress(train_loss: float, baseline: float, ill_posed: str | None = None) -
 
     - **ill-posed**: ``ill_posed`` gives the reason the loss cannot be read (zoo.monitor.posedness:
       targets outside the range the loss reads, or a loss below its floor): whatever the ratio,
-      it is never learning, stalled or unstable (binary cross-entropy on labels 0..9 falls to
-      −32,535 at chance accuracy: a ratio of −1.4e4 that would read as learning);
+      it is never learning, stalled or unstable (binary cross-entropy on labels 0..9 falls below
+      0 as a sigmoid output grows, 1.43 → −34.9 in 10 epochs at chance accuracy: a negative ratio
+      that would read as learning);
     - **learning**: ratio < STALLED_FRACTION;
     - **stalled**: within [STALLED_FRACTION, UNSTABLE_FRACTION], about what a constant scores:
       the net has learned nothing (plain-56 can be "healthy" at train accuracy 0.17);
@@ -174,9 +175,10 @@ def progress(train_loss: float, baseline: float, ill_posed: str | None = None) -
 
 
 def headline(verdict_label: str, progress_label: str | None, event=None) -> str:
-    """The run's one-word-each headline: 'healthy · stalled', 'vanishing · learning'; the verdict
-    alone when there is no progress to tell (a diverged or stopped run); the first gradient
-    event (zoo.monitor.events.Event) last: 'vanishing · unstable · gradient explosion at step 28'."""
+    """The run's one-word-each headline: 'healthy · stalled', 'vanishing · learning', 'exploding ·
+    ill-posed'; the verdict alone when there is no progress to tell (a diverged or stopped run);
+    the first gradient event (zoo.monitor.events.Event) last: 'vanishing · unstable · gradient
+    explosion at step 28'."""
     parts = [verdict_label, progress_label, event.short() if event is not None else None]
     return " · ".join(p for p in parts if p)
 
