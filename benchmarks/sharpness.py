@@ -22,6 +22,15 @@ batch:
 Readings use the meter's defaults (zoo.monitor.sharpness: block 3, double backward); "products"
 counts Hessian-vector products (block iterations × 3).
 
+``--monitor`` instead measures ``zoo.GradientMonitor(sharpness_every=N)`` in a user's ``fit``
+on the MLP (20x64 ReLU, batch 64 of synthetic data, SGD at 0.01, cross-entropy from logits):
+whole ``fit`` calls of 5 epochs of 100 steps (tracing included, as a user waits for it), four
+ways from the same initial weights: plain ``fit``, ``fit`` with ``GradientMonitor(mlflow=False)``,
+and with ``sharpness_every`` 100 and 10. Rounds interleaved; each ratio is the median over
+rounds of the way's time over plain fit's (and over the monitor's without sharpness) in the
+same round; "steady" is epochs 2-5 (steps 101-500: 4 readings at every 100, 40 at every 10), from
+epoch-end timestamps, so the first epoch's tracing is out of it.
+
 ``--accuracy`` instead measures what the warm start costs in accuracy, on the edge_of_stability
 study's run (zoo's tanh MLP 64-200-200-10, N(0, 0.05²) init, full-batch gradient descent at
 η = 0.3 on the 1,437 training digits, one-hot targets, mean squared error, 1000 steps): every 20
@@ -35,6 +44,7 @@ in 5 rounds); ratios are medians of per-block ratios.
 
     python benchmarks/sharpness.py [--blocks 20] [--rounds 5]
     python benchmarks/sharpness.py --accuracy
+    python benchmarks/sharpness.py --monitor [--rounds 5]
 """
 from __future__ import annotations
 
@@ -52,7 +62,9 @@ LOOP = 200
 
 
 def models():
-    out = dict(fit_monitor_models())
+    """benchmarks/fit_monitor.py's MLP, CNN and LSTM, and zoo's Transformer: (build, shape)."""
+    out = {name: (build, shape) for name, (build, shape, _) in fit_monitor_models().items()
+           if name in ("mlp 20x64", "cnn 3 conv", "lstm T=50")}
 
     def transformer():
         import zoo
@@ -199,14 +211,70 @@ def accuracy(steps: int = 1000, every: int = 20, lr: float = 0.3) -> None:
               f"{np.median(used):.0f} | {used.max()} |")
 
 
+MONITOR_EPOCHS, MONITOR_STEPS = 5, 100
+
+
+def monitor_fit(rounds: int) -> None:
+    """GradientMonitor with sharpness_every 100 and 10 against without, in whole fits of the MLP."""
+    import keras
+
+    import zoo
+    from fit_monitor import epoch_clock
+
+    build, shape, _ = fit_monitor_models()["mlp 20x64"]
+    rng = np.random.default_rng(0)
+    n = MONITOR_STEPS * BATCH
+    x, y = rng.normal(size=(n, *shape)).astype("float32"), rng.integers(0, 10, size=n)
+    keras.utils.set_random_seed(0)
+    weights = build().get_weights()
+    ways = {"fit": None, "monitor": None, "sharpness 100": 100, "sharpness 10": 10}
+    times = {w: {"total": [], "steady": []} for w in ways}
+    readings = {}
+    for _ in range(rounds):
+        for way, every in ways.items():
+            model = build()
+            model.set_weights(weights)
+            model.compile(keras.optimizers.SGD(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            clock = epoch_clock()
+            callbacks = [clock]
+            if way != "fit":
+                callbacks.append(zoo.GradientMonitor(mlflow=False, verbose=False, sharpness_every=every))
+            start = time.perf_counter()
+            model.fit(x, y, batch_size=BATCH, epochs=MONITOR_EPOCHS, shuffle=False, verbose=0, callbacks=callbacks)
+            stop = time.perf_counter()
+            times[way]["total"].append(stop - start)
+            times[way]["steady"].append(clock.ends[-1] - clock.ends[0])
+            if every:
+                r = callbacks[-1].sharpness
+                readings[way] = (len(r), float(np.median(r.iterations)), float(np.median(r.lambda_max)))
+    print(f"\nzoo.GradientMonitor in fit, MLP 20x64, batch {BATCH}, SGD 0.01, {MONITOR_EPOCHS} epochs of "
+          f"{MONITOR_STEPS} steps, {rounds} rounds (medians of per-round ratios)\n")
+    print("| way | whole fit s | × fit | × monitor | steady epochs s | × fit | × monitor | readings, products: median |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for way in ways:
+        cells = []
+        for part in ("total", "steady"):
+            t = times[way][part]
+            cells += [f"{statistics.median(t):.2f}",
+                      f"{statistics.median(a / b for a, b in zip(t, times['fit'][part])):.2f}",
+                      f"{statistics.median(a / b for a, b in zip(t, times['monitor'][part])):.2f}"]
+        used = f"{readings[way][0]}, {readings[way][1]:.0f}" if way in readings else ""
+        print(f"| {way} | {' | '.join(cells)} | {used} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--blocks", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--accuracy", action="store_true", help="the warm start's accuracy instead of timings")
+    parser.add_argument("--monitor", action="store_true",
+                        help="zoo.GradientMonitor(sharpness_every=10, 100) in fit against without, instead")
     args = parser.parse_args()
     if args.accuracy:
         accuracy()
+        return
+    if args.monitor:
+        monitor_fit(args.rounds)
         return
     rows = []
     for name, (build, shape) in models().items():

@@ -37,12 +37,16 @@ def dense_hessian(meter, batches) -> np.ndarray:
 def jacobian_hessian(objective, variables, x, y) -> np.ndarray:
     """H a second way: the Jacobian of the gradient (tf.GradientTape.jacobian), no
     Hessian-vector product involved."""
+    return hessian_tensor(objective, variables, x, y).numpy()
+
+
+def hessian_tensor(objective, variables, x, y):
+    """:func:`jacobian_hessian` as a tensor (to be traced once in a tf.function)."""
     with tf.GradientTape(persistent=True) as outer:
         with tf.GradientTape() as inner:
             loss = objective(x, y)
         grad = tf.concat([tf.reshape(g, [-1]) for g in inner.gradient(loss, variables)], 0)
-    rows = [tf.reshape(outer.jacobian(grad, v), (grad.shape[0], -1)) for v in variables]
-    return np.concatenate([r.numpy() for r in rows], axis=1)
+    return tf.concat([tf.reshape(outer.jacobian(grad, v), (grad.shape[0], -1)) for v in variables], axis=1)
 
 
 def float64_mlp(seed=1, inputs=4, hidden=6, outputs=3, activation="tanh"):
@@ -388,3 +392,148 @@ def test_diagnose_reports_lambda_max_and_the_largest_stable_learning_rate():
     assert d.sharpness.lambda_max == pytest.approx(closed, rel=1e-3)  # the default stopping rule
     text = d.markdown()
     assert "## Sharpness" in text and f"2/λ_max = {2 / d.sharpness.lambda_max:.3g}" in text
+
+
+# -- in zoo.GradientMonitor ----------------------------------------------------------------------
+def small_net(optimizer, steps_per_execution=1):
+    """A float32 tanh MLP with batch norm and dropout (the readings' stated mode: inference),
+    the same initial weights and seeds every time it is built."""
+    keras.utils.set_random_seed(11)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, activation="tanh"),
+                              keras.layers.BatchNormalization(), keras.layers.Dropout(0.25), keras.layers.Dense(2)])
+    model.compile(optimizer, "mse", steps_per_execution=steps_per_execution)
+    return model
+
+
+def regression_data(n=32, seed=12):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 4)).astype(np.float32), rng.normal(size=(n, 2)).astype(np.float32)
+
+
+class SecondWays(keras.callbacks.Callback):
+    """Before each update, at the weights (and optimizer state) the update starts from, on the
+    full batch it trains on: a cold, converged zoo.monitor.sharpness reading and the top
+    eigenvalue of the full Hessian (the Jacobian of the gradient, preconditioned as Adam's
+    P^-1/2 H P^-1/2) by numpy.linalg.eigvalsh. Reads only: no variable changes."""
+
+    def __init__(self, x, y, every):
+        super().__init__()
+        self.x, self.y, self.every, self.meter, self.readings = tf.constant(x), tf.constant(y), every, None, {}
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy()) + 1
+        if (step - 1) % self.every:
+            return
+        model, mse = self.model, keras.losses.MeanSquaredError()
+        objective = lambda a, b: mse(b, model(a, training=False))  # noqa: E731
+        variables = model.trainable_variables
+        if self.meter is None:
+            self.meter = SharpnessMeter(objective, variables, iterations=500, tolerance=1e-9)
+            # traced once (the eager Jacobian takes 1.5 s a call); it reads the weights of the moment
+            self.hessian = tf.function(lambda: hessian_tensor(objective, variables, self.x, self.y))
+        self.meter.reset()
+        reading = self.meter.read_optimizer([(self.x, self.y)], model.optimizer)
+        if reading is None:
+            return
+        h = np.asarray(self.hessian(), np.float64)
+        if reading.preconditioned:
+            s = flat(inverse_sqrt(preconditioner(model.optimizer, variables)))
+            h = s[:, None] * h * s[None, :]
+        self.readings[step] = (
+            reading.lambda_max, np.linalg.eigvalsh((h + h.T) / 2)[-1])
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_gradient_monitor_readings_equal_the_meter_and_the_full_hessian(kind):
+    """GradientMonitor(sharpness_every=3) in fit, full batch: before updates 1, 4, 7 (Adam: 4, 7;
+    no preconditioner before its first update), each reading equals a cold, converged meter
+    reading and the full Hessian's top eigenvalue at the same weights and batch to 2e-3 relative
+    (its stopping rule is 1e-3; measured: ~4e-4), the threshold is the optimizer's, and the
+    series, the file and the summary agree."""
+    import zoo
+
+    x, y = regression_data()
+    lr = 0.1 if kind == "sgd" else 0.01
+    model = small_net(keras.optimizers.SGD(lr) if kind == "sgd" else keras.optimizers.Adam(lr))
+    second = SecondWays(x, y, every=3)
+    monitor = zoo.GradientMonitor(sharpness_every=3, mlflow=False, verbose=False)
+    model.fit(x, y, batch_size=32, epochs=8, shuffle=False, verbose=0, callbacks=[second, monitor])
+    r = monitor.sharpness
+    assert list(r.step) == ([1, 4, 7] if kind == "sgd" else [4, 7])
+    assert r.preconditioned == (kind == "adam")
+    for step, lam in zip(r.step, r.lambda_max):
+        meter, exact = second.readings[int(step)]
+        assert meter == pytest.approx(exact, rel=1e-4)  # the two second ways agree (float32 weights)
+        assert lam == pytest.approx(exact, rel=2e-3), (step, lam, exact)
+    threshold = 2 / np.float32(lr) if kind == "sgd" else 38 / np.float32(lr)
+    assert np.allclose(r.threshold, threshold, rtol=1e-6)
+    key = KEYS["preconditioned" if kind == "adam" else "plain"]
+    assert [s for s, _ in monitor.memory.metrics[key]] == list(r.step)
+    assert [v for _, v in monitor.memory.metrics[KEYS["threshold"]]] == pytest.approx(list(r.threshold))
+    saved = SharpnessRecord.load(io.BytesIO(monitor.memory.artifacts["stats/sharpness.npz"]))
+    np.testing.assert_array_equal(saved.lambda_max, r.lambda_max)
+    final = {k: v[-1][1] for k, v in monitor.memory.metrics.items()}
+    assert final["summary/sharpness_init_over_threshold"] == pytest.approx(r.lambda_max[0] / r.threshold[0])
+
+
+def test_gradient_monitor_with_sharpness_trains_exactly_as_without():
+    """Adam, batch norm and dropout, 2 steps per execution, a reading every 3 updates: every
+    variable of the model (batch-norm statistics and dropout's seed included) and of the
+    optimizer is bit for bit that of the same fit without the monitor and with the monitor
+    without sharpness."""
+    import zoo
+
+    x, y = regression_data()
+    final = {}
+    for name, callbacks in [("plain", []), ("monitor", [zoo.GradientMonitor(mlflow=False, verbose=False)]),
+                            ("sharpness", [zoo.GradientMonitor(sharpness_every=3, mlflow=False, verbose=False)])]:
+        model = small_net(keras.optimizers.Adam(0.01), steps_per_execution=2)
+        model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0, callbacks=callbacks)
+        final[name] = [v.numpy() for v in model.variables + model.optimizer.variables]
+        if name == "sharpness":
+            assert list(callbacks[0].sharpness.step) == [4, 7, 10]  # before update 1 Adam has no preconditioner
+    for name in ("monitor", "sharpness"):
+        assert len(final[name]) == len(final["plain"])
+        for a, b in zip(final[name], final["plain"]):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, "10", True, float("nan")])
+def test_gradient_monitor_refuses_an_impossible_sharpness_every(bad):
+    import zoo
+
+    with pytest.raises(ValueError, match="GradientMonitor: sharpness_every must be a whole number >= 1 or None") as err:
+        zoo.GradientMonitor(sharpness_every=bad)
+    assert "\n" not in str(err.value)
+
+
+def test_gradient_monitor_in_a_custom_loop_says_sharpness_is_not_read():
+    import zoo
+
+    model = small_net(keras.optimizers.SGD(0.1))
+    monitor = zoo.GradientMonitor(sharpness_every=1, mlflow=False, verbose=False)
+    with pytest.warns(UserWarning, match="not measured: sharpness"):
+        monitor.attach(model)
+    assert "custom loop" in monitor.skipped["sharpness"]
+
+
+def test_gradient_monitor_names_the_crossing_of_a_run_driven_past_2_over_eta():
+    """A linear model under mean squared error, full batch, SGD at η = 3: its Hessian is the
+    closed form 2/(n k)·AᵀA, A = [X 1], whose top eigenvalue is above 2/η, so the loss grows
+    until it overflows; the verdict's reason names the first reading (step 1) as λ_max·η in
+    units of 1/η."""
+    import zoo
+
+    x, y = regression_data()
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.SGD(3.0), "mse")
+    monitor = zoo.GradientMonitor(sharpness_every=5, mlflow=False, verbose=False)
+    model.fit(x, y, batch_size=32, epochs=45, shuffle=False, verbose=0, callbacks=[monitor])
+    a = np.hstack([x, np.ones((32, 1))]).astype(np.float64)
+    closed = np.linalg.eigvalsh(2 / (32 * 2) * a.T @ a)[-1]
+    assert closed * 3.0 > 2  # beyond the limit by construction
+    assert monitor.verdict.label == "diverged"
+    assert monitor.verdict.reason.startswith("non-finite loss or gradient at step")
+    assert (f"; sharpness {closed * np.float32(3.0):.3g}/η at step 1: beyond gradient descent's stability "
+            f"limit 2/η") in monitor.verdict.reason
