@@ -303,6 +303,8 @@ class GradientMonitor(keras.callbacks.Callback):
             self.skipped["sharpness"] = why
             return None
         meter = SharpnessMeter(self._sharpness_objective, model.trainable_variables)
+        weights = meter.variables
+        self._weights_finite = tf.function(lambda: tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in weights]))
         return SharpnessSeries(meter, inner(optimizer), int(self.sharpness_every))
 
     def _sharpness_objective(self, x, target):
@@ -330,6 +332,7 @@ class GradientMonitor(keras.callbacks.Callback):
         batches are those ``fit`` would have run; only the reading comes in between."""
         if not isinstance(iterator, tf.data.Iterator):  # a distributed iterator: its batches are per replica
             self.skipped["sharpness"] = f"fit's batches come from a {type(iterator).__name__}, not a tf.data iterator"
+            warnings.warn(f"GradientMonitor: not measured: sharpness ({self.skipped['sharpness']})")
             self._sharpness = None
             return function(iterator)
         outputs = None
@@ -349,8 +352,7 @@ class GradientMonitor(keras.callbacks.Callback):
         """One reading on the batch ``data`` before the next update (none once a weight is not
         finite: the run has diverged; the next reading then starts cold)."""
         series = self._sharpness
-        weights = series.meter.variables
-        if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in weights):
+        if not bool(self._weights_finite()):
             series.meter.reset()
             return
         data = tf.nest.map_structure(lambda t: None if isinstance(t, tf.experimental.Optional) else t, data)
