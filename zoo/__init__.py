@@ -6,11 +6,12 @@ train something.
 from __future__ import annotations
 
 from zoo._lazy import pin_backend
+from zoo.errors import InputError
 
 pin_backend()
 
 __version__ = "0.1.0"
-__all__ = ["GradientMonitor", "build_model", "compare", "diagnose", "list_models", "list_datasets", "list_pretrained",
+__all__ = ["GradientMonitor", "InputError", "build_model", "compare", "diagnose", "list_models", "list_datasets", "list_pretrained",
            "load_dataset", "load_pretrained", "train"]
 
 
@@ -28,7 +29,10 @@ def list_datasets(pattern: str = "*") -> list[str]:
 
 def build_model(name: str, input_shape, num_outputs: int, **knobs):
     """Build a registered model; ``knobs`` are its config keys (validated, defaults filled).
-    See :func:`zoo.spec.build_model`."""
+    See :func:`zoo.spec.build_model`. Raises InputError (a config value's: zoo.schema.SpecError)."""
+    from zoo.arguments import check_build_model
+
+    check_build_model(name, input_shape, num_outputs)
     from zoo.spec import build_model as build
 
     return build(name, input_shape, num_outputs, **knobs)
@@ -36,7 +40,10 @@ def build_model(name: str, input_shape, num_outputs: int, **knobs):
 
 def load_dataset(name: str, **options):
     """Load a registered dataset as numpy arrays (see :class:`zoo.data.Dataset`). See
-    :func:`zoo.spec.load_dataset`."""
+    :func:`zoo.spec.load_dataset`. Raises InputError (a config value's: zoo.schema.SpecError)."""
+    from zoo.arguments import check_load_dataset
+
+    check_load_dataset(name)
     from zoo.spec import load_dataset as load
 
     return load(name, **options)
@@ -45,7 +52,11 @@ def load_dataset(name: str, **options):
 def train(overrides: list[str] | None = None, sink=None):
     """Run one training job from config overrides, as ``zoo-train`` would; returns the result.
     Without ``sink`` the run's records stay in memory (no MLflow), which suits notebooks. See
-    :func:`zoo.run.train`."""
+    :func:`zoo.run.train`. Raises InputError (a config value's: zoo.schema.SpecError) before
+    anything is built."""
+    from zoo.arguments import check_train
+
+    check_train(overrides, sink)
     from zoo.run import train as run_job
 
     return run_job(overrides, sink)
@@ -61,7 +72,10 @@ def list_pretrained(pattern: str = "*") -> list[str]:
 def load_pretrained(name: str):
     """A pretrained entry's keras.Model: sha256-verified, loaded in Keras' safe mode, with the
     layer roles its builder recorded (so ``zoo.compare`` and the train step see its activations
-    and auxiliary heads)."""
+    and auxiliary heads). Raises InputError (an unknown name's: zoo.pretrained.UnknownPretrainedError)."""
+    from zoo.arguments import check_load_pretrained
+
+    check_load_pretrained(name)
     from zoo.pretrained.load import load_pretrained as load
 
     return load(name)
@@ -69,7 +83,8 @@ def load_pretrained(name: str):
 
 def compare(a, b, data=None, **options):
     """Two models' per-layer gradient norms (and gradient through time) on the same batches, side
-    by side: ``.table``, ``.figure``, ``.save(path)``. See :func:`zoo.comparison.compare`."""
+    by side: ``.table``, ``.figure``, ``.save(path)``. See :func:`zoo.comparison.compare`. Raises
+    InputError, one line naming the argument, for arguments that cannot work (zoo.arguments)."""
     from zoo.comparison import compare as run
 
     return run(a, b, data, **options)
@@ -78,7 +93,8 @@ def compare(a, b, data=None, **options):
 def diagnose(model, data, **options):
     """What is wrong with ``model``'s gradients on ``data`` at its current weights, and what the
     zoo's reproduced studies support: ``.markdown()``, ``.figure``, ``.save(folder)``,
-    ``.problem``. See :func:`zoo.diagnosis.diagnose`."""
+    ``.problem``. See :func:`zoo.diagnosis.diagnose`. Raises InputError, one line naming the
+    argument, for arguments or data that cannot work (zoo.arguments)."""
     from zoo.diagnosis import diagnose as run
 
     return run(model, data, **options)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.arguments import check_diagnose
 from zoo.diagnosis.remedies import Evidence, applicable, claim_text
 
 SATURATED = 0.5   # more than half of a sigmoid / tanh layer's outputs in the flat tails
@@ -299,6 +300,7 @@ def diagnose(model, data, loss=None, batches: int = BATCHES, batch_size: int = B
     examples are drawn with ``seed``. Raises zoo.diagnosis.arrays.InputError (a ValueError), in
     one line, for an unknown task or loss name, inputs that do not fit the model's input, or
     targets that do not fit its output and loss."""
+    check_diagnose(model, data, loss, batches, batch_size, seed, label)
     from zoo.comparison import probed
     from zoo.data import Dataset, constant_baseline
     from zoo.measure import batches_of, measure
