@@ -223,6 +223,18 @@ def check() -> None:
         raise KeyboardInterrupt()
 
 
+def stop_behind(err: BaseException) -> KeyboardInterrupt | None:
+    """The stop to raise in place of ``err`` when a signal asked for one: what a library made of
+    the raise (TensorFlow's graph tracing turned a SIGTERM raised in a Python callback into
+    ``SystemError: ... bad argument to internal function``, and the run ended FAILED, exit 1);
+    None when no stop was asked, or ``err`` is the stop itself."""
+    if isinstance(err, KeyboardInterrupt) or _requested is None:
+        return None
+    if _raised is not None:
+        return None  # submitit's requeue: its own exception, raised again by check()
+    return Terminated() if _requested == "SIGTERM" else KeyboardInterrupt()
+
+
 def name_of(stop: BaseException) -> str:
     """"SIGTERM" or "SIGINT": which signal ``stop`` (a KeyboardInterrupt) stands for."""
     return "SIGTERM" if isinstance(stop, Terminated) or _requested == "SIGTERM" else "SIGINT"
