@@ -212,12 +212,13 @@ def test_help_lists_every_schema_key_with_its_default(tmp_path):
         assert preset in out.stdout
 
 
-def _readme_defaults() -> dict[str, str]:
-    """``{key: default}`` from the README's ``| key | default | meaning |`` table, for the rows
+def _docs_defaults() -> dict[str, str]:
+    """``{key: default}`` from the ``| key | default | meaning |`` table of the docs' Configuration
+    page (docs/guides/configuration.md), for the rows
     whose keys are plain config keys (``a`` / ``b`` rows pair up with ``x`` / ``y`` defaults)."""
     import re
 
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "guides" / "configuration.md").read_text()
     table = text[text.index("| key | default | meaning |"):].split("\n\n", 1)[0]
     found = {}
     for row in table.splitlines()[2:]:
@@ -238,18 +239,18 @@ def _readme_defaults() -> dict[str, str]:
     return found
 
 
-def _same(readme: str, value) -> bool:
+def _same(documented: str, value) -> bool:
     from zoo.schema import show_value
 
     if isinstance(value, float) and not isinstance(value, bool):
         try:
-            return float(readme) == value
+            return float(documented) == value
         except ValueError:
             return False
-    return readme == show_value(value)
+    return documented == show_value(value)
 
 
-def test_readme_table_defaults_agree_with_the_schemas():
+def test_docs_table_defaults_agree_with_the_schemas():
     from zoo.schema import defaults
     from zoo.spec import FIXED, RunSpec, _registries
 
@@ -262,8 +263,8 @@ def test_readme_table_defaults_agree_with_the_schemas():
         truth[group] = chosen[group]
         schema = registry.get(chosen[group]).schema  # the table's defaults are the default builder's
         truth.update({f"{group}.{k}": v for k, v in defaults(schema).items()})
-    readme = _readme_defaults()
-    checked = {k: v for k, v in readme.items() if k in truth}
-    assert len(checked) >= 15, sorted(readme)
+    documented = _docs_defaults()
+    checked = {k: v for k, v in documented.items() if k in truth}
+    assert len(checked) >= 15, sorted(documented)
     wrong = {k: (v, truth[k]) for k, v in checked.items() if not _same(v, truth[k])}
-    assert not wrong, f"README default != schema default: {wrong}"
+    assert not wrong, f"docs/guides/configuration.md default != schema default: {wrong}"

@@ -231,13 +231,13 @@ def test_compare_takes_any_model_the_issues_lstm_included():
     assert "lstm: not measured: forget gate: lstm (return_sequences=False" in c.markdown()
 
 
-# --- the advice is the README's results -------------------------------------------------------------
-def test_each_piece_of_evidence_is_the_readmes_result_for_its_study():
+# --- the advice is the docs' results -------------------------------------------------------------------
+def test_each_piece_of_evidence_is_the_docs_result_for_its_study():
     from zoo.diagnosis.remedies import EVIDENCE, claim_text
 
-    readme = (ROOT / "README.md").read_text().split("### Results on this machine")[1]
+    results = (ROOT / "docs" / "results" / "studies.md").read_text().split("## Results on this machine")[1]
     for e in EVIDENCE:
-        row = next(line for line in readme.splitlines() if line.startswith(f"| `{e.study}`"))
+        row = next(line for line in results.splitlines() if line.startswith(f"| `{e.study}`"))
         assert f"| {e.verdict} |" in row, (e.study, row)
         assert e.numbers in row, (e.study, e.numbers)
         assert claim_text(e.study)
