@@ -14,10 +14,15 @@ offset, and sends the signal to the group, as Ctrl-C or ``timeout`` do:
   ``mlflow.db`` appears: the store is being created and migrated, then the parent made;
 - ``double``: ``zoo-train``, SIGINT after the last "epoch N/N" and a second SIGINT 0.1-0.3 s
   later, while the first one's cleanup runs;
+- ``tracing``: ``zoo-train``, 0.3-1.5 s after its run appears in the store: the model is being
+  built and its step traced into a graph (a SIGTERM there once became ``SystemError: ... bad
+  argument to internal function``, exit 1, the run FAILED);
 - ``diagnose``: ``zoo-diagnose --mlflow`` on a small saved model, 1-4 s after TensorFlow's first
   line: the model is loading and the diagnosis measuring (its graph being traced);
 - ``diagnose_mlflow``: ``zoo-diagnose --mlflow``, 0-0.3 s after its MLflow run appears in the
   store: the diagnosis is being logged (its metrics, artifacts, tags);
+- ``pretrained``: ``zoo-pretrained train mlp20-relu-digits --register``, 1-3 s after its run
+  appears in the store: the recipe is training;
 - ``monitor_fit``: a user's script, ``model.fit(..., callbacks=[zoo.GradientMonitor()])`` inside
   ``with mlflow.start_run():``, after its third epoch: mid-``fit``;
 - ``monitor_end``: the same script with 3 epochs, 0-0.5 s after ``fit``'s end (a callback before
@@ -36,8 +41,8 @@ runs without ``zoo.outcome=killed`` and ``zoo.killed``.
 
 ``--trials N`` keeps the first N offsets of each moment. The replay of issue 21's five moments
 (26 trials) takes 5 minutes on an otherwise idle 2-core machine, 8-11 shared with other jobs (a
-judgement trial ~25 s, a store trial ~12 s), ``--trials 1`` about 3; the four moments of issue 31
-add 18 trials (a diagnose trial ~15 s, a monitor trial ~15 s).
+judgement trial ~25 s, a store trial ~12 s), ``--trials 1`` about 3; issue 31's six moments
+(tracing, diagnose, diagnose_mlflow, pretrained, monitor_fit, monitor_end) add 28 trials.
 """
 from __future__ import annotations
 
@@ -124,8 +129,11 @@ MOMENTS = {
     "judgement": Moment(["zoo.cli.ablate", "input_scaling", "--scale", "quick"], [0.02, 0.15, 0.4], "study_done"),
     "store": Moment(["zoo.cli.train", "-m", *TINY, "seed=0"], [0.05, 0.2, 0.5, 1.0, 1.5], "store"),
     "double": Moment(["zoo.cli.train", *TINY], [0.1, 0.3], "last_epoch", first_at=0.0),
+    "tracing": Moment(["zoo.cli.train", *TINY], [0.3, 0.8, 1.5], "run"),
     "diagnose": Moment(DIAGNOSE, [1.0, 4.0], f"line:{TF_FIRST_LINE}", setup=_saved_model),
     "diagnose_mlflow": Moment(DIAGNOSE, [0.0, 0.1, 0.3], "run", setup=_saved_model),
+    "pretrained": Moment(["zoo.cli.pretrained", "train", "mlp20-relu-digits", "--register", "--tracking-uri",
+                          "sqlite:///mlflow.db"], [1.0, 3.0], "run"),
     "monitor_fit": Moment(["-c", MONITORED_FIT, "400"], [0.0], "line:user: epoch 3 done"),
     "monitor_end": Moment(["-c", MONITORED_FIT, "3"], [0.0, 0.2, 0.5], "line:user: fit ended"),
 }

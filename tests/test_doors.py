@@ -137,6 +137,16 @@ def test_zoo_diagnose_refuses_what_its_files_and_options_tell_before_tensorflow(
     assert (code, tf, len(lines)) == (2, False, 1) and says in lines[0], lines
 
 
+def test_zoo_diagnose_refuses_inputs_whose_loss_overflows_once_the_model_is_loaded(tmp_path):
+    """Inputs of magnitude 1e30 are finite in float32, but a ReLU net's squared error of them is
+    not: only the loaded model can tell, in one line (it was a traceback from drawing NaNs)."""
+    B.model_file(tmp_path, kind="relu")
+    B.diag_file(tmp_path, x=B.rng_data(scale=1e30)[0], y=B.rng_data(scale=1e30)[0][:, 0])
+    code, tf, lines = cli("diagnose", "model.keras", "--data", "data.npz", cwd=tmp_path)
+    assert (code, tf, len(lines)) == (2, True, 1), lines
+    assert "data: the model's loss overflows (inf) in float32 on the first batch (inputs up to |x| = " in lines[0]
+
+
 # --- the Python entry points: one type, one line, the argument named ------------------------------------
 @pytest.fixture(scope="module")
 def models():

@@ -353,7 +353,7 @@ def test_which_runs_can_log_a_metric(metric, params, impossible):
     from zoo.studies.validate import check_metrics
 
     check = {"metric": metric, "variant": {"seed": "0"}, "op": ">", "value": 0.5}
-    study = StudyConfig("s", "d", ["seed"], [], {"text": "t", "checks": [check]})
+    study = StudyConfig("s", "d", ["seed"], ["final/val_loss"], {"text": "t", "checks": [check]})  # a study has a metric
     runs = [{**params, "seed": "0"}, {**params, "seed": "1"}]
     if impossible:
         with pytest.raises(SpecError, match=rf"claim check 0: {metric} is logged only by runs with .* the 1 run\(s\)"):

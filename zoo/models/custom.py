@@ -25,9 +25,12 @@ checked then, before training: a keras.Model, its input shape, its outputs, no f
 (seen in functional and Sequential models; a subclassed model's last operation is not). Every
 error is one line naming the key.
 
-A custom model takes whatever the data is (no ``input_kind``) and has no memory estimate
-(zoo.budget). It has no layer roles: the train step finds what to measure by looking at it, as
-``zoo.GradientMonitor`` does (zoo.monitor.discover), and names what it cannot read.
+A custom model takes whatever the data is (no ``input_kind``). Its memory cannot be estimated
+from the config, so it is estimated from the model itself once the data is loaded, by a symbolic
+build that allocates nothing and is bounded in memory and time (:func:`size_by_building`), and
+refused as zoo.budget refuses the zoo's own families. It has no layer roles: the train step
+finds what to measure by looking at it, as ``zoo.GradientMonitor`` does (zoo.monitor.discover),
+and names what it cannot read.
 """
 from __future__ import annotations
 
@@ -292,8 +295,6 @@ def _builder(target: str, knobs: dict):
 TRIAL_SECONDS = 30.0  # a builder still building its model symbolically after this long is refused
 TRIAL_TICK = 0.25     # how often the trial looks at the clock and at what the builder has made
 log = logging.getLogger("zoo")
-
-
 _unsized: dict[str, str] = {}  # target -> why its symbolic build failed, said once it is built
 
 
@@ -349,9 +350,11 @@ def _trial(call, input_shape: tuple, room: int | None, parsed: Target, knobs: di
     from keras.src.backend.common import global_state  # deferred variables: no public API lists them
 
     timed = threading.current_thread() is threading.main_thread()  # signals reach the main thread only
-    deadline, over = time.monotonic() + TRIAL_SECONDS, []
+    deadline, over, building = time.monotonic() + TRIAL_SECONDS, [], [True]
 
     def tick(signum, frame):
+        if not building[0]:  # the build is over: nothing to stop (the timer is being disarmed)
+            return
         if over:  # said once and swallowed by the builder: say it again
             raise _TrialOver()
         params, layers = _deferred(global_state)
@@ -375,13 +378,17 @@ def _trial(call, input_shape: tuple, room: int | None, parsed: Target, knobs: di
                 model.build((None, *input_shape))
             params, layers = _deferred(global_state)
             sized = (params, _activations(model), layers) if isinstance(model, keras.Model) else None
+        building[0] = False
     except _TrialOver:
+        building[0] = False
         raise SpecError("target", f"{parsed} with {_knobs_shown(knobs)} is refused: {over[0]}; lower the "
                                   f"knobs that make it deep or wide") from None
     except (Exception, SystemExit) as err:  # the build proper says what is wrong, or builds it unsized
+        building[0] = False
         _unsized[parsed.text] = f"{type(err).__name__}: {_first_line(err)[:200]}"
         sized = None
     finally:
+        building[0] = False
         if timed:
             signal.setitimer(signal.ITIMER_REAL, 0, 0)
             signal.signal(signal.SIGALRM, previous)
