@@ -6,7 +6,9 @@ inside Python code that C++ calls back (TensorFlow's nest and type checks, for o
 exception it raises can be cleared by the caller and never seen. A sweep then trained its job
 to the end and started the next one after SIGTERM (tests/test_interrupts.py, 1 start in 20).
 So the handler first records the request, then raises; the loops that run for long
-(:func:`check`: every training step, every job's start) raise it again if it was swallowed.
+(:func:`check`: every training step, every job's start) raise it again if it was swallowed, and
+where the caller made an error of its own of it (TensorFlow's tracing: ``SystemError``),
+:func:`stop_behind` gives the stop back in its place.
 
 Only the first signal raises. The stop's cleanup (the job's run ended as KILLED with its tags,
 the sweep's parent, ``zoo.killed``) runs in ``except``/``finally`` blocks of the main thread,
