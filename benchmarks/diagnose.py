@@ -1,7 +1,10 @@
 """How long does a diagnosis take, and what does measuring a batch cost? Side by side, one process.
 
-Three user-style Keras models (not the zoo's builders): a 20-layer sigmoid MLP (width 64), a
-small CNN with batch norm on 8x8 images, an LSTM(32) on 50 steps. For each, ``zoo.diagnose`` on
+Six user-style Keras models (not the zoo's builders): a 20-layer sigmoid MLP (width 64), a
+small CNN with batch norm on 8x8 images, an LSTM(32) on 50 steps, and three of issue 30's: a
+binary classifier (``Dense(1, activation="sigmoid")``, binary cross-entropy, float labels), a
+two-block Transformer on a 1-feature sequence (Keras' time-series example: LayerNorm over one
+value) and a sigmoid -> ELU MLP fitting y = x**4 with x in [-100, 100). For each, ``zoo.diagnose`` on
 4 batches of 64 is timed whole (building the instrumented step, tracing, 4 measured batches,
 findings, the figure) and then its per-batch cost in steady state: one measured batch (every
 instrument on: norms, histograms, activation statistics, gradient through time, forget gates)
@@ -39,8 +42,38 @@ def models():
                             keras.layers.BatchNormalization(), keras.layers.Conv2D(32, 3, activation="relu", padding="same"),
                             keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)], name="cnn")
     lstm = keras.Sequential([keras.Input((50, 1)), keras.layers.LSTM(32), keras.layers.Dense(1)], name="lstm")
+    binary = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu"),
+                               keras.layers.Dense(1, activation="sigmoid")], name="binary")
+    binary.compile("adam", "binary_crossentropy", metrics=["accuracy"])
+    power = keras.Sequential([keras.Input((1,)), keras.layers.Dense(32, activation="sigmoid"),
+                              keras.layers.Dense(32, activation="elu"), keras.layers.Dense(1)], name="power")
+    power.compile("adam", "mse")
+    wide = rng.uniform(-100, 100, size=(256, 1)).astype("float32")
     return {"sigmoid MLP x20": (mlp, flat, "classification"), "CNN + BN": (cnn, img, "classification"),
-            "LSTM(32), 50 steps": (lstm, (seq, seq[:, -5:, 0].mean(1, keepdims=True)), "regression")}
+            "LSTM(32), 50 steps": (lstm, (seq, seq[:, -5:, 0].mean(1, keepdims=True)), "regression"),
+            "binary sigmoid + BCE": (binary, (flat[0], (flat[0][:, 0] > 0).astype("float32")), "classification"),
+            "Transformer, 1 feature": (transformer(), (seq, (seq.mean((1, 2)) > 0).astype("int32")), "classification"),
+            "y = x**4, raw": (power, (wide, wide ** 4), "regression")}
+
+
+def transformer():
+    """Keras' time-series Transformer example, two blocks, on one feature per step."""
+    import keras
+
+    layers = keras.layers
+    inputs = keras.Input((50, 1))
+    x = inputs
+    for _ in range(2):
+        h = layers.LayerNormalization(epsilon=1e-6)(x)
+        h = layers.MultiHeadAttention(key_dim=16, num_heads=2)(h, h)
+        res = h + x
+        h = layers.LayerNormalization(epsilon=1e-6)(res)
+        h = layers.Conv1D(filters=4, kernel_size=1, activation="relu")(h)
+        x = layers.Conv1D(filters=1, kernel_size=1)(h) + res
+    x = layers.Dense(16, activation="relu")(layers.GlobalAveragePooling1D()(x))
+    model = keras.Model(inputs, layers.Dense(2, activation="softmax")(x), name="transformer")
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["sparse_categorical_accuracy"])
+    return model
 
 
 def bare_step(model, loss_fn):
@@ -88,11 +121,11 @@ def main() -> None:
             measured.append(m), plain.append(b), ratios.append(m / b)
         for v, value in zip(model.variables, saved):
             v.assign(value)
-        rows.append((label, d.verdict.label, whole, statistics.median(measured) * 1e3,
-                     statistics.median(plain) * 1e3, statistics.median(ratios)))
-    print(f"{'model':<20} {'verdict':<10} {'diagnose':>9} {'measured batch':>15} {'bare tape':>10} {'ratio':>6}")
-    for label, verdict, whole, m, b, r in rows:
-        print(f"{label:<20} {verdict:<10} {whole:>8.1f}s {m:>12.1f} ms {b:>7.1f} ms {r:>6.2f}")
+        rows.append((label, d.headline, whole, statistics.median(measured) * 1e3,
+                     statistics.median(plain) * 1e3, statistics.median(ratios), ", ".join(f.kind for f in d.problems)))
+    print(f"{'model':<24} {'headline':<22} {'diagnose':>9} {'measured batch':>15} {'bare tape':>10} {'ratio':>6}  findings")
+    for label, headline, whole, m, b, r, found in rows:
+        print(f"{label:<24} {headline:<22} {whole:>8.1f}s {m:>12.1f} ms {b:>7.1f} ms {r:>6.2f}  {found or '-'}")
 
     with tempfile.TemporaryDirectory() as folder:
         model, (x, y), _ = models()["sigmoid MLP x20"]

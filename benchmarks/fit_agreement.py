@@ -30,7 +30,7 @@ def zoo_losses(spec) -> np.ndarray:
     from zoo.tracking.memory import MemorySink
 
     t = build(spec)
-    recorder = Recorder(t.step.layout, t.step.probe_layout, MemorySink(), 10**9)
+    recorder = Recorder(t.step.meter, MemorySink(), 10**9)
     train_loop(t, recorder, spec)
     return recorder.stats().loss
 

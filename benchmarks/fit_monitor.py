@@ -1,7 +1,9 @@
 """What does ``zoo.GradientMonitor`` cost a user's ``model.fit``? Side by side, in one process.
 
-Three user-style models (a 20x64 ReLU MLP, a small CNN on 16x16 images, a 1-layer LSTM on
-sequences of 50 steps; synthetic data) trained four ways from the same initial weights:
+Six user-style models (a 20x64 ReLU MLP, a small CNN on 16x16 images, a 1-layer LSTM on
+sequences of 50 steps, a 2-block Transformer encoder of Keras' MultiHeadAttention on 16 tokens,
+a subclass with its own train_step (global-norm clipping, tensorflow/tensorflow#45146) and the
+MLP under mixed_float16; synthetic data) trained four ways from the same initial weights:
   fit                    plain ``model.fit``
   fit + monitor (memory) ``callbacks=[zoo.GradientMonitor(mlflow=False)]``
   fit + monitor (MLflow) the same inside an active MLflow run on a sqlite store, its final
@@ -23,7 +25,7 @@ is also timed alone: one model plain and one under the monitor (memory), both tr
 with ``train_on_batch`` on the same batch in 20 interleaved blocks of 30 calls; "step ×" is the
 median ratio of the blocks (the rows are collected at the end, outside the timing).
 
-    python benchmarks/fit_monitor.py [--rounds 3] [--epochs 5]
+    python benchmarks/fit_monitor.py [--rounds 3] [--epochs 5] [--only NAME ...]
 """
 from __future__ import annotations
 
@@ -55,7 +57,65 @@ def models():
     def lstm():
         return keras.Sequential([keras.Input((50, 8)), keras.layers.LSTM(32), keras.layers.Dense(10)])
 
-    return {"mlp 20x64": (mlp, (64,)), "cnn 3 conv": (cnn, (16, 16, 1)), "lstm T=50": (lstm, (50, 8))}
+    def transformer():
+        inputs = keras.Input((16, 32))
+        h = keras.layers.Dense(64)(inputs)
+        for _ in range(2):  # Pre-LN blocks, as users write them with Keras' own layers
+            a = keras.layers.LayerNormalization()(h)
+            h = h + keras.layers.MultiHeadAttention(num_heads=4, key_dim=16)(a, a)
+            f = keras.layers.LayerNormalization()(h)
+            h = h + keras.layers.Dense(64)(keras.layers.Dense(128, activation="gelu")(f))
+        return keras.Model(inputs, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling1D()(h)))
+
+    class ClippedStep(keras.Model):
+        """Its own train_step: global-norm clipping before apply_gradients."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.loss_tracker = keras.metrics.Mean(name="loss")
+
+        def train_step(self, data):
+            import tensorflow as tf
+
+            x, y, _ = keras.utils.unpack_x_y_sample_weight(data)  # train_on_batch passes (x, y, None)
+            with tf.GradientTape() as tape:
+                loss = self.compute_loss(y=y, y_pred=self(x, training=True))
+            grads, _ = tf.clip_by_global_norm(tape.gradient(loss, self.trainable_variables), 1.0)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+            self.loss_tracker.update_state(loss)
+            return {"loss": self.loss_tracker.result()}
+
+        @property
+        def metrics(self):
+            return [self.loss_tracker]
+
+    def own_step():
+        inputs = keras.Input((64,))
+        h = inputs
+        for _ in range(8):
+            h = keras.layers.Dense(64, activation="relu")(h)
+        return ClippedStep(inputs, keras.layers.Dense(10)(h))
+
+    return {"mlp 20x64": (mlp, (64,), None), "cnn 3 conv": (cnn, (16, 16, 1), None),
+            "lstm T=50": (lstm, (50, 8), None), "transformer 2 blocks": (transformer, (16, 32), None),
+            "own train_step, 9x64": (own_step, (64,), None), "mlp 20x64, mixed_float16": (mlp, (64,), "mixed_float16")}
+
+
+def policy(name):
+    """A context in which ``name`` (a Keras dtype policy, or None) is the global policy."""
+    import contextlib
+
+    import keras
+
+    @contextlib.contextmanager
+    def scope():
+        before = keras.mixed_precision.global_policy().name
+        keras.mixed_precision.set_global_policy(name or before)
+        try:
+            yield
+        finally:
+            keras.mixed_precision.set_global_policy(before)
+    return scope()
 
 
 def epoch_clock():
@@ -74,8 +134,13 @@ def epoch_clock():
     return Clock()
 
 
-def one_fit(build, shape, way: str, epochs: int, weights) -> dict[str, float]:
+def one_fit(build, shape, way: str, epochs: int, weights, dtype=None) -> dict[str, float]:
     """One whole fit: {"total", "first", "steady", "end"} in seconds (see the module)."""
+    with policy(dtype):
+        return _one_fit(build, shape, way, epochs, weights)
+
+
+def _one_fit(build, shape, way, epochs, weights):
     import keras
 
     import zoo
@@ -113,8 +178,14 @@ def one_fit(build, shape, way: str, epochs: int, weights) -> dict[str, float]:
     return {"total": stop - start, "first": ends[0] - start, "steady": steady, "end": stop - ends[-1]}
 
 
-def step_ratio(build, shape, weights, blocks: int = 20, calls: int = 30) -> tuple[float, float, float]:
-    """(plain ms/step, monitored ms/step, median paired ratio) of the train step alone."""
+def step_ratio(build, shape, weights, dtype=None, blocks: int = 20, calls: int = 30) -> tuple[float, float, float]:
+    """(plain ms/step, monitored ms/step, median paired ratio) of the train step alone (an
+    ordinary step: train_on_batch runs the function fit runs between probe steps)."""
+    with policy(dtype):
+        return _step_ratio(build, shape, weights, blocks, calls)
+
+
+def _step_ratio(build, shape, weights, blocks, calls):
     import keras
 
     import zoo
@@ -155,19 +226,23 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--only", nargs="*", default=None, help="model names (as the table prints them)")
     args = parser.parse_args()
     import keras
 
     rows, steps_alone = [], []
-    for name, (build, shape) in models().items():
+    for name, (build, shape, dtype) in models().items():
+        if args.only and name not in args.only:
+            continue
         keras.utils.set_random_seed(0)
-        weights = build().get_weights()
+        with policy(dtype):
+            weights = build().get_weights()
         times = {way: [] for way in WAYS}
         for r in range(args.rounds):
             for way in WAYS:
-                times[way].append(one_fit(build, shape, way, args.epochs, weights))
+                times[way].append(one_fit(build, shape, way, args.epochs, weights, dtype))
                 print(f"  {name} round {r + 1}/{args.rounds} {way}: {times[way][-1]['total']:.2f}s", flush=True)
-        step_plain, step_monitored, step_x = step_ratio(build, shape, weights)
+        step_plain, step_monitored, step_x = step_ratio(build, shape, weights, dtype)
         print(f"  {name} step alone: {step_plain:.2f} ms plain, {step_monitored:.2f} ms monitored", flush=True)
         steps_alone.append((name, step_plain, step_monitored, step_x))
         for way in WAYS:

@@ -131,11 +131,11 @@ def zoo_loop(spec, use_mlflow: bool) -> tuple[float, int]:
     t = build(spec)
     step = t.step
     warm = dataclasses.replace(spec, trainer=dataclasses.replace(spec.trainer, epochs=1))
-    train_loop(t, Recorder(step.layout, step.probe_layout, MemorySink(), 10**9), warm)
+    train_loop(t, Recorder(step.meter, MemorySink(), 10**9), warm)
     with tempfile.TemporaryDirectory() as tmp:
         sink = MlflowSink(f"sqlite:///{tmp}/bench.db", "bench") if use_mlflow else MemorySink()
         sink.start("bench", {}, {})  # store creation is a one-off, outside the timing
-        recorder = Recorder(step.layout, step.probe_layout, sink, spec.monitor.log_every)
+        recorder = Recorder(step.meter, sink, spec.monitor.log_every)
         start = time.perf_counter()
         train_loop(t, recorder, spec)
         recorder.flush()

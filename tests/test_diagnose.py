@@ -54,6 +54,11 @@ def files(tmp_path_factory):
     np.savez(folder / "short.npz", x=x, y=y[:10])
     np.savez(folder / "nan.npz", x=np.where(x > 2.5, np.nan, x), y=y)
     (folder / "text.keras").write_text("not a model")
+    one_unit = keras.Sequential([keras.Input((20,)), keras.layers.Dense(8, activation="relu"),
+                                 keras.layers.Dense(1, activation="sigmoid", name="out")])
+    one_unit.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])  # a common mistake
+    one_unit.save(folder / "one_unit.keras")
+    np.savez(folder / "img_labels_12.npz", x=xi, y=np.arange(256) % 12)
     return folder
 
 
@@ -123,6 +128,10 @@ def test_bad_input_is_one_line_exit_2_before_tensorflow(files, args, message):
 @pytest.mark.parametrize("args, message", [
     (["sigmoid.keras", "--data", "flat.npz", "--loss", "nosuch"], "loss 'nosuch': not a Keras loss"),
     (["sigmoid.keras", "--data", "flat.npz", "--loss", "mse"], "y does not fit the model's output and its loss"),
+    (["one_unit.keras", "--data", "flat.npz"],  # what only the loaded model tells: a loss that does not fit the head
+     "loss sparse_categorical_crossentropy does not fit output out, which has 1 unit: a softmax over one value is 1"),
+    (["cnn.keras", "--data", "img_labels_12.npz"],  # labels the 10-unit head has no class for
+     "y does not fit the model's output and its loss: sparse categorical cross-entropy read targets outside [0, 10): 0 … 11"),
 ])
 def test_a_loss_that_does_not_fit_is_one_line_exit_2(files, capsys, args, message):
     from zoo.cli.diagnose import main
@@ -144,6 +153,8 @@ def test_the_command_logs_the_diagnosis_to_mlflow(files, tmp_path):
     run = client.search_runs([client.get_experiment_by_name("gradzoo").experiment_id])[0]
     assert run.info.status == "FINISHED" and run.data.tags["zoo.verdict"] == "vanishing"
     assert run.data.tags["zoo.kind"] == "diagnosis" and "activation_depth" in run.data.tags["mlflow.note.content"]
+    assert run.data.tags["zoo.findings"] == "vanishing_depth"  # every finding a tag
+    assert run.data.tags["zoo.finding.vanishing_depth"].startswith("first/last layer gradient ratio ")
     assert {a.path for a in client.list_artifacts(run.info.run_id, "diagnosis")} == {
         "diagnosis/report.md", "diagnosis/gradient_flow.png", "diagnosis/stats.npz"}
 

@@ -181,3 +181,43 @@ def test_charts_get_log10_of_norms_across_float64_with_exact_zero_below_float32(
     assert flow_story(np.array([0.0, 0.0]))["1 gradient flow/log10_flow"] == 0.0  # 0/0 = 1: nothing lost between
     assert flow_story(np.array([1e-30, 1e5]))["1 gradient flow/log10_flow"] == pytest.approx(-35.0)
     assert flow_story(np.array([])) == {}
+
+
+# the normal float32 decades (no denormals): what a gradient TensorFlow computed can hold
+NORMAL = [r for r in RANGES if r[0] >= -38.0] + [(-37.9, 38.5)]
+
+
+@pytest.mark.parametrize("lo,hi", NORMAL)
+def test_the_monitors_per_step_sums_are_exact_for_every_normal_float32(lo, hi):
+    """graph_stats.gradient_sums (a float64 cast and an L2Loss a tensor, what an ordinary step of
+    GradientMonitor pays) equals numpy's float64 sum of squares over float32's normal range."""
+    x = spanning(max(lo, -37.9), hi)
+    parts = [x[:5], x[5:], x[:1, :1]]
+    got = tf.function(graph_stats.gradient_sums)([tf.constant(p) for p in parts]).numpy()
+    np.testing.assert_allclose(np.sqrt(got), [reference(p) for p in parts], rtol=1e-12)
+    nan = x.copy()
+    nan[3, 3] = np.nan
+    assert not np.isfinite(graph_stats.gradient_sums([tf.constant(nan)]).numpy()[0])
+
+
+def test_tensorflow_flushes_denormals_so_a_computed_gradient_holds_none():
+    """Why the per-step sums need no bit-level read: TensorFlow's CPU kernels run with
+    flush-to-zero and denormals-are-zero. A product or matmul whose exact result is a denormal
+    gives 0, and so do the gradients of a model whose true gradient is below 1.2e-38; only
+    values that enter from outside (an array made by numpy) can be denormal, and a weight is
+    read bit by bit (graph_stats.norms)."""
+    tiny = tf.constant([1e-20], tf.float32)
+    assert np.float32(1e-20) * np.float32(1e-20) > 0  # numpy keeps the denormal 1e-40
+    assert (tiny * tiny).numpy()[0] == 0.0 and tf.function(lambda a: a * a)(tiny).numpy()[0] == 0.0
+    m = tf.constant(np.full((4, 4), 1e-20, np.float32))
+    assert tf.matmul(m, m).numpy()[0, 0] == 0.0
+    w = tf.Variable(np.full((4, 4), 1e-20, np.float32))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.matmul(m, w))  # dL/dw = m^T 1 = 4e-20: normal
+        small = tf.reduce_sum(tf.matmul(m, w)) * 1e-30  # dL/dw = 4e-50: flushed
+    grad = tape.gradient(small, w).numpy()
+    assert np.all(grad == 0.0)
+    denormal = tf.constant(np.float32([1e-40]))
+    assert tf.cast(denormal, tf.float64).numpy()[0] == 0.0  # the cast reads it as 0: entering values need the bits
+    assert graph_stats.norms([denormal]).numpy()[0] == pytest.approx(1e-40, rel=1e-3)
+    del loss

@@ -163,8 +163,7 @@ def test_init_numbers_are_step_one_and_the_last_partial_window_reaches_the_sink(
     model = zoo.build_model("mlp", (12,), 4, depth=4, width=8, activation="sigmoid")
     step = make_step(model, X_FLAT[:16], Y[:16], "classification", lr=0.5)
     sink = MemorySink()
-    recorder = Recorder(step.layout, step.probe_layout, sink, log_every=10,
-                        activation_kinds=[k for _, k in step.activations])
+    recorder = Recorder(step.meter, sink, log_every=10)
     for i in range(23):
         xb, yb = X_FLAT[16 * (i % 4):16 * (i % 4 + 1)], Y[16 * (i % 4):16 * (i % 4 + 1)]
         if i % 10 == 0:
@@ -230,7 +229,7 @@ def test_a_raw_statistics_file_that_is_not_one_is_refused_naming_it(tmp_path):
     keras.utils.set_random_seed(0)
     model = zoo.build_model("mlp", (12,), 4, depth=3, width=8)
     step = make_step(model, X_FLAT[:16], Y[:16], "classification")
-    recorder = Recorder(step.layout, step.probe_layout, MemorySink(), 10, [k for _, k in step.activations])
+    recorder = Recorder(step.meter, MemorySink(), 10)
     recorder.on_step(*(p.numpy() for p in step.train_with_probes(tf.constant(X_FLAT[:16]), tf.constant(Y[:16]))))
     good = tmp_path / "good.npz"
     recorder.stats().save(good)

@@ -6,7 +6,8 @@ import tensorflow as tf
 
 import zoo
 from zoo.monitor import graph_stats
-from zoo.monitor.stats import HIST_BINS, hist_edges
+from zoo.monitor.instruments.activations import activation_stats, activation_stats_many
+from zoo.monitor.instruments.histograms import HIST_BINS, hist_edges, log_histogram
 from zoo.monitor.verdict import judge
 from conftest import make_step as _make_step
 
@@ -104,7 +105,7 @@ def test_log_histogram_bins_and_counts_zeros_apart():
     """Every float32 value has its own bin, a denormal included (it is not a zero); only a
     float64 value beyond float32's range falls into an edge bin."""
     g = tf.constant([0.0, 0.0, 1e-3, 1e-3, 1.0, 1e-30, 1e9, 1e-44, -3e38], tf.float32)
-    counts = graph_stats.log_histogram(g).numpy()
+    counts = log_histogram(g).numpy()
     edges = hist_edges()
     bin_of = lambda v: np.searchsorted(edges, np.log10(v), side="right") - 1  # noqa: E731
     assert counts.shape == (HIST_BINS + 1,) and counts.sum() == 9
@@ -112,19 +113,19 @@ def test_log_histogram_bins_and_counts_zeros_apart():
     assert counts[bin_of(1e-3)] == 2 and counts[bin_of(1.0)] == 1
     for v in (1e-30, 1e9, float(np.float32(1e-44)), 3e38):
         assert counts[bin_of(v)] == 1 and 0 < bin_of(v) < HIST_BINS - 1, v
-    wide = graph_stats.log_histogram(tf.constant([1e-300, 1e300], tf.float64)).numpy()
+    wide = log_histogram(tf.constant([1e-300, 1e300], tf.float64)).numpy()
     assert wide[0] == 1 and wide[HIST_BINS - 1] == 1  # out of range -> edge bins
 
 
 def test_activation_stats_saturation_and_dead_units():
     sig = tf.constant([[0.001, 0.5], [0.9999, 0.5]], tf.float32)
-    mean, std, sat, dead = graph_stats.activation_stats(sig, "sigmoid", False).numpy()
+    mean, std, sat, dead = activation_stats(sig, "sigmoid", False).numpy()
     assert sat == pytest.approx(0.5) and np.isnan(dead)
     relu = tf.constant([[0.0, 1.0, 0.0], [0.0, 2.0, 3.0]], tf.float32)
-    *_, sat, dead = graph_stats.activation_stats(relu, None, True).numpy()
+    *_, sat, dead = activation_stats(relu, None, True).numpy()
     assert dead == pytest.approx(1 / 3) and np.isnan(sat)
     tanh = tf.constant([[0.999, -0.999, 0.0, 0.5]], tf.float32)
-    assert graph_stats.activation_stats(tanh, "tanh", False).numpy()[2] == pytest.approx(0.5)
+    assert activation_stats(tanh, "tanh", False).numpy()[2] == pytest.approx(0.5)
 
 
 def test_activation_stats_of_many_layers_equal_numpy_layer_by_layer():
@@ -135,7 +136,7 @@ def test_activation_stats_of_many_layers_equal_numpy_layer_by_layer():
                np.tanh(3 * rng.normal(size=(6, 2, 4))), rng.uniform(size=(6, 5)), np.maximum(rng.normal(size=(6, 5)), 0)]
     kinds = [(None, False), ("sigmoid", False), (None, True), ("tanh", False), ("sigmoid", False), (None, True)]
     tensors = [tf.constant(o, tf.float32) for o in outputs]
-    dynamic = tf.function(lambda t: graph_stats.activation_stats_many(
+    dynamic = tf.function(lambda t: activation_stats_many(
         tensors[:5] + [t], [k for k, _ in kinds], [d for _, d in kinds]),
         input_signature=[tf.TensorSpec((None, 5), tf.float32)])
     got = dynamic(tensors[5]).numpy()

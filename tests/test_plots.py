@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from zoo.monitor.stats import HIST_BINS, RunStats, hist_edges
+from zoo.monitor.instruments.histograms import HIST_BINS, hist_edges
+from zoo.monitor.stats import RunStats
 from zoo.report import colors, plots
 from zoo.studies import plots as study_plots
 from zoo.studies.records import RunRecord
@@ -30,6 +31,8 @@ def make_stats(grad_norm, hist_step=(), counts=None, zeros=None, time_grad=None,
     fg = np.zeros((h, 0)) if forget_gate is None else np.asarray(forget_gate, dtype=np.float64)
     stats = RunStats(
         step=np.arange(1, t + 1), loss=np.ones(t), metric=np.full(t, np.nan), finite=np.ones(t, bool),
+        skipped=np.zeros(t, bool), variables=np.zeros(0, str), elements=np.zeros(0, str),
+        var_grad_norm=np.zeros((t, 0)), grad_elements=np.zeros((t, 0)),
         penalty=np.zeros(t), aux_loss=np.zeros((t, 0)), grad_norm=g, grad_norm_total=g.copy(),
         grad_norm_clipped=g.copy(), weight_norm=np.ones_like(g),
         layers=np.array(layers or [f"block{i + 1:02d}_dense" for i in range(n_layers)]),

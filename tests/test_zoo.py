@@ -33,8 +33,7 @@ def test_every_registered_model_trains_two_steps_and_is_recorded(name):
     x, y = tf.constant(data.x_train[:16]), tf.constant(data.y_train[:16])
     step = make_step(model, x, y, data.task)
     sink = MemorySink()
-    recorder = Recorder(step.layout, step.probe_layout, sink, log_every=1,
-                        activation_kinds=[k for _, k in step.activations])
+    recorder = Recorder(step.meter, sink, log_every=1)
     before = [v.numpy().copy() for v in model.trainable_variables]
     packed, probed = step.train_with_probes(x, y)
     assert recorder.on_step(packed.numpy(), probed.numpy())

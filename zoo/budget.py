@@ -98,6 +98,7 @@ DATASETS: dict[str, Callable[[Any], Data]] = {
     "digits": _digits,
     "seq_digits": lambda d: Data(DIGITS, (64, 1) if d.mode == "pixel" else (8, 8), 10, _digits_train(d)),
     "synthetic": lambda d: Data(d.n_train + d.n_val, (d.n_features,), d.n_classes, d.n_train),
+    "synthetic_regression": lambda d: Data(d.n_train + d.n_val, (d.n_features,), d.n_outputs, d.n_train),
     "adding": lambda d: Data(d.n_train + d.n_val, (d.length, 2), 1, d.n_train),
     "copy_memory": lambda d: Data(d.n_train + d.n_val, (d.length + 20, 10), 10, d.n_train),
     "mnist": _keras_images(60000, 10000, (28, 28, 1)),

@@ -9,7 +9,9 @@ and, for recurrent models, the ``time_grad`` (gradient reaching each time step) 
 at the models' current weights, exact over float32's range (zoo.monitor.graph_stats). Several
 batches (default 4 of 64) give a median and a spread. Each model also gets a run's headline:
 the verdict rule (zoo.monitor.verdict) with the batches as its steps, and progress, the median
-batch loss against the best constant predictor's loss on the data (zoo.monitor.summary).
+batch loss against the best constant predictor's loss on the data under the model's own loss
+(zoo.monitor.posedness.constant_loss), or ``ill-posed`` when that loss cannot read the targets
+(binary cross-entropy on labels 0..9: zoo.monitor.posedness.ill_posed).
 
 The figure aligns the layers by normalized depth (0 = input side, 1 = output), so a 20-layer
 net and a 56-layer net line up; gradient norms are on a log scale, exact zeros (every element of
@@ -44,6 +46,8 @@ class Probed:
     verdict: object = None                # zoo.monitor.verdict.Verdict, the batches as steps
     progress: tuple[str, float] | None = None  # (label, median batch loss / constant baseline)
     skipped: dict = field(default_factory=dict)  # what an instrument could not measure -> why
+    heads: list = field(default_factory=list)  # zoo.step.Head of each output
+    ill_posed: str | None = None  # why its loss cannot read the targets (zoo.monitor.posedness)
 
     @property
     def headline(self) -> str:
@@ -58,7 +62,8 @@ class Probed:
 
         line = f"{self.label}: {self.headline}; verdict {self.verdict.label} ({self.verdict.reason})"
         if self.progress:
-            line += "; progress " + describe_progress(*self.progress).replace("final train loss", "loss on these batches")
+            line += "; progress " + describe_progress(*self.progress, self.ill_posed).replace(
+                "final train loss", "loss on these batches")
         return line
 
     @property
@@ -180,7 +185,25 @@ def probed(measured, label: str) -> Probed:
     time_grad = stats.time_grad if len(stats.seq_layers) else None
     return Probed(label, tuple(stats.layers), stats.grad_norm, stats.loss.astype(np.float64),
                   tuple(stats.seq_layers), time_grad, stats.weight_norm, judge_run(stats),
-                  skipped=measured.skipped)
+                  skipped=measured.skipped, heads=list(measured.heads))
+
+
+def judge_progress(p: Probed, targets) -> None:
+    """``p.progress`` from its median batch loss, read as its one output's loss reads ``targets``
+    (zoo.monitor.posedness): ill-posed with the reason when the loss cannot read them or fell
+    below its floor, else against the best constant predictor's loss on them; None for several
+    outputs or a loss with no constant baseline."""
+    from zoo.monitor import posedness
+    from zoo.monitor.summary import progress
+
+    if len(p.heads) != 1 or not p.heads[0].loss or isinstance(targets, (list, tuple, dict)):
+        return
+    head, median = p.heads[0], float(np.median(p.loss))
+    classes = head.units if head.loss == "sparse_categorical_crossentropy" else None
+    p.ill_posed = posedness.ill_posed(head.loss, targets, p.loss, classes)
+    baseline = posedness.constant_loss(head.loss, targets)
+    if p.ill_posed or (baseline is not None and baseline > 0):
+        p.progress = progress(median, baseline or float("nan"), p.ill_posed)
 
 
 def compare(a, b, data=None, batches: int = BATCHES, batch_size: int = BATCH_SIZE, seed: int = 0,
@@ -209,16 +232,13 @@ def compare(a, b, data=None, batches: int = BATCHES, batch_size: int = BATCH_SIZ
 
             pair = read_manifest().pair_of(label_a, label_b)
             knob = pair.knob if pair else ""
-    from zoo.data import constant_baseline
     from zoo.measure import batches_of
-    from zoo.monitor.summary import progress
 
     xs, ys = batches_of(dataset.x_train, dataset.y_train, batches, batch_size, seed)
     pa = probe(model_a, xs, ys, dataset.task, label_a, loss)
     pb = probe(model_b, xs, ys, dataset.task, label_b, loss)
-    baseline = constant_baseline(dataset) if not isinstance(dataset.y_train, (list, tuple, dict)) else 0.0
     for p in (pa, pb):
-        p.progress = progress(float(np.median(p.loss)), baseline) if baseline > 0 else None
+        judge_progress(p, dataset.y_train)
     result = Comparison(pa, pb, knob, len(xs), batch_size)
     result.table = table(pa, pb)
     result.figure = figure(result)
@@ -276,6 +296,13 @@ def _floor(*arrays) -> float:
     return 10 ** (math.floor(math.log10(low)) - 1)
 
 
+def finite_max(a) -> float:
+    """The largest finite value of ``a`` (0 when none is: a model whose weights are NaN)."""
+    a = np.asarray(a, dtype=np.float64)
+    a = a[np.isfinite(a)]
+    return float(a.max()) if a.size else 0.0
+
+
 def flow_panel(ax, p: Probed, color: str, floor: float, marker: str) -> None:
     x, med = p.depth, p.median
     lo, hi = p.grad_norm.min(axis=0), p.grad_norm.max(axis=0)
@@ -318,7 +345,7 @@ def figure(c: Comparison):
     flow_panel(flow, pa, COLORS[0], floor, "o")
     flow_panel(flow, pb, COLORS[1], floor, "s")
     flow.set_yscale("log")
-    top = max(np.nanmax(pa.grad_norm), np.nanmax(pb.grad_norm), floor * 10)
+    top = max(finite_max(pa.grad_norm), finite_max(pb.grad_norm), floor * 10)
     flow.set_ylim(floor / 1.6, top * 6)
     if np.any(pa.median == 0) or np.any(pb.median == 0):  # the floor stands for exactly 0
         flow.axhline(floor, color="0.5", lw=0.8, ls=":")

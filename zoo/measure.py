@@ -23,6 +23,7 @@ class Measured:
     step: object           # the zoo.step.InstrumentedStep that measured (its kernels, skipped, loss)
     loss_name: str         # the data loss, in words (zoo.step.data_loss)
     skipped: dict          # what could not be measured on this model -> why
+    heads: list            # zoo.step.Head of each output: its loss, units, activation, metric
 
 
 def take(tree, index):
@@ -56,7 +57,8 @@ def measure(model, xs: list, ys: list, task: str, loss=None) -> Measured:
     """Measure ``model`` on each batch (``xs[i]``, ``ys[i]``: arrays, or lists / dicts of arrays
     for several inputs or outputs); ``task``: "classification" | "regression" (the default loss
     and accuracy); ``loss``: a Keras loss name or object (default: the model's compiled loss,
-    else the task's: zoo.step.data_loss). Raises ValueError for an unknown loss name."""
+    else the task's: zoo.step.data_loss). Raises ValueError for an unknown loss name, and
+    zoo.step.LossMismatch (a ValueError) for a loss that does not fit an output."""
     import keras
 
     from zoo.monitor.recorder import Recorder
@@ -65,8 +67,7 @@ def measure(model, xs: list, ys: list, task: str, loss=None) -> Measured:
 
     step = InstrumentedStep(model, task, keras.optimizers.SGD(learning_rate=0.0), None,
                             batch_spec(xs[0], ys[0]), loss=loss)
-    recorder = Recorder(step.layout, step.probe_layout, MemorySink(), log_every=len(xs),
-                        activation_kinds=tuple(kind for _, kind in step.activations))
+    recorder = Recorder(step.meter, MemorySink(), log_every=len(xs))
     saved = [v.numpy() for v in model.variables]
     try:
         for x, y in zip(xs, ys):
@@ -75,4 +76,4 @@ def measure(model, xs: list, ys: list, task: str, loss=None) -> Measured:
     finally:
         for v, value in zip(model.variables, saved):
             v.assign(value)
-    return Measured(recorder.stats(), step, step.loss_name, dict(step.skipped))
+    return Measured(recorder.stats(), step, step.loss_name, dict(step.skipped), list(step.heads))

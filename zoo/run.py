@@ -20,9 +20,10 @@ import zoo.stopping as stopping
 from zoo.data import DATASETS, Dataset, constant_baseline
 from zoo.evaluation import PopulationStatistics, evaluate
 from zoo.models import MODELS
+from zoo.monitor import posedness
 from zoo.monitor.recorder import Recorder
 from zoo.monitor.stats import RunStats
-from zoo.monitor.summary import describe_progress, headline, progress, summarize
+from zoo.monitor.summary import describe_progress, description, headline, progress, summarize
 from zoo.monitor.verdict import Verdict, judge_run
 from zoo.optimizers import OPTIMIZERS
 from zoo.report import run_report
@@ -47,18 +48,20 @@ class RunResult:
     final: dict[str, float]
     train_seconds: float
     model: object = None    # the trained keras.Model (None if the run failed before building it)
-    progress: str | None = None  # learning | stalled | unstable (None: no final train loss)
+    progress: str | None = None  # learning | stalled | unstable | ill-posed (None: no final train loss)
+    ill_posed: str | None = None  # why the loss cannot read its targets (zoo.monitor.posedness)
 
     @property
     def headline(self) -> str:
         """'vanishing · stalled': the verdict on the gradient flow and whether the net learned."""
-        return headline(self.verdict.label, self.progress)
+        return headline(self.verdict.label, self.progress, self.verdict.event)
 
     def summary_line(self) -> str:
         """The run's last line: outcome, steps, verdict with its reason, progress with its ratio."""
         line = f"{self.outcome} after {len(self.stats.step)} steps; verdict {self.verdict.label} ({self.verdict.reason})"
         if self.progress:
-            line += "; progress " + describe_progress(self.progress, self.final["progress/train_loss_ratio"])
+            line += "; progress " + describe_progress(self.progress, self.final["progress/train_loss_ratio"],
+                                                      self.ill_posed)
         return line
 
 
@@ -155,8 +158,7 @@ def run(spec: RunSpec, sink: Sink, run_name: str | None = None) -> RunResult:
                 trainee.model, trainee.data.x_train, epochs=spec.pretrain.epochs, lr=spec.pretrain.lr,
                 batch_size=spec.trainer.batch_size, seed=spec.seed), 0)
         step = trainee.step
-        recorder = Recorder(step.layout, step.probe_layout, sink, spec.monitor.log_every,
-                            tuple(kind for _, kind in step.activations))
+        recorder = Recorder(step.meter, sink, spec.monitor.log_every)
         outcome = train_loop(trainee, recorder, spec)
         status = "FINISHED"
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (zoo.stopping.Terminated): the same path
@@ -178,9 +180,9 @@ def run(spec: RunSpec, sink: Sink, run_name: str | None = None) -> RunResult:
         if recorder is None:  # failed before training: nothing to judge or draw
             sink.finish(status)
         else:
-            stats, verdict, final = _finish(sink, spec, trainee, recorder, outcome, status, run_name)
+            stats, verdict, final, reason = _finish(sink, spec, trainee, recorder, outcome, status, run_name)
     result = RunResult(sink.run_id, outcome, verdict, stats, final, seconds, trainee.model,
-                       progress=_progress_label(final))
+                       progress=_progress_label(final, reason), ill_posed=reason)
     log.info("%s: %s — %.1fs", run_name, result.summary_line(), seconds)
     return result
 
@@ -201,18 +203,21 @@ def killed_tags(stop: BaseException | None = None) -> dict[str, str]:
             "zoo.killed": stopping.name_of(stop) if stop is not None else (stopping.requested() or "SIGINT")}
 
 
-def _progress_label(final: dict[str, float]) -> str | None:
+def _progress_label(final: dict[str, float], ill_posed: str | None = None) -> str | None:
     if "progress/train_loss_ratio" not in final:
         return None
-    return progress(final["final/train_loss"], final["baseline/train_loss"])[0]
+    return progress(final["final/train_loss"], final["baseline/train_loss"], ill_posed)[0]
 
 
-def _description(verdict: Verdict, learned: str | None, final: dict[str, float]) -> str:
-    """The run's MLflow description (markdown): the headline, then each half with its reason."""
-    lines = [f"**{headline(verdict.label, learned)}**", "", f"- gradient flow: {verdict.label} — {verdict.reason}"]
-    if learned:
-        lines.append("- progress: " + describe_progress(learned, final["progress/train_loss_ratio"]))
-    return "\n".join(lines)
+def _ill_posed(trainee: Trainee, final: dict[str, float]) -> str | None:
+    """Why the run's loss cannot read its training targets, or its final training loss is below
+    the loss's floor (zoo.monitor.posedness); None for a well-posed run or one without a final
+    training loss. ``data=arrays`` can bring any targets."""
+    if "final/train_loss" not in final:
+        return None
+    head, data = trainee.step.heads[0], trainee.data
+    classes = data.num_outputs if head.loss == "sparse_categorical_crossentropy" else None
+    return posedness.ill_posed(head.loss, data.y_train, final["final/train_loss"], classes)
 
 
 def _finish(sink: Sink, spec: RunSpec, trainee: Trainee, recorder: Recorder, outcome: str, status: str,
@@ -231,13 +236,17 @@ def _finish(sink: Sink, spec: RunSpec, trainee: Trainee, recorder: Recorder, out
         tags = {"zoo.outcome": outcome, "zoo.steps": str(len(stats.step))}
         if outcome == "killed":
             tags.update(killed_tags())
-        learned = _progress_label(final)
+        reason = _ill_posed(trainee, final)
+        learned = _progress_label(final, reason)
         if learned:
             tags["zoo.progress"] = learned
+        if reason:
+            tags["zoo.ill_posed"] = reason[:5000]
         if len(stats.step):  # no verdict from zero steps
             tags.update({"zoo.verdict": verdict.label, "zoo.verdict_reason": verdict.reason,
-                         "zoo.headline": headline(verdict.label, learned),
-                         "mlflow.note.content": _description(verdict, learned, final),
+                         "zoo.headline": headline(verdict.label, learned, verdict.event),
+                         "mlflow.note.content": description(verdict, learned, final.get("progress/train_loss_ratio"),
+                                                            reason),
                          "mlflow.runName": names.judged(run_name, verdict.label)})
         if outcome == "diverged":
             tags["zoo.diverged_step"] = str(int(verdict.numbers["diverged_step"]))
@@ -253,4 +262,4 @@ def _finish(sink: Sink, spec: RunSpec, trainee: Trainee, recorder: Recorder, out
         raise
     finally:
         sink.finish(status)
-    return stats, verdict, final
+    return stats, verdict, final, reason

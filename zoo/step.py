@@ -13,6 +13,8 @@ gradients never leave the graph.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -20,9 +22,10 @@ import tensorflow as tf
 from zoo.models import blocks
 from zoo.models.roles import ATTRIBUTE, roles_of
 from zoo.monitor.discover import discover
-from zoo.monitor.instruments import ActivationStats, instruments_for
+from zoo.monitor.instruments import ActivationStats, ModelView, instruments_for
 from zoo.monitor.layout import kernel_name
 from zoo.monitor.meter import Meter
+from zoo.monitor.posedness import kind_of
 
 LOSSES = {
     "classification": lambda: keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -43,13 +46,20 @@ def is_zoo_model(model) -> bool:
     return getattr(model, ATTRIBUTE, None) is not None
 
 
+def _activation_of(layer) -> str | None:
+    """"softmax" or "sigmoid" when ``layer`` applies it last (its outputs are probabilities),
+    else None."""
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    name = getattr(getattr(layer, "activation", None), "__name__", None)
+    return name if name in ("softmax", "sigmoid") else None
+
+
 def _ends_in(model, activation: str) -> bool:
     """Does the model's last layer apply ``activation`` (softmax, sigmoid): are its outputs
     probabilities rather than logits?"""
     layers = getattr(model, "layers", None) or []
-    last = layers[-1] if layers else None
-    return getattr(getattr(last, "activation", None), "__name__", None) == activation or \
-        (activation == "softmax" and isinstance(last, keras.layers.Softmax))
+    return bool(layers) and _activation_of(layers[-1]) == activation
 
 
 # Keras' cross-entropies by name, with the activation that turns logits into what they expect
@@ -72,31 +82,53 @@ def _named_loss(model, name):
     return keras.losses.get(name)
 
 
+def _default_loss(model, task: str):
+    """The task's loss for a model with none: mean squared error for regression; for
+    classification binary cross-entropy when the model ends in a sigmoid or in one unit (from
+    logits unless the sigmoid is there), else sparse categorical cross-entropy (from logits unless
+    the model ends in a softmax)."""
+    if task == "regression":
+        return keras.losses.MeanSquaredError()
+    outputs = _flat_outputs(model)
+    one_unit = len(outputs) == 1 and outputs[0][1] == 1
+    if _ends_in(model, "sigmoid") or one_unit:
+        return keras.losses.BinaryCrossentropy(from_logits=not _ends_in(model, "sigmoid"))
+    return _named_loss(model, "sparse_categorical_crossentropy")
+
+
 def data_loss(model, task: str, loss=None):
     """(callable(y_true, y_pred) -> scalar, what it is in words): the data loss of any model,
     over its outputs' structure with Keras' own semantics (keras CompileLoss: one loss for every
     output, or a list / dict of them, and the compiled ``loss_weights``).
 
     ``loss``: a Keras loss name (a cross-entropy from logits unless the model's last layer
-    applies the softmax or sigmoid it expects) or object; else the model's compiled loss; else the task's:
-    mean squared error for regression, sparse categorical cross-entropy for classification,
-    from logits unless the last layer applies a softmax. Raises ValueError for an unknown name."""
+    applies the softmax or sigmoid it expects) or object; else the model's compiled loss; else the
+    task's (:func:`_default_loss`). Raises ValueError for an unknown name."""
+    spec, words = _loss_spec(model, task, loss)
+    return _loss_callable(model, spec, loss), words
+
+
+def _loss_callable(model, spec, given):
+    """The model's own CompileLoss when it was compiled and no loss is given, else one of ``spec``."""
     from keras.src.trainers.compile_utils import CompileLoss
 
+    if given is None and getattr(model, "_compile_loss", None) is not None:
+        return model._compile_loss
+    return CompileLoss(spec)
+
+
+def _loss_spec(model, task: str, loss=None):
+    """(the loss as the step uses it: a name, object, or list / dict of them; in words)."""
     if loss is not None:
         try:
             fn = tf.nest.map_structure(lambda one: _named_loss(model, one), loss)
         except ValueError as err:
             raise ValueError(f"unknown loss {loss!r}: {err}") from None
-        return CompileLoss(fn), f"{loss_words(fn)} (given)"
-    compiled = getattr(model, "_compile_loss", None)
-    if compiled is not None:
-        return compiled, f"{loss_words(getattr(model, 'loss', None))} (the model's compiled loss)"
-    if task == "regression":
-        return CompileLoss(keras.losses.MeanSquaredError()), "mean squared error (task regression)"
-    fn = _named_loss(model, "sparse_categorical_crossentropy")
-    logits = fn.get_config()["from_logits"]
-    return CompileLoss(fn), f"sparse categorical cross-entropy{' from logits' if logits else ''} (task classification)"
+        return fn, f"{loss_words(fn)} (given)"
+    if getattr(model, "_compile_loss", None) is not None:
+        return getattr(model, "loss", None), f"{loss_words(getattr(model, 'loss', None))} (the model's compiled loss)"
+    fn = _default_loss(model, task)
+    return fn, f"{loss_words(fn)} (task {task})"
 
 
 def loss_words(loss) -> str:
@@ -111,6 +143,150 @@ def loss_words(loss) -> str:
     config = loss.get_config() if hasattr(loss, "get_config") else {}
     name = config.get("name") or getattr(loss, "__name__", type(loss).__name__)
     return f"{name}{' from logits' if config.get('from_logits') else ''}"
+
+
+# -- heads: what each output is, as its loss reads it -------------------------------------------
+
+@dataclass(frozen=True)
+class Head:
+    """One output of a model as its loss reads it, decided once when the step is built.
+
+    ``metric``: ``accuracy`` (argmax against integer labels: a sparse cross-entropy),
+    ``categorical_accuracy`` (argmax against the target row's argmax: categorical
+    cross-entropy, KL divergence), ``binary_accuracy`` (each unit thresholded at 0.5 on
+    probabilities, 0 on logits, against targets > 0.5: binary cross-entropy, one unit or
+    multi-label, as Keras' ``binary_accuracy``), or None (regression: no accuracy)."""
+    name: str
+    loss: str | None           # the loss's Keras name (zoo.monitor.posedness.kind_of); None: not known
+    from_logits: bool | None   # the loss reads logits (None: the loss has no such option)
+    units: int | None          # the output's last axis (None: not known)
+    activation: str | None     # "softmax" | "sigmoid" when the output layer applies it last
+    metric: str | None = None
+
+    @property
+    def words(self) -> str:
+        act = f" {self.activation}" if self.activation else ""
+        units = f"{self.units} unit{'s' * (self.units != 1)}" if self.units else "an output"
+        return f"{self.name} ({units}{act})"
+
+
+class LossMismatch(ValueError):
+    """A loss that cannot be read on the head it is given, whatever the data (one line)."""
+
+
+def _flat_outputs(model) -> list[tuple[str, int | None, str | None]]:
+    """(name, units, activation) of each output, in the flattened order of the model's output
+    structure (a dict's keys sorted, as tf.nest and Keras' CompileLoss flatten it)."""
+    try:
+        structure = model.output
+    except (AttributeError, ValueError):
+        try:
+            outs = model.outputs
+        except (AttributeError, ValueError):
+            outs = None
+        structure = (outs[0] if len(outs) == 1 else outs) if outs else None
+    layers = list(getattr(model, "layers", None) or [])
+    if structure is None:  # a subclassed model: its last layer stands for its one output
+        last = layers[-1] if layers else None
+        return [("output", getattr(last, "units", None), _activation_of(last) if last else None)]
+    keys = sorted(structure) if isinstance(structure, dict) else None
+    out = []
+    for i, t in enumerate(tf.nest.flatten(structure)):
+        layer = next((l for l in layers if _output_of(l) is t), None)
+        name = keys[i] if keys else (layer.name if layer is not None else f"output_{i}")
+        units = t.shape[-1] if len(t.shape) else None
+        out.append((name, int(units) if units is not None else None, _activation_of(layer) if layer else None))
+    return out
+
+
+def _output_of(layer):
+    try:
+        return layer.output
+    except (AttributeError, ValueError):  # a layer called more than once has no single output
+        return None
+
+
+def _loss_for(spec, i: int, name: str):
+    """Output ``i``'s loss in a compile-style spec: one loss for all, a list by position, a dict
+    by output name."""
+    if isinstance(spec, dict):
+        return spec.get(name)
+    if isinstance(spec, (list, tuple)):
+        return spec[i] if i < len(spec) else None
+    return spec
+
+
+# the losses that read class probabilities (or logits, with from_logits=True)
+PROBABILITY_KINDS = ("binary_crossentropy", "binary_focal_crossentropy", "categorical_crossentropy",
+                     "categorical_focal_crossentropy", "sparse_categorical_crossentropy")
+
+
+def _from_logits(loss) -> bool | None:
+    """Does ``loss`` read logits? Keras' by-name functions read probabilities; None for a loss
+    with no such option."""
+    config = loss.get_config() if hasattr(loss, "get_config") else {}
+    if isinstance(config, dict) and "from_logits" in config:
+        return bool(config["from_logits"])
+    return False if kind_of(loss) in PROBABILITY_KINDS else None
+
+
+def _metric_for(loss: str | None) -> str | None:
+    if loss == "sparse_categorical_crossentropy":
+        return "accuracy"
+    if loss in ("categorical_crossentropy", "categorical_focal_crossentropy", "kl_divergence"):
+        return "categorical_accuracy"
+    if loss in ("binary_crossentropy", "binary_focal_crossentropy"):
+        return "binary_accuracy"
+    return None
+
+
+def heads_of(model, spec) -> list[Head]:
+    """Each output's :class:`Head`, for ``spec`` the loss as the step uses it (a name, object, or
+    list / dict of them, as ``compile`` takes). Raises :class:`LossMismatch` for a loss that
+    cannot be read on its head: a softmax cross-entropy over one unit (a softmax over one value
+    is 1, so the loss is constant and its gradient exactly 0, whatever the weights)."""
+    heads = []
+    for i, (name, units, activation) in enumerate(_flat_outputs(model)):
+        loss = _loss_for(spec, i, name)
+        kind = kind_of(loss)
+        head = Head(name, kind, _from_logits(loss) if loss is not None else None, units, activation, _metric_for(kind))
+        if kind in ("sparse_categorical_crossentropy", "categorical_crossentropy",
+                    "categorical_focal_crossentropy") and units == 1:
+            raise LossMismatch(
+                f"loss {kind} does not fit output {name}, which has 1 unit: a softmax over one value is 1, so the "
+                "loss is constant and its gradient 0 whatever the weights; for two classes use binary_crossentropy "
+                "(one sigmoid unit), for K classes an output of K units")
+        heads.append(head)
+    return heads
+
+
+def heads_for(model, task: str, loss=None) -> list[Head]:
+    """The heads of ``model`` as :class:`InstrumentedStep` reads them (``loss``, ``task``: as it
+    takes them). Raises :class:`LossMismatch` for a loss that does not fit a head, ValueError
+    for an unknown loss name."""
+    if is_zoo_model(model) and loss is None:
+        fn = LOSSES[task]()
+        kind = kind_of(fn)
+        return [Head("head", kind, _from_logits(fn), model.outputs[0].shape[-1], None, _metric_for(kind))]
+    return heads_of(model, _loss_spec(model, task, loss)[0])
+
+
+def metric_of(head: Head | None, y, out):
+    """The metric of ``head`` (:attr:`Head.metric`) on one batch, as a float32 scalar; NaN
+    without one."""
+    if head is None or head.metric is None:
+        return tf.constant(np.nan, tf.float32)
+    out = tf.convert_to_tensor(out)
+    if head.metric == "binary_accuracy":
+        threshold = 0.0 if head.from_logits else 0.5
+        truth = tf.reshape(tf.cast(y, tf.float32) > 0.5, tf.shape(out))
+        return tf.reduce_mean(tf.cast(tf.equal(out > threshold, truth), tf.float32))
+    predicted = tf.argmax(out, -1)
+    if head.metric == "categorical_accuracy":
+        labels = tf.argmax(y, -1)
+    else:
+        labels = tf.reshape(tf.cast(y, tf.int64), tf.shape(predicted))  # [n] or [n, 1] labels alike
+    return tf.reduce_mean(tf.cast(tf.equal(predicted, labels), tf.float32))
 
 
 def _first(x):
@@ -128,6 +304,7 @@ class InstrumentedStep:
         self.variables = list(model.trainable_variables)
         self.regularized = [i for i, v in enumerate(self.variables) if getattr(v, "regularizer", None)]
         self.skipped: dict[str, str] = {}  # what cannot be measured on this model -> why
+        self.heads = heads_for(model, task, loss)  # first: a loss that does not fit a head is refused
         if is_zoo_model(model) and loss is None:
             self._zoo_model(model, task)
         else:
@@ -155,7 +332,7 @@ class InstrumentedStep:
         activations = [(model.get_layer(name), kind) for name, kind in roles.activations
                        if name in main_layers]
         self.activations = tuple((layer.name, kind) for layer, kind in activations)  # monitored
-        self.instruments = instruments_for(self.main, activations, self.kernels, sequences=roles.sequences)
+        self.instruments = instruments_for(ModelView(self.main, activations, self.kernels, roles.sequences))
         # a twin sharing every layer that returns the heads and what the instruments read, by name
         heads = {"head": model.outputs[0], **dict(zip(self.aux_heads, model.outputs[1:]))}
         taps = {k: t for inst in self.instruments for k, t in inst.taps().items()}
@@ -222,10 +399,9 @@ class InstrumentedStep:
         return penalty, total
 
     def _metric(self, y, out):
-        """Accuracy of a classifier with one output; NaN otherwise."""
-        if self.task == "classification" and not tf.nest.is_nested(out) and not tf.nest.is_nested(y):
-            return tf.reduce_mean(tf.cast(tf.equal(tf.argmax(out, -1, output_type=y.dtype), y), tf.float32))
-        return tf.constant(np.nan, tf.float32)
+        """The first output's metric, by what its head and loss are (:class:`Head`); NaN for
+        regression."""
+        return metric_of(self.heads[0] if self.heads else None, _first(y), _first(out))
 
     def _clip(self, grads):
         if self.clipping is None:

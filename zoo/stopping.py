@@ -36,6 +36,7 @@ raise is recorded and raised again by :func:`check` like ours. Nothing here impo
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import sys
@@ -260,3 +261,42 @@ def reset() -> None:
     """Forget a handled request (tests, and a process that goes on after handling one)."""
     global _requested, _signals, _deadline, _raised
     _requested, _signals, _deadline, _raised = None, 0, None, None
+
+
+@contextlib.contextmanager
+def deferred():
+    """Inside a library call in someone else's process (zoo.GradientMonitor writing its records
+    into the user's run): Ctrl-C and SIGTERM are recorded, not raised, while the body writes
+    what must be whole, and delivered when it is done, as the process's own handlers would
+    have: SIGINT as ``KeyboardInterrupt`` (or the handler the process set), SIGTERM to the
+    handler it had (the default one ends the process). A second signal raises at once (a write
+    that hangs must not hold the user). Yields the list of signal names received so far; in a
+    thread other than the main one (no signal reaches it) it only yields."""
+    if threading.current_thread() is not threading.main_thread():
+        yield []
+        return
+    got: list[str] = []
+    numbers = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+    previous = {s: signal.getsignal(s) for s in numbers}
+
+    def record(signum, frame):
+        got.append(numbers[signum])
+        if len(got) > 1:
+            raise KeyboardInterrupt()
+
+    for s in numbers:
+        signal.signal(s, record)
+    try:
+        yield got
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if got:
+        first = signal.SIGINT if got[0] == "SIGINT" else signal.SIGTERM
+        handler = previous[first]
+        if callable(handler):
+            handler(first, None)
+        elif handler == signal.SIG_DFL:
+            if first == signal.SIGINT:
+                raise KeyboardInterrupt()
+            os.kill(os.getpid(), first)  # the default action, now the handler is back

@@ -4,11 +4,15 @@ Prints the report (markdown) and writes it with the figure and the raw statistic
 (default ``MODEL-diagnosis/`` beside the working directory); ``--mlflow`` also logs them as an
 MLflow run (the zoo's store, ``sqlite:///mlflow.db``, experiment ``gradzoo``, unless told).
 
-Exit codes: 0 healthy, 1 a problem found (the verdict is not healthy, or an activation layer is
-mostly saturated or dead), 2 bad input, in one line: a missing or unreadable file, arrays that do
-not fit the model's input, no loss known (a model saved without ``compile()`` and no
+Exit codes: 0 healthy, 1 a problem found (any finding of zoo.diagnosis.findings: the verdict is
+not healthy, the loss cannot read the targets, inputs or targets far from unit scale, a layer
+mostly saturated or dead, ...), 2 bad input, in one line: a missing or unreadable file, arrays
+that do not fit the model's input, no loss known (a model saved without ``compile()`` and no
 ``--loss``), an unknown loss, a model that safe mode refuses. Everything that can be checked
-from the files is checked before TensorFlow loads.
+from the files is checked before TensorFlow loads; what only the loaded model can tell (a loss
+that does not fit its output: a softmax cross-entropy over one unit, labels outside a sparse
+cross-entropy's classes) is refused after loading, in one line, exit 2. ``--mlflow`` tags the run
+with every finding (``zoo.findings``, ``zoo.finding.<kind>``).
 """
 from __future__ import annotations
 
@@ -129,8 +133,7 @@ def _log(args, d, paths) -> str:
         sink.log_metrics(metrics, 0)
         for path in paths.values():
             sink.log_artifact(str(path), "diagnosis")
-        sink.set_tags({"zoo.verdict": d.verdict.label, "zoo.verdict_reason": d.verdict.reason,
-                       "zoo.headline": d.headline, "mlflow.note.content": d.markdown()[:5000]})
+        sink.set_tags({**d.tags(), "mlflow.note.content": d.markdown()[:5000]})
     except BaseException as err:
         stop = stopped.as_stop(err)
         if stop is None:

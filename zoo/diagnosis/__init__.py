@@ -1,4 +1,4 @@
-"""``zoo.diagnose(model, data)``: what is wrong with a model's gradients, and what the zoo's
+"""``zoo.diagnose(model, data)``: what is wrong with a model's gradients, why, and what the zoo's
 studies showed helps.
 
 The model is measured at its current weights on a few batches of the user's data, changing no
@@ -6,14 +6,20 @@ variable (zoo.measure: the zoo's own instrumented step at learning rate 0, batch
 statistics put back). The diagnosis reports, over the batches (median and range): each
 kernel's gradient norm and its ratio to the weight norm; each activation layer's saturated and
 dead fractions; for recurrent layers the gradient reaching each time step; LSTM forget gates;
-the verdict (zoo.monitor.verdict, the batches as steps) and the loss against the best constant
-predictor's. Its findings (zoo.diagnosis.remedies names them) select the advice, which is only
-what a **reproduced** study showed, each with its claim and measured numbers.
+each input feature's and regression target's mean, std and range; the verdict
+(zoo.monitor.verdict, the batches as steps) and progress: the loss against the best constant
+predictor's, or ``ill-posed`` when the loss cannot read the targets (zoo.monitor.posedness).
 
-Thresholds, fixed before any model was diagnosed: a sigmoid or tanh layer is *saturated* when
-more than half of its outputs are in the flat tails (|tanh| > 0.995, sigmoid outside [0.0025,
-0.9975]: zoo.monitor.graph_stats), a ReLU layer *dead* when more than half of its units are 0 on
-every example of the batch (SATURATED, DEAD).
+Its findings (zoo.diagnosis.findings: every rule on its own, most severe first, each with its
+numbers, the layer or time step, and the structural cause when the zoo sees one) select the
+advice, which is only what a **reproduced** study showed, each with its claim and measured
+numbers (zoo.diagnosis.remedies); a finding that only inconclusive or failed studies touch
+names them as "not shown".
+
+Each output is read as its loss reads it (zoo.step.Head): binary cross-entropy on one sigmoid
+unit or several (multi-label) with thresholded accuracy, softmax with sparse or one-hot
+cross-entropy with argmax accuracy, regression; a loss that cannot be read on its head (a
+softmax cross-entropy over one unit) is refused in one line (zoo.step.LossMismatch).
 """
 from __future__ import annotations
 
@@ -25,33 +31,34 @@ from pathlib import Path
 import numpy as np
 
 from zoo.arguments import check_diagnose
-from zoo.diagnosis.remedies import Evidence, applicable, claim_text
+from zoo.comparison import _num
+from zoo.diagnosis.findings import (REGRESSION, SATURATED, Finding, _pct, activation_findings, explain, facts,
+                                    feature_rows, gradient_findings, input_findings, ordered, posedness_findings,
+                                    structural_findings, target_findings, target_label)
+from zoo.diagnosis.remedies import Evidence, claim_text, for_finding
 
-SATURATED = 0.5   # more than half of a sigmoid / tanh layer's outputs in the flat tails
-DEAD = 0.5        # more than half of a ReLU layer's units 0 on every example of a batch
 BATCHES, BATCH_SIZE = 4, 64
 TASKS = ("classification", "regression")
-
-
-@dataclass
-class Finding:
-    kind: str     # a finding kind of zoo.diagnosis.remedies
-    text: str     # what was measured, in words
+FEATURE_ROWS = 12  # the data table shows at most this many features per array (the largest RMS first)
 
 
 @dataclass
 class Diagnosis:
-    """One model's diagnosis: ``problem`` (True unless healthy and nothing saturated or dead),
-    ``findings``, ``remedies`` / ``not_helping`` / ``not_shown`` (zoo.diagnosis.remedies
-    Evidence), ``markdown()``, ``figure``, ``save(folder)``."""
+    """One model's diagnosis: ``problem`` (True when any finding is a problem, not a fact about
+    the model), ``findings`` (most severe first, each with its ``evidence``), ``remedies`` /
+    ``not_helping`` / ``not_shown`` (zoo.diagnosis.remedies Evidence over all findings),
+    ``markdown()``, ``figure``, ``save(folder)``, ``tags()`` (for MLflow)."""
     label: str
     probed: object                 # zoo.comparison.Probed: per-batch norms, verdict, progress
     stats: object                  # zoo.monitor.stats.RunStats, one row per batch
     loss_name: str
     batches: int
     batch_size: int
+    heads: list = field(default_factory=list)      # zoo.step.Head per output
+    inputs: list[dict] = field(default_factory=list)   # per input feature: mean, std, min, max, rms
+    targets: list[dict] = field(default_factory=list)  # per regression target column, the same
     findings: list[Finding] = field(default_factory=list)
-    evidence: list[Evidence] = field(default_factory=list)
+    ill_posed: str | None = None   # why the loss cannot read its targets (zoo.monitor.posedness)
     figure: object = None
 
     @property
@@ -60,12 +67,28 @@ class Diagnosis:
 
     @property
     def headline(self) -> str:
-        """The verdict's label (a diagnosis judges the gradient, not training progress)."""
-        return self.probed.verdict.label
+        """The verdict's label and progress, as a run's: 'exploding · ill-posed', 'vanishing ·
+        stalled'; the verdict alone when no progress can be told (several outputs)."""
+        from zoo.monitor.summary import headline
+
+        return headline(self.verdict.label, self.probed.progress[0] if self.probed.progress else None)
 
     @property
     def problem(self) -> bool:
-        return any(f.kind not in FACTS for f in self.findings)
+        return any(f.problem for f in self.findings)
+
+    @property
+    def problems(self) -> list[Finding]:
+        return [f for f in self.findings if f.problem]
+
+    @property
+    def evidence(self) -> list[Evidence]:
+        """Every study that speaks to a finding, once each, in the order of the findings."""
+        seen = {}
+        for f in self.problems:
+            for e in f.evidence:
+                seen.setdefault(e.study, e)
+        return list(seen.values())
 
     @property
     def remedies(self) -> list[Evidence]:
@@ -82,53 +105,67 @@ class Diagnosis:
     def layer_rows(self) -> list[dict]:
         """Per kernel, input side first: gradient norm median [min, max] over the batches, the
         weight norm, and the median gradient / weight ratio."""
-        g, w = self.stats.grad_norm, self.stats.weight_norm
-        ratio = g / np.maximum(w, 1e-300)
-        return [{"layer": name, "median": float(np.median(g[:, i])), "min": float(g[:, i].min()),
-                 "max": float(g[:, i].max()), "weight": float(w[0, i]), "ratio": float(np.median(ratio[:, i]))}
-                for i, name in enumerate(self.stats.layers)]
+        return layer_rows(self.stats)
 
     def activation_rows(self) -> list[dict]:
-        """Per activation layer: its kind and the median saturated and dead fractions (NaN where
-        a fraction does not apply)."""
-        s = self.stats.act_stats
-        return [{"layer": name, "kind": kind, "saturated": float(np.median(s[:, i, 2])),
-                 "dead": float(np.median(s[:, i, 3]))}
-                for i, (name, kind) in enumerate(zip(self.stats.act_layers, self.stats.act_kinds))]
+        """Per activation layer: its kind, the median saturated and dead fractions (NaN where a
+        fraction does not apply), and ``all_dead``: every unit 0 on every example of every batch."""
+        return activation_rows(self.stats)
 
     def time_rows(self) -> list[dict]:
         """Per recurrent layer: the gradient reaching its first input step over the last's."""
-        t = self.stats.time_grad
-        rows = []
-        for i, name in enumerate(self.stats.seq_layers):
-            ratios = np.array([_ratio(b[i, 0], b[i, -1]) for b in t])  # per batch, for the range
-            typical = _ratio(np.median(t[:, i, 0]), np.median(t[:, i, -1]))  # the verdict's rule
-            rows.append({"layer": name, "steps": int(t.shape[2]), "median": typical,
-                         "min": float(ratios.min()), "max": float(ratios.max())})
-        return rows
+        return time_rows(self.stats)
 
     def markdown(self) -> str:
+        """The report, top-down: the headline, the findings (most severe first, each with its
+        evidence and the studies that speak to it), the advice, then the tables."""
         p = self.probed
+        outputs = "; ".join(f"{h.words}: {h.metric or 'no accuracy'}" for h in self.heads)
         lines = [f"# Diagnosis of {self.label}: {self.headline}", "",
                  f"Measured at the model's current weights on {self.batches} batches of up to "
-                 f"{self.batch_size} examples (nothing changed); loss: {self.loss_name}.", "",
+                 f"{self.batch_size} examples (nothing changed); loss: {self.loss_name}"
+                 + (f"; outputs: {outputs}" if outputs else "") + ".", "",
                  f"**Verdict: {p.verdict.label}** ({p.verdict.reason})."]
-        if p.progress:
+        if self.ill_posed:
+            lines.append(f"**Progress: ill-posed** ({self.ill_posed}): the loss cannot be read against a constant "
+                         "predictor's, nor as learning.")
+        elif p.progress:
             lines.append(f"Loss on these batches: {_num(p.progress[1])}× the best constant predictor's "
                          "(below 1: better than predicting a constant; about 1 or above: no better).")
-        lines += ["", "## Findings", ""]
-        lines += [f"- {f.text}" for f in self.findings if f.kind not in FACTS] or ["- none: the gradient reaches every layer"]
+        metric = self.stats.metric[np.isfinite(self.stats.metric)] if self.stats.metric.size else np.empty(0)
+        if metric.size and self.heads and self.heads[0].metric:
+            lines.append(f"{self.heads[0].metric.replace('_', ' ').capitalize()} of {self.heads[0].name} on these "
+                         f"batches: {float(np.median(metric)):.3g}.")
+        lines += ["", "## Findings, most severe first", ""]
+        problems = self.problems
+        if not problems:
+            lines.append("- none: the gradient reaches every layer")
+        for i, f in enumerate(problems, 1):
+            lines.append(f"{i}. **{f.title}**: {f.text}." + (f" Cause: {f.cause}." if f.cause else ""))
+            for e in f.evidence:
+                if e.reproduced and e.helps:
+                    lines.append(f"   - advice: **{e.advice}** (study `{e.study}`, reproduced)")
+                elif e.reproduced:
+                    lines.append(f"   - not a remedy: {e.advice} (study `{e.study}`, reproduced)")
+                else:
+                    lines.append(f"   - not shown: study `{e.study}` is {e.verdict}; it supports no advice")
+        about = [f.text for f in self.findings if not f.problem]
+        if about:
+            lines += ["", "About the model: " + "; ".join(about) + "."]
         lines += ["", "## What the zoo's reproduced studies support", ""]
         if self.remedies:
             for e in self.remedies:
                 lines += [f"- **{e.advice}** — study `{e.study}` (reproduced): {claim_text(e.study)} "
-                          f"Measured: {e.numbers}."]
+                          f"Measured: {e.numbers}. For: {self._for(e)}."]
         else:
             lines.append("- no reproduced study speaks to these findings; no advice is given")
         for e in self.not_helping:
             lines.append(f"- not a remedy: {e.advice} — study `{e.study}` (reproduced): {e.numbers}.")
         for e in self.not_shown:
             lines.append(f"- not shown: study `{e.study}` is {e.verdict} ({e.numbers}); it supports no advice.")
+        data = self._data_lines()
+        if data:
+            lines += ["", "## Inputs and targets (per feature, over all examples)", ""] + data
         lines += ["", "## Gradient norm per layer (input side first)", "",
                   "| layer | ‖∂L/∂W‖ median [min, max] | ‖W‖ | ‖∂L/∂W‖ / ‖W‖ |", "|---|---:|---:|---:|"]
         lines += [f"| {r['layer']} | {_num(r['median'])} [{_num(r['min'])}, {_num(r['max'])}] | "
@@ -153,6 +190,43 @@ class Diagnosis:
             lines += ["", "## Not measured", ""] + [f"- {what}: {why}" for what, why in p.skipped.items()]
         return "\n".join(lines) + "\n"
 
+    def _for(self, e: Evidence) -> str:
+        return ", ".join(dict.fromkeys(f.title for f in self.problems if e in f.evidence))
+
+    def _data_lines(self) -> list[str]:
+        rows = []
+        for group in (self.inputs, self.targets):
+            arrays: dict[str, list] = {}
+            for r in group:
+                arrays.setdefault(r["array"], []).append(r)
+            for name, features in arrays.items():
+                shown = sorted(features, key=lambda r: -r["rms"])[:FEATURE_ROWS]
+                rows += [f"| {name} | {r['feature']} | {_num(r['mean'])} | {_num(r['std'])} | {_num(r['min'])} | "
+                         f"{_num(r['max'])} |" for r in sorted(shown, key=lambda r: r["feature"])]
+                if len(features) > len(shown):
+                    rest = max(r["rms"] for r in features if r not in shown)
+                    rows.append(f"| {name} | … {len(features) - len(shown)} more | | RMS ≤ {_num(rest)} | | |")
+        if not rows:
+            return []
+        return ["| array | feature | mean | std | min | max |", "|---|---:|---:|---:|---:|---:|"] + rows
+
+    def tags(self) -> dict[str, str]:
+        """Every finding as MLflow tags: ``zoo.findings`` (the kinds, most severe first) and
+        ``zoo.finding.<kind>`` (its text, same-kind findings joined by " | "), with the headline,
+        the verdict and progress."""
+        tags = {"zoo.verdict": self.verdict.label, "zoo.verdict_reason": self.verdict.reason,
+                "zoo.headline": self.headline,
+                "zoo.findings": ", ".join(dict.fromkeys(f.kind for f in self.problems)) or "none"}
+        if self.probed.progress:
+            tags["zoo.progress"] = self.probed.progress[0]
+        if self.ill_posed:
+            tags["zoo.ill_posed"] = self.ill_posed
+        for f in self.problems:
+            key = f"zoo.finding.{f.kind}"
+            text = f.text + (f" Cause: {f.cause}." if f.cause else "")
+            tags[key] = f"{tags[key]} | {text}" if key in tags else text
+        return {k: v[:5000] for k, v in tags.items()}
+
     def save(self, folder) -> dict[str, Path]:
         """``report.md``, ``gradient_flow.png`` and ``stats.npz`` (the raw statistics) in ``folder``."""
         folder = Path(folder)
@@ -173,82 +247,45 @@ class Diagnosis:
         return self.markdown()
 
 
-# about the model, not problems: they select advice (zoo.diagnosis.remedies)
-FACTS = ("saturating_activations", "batch_norm", "recurrent", "adaptive_optimizer", "fan_in_init")
-ADAPTIVE = ("Adam", "AdamW", "Adamax", "Nadam", "Lion")  # keras.optimizers with per-parameter steps
-FAN_IN = ("HeNormal", "HeUniform", "GlorotNormal", "GlorotUniform", "LecunNormal", "LecunUniform",
-          "Orthogonal", "VarianceScaling")
+def layer_rows(stats) -> list[dict]:
+    g, w = stats.grad_norm, stats.weight_norm
+    ratio = g / np.maximum(w, 1e-300)
+    return [{"layer": str(name), "median": float(np.median(g[:, i])), "min": float(g[:, i].min()),
+             "max": float(g[:, i].max()), "weight": float(w[0, i]), "ratio": float(np.median(ratio[:, i]))}
+            for i, name in enumerate(stats.layers)]
+
+
+def activation_rows(stats) -> list[dict]:
+    s = stats.act_stats
+    return [{"layer": str(name), "kind": str(kind), "saturated": float(np.median(s[:, i, 2])),
+             "dead": float(np.median(s[:, i, 3])), "all_dead": bool(s.shape[0] and np.all(s[:, i, 3] == 1.0))}
+            for i, (name, kind) in enumerate(zip(stats.act_layers, stats.act_kinds))]
+
+
+def time_rows(stats) -> list[dict]:
+    t = stats.time_grad
+    rows = []
+    for i, name in enumerate(stats.seq_layers):
+        ratios = np.array([_ratio(b[i, 0], b[i, -1]) for b in t])  # per batch, for the range
+        typical = _ratio(np.median(t[:, i, 0]), np.median(t[:, i, -1]))  # the verdict's rule
+        rows.append({"layer": str(name), "steps": int(t.shape[2]), "median": typical,
+                     "min": float(ratios.min()), "max": float(ratios.max())})
+    return rows
 
 
 def _ratio(first: float, last: float) -> float:
-    from zoo.monitor.verdict import flow_ratio
+    from zoo.monitor.layout import flow_ratio
 
     return flow_ratio(float(first), float(last))
 
 
-def _num(x: float) -> str:
-    from zoo.comparison import _num as num
-
-    return num(x)
-
-
-def _pct(x: float) -> str:
-    return "–" if math.isnan(x) else f"{100 * x:.1f}%"
-
-
-def verdict_kind(verdict) -> str:
-    """The verdict as a finding kind: which rule of zoo.monitor.verdict fired."""
-    from zoo.monitor.verdict import FLOW_LIMIT, TIME_FLOW_LIMIT
-
-    n = verdict.numbers
-    if verdict.label == "exploding":
-        if n["flow_max"] > FLOW_LIMIT:
-            return "exploding_depth"
-        return "exploding_time" if n.get("time_flow_max", 0.0) > TIME_FLOW_LIMIT else "exploding_scale"
-    if verdict.label == "vanishing":
-        if n["flow_min"] < 1 / FLOW_LIMIT:
-            return "vanishing_depth"
-        return "vanishing_time" if n.get("time_flow_first_window", 1.0) < 1 / TIME_FLOW_LIMIT else "vanishing_scale"
-    return verdict.label  # healthy | diverged
-
-
-def _all_layers(model) -> list:
-    out = []
-    for layer in getattr(model, "layers", []):
-        out.append(layer)
-        out += _all_layers(layer) if hasattr(layer, "layers") else []
-    return out
-
-
-def findings_of(d: Diagnosis, model) -> list[Finding]:
-    """The verdict's finding, each saturated or dead activation layer, and the facts about the
-    model that select advice."""
-    import keras
-
-    v = d.probed.verdict
-    kind = verdict_kind(v)
-    found = [] if kind == "healthy" else [Finding(kind, f"{v.label}: {v.reason}")]
-    for r in d.activation_rows():
-        if r["saturated"] > SATURATED:
-            found.append(Finding("saturated", f"{r['layer']} ({r['kind']}) is saturated: "
-                                              f"{_pct(r['saturated'])} of its outputs in the flat tails"))
-        if r["dead"] > DEAD:
-            found.append(Finding("dead", f"{r['layer']} ({r['kind']}): {_pct(r['dead'])} of its units "
-                                         "are 0 on every example of a batch"))
-    if any(k in ("sigmoid", "tanh") for k in d.stats.act_kinds):
-        found.append(Finding("saturating_activations", "it has sigmoid or tanh layers"))
-    layers = _all_layers(model)
-    optimizer = type(getattr(model, "optimizer", None)).__name__
-    if optimizer in ADAPTIVE:
-        found.append(Finding("adaptive_optimizer", f"it was compiled with {optimizer}"))
-    inits = [type(l.kernel_initializer).__name__ for l in layers if hasattr(l, "kernel_initializer")]
-    if inits and all(name in FAN_IN for name in inits):
-        found.append(Finding("fan_in_init", "every kernel is initialized by a fan-in rule"))
-    if any(isinstance(l, keras.layers.BatchNormalization) for l in layers):
-        found.append(Finding("batch_norm", "it has batch normalization"))
-    if any(isinstance(l, (keras.layers.RNN, keras.layers.Bidirectional)) for l in layers):
-        found.append(Finding("recurrent", "it has recurrent layers"))
-    return found
+def _flat(tree) -> list:
+    """The arrays of a structure in tf.nest's order (a dict's keys sorted), as the heads are."""
+    if isinstance(tree, dict):
+        return [tree[k] for k in sorted(tree)]
+    if isinstance(tree, (list, tuple)):
+        return list(tree)
+    return [tree]
 
 
 def _constant(xs: list) -> bool:
@@ -295,16 +332,20 @@ def diagnose(model, data, loss=None, batches: int = BATCHES, batch_size: int = B
     ``(x, y, task)``, ``{"x": ..., "y": ...}``, a ``.npz`` path (``x``/``y`` or
     ``x_train``/``y_train``), a zoo dataset name or ``zoo.data.Dataset``; ``x`` and ``y`` arrays
     or lists / dicts of arrays. ``loss``: a Keras loss name or object; default the model's
-    compiled loss, else the task's (integer ``y``: sparse categorical cross-entropy, from logits
-    unless the model ends in a softmax; else mean squared error). ``batches`` of ``batch_size``
-    examples are drawn with ``seed``. Raises zoo.diagnosis.arrays.InputError (a ValueError), in
-    one line, for an unknown task or loss name, inputs that do not fit the model's input, or
-    targets that do not fit its output and loss."""
+    compiled loss, else the task's (zoo.step: classification reads a sigmoid or one-unit output
+    with binary cross-entropy, any other with sparse categorical cross-entropy, from logits unless
+    the model ends in the activation; regression mean squared error). ``batches`` of
+    ``batch_size`` examples are drawn with ``seed``. Raises zoo.diagnosis.arrays.InputError (a
+    ValueError), in one line, for an unknown task or loss name, inputs that do not fit the
+    model's input, a loss that does not fit the model's output (zoo.step.LossMismatch), or
+    targets the loss cannot even compute on (labels outside a sparse cross-entropy's classes).
+    Targets that the loss computes on but cannot read (binary cross-entropy on 0..9) are the
+    finding ``ill_posed``. Arguments that cannot work (zoo.arguments) raise InputError first."""
     check_diagnose(model, data, loss, batches, batch_size, seed, label)
-    from zoo.comparison import probed
-    from zoo.data import Dataset, constant_baseline
+    from zoo.comparison import judge_progress, probed
     from zoo.measure import batches_of, measure
-    from zoo.monitor.summary import progress
+    from zoo.monitor import posedness
+    from zoo.step import LossMismatch, heads_for
 
     import tensorflow as tf
 
@@ -315,33 +356,82 @@ def diagnose(model, data, loss=None, batches: int = BATCHES, batch_size: int = B
         raise InputError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     if not isinstance(x, (list, tuple, dict)):
         check_fits("data", model_input_shape(model), np.asarray(x))
+    try:
+        heads = heads_for(model, task, loss)
+    except LossMismatch as err:
+        raise InputError(str(err)) from None
+    except ValueError as err:
+        if str(err).startswith("unknown loss"):
+            raise InputError(f"loss {loss!r}: not a Keras loss") from None
+        raise
+    targets = _flat(y)
+    reasons = [posedness.target_reason(h.loss, t, h.units if h.loss == "sparse_categorical_crossentropy" else None)
+               for h, t in zip(heads, targets)]  # said when the loss cannot even be computed
+    for h, t, reason in zip(heads, targets, reasons):
+        if reason and h.loss == "sparse_categorical_crossentropy" and _no_class(np.asarray(t), h.units):
+            raise InputError(f"y does not fit the model's output and its loss: {reason}")
     xs, ys = batches_of(x, y, batches, batch_size, seed)
     label = label or model.name
     try:
         measured = measure(model, xs, ys, task, loss)
     except (ValueError, tf.errors.InvalidArgumentError) as err:
         text = " ".join((getattr(err, "message", None) or str(err)).strip().split("\n")[0].split())[:300]
-        if str(err).startswith("unknown loss"):
-            raise InputError(f"loss {loss!r}: not a Keras loss") from None
-        raise InputError(f"y does not fit the model's output and its loss: {text}") from None
+        why = next((r for r in reasons if r), None) or text
+        raise InputError(f"y does not fit the model's output and its loss: {why}") from None
     p = probed(measured, label)
-    if not isinstance(y, (list, tuple, dict)):
-        y_arr = np.asarray(y)
-        outputs = int(y_arr.max()) + 1 if task == "classification" else int(np.prod(y_arr.shape[1:]) or 1)
-        baseline = constant_baseline(Dataset(label, np.empty((len(y_arr), 0)), y_arr, None, None, task, outputs))
-        if baseline > 0:
-            p.progress = progress(float(np.median(p.loss)), baseline)
-    d = Diagnosis(label, p, measured.stats, measured.loss_name, len(xs), batch_size)
-    d.findings = findings_of(d, model)
+    d = Diagnosis(label, p, measured.stats, measured.loss_name, len(xs), batch_size, heads)
+    judge_progress(p, targets[0] if len(heads) == 1 else y)  # progress and ill-posed, one output
+    posed = [p.ill_posed] if len(heads) == 1 else [  # several: the loss is their weighted sum, so targets only
+        posedness.target_reason(h.loss, t, h.units if h.loss == "sparse_categorical_crossentropy" else None)
+        for h, t in zip(heads, targets)]
+    found = posedness_findings(heads, posed, p.loss)
+    d.ill_posed = "; ".join(r for r in posed if r) or None
+    median = float(np.median(p.loss))
+    rows, acts, times = d.layer_rows(), d.activation_rows(), d.time_rows()
+    gates = {str(n): float(np.median(measured.stats.forget_gate[:, i])) for i, n in enumerate(measured.stats.gate_layers)}
+    found += structural_findings(model, heads, rows, acts, gates, median)
+    found += gradient_findings(rows, times, p.verdict)
+    d.inputs = [r for i, a in enumerate(_flat(x)) for r in feature_rows("x" if not isinstance(x, (list, tuple, dict))
+                                                                         else f"x[{_input_name(x, i)}]", a)]
+    regression = [h.loss in REGRESSION for h in heads]
+    d.targets = [r for h, t, reg in zip(heads, targets, regression) if reg
+                 for r in feature_rows(target_label(h, heads), t)]
+    outputs = _outputs(model, xs) if any(regression) else [None] * len(heads)
+    found += target_findings(heads, targets, outputs, rows, median, p.progress[1] if p.progress else None)
     if _constant(xs):  # the data's fault, not the model's: no study's advice applies
-        d.findings.insert(0, Finding("constant_inputs", "the inputs do not vary over these batches (every "
-                                                        "feature's std is 0): nothing the model does can "
-                                                        "learn from them; check the data"))
-        d.evidence = []
+        found.insert(0, Finding("constant_inputs", "the inputs do not vary over these batches (every feature's std is "
+                                                   "0): nothing the model does can learn from them; check the data"))
     else:
-        d.evidence = applicable({f.kind for f in d.findings})
+        found += input_findings(model, d.inputs, rows, acts)
+    found += activation_findings(acts)
+    found += facts(model, d.stats.act_kinds)
+    explain(found, acts[0]["layer"] if acts else None)
+    d.findings = ordered(found)
+    kinds = {f.kind for f in d.findings}
+    if "constant_inputs" not in kinds:
+        for f in d.problems:
+            f.evidence = for_finding(f.kind, kinds)
     d.figure = figure(d)
     return d
+
+
+def _no_class(labels: np.ndarray, units: int | None) -> bool:
+    """Labels a sparse cross-entropy has no class for (negative, or >= its head's units): Keras
+    cannot compute the loss on them, so there is nothing to measure."""
+    return bool(labels.size) and (labels.min() < 0 or (units is not None and labels.max() >= units))
+
+
+def _input_name(x, i: int) -> str:
+    return sorted(x)[i] if isinstance(x, dict) else str(i)
+
+
+def _outputs(model, xs: list) -> list:
+    """The model's outputs on the batches in inference mode (nothing changes: no statistics
+    move, no dropout), one array per head."""
+    import tensorflow as tf
+
+    per_batch = [[np.asarray(o) for o in tf.nest.flatten(model(xb, training=False))] for xb in xs]
+    return [np.concatenate([b[i] for b in per_batch]) for i in range(len(per_batch[0]))]
 
 
 def figure(d: Diagnosis):
@@ -349,7 +439,7 @@ def figure(d: Diagnosis):
     time for recurrent models; saturated and dead fractions for activation layers."""
     from matplotlib.figure import Figure
 
-    from zoo.comparison import _floor, _ticks, flow_panel, time_panel
+    from zoo.comparison import _floor, _ticks, finite_max, flow_panel, time_panel
 
     p = d.probed
     acts, recurrent = d.activation_rows(), p.time_grad is not None
@@ -360,7 +450,7 @@ def figure(d: Diagnosis):
     floor = _floor(p.grad_norm)
     flow_panel(ax, p, "#1f5fa8", floor, "o")
     ax.set_yscale("log")
-    ax.set_ylim(floor / 1.6, max(float(np.nanmax(p.grad_norm)), floor * 10) * 6)
+    ax.set_ylim(floor / 1.6, max(finite_max(p.grad_norm), floor * 10) * 6)
     ax.set_ylabel("‖∂L/∂W‖ of each layer (log scale)")
     ax.set_xlim(-0.04, 1.04)
     _ticks(ax, p, top=False, color="black")

@@ -1,42 +1,25 @@
-"""``zoo.GradientMonitor``: the zoo's instruments on any Keras model, in ``fit`` or a custom loop.
+"""``zoo.GradientMonitor``: the zoo's instruments on any Keras model, in ``fit`` or a custom loop,
+without changing how it trains.
 
-In ``fit`` it is a callback. At ``on_train_begin`` it gives the model an instrumented
-``train_step`` (and rebuilds the train function; the original step is put back at the end).
-That step is Keras' own (forward pass, ``compute_loss``, loss scaling, ``apply_gradients``,
-metrics) with one change: the gradient of the data loss (``compute_loss`` minus the weight
-penalties in ``model.losses``) and the penalties' own gradient are taken apart and added for the
-update, as the zoo's step does (zoo.step), so the monitored gradient is the data loss's while the
-update is Keras'. Every step the shared meter (zoo.monitor.meter) measures, in the graph: the
-per-kernel norms of the data gradient, of the total and of what the optimizer's own clipping
-(``clipnorm`` / ``global_clipnorm`` / ``clipvalue``) leaves, the weight norms before the update
-and the update's size; under mixed precision the gradient is unscaled first. Every
-``histogram_every``-th step (a ``tf.cond`` in the same step) the instruments also run: gradient
-histograms, activation statistics, the gradient reaching each time step of recurrent layers,
-LSTM forget gates. The packed rows go to a ring buffer of variables, so ``steps_per_execution``
-and ``jit_compile`` work unchanged; the callback drains it after each call of the train
-function into the recorder (zoo.monitor.recorder) and, at the end, judges the run (verdict,
-progress), draws the plots and writes the raw statistics file.
+The monitor measures where every training step passes (zoo.monitor.hooks): the gradients the
+model's own step hands its optimizer, whatever that step is (Keras' ``train_step``, a subclass's
+with its own loss, clipping or loss scaling, a custom loop). Every step, in the compiled step
+(zoo.monitor.meter): the per-kernel norms of that gradient, unscaled under mixed precision; of
+what the optimizer's own clipping leaves; the weight norms before the update and the update's
+size; whether a loss scaler skipped the step. On probe steps (every ``histogram_every``-th, a
+second compiled function ``fit`` calls then) also gradient histograms and, where the model's
+layers can be read, activation statistics, the gradient reaching each time step and LSTM forget
+gates, from a forward pass on the same batch that changes no state. The rows go to a ring buffer
+of variables, drained into the recorder (zoo.monitor.recorder) after the train function's calls;
+at the end the run is judged (verdict, progress, its first gradient event), drawn and written.
 
-Where records go (``mlflow=``): "auto" (default) logs into the active MLflow run if one is active
-(``mlflow.keras.autolog()`` included; the monitor's own series then carry the prefix ``zoo/``
-so they do not mix with autolog's ``loss``), else keeps them in memory; ``run_id=`` (with
-``tracking_uri=``) logs into that run; ``mlflow=False`` keeps them in memory only. In memory:
-``monitor.stats`` (zoo.monitor.stats.RunStats), ``monitor.verdict``, ``monitor.headline``,
-``monitor.figure()``.
-
-Custom loops: ``monitor.attach(model)``, then inside the compiled step
-``monitor.observe(grads, loss=loss, apply=lambda: optimizer.apply(grads, variables))`` (or
-without ``apply``: the update's size is then NaN), ``monitor.collect()`` after each step (or at
-least every ``capacity`` steps), ``monitor.finish()`` at the end.
-
-What it cannot measure in a model it names once (``monitor.skipped``, a warning, and the tag
-``zoo.monitor_skipped``) and skips; if it cannot instrument the model at all, training runs as if
-it were not there.
+With Keras' own ``train_step`` and ``compute_loss`` and a weight penalty, the monitored gradient
+is the data loss's, the penalty's kept apart (``grad_norm_total``), as in a zoo run; otherwise it
+is the gradient the optimizer receives, and the run says so once (``monitor.gradient``, the tag
+``zoo.monitor_gradient``).
 """
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
 import numbers
 import sys
@@ -46,55 +29,93 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from zoo.monitor import graph_stats
-from zoo.monitor.discover import Found, discover
-from zoo.monitor.instruments import ActivationStats, GradientHistograms, Probe
+from zoo.monitor import _keras, graph_stats, posedness
+from zoo.monitor.discover import Found, SelectionError, chosen, discover
+from zoo.monitor.hooks import Hooks, inner, loss_scale, skips_nonfinite
+from zoo.monitor.instruments import ActivationStats, GradientHistograms, GradientThroughTime, Probe, TargetRange
+from zoo.monitor.instruments.targets import TARGET_SUMMARY
 from zoo.monitor.meter import Meter
 from zoo.monitor.recorder import Recorder
-from zoo.monitor.summary import describe_progress, headline, progress, summarize
+from zoo.monitor.summary import describe_progress, description, headline, progress, summarize
 from zoo.monitor.verdict import judge_run
+from zoo.stopping import deferred
 from zoo.tracking.memory import MemorySink
 
-log = logging.getLogger("zoo")
 PREFIX_BESIDE_OTHERS = "zoo/"  # metric names in a run the monitor did not start
 RING_BYTES = 64 * 2**20        # the most the rings grow to, to hold an epoch of fit
+MAX_CAPACITY = 2**20           # rows a ring may be asked to hold between two drains
+
+GRADIENT_DATA = "the data loss's gradient (Keras' train_step; the weight penalties' gradient kept apart)"
+GRADIENT_APPLIED = "the gradient the model's train_step gives the optimizer (unscaled)"
 
 
 class GradientMonitor(keras.callbacks.Callback):
-    """Per-layer gradient statistics of any Keras model during ``fit`` (see the module).
+    """Per-layer gradient statistics of any Keras model during ``fit`` or a custom loop.
 
-    ``histogram_every``: steps between instrument readings (histograms, activations, gradient
-    through time); ``log_every``: steps between MLflow points of the per-step series (the raw
-    statistics keep every step); ``baseline``: the best constant predictor's training loss, for
-    ``progress`` (learning / stalled / unstable; ``zoo.data.constant_baseline`` computes it for
-    a zoo dataset; None: no progress); ``mlflow``: "auto" | True | False; ``run_id`` /
-    ``tracking_uri``: an existing run to log into; ``capacity``: rows the ring buffer holds
-    between two drains (in ``fit`` it grows to hold an epoch, up to RING_BYTES of rows, so
-    that it is drained at the epoch's end); ``verbose``: print the verdict line
-    at the end."""
+    The model trains exactly as without it: the monitor measures the gradients its own
+    ``train_step`` hands the optimizer (see the module for how).
+
+    Args:
+        histogram_every: steps between probe steps (gradient histograms, activation statistics,
+            gradient through time, forget gates), a whole number >= 1.
+        log_every: steps between MLflow points of the per-step series (the raw statistics keep
+            every step), >= 1.
+        baseline: the best constant predictor's training loss (``zoo.data.constant_baseline``
+            computes it for a zoo dataset), for ``progress``; None: no progress.
+        mlflow: "auto" (into the active MLflow run if there is one, else memory), True (an
+            active run or ``run_id`` is required) or False (memory only).
+        run_id: an existing MLflow run to log into (with ``tracking_uri``, the store holding it).
+        tracking_uri: the store of ``run_id``; needs ``run_id``.
+        capacity: rows the ring buffer holds between two drains (in ``fit`` it grows to hold an
+            epoch, up to 64 MB of rows), 1 ... 2**20.
+        verbose: print the verdict line at the end.
+        variables: other trainable variables whose gradient norm is recorded besides the
+            kernels (which are always measured: the verdict reads them): "all", a name or list
+            of names (``fnmatch`` patterns, matched against the record name such as
+            ``dense_1/bias``, the variable's path and its layer's name), or a predicate
+            ``callable(variable) -> bool``.
+        elements: variables recorded element by element every step, chosen the same way; each
+            at most 256 elements, 4,096 in all.
+        optimizer: the optimizer to measure at (default: the model's); for a custom step that
+            updates through another optimizer object.
+
+    Raises:
+        ValueError: an impossible argument, named in one line (before anything is built);
+            ``variables`` / ``elements`` naming no variable of the model (at the start of
+            training).
+    """
 
     def __init__(self, histogram_every: int = 10, log_every: int = 20, baseline: float | None = None,
                  mlflow="auto", run_id: str | None = None, tracking_uri: str | None = None,
-                 capacity: int = 256, verbose: bool = True):
+                 capacity: int = 256, verbose: bool = True, variables=None, elements=None, optimizer=None):
         super().__init__()
         _check_arguments(histogram_every=histogram_every, log_every=log_every, capacity=capacity,
                          baseline=baseline, mlflow=mlflow, run_id=run_id, tracking_uri=tracking_uri,
-                         verbose=verbose)
+                         verbose=verbose, variables=variables, elements=elements, optimizer=optimizer)
         self.histogram_every, self.log_every, self.baseline = histogram_every, log_every, baseline
         self.mlflow, self.run_id, self.tracking_uri = mlflow, run_id, tracking_uri
         self.capacity, self.verbose = capacity, verbose
+        self.variables, self.elements, self.optimizer = variables, elements, optimizer
         self.found: Found | None = None
         self.meter: Meter | None = None
+        self.hooks: Hooks | None = None
         self.recorder: Recorder | None = None
         self.sink = None
         self.stats = None
         self.verdict = None
         self.progress: tuple[str, float] | None = None
+        self.gradient = ""              # which gradient grad_norm is, in words
+        self.ill_posed: str | None = None  # why the loss cannot be read (zoo.monitor.posedness)
         self.skipped: dict[str, str] = {}
         self._seen = self._probes_seen = self._pending = 0
-        self._original_step = None
         self._attached = False  # attach() was called (whether or not the model could be instrumented)
+        self._in_fit = False
         self._fit_rows = 0      # in fit: rows for an epoch (on_train_begin)
+        self._functions = None  # fit: (ordinary, probe-step) train functions
+        self._started = 0       # fit: steps the train function was called for so far (this epoch's end: exact)
+        self._calls = 0         # fit: calls of the train function
+        self._hooked = ""       # the optimizer the hooks are on, in words
+        self._epoch_losses: list[float] = []  # fit: each epoch's loss as fit's logs give it
 
     # -- fit ---------------------------------------------------------------------------------
     def on_train_begin(self, logs=None):
@@ -105,12 +126,23 @@ class GradientMonitor(keras.callbacks.Callback):
         epoch = (self.params or {}).get("steps")
         self.capacity = max(self.capacity, 4 * spe)
         self._fit_rows = epoch + 2 * spe if epoch else 0
+        self._in_fit, self._started, self._calls, self._epoch_losses = True, 0, 0, []
         if not self.attach(model):
             return
-        step = self._fit_step(model)
-        self._original_step = model.__dict__.get("train_step")
-        model.train_step = step
-        model.make_train_function(force=True)
+        self._functions = self.hooks.train_functions()
+        model.train_function = self._functions[0]
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._functions is None:
+            return
+        # a probe step is a step whose 0-based number is a multiple of histogram_every; one
+        # call of the train function runs steps_per_execution of them, all probed if one is
+        spe = int(self.model.steps_per_execution)
+        first = self._started
+        probing = (-first) % self.histogram_every < spe
+        self.model.train_function = self._functions[1 if probing else 0]
+        self._started += spe
+        self._calls += 1
 
     def on_train_batch_end(self, batch, logs=None):
         # drain only when the next call of the train function could overwrite unread rows (not
@@ -124,7 +156,9 @@ class GradientMonitor(keras.callbacks.Callback):
         if self.recorder is None:
             return
         self.collect()
+        self._started = self._seen  # the last call of an epoch may run fewer steps
         logs = logs or {}
+        self._epoch_losses.append(float(logs.get("loss", math.nan)))
         val_loss = float(logs.get("val_loss", math.nan))
         val_metric = float(logs.get("val_accuracy", logs.get("val_acc", math.nan)))
         self.recorder.on_epoch_end(val_loss, val_metric)
@@ -132,78 +166,167 @@ class GradientMonitor(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.meter is None:
             return
-        model = self.model
-        if self._original_step is None:
-            model.__dict__.pop("train_step", None)
-        else:
-            model.train_step = self._original_step
-        model.train_function = None  # the next fit builds Keras' own again
+        self.detach()
         self.finish()
 
     # -- any loop ----------------------------------------------------------------------------
-    def attach(self, model) -> bool:
-        """Find what to measure in ``model`` and make the buffers; False (with a warning) when
-        the model cannot be instrumented at all: it then trains unmonitored."""
+    def attach(self, model, optimizer=None) -> bool:
+        """Find what to measure in ``model`` and hook its optimizer (``optimizer``, else the
+        monitor's, else ``model.optimizer``): every ``apply`` on it is then measured. Returns
+        False (with a warning) when the model cannot be measured at all: it then trains as
+        without the monitor.
+
+        Raises:
+            ValueError: ``variables`` / ``elements`` name no variable of the model.
+        """
         self._attached = True
+        optimizer = optimizer or self.optimizer or getattr(model, "optimizer", None)
         try:
             if not model.built or not model.trainable_variables:
                 raise ValueError("the model has no trainable variables yet (build it first)")
-            self.found = found = discover(model)
-            penalized = bool(model.losses)
-            self.meter = Meter(found.variables, found.kernel_index, found.kernels, (), penalized,
-                               found.instruments)
+            found = discover(model)
+            found.others, found.elements = chosen(model, found.kernel_index, self.variables, self.elements)
+            hookable = isinstance(optimizer, keras.optimizers.Optimizer)
+            if self._in_fit and not hookable:
+                raise ValueError("its optimizer is not a Keras 3 optimizer" if optimizer is not None
+                                 else "it has no optimizer (compile it with one, or pass optimizer=)")
+        except SelectionError:
+            raise
         except Exception as err:
             warnings.warn(f"GradientMonitor: cannot instrument {model.name} "
                           f"({type(err).__name__}: {err}); training goes on unmonitored")
             self.found = self.meter = None
             return False
+        self.found = found
         self.skipped = dict(found.skipped)
+        split = (self._in_fit and _keras.runs_keras_train_step(model) and _keras.runs_keras_compute_loss(model)
+                 and (bool(model.losses) or any(getattr(v, "regularizer", None) for v in model.trainable_variables)))
+        own_step = _keras.runs_keras_train_step(model)
+        self.gradient = GRADIENT_DATA if split else GRADIENT_APPLIED
+        instruments = self._instruments(model, found, own_step)
+        self.meter = Meter(found.variables, found.kernel_index, found.kernels, (), split, instruments,
+                           found.others, found.elements)
         for what, why in self.skipped.items():
             warnings.warn(f"GradientMonitor: not measured: {what} ({why})")
+        if not split and not own_step and self.verbose:
+            print(f"GradientMonitor: measuring {self.gradient}: {type(model).__name__}.train_step is its own")
+        self._make_rings()
+        self.sink = self._open_sink(model)
+        self.memory = MemorySink()  # the metrics as MLflow would get them, when it does not
+        self.recorder = Recorder(self.meter, self.sink or self.memory, self.log_every)
+        self.hooks = None
+        if isinstance(optimizer, keras.optimizers.Optimizer):
+            forward = any(isinstance(i, (ActivationStats, GradientThroughTime, TargetRange)) or i.taps()
+                          for i in instruments)
+            self.hooks = Hooks(model, optimizer, self._on_apply, self._probe_forward if forward else None, split)
+            self.hooks.install()
+            self._hooked = f"{type(optimizer).__name__} {optimizer.name!r}"
+        return True
+
+    def detach(self) -> None:
+        """Take the monitor's hooks off the model and its optimizer (``fit`` does it at its end;
+        a custom loop may call it once it is done). The records stay."""
+        if self.hooks is not None:
+            self.hooks.remove()
+            self.hooks = None
+        if self._functions is not None and self.model is not None:
+            self.model.train_function = None  # the next fit builds Keras' own again
+            self._functions = None
+
+    def _instruments(self, model, found: Found, own_step: bool) -> list:
+        """What probe steps measure: everything ``discover`` found in ``fit``; in a custom loop
+        (no forward pass to read) the gradient histograms only. The gradient through time needs
+        the step's loss on the probe's forward pass: the model's compiled loss or its own
+        ``compute_loss``."""
+        out = []
+        has_loss = _keras.compiled_loss(model) is not None or type(model).compute_loss is not keras.Model.compute_loss
+        for inst in found.instruments:
+            if isinstance(inst, GradientHistograms):
+                out.append(inst)
+            elif not self._in_fit:
+                self.skipped[f"{type(inst).__name__}"] = "a custom loop gives the monitor no forward pass to read"
+            elif isinstance(inst, GradientThroughTime) and not has_loss:
+                self.skipped["gradient through time"] = "the model has no compiled loss for the probe's backward pass"
+            else:
+                out.append(inst)
+        # what the compiled loss reads, for the ill-posed rule: Keras' own step, one output, a known loss
+        single = not tf.nest.is_nested(getattr(model, "loss", None)) and len(getattr(model, "outputs", None) or [0]) == 1
+        if self._in_fit and own_step and single and posedness.kind_of(getattr(model, "loss", None)):
+            out.append(TargetRange())
+        return out
+
+    def _make_rings(self):
+        meter = self.meter
         if self._fit_rows > self.capacity:  # in fit: room for an epoch, within RING_BYTES
-            row_bytes = 8 * (self.meter.layout.width + self.meter.probe_layout.width / self.histogram_every)
+            row_bytes = 8 * (meter.layout.width + meter.probe_layout.width / self.histogram_every)
             self.capacity = max(self.capacity, min(self._fit_rows, int(RING_BYTES // row_bytes)))
         cap, probe_cap = self.capacity, self._probe_capacity()
-        self._rows = tf.Variable(tf.zeros([cap, self.meter.layout.width], tf.float64), trainable=False)
-        self._probes = tf.Variable(tf.zeros([probe_cap, max(self.meter.probe_layout.width, 1)], tf.float64),
+        self._rows = tf.Variable(tf.zeros([cap, meter.layout.width], tf.float64), trainable=False)
+        self._probes = tf.Variable(tf.zeros([probe_cap, max(meter.probe_layout.width, 1)], tf.float64),
                                    trainable=False)
         self._probe_step = tf.Variable(tf.fill([probe_cap], tf.constant(-1, tf.int64)), trainable=False)
         self._count = tf.Variable(tf.constant(0, tf.int64), trainable=False)
         self._probe_count = tf.Variable(tf.constant(0, tf.int64), trainable=False)
         self._seen = self._probes_seen = self._pending = 0
-        self.sink = self._open_sink(model)
-        self.memory = MemorySink()  # the metrics as MLflow would get them, when it does not
-        kinds = next((inst.kinds for inst in self.meter.instruments if isinstance(inst, ActivationStats)), ())
-        self.recorder = Recorder(self.meter.layout, self.meter.probe_layout, self.sink or self.memory,
-                                 self.log_every, kinds)
-        return True
 
-    def observe(self, grads, variables=None, *, loss, apply=None, total=None, clipped=None):
-        """Inside a custom (compiled) step: measure this step from ``grads`` (the data loss's
-        gradients of ``variables``, default the model's trainable variables, in that order) and
-        ``loss``; ``apply``: a callable that applies the update (its size is then measured);
-        ``total`` / ``clipped``: the gradient with a penalty's and after clipping, if they
-        differ. Histogram steps here read the gradient histograms only (the other instruments
-        need the forward pass)."""
+    def observe(self, grads, variables=None, *, loss, apply=None, total=None, clipped=None, scale=None):
+        """Measure one step of a custom (compiled) loop.
+
+        Call it inside the step, after the gradients and instead of applying them (pass the
+        update as ``apply``). The monitor also measures an ``optimizer.apply`` it has hooked
+        without this call (then without the loss).
+
+        Args:
+            grads: the data loss's gradients of ``variables``, as your code holds them (of the
+                scaled loss under mixed precision: they are unscaled by ``scale``).
+            variables: the variables ``grads`` belong to, default the model's trainable ones.
+            loss: the step's loss (unscaled).
+            apply: a callable that applies the update (its size is then measured; without it
+                the update's size is NaN).
+            total: the gradient with a weight penalty's added, if it differs.
+            clipped: what the optimizer receives after your clipping, if it differs.
+            scale: the loss scale ``grads`` carry; default the hooked optimizer's (a
+                LossScaleOptimizer's current scale), else none.
+
+        Raises:
+            RuntimeError: before ``attach``.
+        """
         meter = self.meter
         if meter is None:
             raise RuntimeError("GradientMonitor.observe: call monitor.attach(model) first, outside the compiled step")
-        grads = list(grads)
+        if scale is None and self.hooks is not None:
+            scale = loss_scale(self.hooks.optimizer)
+        grads = [_unscale(g, scale) for g in grads]
+        total = None if total is None else [_unscale(g, scale) for g in total]
+        clipped = None if clipped is None else [_unscale(g, scale) for g in clipped]
         if variables is not None and [id(v) for v in variables] != [id(v) for v in meter.variables]:
             order = {id(v): i for i, v in enumerate(variables)}
-            grads = [grads[order[id(v)]] if id(v) in order else None for v in meter.variables]
-        reading = meter.before_update(loss=tf.cast(loss, tf.float32), grads=grads, total=total,
-                                      clipped=clipped)
+            grads, total, clipped = (None if gs is None else [gs[order[id(v)]] if id(v) in order else None
+                                                              for v in meter.variables]
+                                     for gs in (grads, total, clipped))
+        reading = meter.before_update(loss=tf.cast(loss, tf.float32), grads=grads, total=total, clipped=clipped)
         if apply is None:
             packed = meter.without_update(reading)
         else:
-            apply()  # after the reads, in program order (tf.function keeps it for variables)
+            if self.hooks is not None:
+                self.hooks.trace.observing = True  # this apply is measured here, not again by the hook
+            try:
+                apply()  # after the reads, in program order (tf.function keeps it for variables)
+            finally:
+                if self.hooks is not None:
+                    self.hooks.trace.observing = False
             packed = meter.after_update(reading)
-        self._write(packed, lambda: self._histograms_only(grads))
+        self._write(packed, lambda: self._histograms_only(grads), self._probe_due(always=False))
 
     def collect(self) -> int:
-        """Move the rows the compiled steps wrote into the recorder; returns how many. Raises
-        RuntimeError before ``attach``."""
+        """Move the rows the compiled steps wrote into the recorder.
+
+        Returns:
+            How many rows were new.
+
+        Raises:
+            RuntimeError: before ``attach``.
+        """
         self._require_attached("collect")
         if self.meter is None or self.recorder is None:
             return 0  # the model could not be instrumented (warned): it trains unmonitored
@@ -236,66 +359,153 @@ class GradientMonitor(keras.callbacks.Callback):
             raise RuntimeError(f"GradientMonitor.{what}: call monitor.attach(model) first (fit does it itself)")
 
     def _probe_capacity(self) -> int:
-        return self.capacity // self.histogram_every + 2
+        return self.capacity // self.histogram_every + 2 * int(getattr(self.model, "steps_per_execution", 1) or 1)
 
     def finish(self):
         """Judge the steps recorded so far; draw, write and (MLflow) log everything; the sink is
-        closed. Safe to call once after training. Raises RuntimeError before ``attach``."""
+        closed. Safe to call once after training.
+
+        Raises:
+            RuntimeError: before ``attach``.
+        """
         self._require_attached("finish")
         if self.recorder is None:
             return
         self.collect()
+        if self._in_fit and self._seen == 0 and self._calls:
+            warnings.warn(f"GradientMonitor: no step of {self.model.name}'s train_step reached the optimizer "
+                          f"the monitor hooked ({self._hooked}); pass optimizer= the one your train_step applies")
+        try:
+            with deferred() as stops:  # a Ctrl-C now is delivered once the records are whole
+                self._judge_and_write(stops)
+        finally:
+            self.recorder = None  # written (or failed): finish does not write twice
+        if self.verbose:
+            print(f"GradientMonitor: {self.summary_line()}")
+
+    def _judge_and_write(self, stops: list[str]) -> None:
+        """Judge the recorded steps and write everything (MLflow or memory); ``stops``: the
+        signals received meanwhile (zoo.stopping.deferred), named on the run if any came."""
         recorder, sink = self.recorder, self.sink
         recorder.flush()
         self.stats = stats = recorder.stats()
         self.verdict = verdict = judge_run(stats)
-        if self.baseline and len(stats.loss):  # the last epoch's mean data loss, training mode
-            # the rows after the second-to-last epoch's end (row numbers are steps unless rows were lost)
-            start = int(np.searchsorted(stats.step, stats.epoch_step[-2], side="right")) if len(stats.epoch_step) > 1 else 0
-            self.progress = progress(float(np.mean(stats.loss[start:])), float(self.baseline))
+        self.ill_posed = self._ill_posed(stats)
+        loss = self._last_epoch_loss(stats)
+        if self.baseline and loss is not None:
+            self.progress = progress(loss, float(self.baseline), self.ill_posed)
+        elif self.ill_posed:
+            self.progress = ("ill-posed", math.nan)
         final = {f"health/{k}": v for k, v in verdict.numbers.items()}
         final.update(summarize(stats))
         if self.progress:
             final["progress/train_loss_ratio"] = self.progress[1]
         tags = {"zoo.verdict": verdict.label, "zoo.verdict_reason": verdict.reason,
-                "zoo.headline": self.headline, "zoo.steps": str(int(stats.step[-1]) if len(stats.step) else 0)}
+                "zoo.headline": self.headline, "zoo.steps": str(int(stats.step[-1]) if len(stats.step) else 0),
+                "zoo.monitor_gradient": self.gradient}
         if self.progress:
             tags["zoo.progress"] = self.progress[0]
+        if verdict.event is not None:
+            tags["zoo.event"] = verdict.event.text()[:5000]
         if self.skipped:
             tags["zoo.monitor_skipped"] = "; ".join(f"{k}: {v}" for k, v in self.skipped.items())[:5000]
         if sink is None:  # memory: the numbers and tags; the pictures on demand (figure())
             self.memory.log_metrics(final, int(len(stats.step)))
             self.memory.set_tags(tags)
-        else:
-            from zoo.report import run_report
+            return
+        from zoo.report import run_report
 
-            sink.log_metrics(final, int(len(stats.step)))
-            run_report.write_records(sink, stats, verdict, self._title())
-            sink.set_tags(tags)
-            sink.finish("FINISHED")
-        if self.verbose:
-            print(f"GradientMonitor: {self.summary_line()}")
-        self.recorder = None
+        sink.log_metrics(final, int(len(stats.step)))
+        run_report.write_records(sink, stats, verdict, self._title())
+        if not sink.has_description():  # the user's run: its own description stays
+            tags["mlflow.note.content"] = description(verdict, *(self.progress or (None, None)), self.ill_posed)
+        if stops:  # the process is being stopped: the records are whole, the run's end is its owner's
+            tags.update({"zoo.outcome": "killed", "zoo.killed": stops[0]})
+        sink.set_tags(tags)
+        sink.finish("FINISHED")
+
+    def _ill_posed(self, stats) -> str | None:
+        """Why the loss cannot be read (zoo.monitor.posedness), or None: targets outside what the
+        compiled loss reads (probe steps of Keras' own step), or a recorded loss below its floor
+        (of each loss, or of their sum for several outputs)."""
+        spec = getattr(self.model, "loss", None)
+        losses = [l for l in tf.nest.flatten(spec) if l is not None] if spec is not None else []
+        values = stats.loss[~stats.skipped.astype(bool)] if len(stats.loss) else np.zeros(0)
+        values = values[np.isfinite(values)]
+        if len(losses) == 1:
+            return posedness.ill_posed(losses[0], targets=self._targets(), values=values, classes=self._classes())
+        floors = [posedness.floor(l) for l in losses]
+        if losses and values.size and all(f is not None for f in floors):
+            low = sum(floors)
+            if values.min() < low - posedness.FLOOR_TOLERANCE * (1 + abs(low)):
+                return f"the loss fell to {values.min():.4g}, below its floor {low:.4g} (the sum of its outputs' floors)"
+        return None
+
+    def _targets(self):
+        """The targets the loss read on the probe steps, as one zoo.monitor.posedness.Targets,
+        or None when they were not read."""
+        layout = self.meter.probe_layout
+        if "targets" not in {f.name for f in layout.fields} or not self.recorder.probes:
+            return None
+        t = layout.unpack(np.stack(self.recorder.probes))["targets"]
+        column = {name: t[:, i] for i, name in enumerate(TARGET_SUMMARY)}
+        rows = column["row_low"]
+        return posedness.Targets(
+            float(np.nanmin(column["low"])), float(np.nanmax(column["high"])), bool(np.all(column["integral"])),
+            bool(np.all(column["finite"])), int(np.sum(column["zeros"])),
+            None if np.all(np.isnan(rows)) else float(np.nanmin(rows)),
+            None if np.all(np.isnan(rows)) else float(np.nanmax(column["row_high"])))
+
+    def _classes(self) -> int | None:
+        """The units of a single-output model's head (a sparse cross-entropy's classes), or None."""
+        outputs = getattr(self.model, "outputs", None) or []
+        return int(outputs[0].shape[-1]) if len(outputs) == 1 and outputs[0].shape[-1] else None
+
+    def _last_epoch_loss(self, stats) -> float | None:
+        """The last epoch's mean training loss over the steps the optimizer applied: the
+        recorded per-step loss (the data loss, or the loss the step handed ``scale_loss``), else
+        the epoch's loss as ``fit``'s logs give it (the model's own loss tracker)."""
+        if len(stats.loss):
+            start = int(np.searchsorted(stats.step, stats.epoch_step[-2], side="right")) if len(stats.epoch_step) > 1 else 0
+            applied = stats.loss[start:][~stats.skipped[start:]]
+            if len(applied) and not np.all(np.isnan(applied)):
+                return float(np.mean(applied))
+        if self._epoch_losses and not math.isnan(self._epoch_losses[-1]):
+            return self._epoch_losses[-1]
+        return None
 
     # -- results -----------------------------------------------------------------------------
     @property
     def headline(self) -> str:
-        return headline(self.verdict.label, self.progress[0] if self.progress else None) if self.verdict else ""
+        """'healthy · learning': the verdict, the progress (with ``baseline``) and the first
+        gradient event, as a run's (zoo.monitor.summary.headline); empty before ``finish``."""
+        if not self.verdict:
+            return ""
+        return headline(self.verdict.label, self.progress[0] if self.progress else None, self.verdict.event)
 
     def summary_line(self) -> str:
+        """The line ``finish`` prints: steps, the verdict with its reason, the progress, the
+        first gradient event."""
         steps = int(self.stats.step[-1]) if len(self.stats.step) else 0
         lost = steps - len(self.stats.step)
-        line = (f"{steps} steps{f' ({lost} not recorded: the buffer overflowed)' if lost else ''}; "
+        skipped = int(np.sum(self.stats.skipped))
+        line = (f"{steps} steps{f' ({lost} not recorded: the buffer overflowed)' if lost else ''}"
+                f"{f', {skipped} skipped by the loss scaler' if skipped else ''}; "
                 f"verdict {self.verdict.label} ({self.verdict.reason})")
         if self.progress:
-            line += "; progress " + describe_progress(*self.progress).replace("final train loss",
-                                                                             "last epoch's training loss")
+            line += "; progress " + describe_progress(*self.progress, self.ill_posed).replace(
+                "final train loss", "last epoch's training loss")
+        if self.verdict.event is not None:
+            line += "; " + self.verdict.event.text()
         return line
 
     def figure(self):
-        """The gradient-flow figure (matplotlib) of the steps recorded so far. Raises
-        RuntimeError when nothing was recorded (never attached, or the model could not be
-        instrumented: its warning said why)."""
+        """The gradient-flow figure (matplotlib) of the steps recorded so far.
+
+        Raises:
+            RuntimeError: nothing was recorded (never attached, or the model could not be
+                instrumented: its warning said why).
+        """
         from zoo.report import plots
 
         if self.stats is None and self.recorder is None:
@@ -309,104 +519,128 @@ class GradientMonitor(keras.callbacks.Callback):
         return f"{self.model.name}: gradients under zoo.GradientMonitor" if self.model is not None else ""
 
     # -- inside the graph --------------------------------------------------------------------
-    def _write(self, packed, probe_fn):
-        """Store one step's row (and on histogram steps its instruments' row) in the rings."""
+    def _on_apply(self, grads, variables, apply):
+        """The hooked ``optimizer.apply(grads, variables)``: measure, apply (``apply()``), write."""
+        meter, hooks = self.meter, self.hooks
+        at = {id(v): i for i, v in enumerate(variables)}
+        if not any(id(v) in at for v in meter.variables):
+            return apply()  # an update of other variables (another model's, through a shared optimizer)
+        optimizer = hooks.optimizer
+        scale = loss_scale(optimizer)
+        if scale is not None:
+            scale = tf.convert_to_tensor(scale)  # the scale the grads carry: read before apply changes it
+
+        def ours(gs):
+            return [gs[at[id(v)]] if id(v) in at else None for v in meter.variables]
+
+        unscaled_all = [_unscale(g, scale) for g in grads]
+        total = ours(unscaled_all)
+        clipped = _keras.clip(inner(optimizer), unscaled_all)
+        clipped = None if clipped is None else ours(clipped)
+        data = hooks.data_gradients(meter.variables)
+        loss, data_loss = hooks.step_loss()
+        nan = tf.constant(math.nan, tf.float32)
+        step_loss = nan if loss is None else tf.cast(loss, tf.float32)
+        monitored_loss = step_loss if data_loss is None else tf.cast(data_loss, tf.float32)
+        penalty = None if data_loss is None or loss is None else step_loss - monitored_loss
+        skipped = tf.logical_not(optimizer.check_finite(grads)) if skips_nonfinite(optimizer) else None
+        monitored = data if data is not None else total
+        # an ordinary step of fit measures what the verdict reads every step, in the fewest ops;
+        # probe steps (and a custom loop's one compiled step) measure everything
+        light = self._in_fit and not hooks.trace.probing
+        reading = meter.before_update(
+            loss=monitored_loss, penalty=penalty, objective=monitored_loss if loss is not None else tf.zeros(()),
+            grads=monitored, total=total, clipped=clipped, light=light)
+        apply()  # the user's own call, untouched; after the reads, in program order
+        packed = meter.after_update(reading, skipped)
+        forward = hooks.trace.probe or {}
+        hooks.trace.loss = None  # used: a later apply in the same step has no loss of its own
+
+        def probe_row():
+            measured = dict(forward)
+            for inst in meter.instruments:
+                if isinstance(inst, GradientHistograms):
+                    measured.update(inst.compute(Probe(None, {}, [], meter.kernels_of(monitored))))
+            return graph_stats.pack(meter.probe_layout, measured)
+
+        if not self._in_fit:  # a custom loop: one compiled step, so the probe steps are a tf.cond
+            self._write(packed, probe_row, self._probe_due(always=False))
+        elif hooks.trace.probing:
+            self._write(packed, probe_row, self._probe_due())
+        else:
+            self._write(packed)
+
+    def _probe_due(self, always: bool = True):
+        """Is the step being written a probe step? None when every step of the function being
+        traced is one (fit's probe function with steps_per_execution 1: fit calls it only then);
+        else a boolean tensor (several steps a call, or a custom loop)."""
+        if always and int(getattr(self.model, "steps_per_execution", 1) or 1) == 1:
+            return None
+        return tf.equal(tf.math.floormod(self._count.read_value(), self.histogram_every), 0)
+
+    def _probe_forward(self, data):
+        """The fields of the instruments that read the forward pass (all but the histograms),
+        for one batch, from a forward and backward pass that leaves every state as it was
+        (``keras.StatelessScope``); the gradient is that of the loss ``compute_loss`` gives,
+        scaled and unscaled as the step's own is under a loss scaler."""
+        meter = self.meter
+        fields = [f for inst in meter.instruments if not isinstance(inst, GradientHistograms) for f in inst.fields]
+        due = self._probe_due()
+        if due is None:
+            return self._forward_fields(data)
+        return tf.cond(due, lambda: self._forward_fields(data),
+                       lambda: {f.name: tf.zeros(f.shape, graph_stats.PACKED_DTYPE) for f in fields})
+
+    def _forward_fields(self, data) -> dict:
+        model, meter, found = self.model, self.meter, self.found
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        needs_grads = any(isinstance(i, GradientThroughTime) for i in meter.instruments)
+        scale = loss_scale(self.hooks.optimizer)
+        with keras.StatelessScope():
+            with tf.GradientTape() as tape:  # variables watched: every op to a tap is recorded
+                if needs_grads:
+                    tape.watch(tf.nest.flatten(x))
+                y_pred, taps = found.forward(x, training=True)
+                loss = model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight) if needs_grads else None
+                if loss is not None and scale is not None:
+                    loss = tf.cast(loss, tf.float32) * tf.cast(scale, tf.float32)
+            wrt = meter.wrt(_first(x), taps)
+            wrt_grads = tape.gradient(loss, wrt) if wrt and loss is not None else [None] * len(wrt)
+        wrt_grads = meter.split_wrt([_unscale(g, scale) for g in wrt_grads])
+        measured = {}
+        for inst, mine in zip(meter.instruments, wrt_grads):
+            if not isinstance(inst, GradientHistograms):
+                values = inst.compute(Probe(_first(x), taps, mine, [], y))
+                measured.update({k: tf.cast(v, graph_stats.PACKED_DTYPE) for k, v in values.items()})
+        return measured
+
+    def _write(self, packed, probe_fn=None, due=None):
+        """Store one step's row in the ring and, with ``probe_fn``, its probe row: always when
+        ``due`` is None, else where the boolean tensor ``due`` is true (a ``tf.cond``)."""
         step = self._count.read_value()
         self._rows.scatter_nd_update([[tf.math.floormod(step, self.capacity)]], [packed])
-        if self.meter.probe_layout.width:
-            def probe():
-                slot = tf.math.floormod(self._probe_count.read_value(), self._probe_capacity())
-                self._probes.scatter_nd_update([[slot]], [tf.reshape(probe_fn(), [-1])])
-                self._probe_step.scatter_nd_update([[slot]], [step])
-                self._probe_count.assign_add(1)
-                return tf.constant(True)
-            tf.cond(tf.equal(tf.math.floormod(step, self.histogram_every), 0), probe, lambda: tf.constant(False))
+
+        def probe():
+            slot = tf.math.floormod(self._probe_count.read_value(), self._probe_capacity())
+            self._probes.scatter_nd_update([[slot]], [tf.reshape(probe_fn(), [-1])])
+            self._probe_step.scatter_nd_update([[slot]], [step])
+            self._probe_count.assign_add(1)
+            return tf.constant(True)
+
+        if probe_fn is not None and self.meter.probe_layout.width:
+            if due is None:
+                probe()
+            else:
+                tf.cond(due, probe, lambda: tf.constant(False))
         self._count.assign_add(1)
 
     def _histograms_only(self, grads):
-        """A custom loop's histogram step: the gradient histograms; the instruments that need
-        the forward pass read NaN."""
+        """A custom loop's probe step: the gradient histograms (the other instruments need the
+        forward pass and are not in a custom loop's meter)."""
         measured = {}
         for inst in self.meter.instruments:
-            if isinstance(inst, GradientHistograms):
-                measured.update(inst.compute(Probe(None, {}, [], self.meter.kernels_of(grads))))
-            else:
-                measured.update({f.name: tf.fill(f.shape, tf.constant(math.nan, tf.float64)) for f in inst.fields})
+            measured.update(inst.compute(Probe(None, {}, [], self.meter.kernels_of(grads))))
         return graph_stats.pack(self.meter.probe_layout, measured)
-
-    def _fit_step(self, model):
-        """Keras' train step (keras/src/backend/tensorflow/trainer.py), measured."""
-        from keras.src.losses.loss import unscale_loss_for_distribution
-        from keras.src.trainers.data_adapters import data_adapter_utils  # Keras' own unpacking
-
-        from zoo.monitor.instruments import GradientThroughTime
-
-        found, meter, optimizer = self.found, self.meter, model.optimizer
-        inner = getattr(optimizer, "inner_optimizer", optimizer)  # a LossScaleOptimizer wraps one
-        clips = any(getattr(inner, k, None) for k in ("clipnorm", "global_clipnorm", "clipvalue"))
-        clip = getattr(inner, "_clip_gradients", None) if clips else None
-        if clips and clip is None:
-            self.skipped["grad_norm_clipped"] = "this optimizer does not expose its clipping"
-        # a LossScaleOptimizer (mixed precision) or a fixed loss_scale_factor scales the loss
-        scaled = hasattr(optimizer, "inner_optimizer") or getattr(optimizer, "loss_scale_factor", None) is not None
-        watch_inputs = any(isinstance(inst, GradientThroughTime) for inst in meter.instruments)
-        # the data loss apart from the penalties needs Keras' own compute_loss (data + model.losses)
-        own_loss = type(model).compute_loss is keras.Model.compute_loss and model._compile_loss is not None
-        if model.losses and not own_loss:
-            self.skipped["the data loss's gradient apart from the penalties'"] = (
-                "compute_loss is overridden: grad_norm includes the penalties' gradient")
-
-        penalized = bool(model.losses) and own_loss  # the penalties' gradient taken apart
-
-        def objective(x, y, y_pred, sample_weight):
-            """(data loss, penalty, total) as Keras' compute_loss adds them."""
-            if not own_loss:
-                total = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-                return total, tf.zeros((), total.dtype), total
-            data = model._compile_loss(y, y_pred, sample_weight)
-            extra = [model._aggregate_additional_loss(loss) for loss in model.losses]
-            penalty = tf.add_n(extra) if extra else tf.zeros((), data.dtype)
-            return data, penalty, data + penalty
-
-        def train_step(data):
-            x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
-            # One tape for the data loss, asked once, every step, for the variables' gradients
-            # and those reaching the recurrent layers' inputs (the inner ones are on the
-            # backward pass anyway; the model input's is one small matmul per time step); a
-            # second tape only for the penalties. Each tape that records a recurrent layer's
-            # loop costs its step at run time: a persistent tape, or a third tape for the
-            # histogram steps alone, made an LSTM(32)'s step on 50 steps 1.3 ms (20%) slower.
-            with contextlib.ExitStack() as tapes:
-                tape = tapes.enter_context(tf.GradientTape())
-                penalty_tape = tapes.enter_context(tf.GradientTape()) if penalized else None
-                if watch_inputs:
-                    for t in tf.nest.flatten(x):
-                        tape.watch(t)
-                y_pred, taps = found.forward(x, training=True)
-                data_loss, penalty, total_loss = objective(x, y, y_pred, sample_weight)
-                model._loss_tracker.update_state(
-                    unscale_loss_for_distribution(total_loss),
-                    sample_weight=tf.shape(next(i for i in tf.nest.flatten(x) if i is not None))[0])
-                scaled_data, scaled_penalty = optimizer.scale_loss(data_loss), optimizer.scale_loss(penalty)
-            variables = meter.variables
-            wrt = meter.wrt(_first(x), taps) if watch_inputs else []
-            grads = tape.gradient(scaled_data, variables + wrt)
-            grads, wrt_grads = grads[:len(variables)], grads[len(variables):]
-            penalty_grads = penalty_tape.gradient(scaled_penalty, variables) if penalized else [None] * len(variables)
-            update = [_add(g, p) for g, p in zip(grads, penalty_grads)]  # Keras' gradient of the total
-            scale = optimizer.scale_loss(tf.constant(1.0, scaled_data.dtype)) if scaled else None
-            unscaled = [_unscale(g, scale) for g in grads]
-            total = [_unscale(g, scale) for g in update] if penalized else unscaled
-            clipped = clip(list(total)) if clip is not None else total
-            reading = meter.before_update(loss=tf.cast(data_loss, tf.float32), penalty=tf.cast(penalty, tf.float32),
-                                          grads=unscaled, total=total, clipped=clipped)
-            optimizer.apply_gradients(zip(update, variables))  # after the reads, in program order
-            packed = meter.after_update(reading)
-            wrt_grads = meter.split_wrt([_unscale(g, scale) for g in wrt_grads])
-            self._write(packed, lambda: meter.probe(_first(x), taps, wrt_grads, meter.kernels_of(unscaled)))
-            return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-
-        return train_step
 
     def _open_sink(self, model):
         """Where the records go: an MLflow sink on an existing run, or None (memory only)."""
@@ -422,6 +656,7 @@ class GradientMonitor(keras.callbacks.Callback):
             if run_id:
                 uri = self.tracking_uri or mlflow.get_tracking_uri()
                 if self.run_id:  # the user's id: refuse one the store does not have, in one line
+                    _check_store(uri)
                     try:
                         mlflow.MlflowClient(uri).get_run(run_id)
                     except mlflow.exceptions.MlflowException as err:
@@ -434,11 +669,15 @@ class GradientMonitor(keras.callbacks.Callback):
         return None
 
 
-def _check_arguments(*, histogram_every, log_every, capacity, baseline, mlflow, run_id, tracking_uri, verbose):
+def _check_arguments(*, histogram_every, log_every, capacity, baseline, mlflow, run_id, tracking_uri, verbose,
+                     variables, elements, optimizer):
     """Refuse an impossible argument with one line naming it (before anything is built)."""
     for name, value in (("histogram_every", histogram_every), ("log_every", log_every), ("capacity", capacity)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(f"GradientMonitor: {name} must be a whole number >= 1, got {value!r}")
+    if capacity > MAX_CAPACITY:
+        raise ValueError(f"GradientMonitor: capacity must be at most {MAX_CAPACITY:,} rows (collect more often), "
+                         f"got {capacity!r}")
     if baseline is not None and (isinstance(baseline, bool) or not isinstance(baseline, numbers.Real)
                                  or not math.isfinite(baseline) or baseline <= 0):
         raise ValueError(f"GradientMonitor: baseline must be a loss > 0 (the best constant predictor's) "
@@ -452,20 +691,37 @@ def _check_arguments(*, histogram_every, log_every, capacity, baseline, mlflow, 
         raise ValueError(f"GradientMonitor: verbose must be True or False, got {verbose!r}")
     if mlflow is False and (run_id or tracking_uri):
         raise ValueError("GradientMonitor: run_id / tracking_uri given with mlflow=False (records would go nowhere)")
+    if tracking_uri and not run_id:
+        raise ValueError("GradientMonitor: tracking_uri needs run_id= (the run of that store to log into); "
+                         "for the active run, leave tracking_uri out")
+    for name, value in (("variables", variables), ("elements", elements)):
+        if not (value is None or value == "all" or callable(value) or isinstance(value, str)
+                or (isinstance(value, (list, tuple)) and value and all(isinstance(v, str) and v for v in value))):
+            raise ValueError(f"GradientMonitor: {name} must be 'all', a name, a non-empty list of names or a "
+                             f"predicate, got {value!r}")
+    if optimizer is not None and not isinstance(optimizer, keras.optimizers.Optimizer):
+        raise ValueError(f"GradientMonitor: optimizer must be a Keras 3 optimizer, got {type(optimizer).__name__}")
+
+
+def _check_store(uri: str) -> None:
+    """The store of a given ``run_id`` answers at once (MLflow's client retries an HTTP store
+    for minutes, and opening a missing sqlite file creates an empty store). Raises ValueError."""
+    from zoo.tracking import store
+
+    try:
+        if uri.startswith(("http://", "https://")):
+            store.check_server(uri)
+        elif uri.startswith("sqlite:"):
+            path = store.sqlite_path(uri)
+            if path is not None and not path.is_file():
+                raise store.StoreError(f"{path} does not exist")
+            store.check_for_reading(uri)
+    except store.StoreError as err:
+        raise ValueError(f"GradientMonitor: tracking_uri {uri!r}: {err}") from None
 
 
 def _first(x):
     return tf.nest.flatten(x)[0]
-
-
-def _add(g, p):
-    if p is None:
-        return g
-    if g is None:
-        return p
-    if isinstance(g, tf.IndexedSlices) or isinstance(p, tf.IndexedSlices):
-        return tf.convert_to_tensor(g) + tf.convert_to_tensor(p)
-    return g + p
 
 
 def _unscale(g, scale):

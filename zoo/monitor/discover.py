@@ -6,13 +6,15 @@ activations (zoo.models.roles); for any other model they are recognized by class
 """
 from __future__ import annotations
 
+import fnmatch
+import math
 from dataclasses import dataclass, field
 
 import keras
 
 from zoo.models import blocks
 from zoo.models.roles import roles_of
-from zoo.monitor.instruments import GradientHistograms, Instrument, instruments_for
+from zoo.monitor.instruments import GradientHistograms, Instrument, ModelView, instruments_for
 from zoo.monitor.layout import kernel_name
 
 ACTIVATION_LAYERS = {keras.layers.ReLU: "relu", keras.layers.LeakyReLU: "leaky_relu",
@@ -29,6 +31,8 @@ class Found:
     instruments: list[Instrument]
     forward: object                    # callable(x, training) -> (y_pred, taps)
     skipped: dict[str, str] = field(default_factory=dict)  # what is not measured -> why
+    others: tuple[tuple[int, str], ...] = ()   # (position, name) of other monitored variables
+    elements: tuple[tuple[int, str], ...] = ()  # (position, name) of variables recorded per element
 
 
 def kernels_of(model) -> tuple[list[int], tuple[str, ...]]:
@@ -42,6 +46,72 @@ def kernels_of(model) -> tuple[list[int], tuple[str, ...]]:
             index.append(i)
             names.append(name if name not in names else f"{name}#{i}")
     return index, tuple(names)
+
+
+MAX_ELEMENTS = 256        # the largest variable GradientMonitor(elements=...) records element by element
+MAX_ELEMENTS_TOTAL = 4096  # and all of them together (one float64 each per step)
+
+
+def variable_name(model, variable) -> str:
+    """A variable's name in the monitor's records: its path inside the model, without the
+    model's own name and without the ``*_cell`` part of a recurrent layer (``lstm/bias``); a
+    kernel's is its layer's (zoo.monitor.layout.kernel_name: ``dense_1``, ``lstm/recurrent``)."""
+    path = variable.path.removeprefix(f"{model.name}/")
+    return kernel_name(path) or "/".join(p for p in path.split("/") if not p.endswith("_cell"))
+
+
+class SelectionError(ValueError):
+    """``variables=`` or ``elements=`` names no variable of the model, or too large a one."""
+
+
+def select(model, spec, what: str) -> list[int]:
+    """Positions in ``model.trainable_variables`` chosen by ``spec``: "all"; a name or a list of
+    names, each matched (``fnmatch`` patterns allowed) against a variable's record name
+    (:func:`variable_name`), its path and its layer's name; or a predicate
+    ``callable(variable) -> bool``. Raises SelectionError (one line) when an entry, or the
+    predicate, chooses nothing."""
+    variables = list(model.trainable_variables)
+    names = [variable_name(model, v) for v in variables]
+    if spec == "all":
+        return list(range(len(variables)))
+    if callable(spec):
+        chosen = [i for i, v in enumerate(variables) if spec(v)]
+        if not chosen:
+            raise SelectionError(f"GradientMonitor: {what}: the predicate chose none of {model.name}'s "
+                                 f"{len(variables)} trainable variables")
+        return chosen
+    chosen: list[int] = []
+    for pattern in [spec] if isinstance(spec, str) else list(spec):
+        hits = [i for i, (v, name) in enumerate(zip(variables, names))
+                if any(fnmatch.fnmatchcase(candidate, pattern)
+                       for candidate in (name, v.path, v.path.removeprefix(f"{model.name}/"), name.split("/")[0]))]
+        if not hits:
+            shown = ", ".join(names[:12]) + (f", … ({len(names)} in all)" if len(names) > 12 else "")
+            raise SelectionError(f"GradientMonitor: {what}: {pattern!r} names no trainable variable of "
+                                 f"{model.name}; its variables: {shown}")
+        chosen += [i for i in hits if i not in chosen]
+    return chosen
+
+
+def chosen(model, kernel_index: list[int], variables=None, elements=None) -> tuple[tuple, tuple]:
+    """(others, elements): (position, name) of the variables ``variables=`` adds to the kernels,
+    and of those ``elements=`` records element by element (each at most MAX_ELEMENTS, all at
+    most MAX_ELEMENTS_TOTAL). Raises SelectionError."""
+    trainable = list(model.trainable_variables)
+    kernels = set(kernel_index)
+    others = tuple((i, variable_name(model, trainable[i])) for i in select(model, variables, "variables")
+                   if i not in kernels) if variables is not None else ()
+    picked = tuple((i, variable_name(model, trainable[i])) for i in select(model, elements, "elements")) \
+        if elements is not None else ()
+    for i, name in picked:
+        size = int(math.prod(trainable[i].shape))
+        if size > MAX_ELEMENTS:
+            raise SelectionError(f"GradientMonitor: elements: {name} has {size:,} elements; at most "
+                                 f"{MAX_ELEMENTS} are recorded element by element (its norm: variables=)")
+    total = sum(int(math.prod(trainable[i].shape)) for i, _ in picked)
+    if total > MAX_ELEMENTS_TOTAL:
+        raise SelectionError(f"GradientMonitor: elements: {total:,} elements chosen; at most {MAX_ELEMENTS_TOTAL}")
+    return others, picked
 
 
 def activation_kind(layer) -> str | None:
@@ -84,7 +154,7 @@ def discover(model) -> Found:
         if isinstance(layer, keras.Model) and layer.layers:
             skipped[f"activations and recurrent layers inside {layer.name}"] = (
                 "a nested model's layers are not on the outer model's graph")
-    instruments = instruments_for(model, activations, kernels, skipped, roles.sequences)
+    instruments = instruments_for(ModelView(model, activations, kernels, roles.sequences, skipped))
     taps = {k: t for inst in instruments for k, t in inst.taps().items()}
     forward = _plain_forward(model)
     if taps:

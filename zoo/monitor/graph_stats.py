@@ -1,6 +1,7 @@
-"""Statistics computed inside the compiled train step, so Python only sees small summaries.
+"""The in-graph math every instrument shares: exact norms, finiteness, packing; so Python only
+sees small summaries. (Each instrument's own math is in its file: zoo.monitor.instruments.)
 
-Conventions (also in the README):
+Conventions:
 - Every norm is exact over float32's whole range (1e-45 ... 3.4e38, denormals included): the
   squares are summed in float64, from a float64 cast where that is exact to float64 precision
   and from the bits (:func:`exact_abs`) where a denormal could matter (:func:`norms`).
@@ -11,12 +12,6 @@ Conventions (also in the README):
   A norm is 0 exactly when every element is 0.
 - ``grad_norm``: L2 norm of a kernel's gradient, before clipping; ``grad_norm_clipped`` after.
 - ``update_ratio``: ||W_after - W_before|| / ||W_before|| for one optimizer step.
-- Gradient histograms bin log10|g| over HIST_RANGE in equal bins; values outside are counted in
-  the edge bins and exact zeros in a separate count (they have no logarithm).
-- Activation statistics over a batch, per activation layer: mean, std, the saturated fraction
-  (sigmoid / tanh outputs whose local derivative is under 1% of its peak: sigmoid output outside
-  [0.0025, 0.9975], |tanh| > 0.995) and, for ReLU only, the dead fraction (units, i.e. last-axis
-  channels, whose output is <= 0 on every example and position of the batch).
 """
 from __future__ import annotations
 
@@ -24,11 +19,6 @@ import numpy as np
 import tensorflow as tf
 
 from zoo.monitor.layout import Layout
-from zoo.monitor.stats import ACT_STATS, HIST_BINS, HIST_RANGE  # noqa: F401 (re-exported)
-
-SIGMOID_SATURATED = 0.0025  # y(1-y) < 0.0025 = 1% of sigmoid's peak slope 0.25
-TANH_SATURATED = 0.995      # 1 - y^2 < ~0.01
-
 
 PACKED_DTYPE = tf.float64  # norms may exceed float32's range (see above); counts stay exact
 _SMALLEST_NORMAL_BITS = 0x00800000  # float32 bit patterns below this (sign cleared) are denormals
@@ -36,8 +26,20 @@ _DENORMAL_UNIT = 2.0 ** -149        # the value of the last bit of a float32 den
 
 
 def pack(layout: Layout, values: dict) -> tf.Tensor:
-    """The named tensors as one float64 vector, in the layout's order (see zoo.monitor.layout)."""
-    return tf.concat([tf.reshape(tf.cast(values[f.name], PACKED_DTYPE), [f.size]) for f in layout.fields], 0)
+    """The named tensors as one float64 vector, in the layout's order (see zoo.monitor.layout);
+    a value already a float64 vector of its field's size is taken as it is (every op counts on
+    an ordinary step)."""
+    parts = []
+    for f in layout.fields:
+        if f.size == 0:
+            continue
+        v = tf.convert_to_tensor(values[f.name])
+        if v.dtype != PACKED_DTYPE:
+            v = tf.cast(v, PACKED_DTYPE)
+        if v.shape != (f.size,):
+            v = tf.reshape(v, [f.size])
+        parts.append(v)
+    return tf.concat(parts, 0) if parts else tf.zeros([0], PACKED_DTYPE)
 
 
 def exact_abs(t: tf.Tensor) -> tf.Tensor:
@@ -58,7 +60,7 @@ def exact_abs(t: tf.Tensor) -> tf.Tensor:
     return tf.where(bits < _SMALLEST_NORMAL_BITS, denormal, tf.cast(tf.abs(t), tf.float64))
 
 
-def _dense(t):
+def dense(t):
     """An embedding's sparse gradient as the dense one (rows with the same index summed)."""
     if isinstance(t, tf.IndexedSlices):
         return tf.math.unsorted_segment_sum(t.values, t.indices, t.dense_shape[0])
@@ -72,7 +74,7 @@ def norm(t, axis=None) -> tf.Tensor:
     sparse gradient, summed per row as the dense gradient would be)."""
     if t is None:
         return tf.constant(0.0, tf.float64)
-    return tf.sqrt(tf.reduce_sum(tf.square(exact_abs(_dense(t))), axis=axis))
+    return tf.sqrt(tf.reduce_sum(tf.square(exact_abs(dense(t))), axis=axis))
 
 
 def norms(tensors, minus=None) -> tf.Tensor:
@@ -93,15 +95,15 @@ def norms(tensors, minus=None) -> tf.Tensor:
     pass is still on the layers below it. (Stacking same-shape tensors into one reduction has
     fewer ops but waits for all of them: a 20-layer MLP's step was 0.5 ms slower.)"""
     if minus is not None:
-        tensors = [None if t is None else _dense(t) - _dense(m) for t, m in zip(tensors, minus)]
-    present = [(i, _dense(t)) for i, t in enumerate(tensors) if t is not None]
+        tensors = [None if t is None else dense(t) - dense(m) for t, m in zip(tensors, minus)]
+    present = [(i, dense(t)) for i, t in enumerate(tensors) if t is not None]
     if not present:
         return tf.zeros([len(tensors)], tf.float64)
     fast = tf.stack([tf.reduce_sum(tf.square(_as_float64(t))) for _, t in present])
 
     def bit_exact():
-        values, flat = _concatenated([t for _, t in present])
-        segments = _segment_ids(list(range(len(present))), flat)
+        values, flat = concatenated([t for _, t in present])
+        segments = segment_ids(list(range(len(present))), flat)
         return tf.math.unsorted_segment_sum(tf.square(exact_abs(values)), segments, len(present))
 
     # NaN compares False: a NaN gradient stays on the fast path, where it is NaN as well
@@ -112,6 +114,26 @@ def norms(tensors, minus=None) -> tf.Tensor:
 
 
 FAST_PATH_FLOOR = 1e-50  # sum of squares below which a tensor's norm is read bit by bit
+
+
+def gradient_sums(tensors) -> tf.Tensor:
+    """The sum of squares of each gradient TensorFlow computed, float64 [len(tensors)] (None
+    reads 0): one float64 cast and one ``L2Loss`` a tensor, no ``tf.cond``: what an ordinary step
+    of zoo.GradientMonitor pays.
+
+    Exact, as :func:`norms` is, for tensors TensorFlow's kernels produced: they run with
+    flush-to-zero (tests/test_exact_norms.py: a product, a matmul, a cast of a denormal all read
+    0), so a computed gradient holds no float32 denormal, and a float64 cast is exact for every
+    other float32 value. A value that enters from outside (a weight assigned from numpy) can
+    be denormal: weights are read by :func:`norms`. A sum is not finite exactly when an element
+    is not (float64 holds every float32 square and n of them)."""
+    present = [(i, t) for i, t in enumerate(tensors) if t is not None]
+    if not present:
+        return tf.zeros([len(tensors)], tf.float64)
+    halves = tf.stack([tf.nn.l2_loss(_as_float64(dense(t))) for _, t in present])
+    if len(present) < len(tensors):
+        halves = tf.scatter_nd([[i] for i, _ in present], halves, [len(tensors)])
+    return 2.0 * halves
 
 
 def _as_float64(t: tf.Tensor) -> tf.Tensor:
@@ -132,7 +154,7 @@ def all_finite(tensors) -> tf.Tensor:
     return tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(t)) for t in present]))
 
 
-def _segment_ids(owners: list[int], flat: list) -> tf.Tensor:
+def segment_ids(owners: list[int], flat: list) -> tf.Tensor:
     """Which tensor each element of the concatenation belongs to: one constant when every size
     is known while tracing (variables and their gradients), else built in the graph."""
     sizes = [f.shape[0] for f in flat]
@@ -141,78 +163,9 @@ def _segment_ids(owners: list[int], flat: list) -> tf.Tensor:
     return tf.concat([tf.fill(tf.shape(f), i) for i, f in zip(owners, flat)], 0)
 
 
-def _concatenated(tensors) -> tuple[tf.Tensor, list]:
+def concatenated(tensors) -> tuple[tf.Tensor, list]:
     """(every element of ``tensors`` in one vector, each tensor flattened): float64 if they all
     are, else float32 (exact for float16 and bfloat16)."""
-    flat = [tf.reshape(_dense(t), [-1]) for t in tensors]
+    flat = [tf.reshape(dense(t), [-1]) for t in tensors]
     dtype = tf.float64 if all(f.dtype == tf.float64 for f in flat) else tf.float32
     return tf.concat([f if f.dtype == dtype else tf.cast(f, dtype) for f in flat], 0), flat
-
-
-def log_histograms(tensors) -> tf.Tensor:
-    """[len(tensors), HIST_BINS + 1]: per tensor, counts of log10|g| in HIST_BINS fixed bins,
-    then the count of exact zeros. The values are read exactly (:func:`exact_abs`), so a
-    denormal is counted in its bin, not as a zero; all tensors are binned in one pass."""
-    lo, hi = HIST_RANGE
-    values, flat = _concatenated(tensors)
-    values = exact_abs(values)
-    owner = _segment_ids(list(range(len(flat))), flat)
-    is_zero = tf.equal(values, 0.0)
-    logs = tf.math.log(tf.where(is_zero, tf.ones_like(values), values)) / np.log(10.0)
-    index = tf.cast(tf.floor((logs - lo) / ((hi - lo) / HIST_BINS)), tf.int32)
-    index = tf.where(is_zero, HIST_BINS, tf.clip_by_value(index, 0, HIST_BINS - 1))
-    counts = tf.math.unsorted_segment_sum(tf.ones_like(index), owner * (HIST_BINS + 1) + index,
-                                          len(flat) * (HIST_BINS + 1))
-    return tf.reshape(counts, [len(flat), HIST_BINS + 1])
-
-
-def log_histogram(g: tf.Tensor) -> tf.Tensor:
-    """Counts of log10|g| in HIST_BINS fixed bins, then the count of exact zeros (HIST_BINS + 1)."""
-    return log_histograms([g])[0]
-
-
-def activation_stats(a: tf.Tensor, saturation: str | None, dies: bool) -> tf.Tensor:
-    """[mean, std, saturated_fraction, dead_fraction] of one activation layer's output;
-    a fraction that does not apply (``saturation`` "sigmoid" | "tanh" | None; ``dies``: a unit
-    negative everywhere passes no gradient, i.e. ReLU) is NaN."""
-    return activation_stats_many([a], [saturation], [dies])[0]
-
-
-def activation_stats_many(outputs: list, saturations: list, dies: list) -> tf.Tensor:
-    """:func:`activation_stats` of several layers' outputs, [len(outputs), 4]. Outputs of one
-    shape (the batch axis may be open) and kind are stacked and reduced together: a deep net's
-    activations are a few ops to trace, not a dozen each (tracing, not running, is what they
-    cost: histogram steps are rare)."""
-    groups: dict = {}
-    for i, (a, sat, dead) in enumerate(zip(outputs, saturations, dies)):
-        # an open batch axis is shared by every layer of a step; any other unknown size is not
-        known = a.shape.rank is not None and a.shape[1:].is_fully_defined()
-        key = (tuple(a.shape), a.dtype, sat, bool(dead)) if known else i
-        groups.setdefault(key, []).append(i)
-    rows, order = [], []
-    for members in groups.values():
-        i = members[0]
-        stacked = tf.cast(tf.stack([outputs[j] for j in members]), tf.float32)  # [k, ...]
-        rows.append(_stats_of_stacked(stacked, saturations[i], bool(dies[i])))
-        order += members
-    out = tf.concat(rows, 0)
-    return out if order == sorted(order) else tf.gather(out, np.argsort(order))
-
-
-def _stats_of_stacked(a: tf.Tensor, saturation: str | None, dies: bool) -> tf.Tensor:
-    """[k, 4] statistics of k same-shape outputs stacked on the first axis."""
-    k = tf.shape(a)[0]
-    flat = tf.reshape(a, [k, -1])
-    nan = tf.fill([k], tf.constant(np.nan, tf.float32))
-    if saturation == "sigmoid":
-        saturated = tf.reduce_mean(tf.cast((flat < SIGMOID_SATURATED) | (flat > 1 - SIGMOID_SATURATED), tf.float32), 1)
-    elif saturation == "tanh":
-        saturated = tf.reduce_mean(tf.cast(tf.abs(flat) > TANH_SATURATED, tf.float32), 1)
-    else:
-        saturated = nan
-    if dies:  # units are the last axis' channels: dead when <= 0 on every example and position
-        units = tf.reshape(a, [k, -1, tf.shape(a)[-1]])
-        dead = tf.reduce_mean(tf.cast(tf.reduce_all(units <= 0.0, axis=1), tf.float32), 1)
-    else:
-        dead = nan
-    return tf.stack([tf.reduce_mean(flat, 1), tf.math.reduce_std(flat, 1), saturated, dead], axis=1)

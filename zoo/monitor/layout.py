@@ -21,6 +21,14 @@ import numpy as np
 LOG10_ZERO = -46.0  # where log10 of an exact 0 is drawn: below float32's smallest value (log10 1.4e-45 = -44.85)
 
 
+def flow_ratio(first: float, last: float) -> float:
+    """first / last, with 0/0 = 1 (nothing reaches either end: no loss between them) and
+    x/0 = inf."""
+    if last == 0:
+        return 1.0 if first == 0 else np.inf
+    return first / last
+
+
 def log10_for_charts(values) -> np.ndarray:
     """log10 of non-negative values (norms) for MLflow's charts, whose axes are linear by
     default: a chart of log10 norms shows decades (1e-17 and 1e-3 read as -17 and -3, where a

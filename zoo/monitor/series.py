@@ -9,7 +9,7 @@ reaches MLflow, and how the raw statistics file keeps it. Everything else is der
   values the meter computes under these names;
 - the MLflow points per window (zoo.monitor.recorder, through ``Field.window_metrics``);
 - the raw file's arrays, their shapes, dtypes and documentation (zoo.monitor.stats.RunStats);
-- the MLflow names a study may compare (zoo.studies.metrics.LOGGED).
+- the MLflow names a study may compare (zoo.studies.metrics.logged).
 
 So a new per-step series is one entry here and its computation in ``Meter.before_update`` (or
 ``after_update``). The instruments of histogram steps declare their fields where they are
@@ -23,13 +23,15 @@ from dataclasses import dataclass
 
 from zoo.monitor.layout import Field
 
-AXES = {"L": "monitored kernel (input side first)", "X": "auxiliary head"}
+AXES = {"L": "monitored kernel (input side first)", "X": "auxiliary head",
+        "V": "other monitored variable (GradientMonitor(variables=...): biases, norm scales, ...)",
+        "R": "recorded gradient element (GradientMonitor(elements=...))"}
 
 
 @dataclass(frozen=True)
 class Series:
     name: str
-    axes: tuple[str, ...]            # after the step axis: () a scalar, ("L",) per kernel, ("X",) per aux head
+    axes: tuple[str, ...]            # after the step axis: () a scalar, or one axis of AXES
     doc: str
     window: str | None = None        # how a log_every window reaches MLflow: "mean" | "last" | None
     mlflow_name: str | None = None   # MLflow key (prefix for per-layer series); default: name
@@ -74,6 +76,8 @@ STEP_SERIES = (
     Series("metric", (), "batch accuracy (NaN for regression)", window="mean",
            mlflow_name=f"{LEARNING}/accuracy", undefined_nan=True),
     Series("finite", (), "True where the loss and every gradient were finite", raw="bool"),
+    Series("skipped", (), "True where the optimizer applied no update: a loss scaler skipped the step "
+           "because its float16 gradient overflowed (mixed precision)", raw="bool"),
     Series("penalty", (), "the weight penalty's value (0 without a regularizer)", window="mean",
            mlflow_name=f"{LEARNING}/penalty", penalized_only=True),
     Series("aux_loss", ("X",), "each auxiliary head's loss", window="mean"),
@@ -85,13 +89,18 @@ STEP_SERIES = (
     Series("grad_norm_clipped", ("L",), "what the optimizer received (total, after clipping)"),
     Series("weight_norm", ("L",), "the kernel's norm before the update"),
     Series("update_norm", ("L",), "||W_after - W_before|| of the step (kept as update_ratio)", raw=None),
+    Series("var_grad_norm", ("V",), "gradient norm of each other monitored variable, as grad_norm is for "
+           "the kernels", window="last", mlflow_name="log10_grad_norm", log10=True),
+    Series("grad_elements", ("R",), "the gradient's elements of each variable recorded element by element",
+           window="last", mlflow_name="grad_element"),
 )
 
 
-def step_fields(kernels: tuple[str, ...], aux_heads: tuple[str, ...], penalized: bool) -> tuple[Field, ...]:
-    """:data:`STEP_SERIES` for one model: its kernels and auxiliary heads, with or without a
-    weight penalty."""
-    labels = {"L": tuple(kernels), "X": tuple(aux_heads)}
+def step_fields(kernels: tuple[str, ...], aux_heads: tuple[str, ...], penalized: bool,
+                others: tuple[str, ...] = (), elements: tuple[str, ...] = ()) -> tuple[Field, ...]:
+    """:data:`STEP_SERIES` for one model: its kernels, auxiliary heads, other monitored
+    variables and recorded gradient elements, with or without a weight penalty."""
+    labels = {"L": tuple(kernels), "X": tuple(aux_heads), "V": tuple(others), "R": tuple(elements)}
     return tuple(s.field(labels, penalized) for s in STEP_SERIES)
 
 

@@ -9,9 +9,9 @@
 
 Per layer numbers are the first (input side) and last (output head) monitored kernels' gradient
 norms and their ratio, the flow. Gradient through time is read at the first (step 1) and the
-last histogram step, for the first recurrent layer: ||dL/dx_0|| / ||dL/dx_T||, the share of the
-gradient that reaches the start of the sequence; and so is the first LSTM layer's mean forget
-gate (how much of its memory a step keeps).
+last probe step, each instrument's own numbers (zoo.monitor.instruments: ``summarize``): the
+gradient through time's ||dL/dx_0|| / ||dL/dx_T|| for the first sequence, the first LSTM
+layer's mean forget gate.
 
 ``block_flow``: for a model made of blocks whose inputs are measured per position (the sequences
 a builder declares, zoo.models.roles: a Transformer's blocks, a stacked RNN's layers), the
@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from zoo.monitor.instruments import REGISTRY
+from zoo.monitor.layout import flow_ratio
 from zoo.monitor.stats import RunStats
-from zoo.monitor.verdict import flow_ratio, windows
+from zoo.monitor.verdict import windows
 
 POINTS = ("init", "start", "end")
 
@@ -69,14 +71,8 @@ def summarize(stats: RunStats) -> dict[str, float]:
             blocks = block_profile(stats, profile)
             if blocks is not None:
                 out[f"summary/block_flow_{label}"] = flow_ratio(float(blocks[0]), float(blocks[-1]))
-    if stats.time_grad.size and stats.time_grad.shape[-1] > 1:
-        for label, i in (("init", 0), ("end", -1)):
-            norms = stats.time_grad[i, 0]
-            if np.all(np.isfinite(norms)):
-                out[f"summary/time_grad_ratio_{label}"] = flow_ratio(float(norms[0]), float(norms[-1]))
-    if stats.forget_gate.size:  # the first LSTM layer's mean forget gate, start and end
-        out["summary/forget_gate_init"] = float(stats.forget_gate[0, 0])
-        out["summary/forget_gate_end"] = float(stats.forget_gate[-1, 0])
+    for cls in REGISTRY:  # each instrument's own numbers (the gradient through time, forget gates)
+        out.update(cls.summarize(stats))
     return out
 
 
@@ -84,10 +80,15 @@ STALLED_FRACTION = 0.95  # below 95% of the constant predictor's loss: learning
 UNSTABLE_FRACTION = 1 / STALLED_FRACTION  # above ~105%: worse than predicting a constant
 
 
-def progress(train_loss: float, baseline: float) -> tuple[str, float]:
+def progress(train_loss: float, baseline: float, ill_posed: str | None = None) -> tuple[str, float]:
     """(label, train loss / baseline), ``baseline`` the best constant predictor's training loss
-    (the label entropy, or the targets' variance):
+    (the label entropy, or the targets' variance; zoo.monitor.posedness.constant_loss):
 
+    - **ill-posed**: ``ill_posed`` gives the reason the loss cannot be read (zoo.monitor.posedness:
+      targets outside the range the loss reads, or a loss below its floor): whatever the ratio,
+      it is never learning, stalled or unstable (binary cross-entropy on labels 0..9 falls below
+      0 as a sigmoid output grows, 1.43 → −34.9 in 10 epochs at chance accuracy: a negative ratio
+      that would read as learning);
     - **learning**: ratio < STALLED_FRACTION;
     - **stalled**: within [STALLED_FRACTION, UNSTABLE_FRACTION], about what a constant scores:
       the net has learned nothing (plain-56 can be "healthy" at train accuracy 0.17);
@@ -97,20 +98,41 @@ def progress(train_loss: float, baseline: float) -> tuple[str, float]:
 
     The band is symmetric on a log scale around 1, and fixed a priori like the verdict's."""
     ratio = train_loss / baseline if baseline > 0 else float("nan")
+    if ill_posed:
+        return "ill-posed", float(ratio)
     if not np.isfinite(train_loss) or ratio > UNSTABLE_FRACTION:
         return "unstable", float(ratio)
     return ("learning" if ratio < STALLED_FRACTION else "stalled"), float(ratio)
 
 
-def headline(verdict_label: str, progress_label: str | None) -> str:
-    """The run's one-word-each headline: 'healthy · stalled', 'vanishing · learning'; the verdict
-    alone when there is no progress to tell (a diverged or stopped run)."""
-    return f"{verdict_label} · {progress_label}" if progress_label else verdict_label
+def headline(verdict_label: str, progress_label: str | None, event=None) -> str:
+    """The run's one-word-each headline: 'healthy · stalled', 'vanishing · learning', 'exploding ·
+    ill-posed'; the verdict alone when there is no progress to tell (a diverged or stopped run);
+    the first gradient event (zoo.monitor.events.Event) last: 'vanishing · unstable · gradient
+    explosion at step 28'."""
+    parts = [verdict_label, progress_label, event.short() if event is not None else None]
+    return " · ".join(p for p in parts if p)
 
 
-def describe_progress(label: str, ratio: float) -> str:
-    """'stalled (final train loss 1.00× the best constant predictor's)'."""
+def describe_progress(label: str, ratio: float, reason: str | None = None) -> str:
+    """'stalled (final train loss 1.00× the best constant predictor's)'; an ill-posed loss with
+    its ``reason``: 'ill-posed (binary cross-entropy read targets outside [0, 1]: 0 … 9)'."""
+    if label == "ill-posed":
+        return f"{label} ({reason or 'the loss cannot be read against its targets'})"
     if not np.isfinite(ratio):
         return f"{label} (final train loss not finite)"
     shown = f"{ratio:.2f}" if 0.01 <= ratio < 100 else f"{ratio:.3g}"
     return f"{label} (final train loss {shown}× the best constant predictor's)"
+
+
+def description(verdict, progress_label: str | None, ratio: float | None, reason: str | None = None) -> str:
+    """A run's MLflow description (markdown): the headline, the first gradient event, then the
+    verdict and the progress, each with its reason (``reason``: an ill-posed loss's).
+    ``verdict``: zoo.monitor.verdict.Verdict."""
+    lines = [f"**{headline(verdict.label, progress_label, verdict.event)}**", ""]
+    if verdict.event is not None:
+        lines.append(f"- first event: {verdict.event.text()}")
+    lines.append(f"- gradient flow: {verdict.label} — {verdict.reason}")
+    if progress_label and ratio is not None:
+        lines.append("- progress: " + describe_progress(progress_label, ratio, reason))
+    return "\n".join(lines)

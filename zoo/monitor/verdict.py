@@ -17,8 +17,12 @@ Two numbers per window of steps, each the median over the window's steps:
 
 The gradient is the data objective's (zoo.step): a weight penalty's own gradient is not flow.
 
+Steps a loss scaler skipped (mixed precision: the float16 gradient overflowed, no update was
+applied; ``skipped``) are not judged: the rule reads the applied steps only. A run whose every
+step was skipped is **diverged**, and says so.
+
 Rule (first match wins):
-1. **diverged**: a step had a non-finite loss or gradient norm (training stopped there).
+1. **diverged**: an applied step had a non-finite loss or gradient norm (training stopped there).
 2. **exploding**: in any window, flow > FLOW_LIMIT: the input side gets three decades more than
    the output side.
 3. **vanishing**: in any window, flow < 1/FLOW_LIMIT.
@@ -55,6 +59,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from zoo.monitor.events import Event, first_event
+from zoo.monitor.layout import flow_ratio
 from zoo.monitor.stats import RunStats
 
 FLOW_LIMIT = 1e3
@@ -72,6 +78,7 @@ class Verdict:
     label: str
     reason: str
     numbers: dict[str, float] = field(default_factory=dict)
+    event: Event | None = None  # the run's first gradient explosion or collapse (zoo.monitor.events)
 
 
 def windows(n_steps: int) -> list[slice]:
@@ -82,12 +89,17 @@ def windows(n_steps: int) -> list[slice]:
     return [slice(s, e) for s, e in zip(starts, starts[1:] + [n_steps])]
 
 
-def flow_ratio(first: float, last: float) -> float:
-    """first / last, with 0/0 = 1 (nothing reaches either end: no loss between them) and
-    x/0 = inf."""
-    if last == 0:
-        return 1.0 if first == 0 else np.inf
-    return first / last
+def _carried(weight_norm: np.ndarray) -> np.ndarray:
+    """Weight norms with the steps that did not measure them (NaN: zoo.GradientMonitor's
+    ordinary steps; its probe steps, the first among them, do) given the last measured value:
+    weights move by a small fraction of themselves a step, their gradient by much more."""
+    w = np.asarray(weight_norm, dtype=np.float64)
+    if not len(w) or not np.isnan(w).any():
+        return w
+    rows = np.where(np.isnan(w).all(axis=1), 0, np.arange(len(w)))
+    np.maximum.accumulate(rows, out=rows)
+    carried = w[rows]
+    return np.where(np.isnan(carried), 1.0, carried)  # none measured before: the ratio is the norm itself
 
 
 def _window_flows(norms: np.ndarray) -> list[float]:
@@ -101,17 +113,31 @@ def _window_flows(norms: np.ndarray) -> list[float]:
 
 
 def judge(grad_norm: np.ndarray, weight_norm: np.ndarray, finite: np.ndarray,
-          time_grad: np.ndarray | None = None) -> Verdict:
+          time_grad: np.ndarray | None = None, skipped: np.ndarray | None = None,
+          steps: np.ndarray | None = None) -> Verdict:
     """Apply the rule to per-step, per-layer arrays [T, L] (first layer = input side) and, for a
     recurrent model, the gradient reaching each time step of the first recurrent layer's input
-    at the histogram steps, ``time_grad`` [H, time steps] (None or H = 0: not recurrent)."""
+    at the histogram steps, ``time_grad`` [H, time steps] (None or H = 0: not recurrent).
+    ``skipped`` [T]: steps the optimizer did not apply (not judged); ``steps`` [T]: their
+    1-based numbers (default 1 ... T)."""
+    steps = np.arange(1, len(finite) + 1) if steps is None else np.asarray(steps)
+    if skipped is not None and len(skipped) and np.any(skipped):
+        applied = ~np.asarray(skipped, bool)
+        if not np.any(applied):
+            return Verdict("diverged", f"no step was applied: the loss scaler skipped all {len(skipped)} "
+                                       "(the float16 gradient was not finite at any loss scale)",
+                           {"skipped_steps": float(len(skipped))})
+        verdict = judge(grad_norm[applied], weight_norm[applied], finite[applied], time_grad, None, steps[applied])
+        verdict.numbers["skipped_steps"] = float(np.sum(~applied))
+        return verdict
     if len(finite) and not np.all(finite):
-        step = int(np.argmin(finite)) + 1
+        step = int(steps[int(np.argmin(finite))])
         return Verdict("diverged", f"non-finite loss or gradient at step {step}",
                        {"diverged_step": float(step)})
     if grad_norm.shape[0] == 0:
         return Verdict("healthy", "no steps recorded", {})
     flows = _window_flows(grad_norm)
+    weight_norm = _carried(weight_norm)
     scales = [float(np.max(np.median(grad_norm[w] / np.maximum(weight_norm[w], 1e-300), axis=0)))
               for w in windows(grad_norm.shape[0])]
     numbers = {"flow_min": float(np.min(flows)), "flow_max": float(np.max(flows)),
@@ -148,6 +174,12 @@ def judge(grad_norm: np.ndarray, weight_norm: np.ndarray, finite: np.ndarray,
 
 
 def judge_run(stats: RunStats) -> Verdict:
-    """The rule on a run's raw statistics (the first recurrent layer's gradient through time)."""
+    """The rule on a run's raw statistics (the first recurrent layer's gradient through time),
+    with the run's first gradient event (zoo.monitor.events) beside it."""
     time_grad = stats.time_grad[:, 0, :] if stats.time_grad.ndim == 3 and stats.time_grad.shape[1] else None
-    return judge(stats.grad_norm, stats.weight_norm, stats.finite, time_grad)
+    verdict = judge(stats.grad_norm, stats.weight_norm, stats.finite, time_grad, stats.skipped, stats.step)
+    verdict.event = first_event(stats)
+    if verdict.event is not None:
+        verdict.numbers["event_step"] = float(verdict.event.step)
+        verdict.numbers["event_factor"] = verdict.event.factor
+    return verdict

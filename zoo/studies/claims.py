@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from zoo.studies.metrics import DIVERGED, LOGGED, SCALES, default_scale, is_logged, to_scale
+from zoo.studies.metrics import DIVERGED, SCALES, default_scale, is_logged, logged, to_scale
 from zoo.studies.records import RunRecord, clean, fmt_variant, matches, md_escape, usable, what_went_wrong
 
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "≈": None}
@@ -107,9 +107,9 @@ def check_scale(check: Mapping) -> str:
 
 def validate_metric(name, where: str) -> None:
     if not isinstance(name, str) or not is_logged(name):
-        close = difflib.get_close_matches(str(name), LOGGED, n=3, cutoff=0.75)
-        hint = f"did you mean {' or '.join(close)}?" if close else f"runs log: {', '.join(LOGGED)}"
-        raise ValueError(f"{where}: unknown metric {name!r}; {hint} (zoo.studies.metrics.LOGGED)")
+        close = difflib.get_close_matches(str(name), logged(), n=3, cutoff=0.75)
+        hint = f"did you mean {' or '.join(close)}?" if close else f"runs log: {', '.join(logged())}"
+        raise ValueError(f"{where}: unknown metric {name!r}; {hint} (zoo.studies.metrics.logged)")
 
 
 def validate_claim(claim: Mapping) -> None:

@@ -1,7 +1,7 @@
 """The metric names a run logs, in one place, and the scale each is compared on.
 
 A claim or a table that names a metric no run logs would be judged "no data" after the whole
-sweep; checking names against this list fails the study file before training instead.
+sweep; checking names against :func:`logged` fails the study file before training instead.
 
 Gradient norms and their ratios span 1e-18 … 1e3: their arithmetic mean over seeds is the
 largest seed, and a difference of means says nothing about the others. Those metrics
@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from zoo.monitor.instruments import REGISTRY
 from zoo.monitor.series import mlflow_names
 
 DIVERGED = "diverged"  # pseudo-metric: 1 per diverged run, 0 per clean one (a divergence rate)
@@ -22,18 +23,16 @@ TINY = 1e-45           # where an exact zero sits before the log (below every no
 
 # ``*_init``: the value at step 1, before any update; ``*_start``: the median over the first
 # window of steps; ``*_end``: the median over the last window (zoo.monitor.summary).
-LOGGED = (
+BASE = (
     DIVERGED,
     "final/val_loss", "final/val_accuracy", "final/train_loss", "final/train_accuracy",
     *(f"summary/{m}_{when}" for m in ("grad_first", "grad_last", "flow", "block_flow") for when in ("init", "start", "end")),
-    "summary/time_grad_ratio_init", "summary/time_grad_ratio_end",
-    "summary/forget_gate_init", "summary/forget_gate_end",
     "health/flow_min", "health/flow_max", "health/flow_first_window",
     "health/scale_first_window", "health/scale_max",
     "baseline/*",
     "pretrain/recon_loss/*", "pretrain/recon_loss_init/*",
     # per-layer series at their last logged value (an epoch's end)
-    "saturated_fraction/*", "dead_fraction/*", "update_ratio/*", "time_grad_ratio/*", "forget_gate/*",
+    "update_ratio/*",
     "progress/train_loss_ratio",
     # the per-step series at their last logged value, as zoo.monitor.series declares them
     *mlflow_names(),
@@ -42,8 +41,14 @@ LOG_SCALE = ("summary/grad_*", "summary/flow_*", "summary/block_flow_*", "summar
 SCALES = ("linear", "log")
 
 
+def logged() -> tuple[str, ...]:
+    """Every name (pattern) a run can log: the fixed ones, and what each instrument logs at an
+    epoch's end and gives a run as summary numbers (zoo.monitor.instruments, as registered now)."""
+    return (*BASE, *(name for cls in REGISTRY for name in (*cls.mlflow, *cls.summary_names)))
+
+
 def is_logged(name: str) -> bool:
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in LOGGED)
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in logged())
 
 
 def default_scale(name: str) -> str:

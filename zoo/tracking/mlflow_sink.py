@@ -62,12 +62,24 @@ class MlflowSink:
         and leaves the run's status to its owner. ``prefix`` goes before every metric name."""
         from zoo.tracking.store import client
 
+        from zoo.tracking.repair import OWNER_HOST, OWNER_PID, owner_tags
+
         sink = cls(uri, "")
         sink.run_id, sink.prefix, sink._owns_run = run_id, prefix, False
         sink._client = client(uri)
+        if OWNER_PID not in sink._client.get_run(run_id).data.tags:
+            # so that zoo-runs repair can end it if this process dies with the run open (no
+            # heartbeat: nothing refreshes it here, so only the pid on this host decides)
+            owner = owner_tags()
+            for key in (OWNER_HOST, OWNER_PID):
+                sink._client.set_tag(run_id, key, owner[key])
         sink._writer = threading.Thread(target=sink._write_loop, name="zoo-mlflow-writer", daemon=True)
         sink._writer.start()
         return sink
+
+    def has_description(self) -> bool:
+        """Does the run already have a description (``mlflow.note.content``)?"""
+        return bool(self._client.get_run(self.run_id).data.tags.get("mlflow.note.content"))
 
     def finish(self, status):
         if self._writer is not None:

@@ -1,0 +1,45 @@
+"""The private Keras internals the monitor reads, all in one place (Keras 3.9 - 3.15).
+
+Each is used only where no public API gives the same thing; each function says what it reads
+and falls back to a public route (or to not measuring, which the monitor then names) when a
+Keras version no longer has it.
+"""
+from __future__ import annotations
+
+import keras
+
+
+def applied_variables(optimizer) -> list:
+    """The variables an ``optimizer.apply(grads)`` call without ``trainable_variables`` updates:
+    those it was built on (``BaseOptimizer._trainable_variables``), in its order."""
+    return list(getattr(optimizer, "_trainable_variables", []))
+
+
+def clip(optimizer, grads: list) -> list | None:
+    """What the optimizer's own ``clipnorm`` / ``global_clipnorm`` / ``clipvalue`` makes of
+    ``grads`` (``BaseOptimizer._clip_gradients``, the function its ``apply`` calls: the same
+    arithmetic, so the clipped norm is what the update used); None when it does not clip or
+    cannot say."""
+    if not any(getattr(optimizer, k, None) for k in ("clipnorm", "global_clipnorm", "clipvalue")):
+        return None
+    method = getattr(optimizer, "_clip_gradients", None)
+    return None if method is None else method(list(grads))
+
+
+def compiled_loss(model):
+    """The loss ``compile(loss=...)`` made (``Trainer._compile_loss``, a CompileLoss over the
+    outputs with the loss weights), or None. Calling it also updates its per-output loss
+    trackers, so a caller that only measures calls it inside ``keras.StatelessScope``."""
+    return getattr(model, "_compile_loss", None)
+
+
+def runs_keras_train_step(model) -> bool:
+    """Does ``fit`` run Keras' own ``train_step`` on ``model`` (neither its class nor the
+    instance replaces it)?"""
+    return type(model).train_step is keras.Model.train_step and "train_step" not in vars(model)
+
+
+def runs_keras_compute_loss(model) -> bool:
+    """Is ``model.compute_loss`` Keras' own: the compiled loss plus ``model.losses``?"""
+    return (type(model).compute_loss is keras.Model.compute_loss and "compute_loss" not in vars(model)
+            and compiled_loss(model) is not None)
