@@ -144,7 +144,8 @@ def test_zoo_diagnose_refuses_inputs_whose_loss_overflows_once_the_model_is_load
     B.diag_file(tmp_path, x=B.rng_data(scale=1e30)[0], y=B.rng_data(scale=1e30)[0][:, 0])
     code, tf, lines = cli("diagnose", "model.keras", "--data", "data.npz", cwd=tmp_path)
     assert (code, tf, len(lines)) == (2, True, 1), lines
-    assert "data: the model's loss overflows (inf) in float32 on the first batch (inputs up to |x| = " in lines[0]
+    assert "data: the model's loss overflows (inf) in float32 on the first batch (x up to 3.9e+30, y up to " in lines[0]
+    assert "and not with the data scaled to unit RMS" in lines[0]
 
 
 # --- the Python entry points: one type, one line, the argument named ------------------------------------
@@ -179,8 +180,8 @@ CALLS = {  # a kind of wrong argument: the call, and what the one line names
     "model_a_path": (lambda m, n, bn, relu, x, y: zoo.diagnose("model.keras", (x, y)), "model must be a keras.Model, got the path"),
     "batch_norm_batch_of_one": (lambda m, n, bn, relu, x, y: zoo.diagnose(bn, (x[:5], y[:5]), batch_size=2),
                                 "the batches hold 2, 2, 1 example(s), and the model has batch normalization"),
-    "overflowing_inputs": (lambda m, n, bn, relu, x, y: zoo.diagnose(relu, (x * 1e30, x[:, 0] * 1e30)),
-                           "the model's loss overflows (inf) in float32 on the first batch (inputs up to |x| = "),
+    "overflowing_data": (lambda m, n, bn, relu, x, y: zoo.diagnose(relu, (x * 1e30, x[:, 0] * 1e30)),
+                         "the model's loss overflows (inf) in float32 on the first batch (x up to 3.9e+30, y up to "),
     "compare_input_shapes": (lambda m, n, bn, relu, x, y: zoo.compare(m, n, (x, y, "classification")),
                              "b takes inputs of shape (5,) but a takes (8,)"),
     "compare_without_task": (lambda m, n, bn, relu, x, y: zoo.compare(m, m, (x, y)), "data as a tuple must be (x, y, task); got 2"),
@@ -206,6 +207,19 @@ def test_a_wrong_argument_is_one_input_error_naming_it(models, kind):
     with pytest.raises(zoo.InputError) as err:
         call(*models)
     assert says in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_a_model_that_overflows_by_itself_is_diagnosed_not_refused(models):
+    """Data of ordinary magnitude that the model itself overflows (weights of 1e20), or a weight
+    that is not finite: the model is the cause, and the diagnosis says so (the finding diverged)."""
+    import keras
+
+    _, _, _, _, x, y = models
+    for scale in (1e20, np.nan):
+        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)])
+        model.layers[0].kernel.assign(np.full((8, 16), scale, "float32"))
+        d = zoo.diagnose(model, (x, x[:, 0]), batches=1, batch_size=16)
+        assert d.verdict.label == "diverged", d.verdict
 
 
 def test_the_doors_types_are_one_type():

@@ -199,32 +199,59 @@ def batches_fit(model, n: int, batches: int, batch_size: int) -> None:
                          f"example's spread is 0); choose batch_size and batches so that no batch holds one")
 
 
-def loss_is_finite(model, x, y, task: str, loss, batches: int, batch_size: int, seed: int) -> None:
-    """The model's outputs and loss on the first batch the measurement draws are finite in its
-    dtype: inputs of magnitude 1e30 overflowed a ReLU net's squared error to inf, and every
-    gradient after it was NaN (the diagnosis then failed drawing its figure). A loss that cannot
-    be computed here is left to the measurement, which says why."""
+def _unit_scale(tree):
+    """Every float array of ``tree`` divided by its root mean square when that is above 1."""
+    if isinstance(tree, dict):
+        return {k: _unit_scale(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_unit_scale(v) for v in tree)
+    a = np.asarray(tree)
+    if a.dtype.kind != "f" or not a.size:
+        return a
+    rms = float(np.sqrt(np.mean(np.square(a.astype(np.float64)))))
+    return (a / rms).astype(a.dtype) if rms > 1 else a
+
+
+def _overflows(model, fn, x, y) -> tuple[bool, str]:
+    """(outputs or loss not finite on (x, y), what overflowed in words)."""
     import keras
 
+    outputs = model(x, training=False)
+    out = [np.asarray(keras.ops.convert_to_numpy(o)) for o in keras.tree.flatten(outputs)]
+    if not all(np.all(np.isfinite(o)) for o in out):
+        return True, "outputs overflow"
+    value = float(keras.ops.convert_to_numpy(fn(y, outputs)))
+    return not math.isfinite(value), f"loss overflows ({value:g})"
+
+
+def loss_is_finite(model, x, y, task: str, loss, batches: int, batch_size: int, seed: int) -> None:
+    """Data whose magnitude overflows the model's dtype is refused: on the first batch the
+    measurement draws, the model's outputs or loss are not finite, and they are once the float
+    arrays are scaled to unit root mean square (inputs and regression targets of magnitude 1e30
+    overflowed a ReLU net's squared error to inf: every gradient NaN). When the scaled data
+    overflows too, or a weight is not finite, the model is the cause: the diagnosis measures and
+    reports it (zoo.diagnosis: the finding ``diverged``). A loss that cannot be computed here is
+    left to the measurement, which says why."""
     from zoo.measure import batches_of
     from zoo.step import data_loss
 
     xs, ys = batches_of(x, y, 1, batch_size, seed)
     try:
-        outputs = model(xs[0], training=False)
         fn, _ = data_loss(model, task or "regression", loss)
-        value = float(keras.ops.convert_to_numpy(fn(ys[0], outputs)))
-        out = [np.asarray(keras.ops.convert_to_numpy(o)) for o in keras.tree.flatten(outputs)]
+        over, what = _overflows(model, fn, xs[0], ys[0])
+        if not over or not all(np.all(np.isfinite(w)) for w in model.get_weights()):
+            return
+        scaled_y = ys[0] if task == "classification" else _unit_scale(ys[0])
+        if _overflows(model, fn, _unit_scale(xs[0]), scaled_y)[0]:
+            return
     except Exception:  # a loss or y that does not fit: zoo.diagnose says so in its own words
         return
-    if math.isfinite(value) and all(np.all(np.isfinite(o)) for o in out):
-        return
-    top = max((float(np.max(np.abs(np.asarray(a, np.float64)))) for _, a in _leaves(xs[0], "x") if np.size(a)),
-              default=0.0)
-    what = "outputs overflow" if not all(np.all(np.isfinite(o)) for o in out) else f"loss overflows ({value:g})"
-    raise InputError(f"data: the model's {what} in {getattr(model, 'compute_dtype', None) or 'its dtype'} "
-                     f"on the first batch (inputs up to |x| = {top:.3g}), so no gradient can be measured; if the "
-                     f"inputs are not meant to be this large, rescale them")
+    tops = [f"{name} up to {float(np.max(np.abs(np.asarray(a, np.float64)))):.3g}"
+            for name, a in _leaves(xs[0], "x") + ([] if task == "classification" else _leaves(ys[0], "y"))
+            if np.size(a) and np.asarray(a).dtype.kind == "f"]
+    raise InputError(f"data: the model's {what} in {getattr(model, 'compute_dtype', None) or 'its dtype'} on the "
+                     f"first batch ({', '.join(tops)}), and not with the data scaled to unit RMS: no gradient can "
+                     f"be measured; rescale the data (standardize it)")
 
 
 # --- each entry point's check -------------------------------------------------------------------
