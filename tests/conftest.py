@@ -13,6 +13,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _no_experiment_left_in_the_environment():
+    """``mlflow.set_experiment`` exports ``MLFLOW_EXPERIMENT_ID`` for subprocesses; a test's
+    experiment must not reach the next test's subprocess, whose store does not have it."""
+    before = {name: os.environ.get(name) for name in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")}
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 def run_cli(*args, cwd, env=None, timeout=600):
     """Run ``python -m zoo.cli.train ARGS`` as a user would, from ``cwd``."""
     return subprocess.run([sys.executable, "-m", "zoo.cli.train", *args], cwd=cwd, env=env,

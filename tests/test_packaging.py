@@ -38,6 +38,6 @@ def test_wheel_install_runs_from_another_directory(tmp_path):
     study = subprocess.run([sys.executable, str(script), "-m", "--config-dir", str(site / "zoo" / "ablations"),
                             "--config-name", "input_scaling", "trainer.epochs=0"], cwd=elsewhere, env=env,
                            capture_output=True, text=True, timeout=EVENT_SECONDS)
-    # composed from the installed copy: its 6 jobs (2 variants x 3 seeds) checked before the first runs
+    # composed from the installed copy: its 10 jobs (2 variants x 5 seeds) checked before the first runs
     assert study.returncode == 2, study.stderr[-2000:]
-    assert study.stderr.strip().endswith("(job 1 of 6: data.standardize=False seed=0 trainer.epochs=0)"), study.stderr
+    assert study.stderr.strip().endswith("(job 1 of 10: data.standardize=False seed=0 trainer.epochs=0)"), study.stderr
