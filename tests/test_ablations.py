@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import runs_of
+from conftest import EVENT_SECONDS, runs_of
 from zoo.spec import validate
 from zoo.studies.jobs import expand, job_count, job_params, study_jobs
 from zoo.studies.load import from_section, load_study, study_names, studies_dir, sweep_params
@@ -67,12 +67,12 @@ def test_list_and_argument_errors_do_not_import_tensorflow(tmp_path):
     code = ("import sys\nfrom zoo.cli.ablate import main\ncode = main(sys.argv[1:])\n"
             "print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_NOT_IMPORTED', code)\n")
     listed = subprocess.run([sys.executable, "-c", code, "--list"], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=120)
+                            text=True, timeout=EVENT_SECONDS)
     assert "TF_NOT_IMPORTED 0" in listed.stdout
     for name in study_names():
         assert f"  {name} " in listed.stdout
     bad = subprocess.run([sys.executable, "-c", code, "nosuch", "--force", "seed=1"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120)  # options between study and overrides
+                         capture_output=True, text=True, timeout=EVENT_SECONDS)  # options between study and overrides
     assert "TF_NOT_IMPORTED 2" in bad.stdout
     assert "study: unknown study 'nosuch'; choose one of: activation_depth, aux_heads" in bad.stderr
 

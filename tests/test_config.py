@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, run_cli
+from conftest import EVENT_SECONDS, REPO, run_cli
 from zoo.registry import Registry, UnknownNameError
 from zoo.schema import SpecError
 from zoo.spec import compose_spec
@@ -185,7 +185,7 @@ def test_config_errors_and_help_do_not_import_tensorflow(tmp_path):
             "print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'TF_NOT_IMPORTED', code)\n")
     for args in (["--help"], ["model.depth=0"], ["model.activation=sigmod"]):
         out = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path,
-                             capture_output=True, text=True, timeout=120)
+                             capture_output=True, text=True, timeout=EVENT_SECONDS)
         assert "TF_NOT_IMPORTED" in out.stdout, (args, out.stdout[-500:], out.stderr[-500:])
 
 

@@ -7,7 +7,7 @@ import textwrap
 import pytest
 from mlflow import MlflowClient
 
-from conftest import run_cli, runs_of
+from conftest import EVENT_SECONDS, run_cli, runs_of
 from test_validation import ABLATE, refuse
 from zoo.monitor.layout import LOG10_ZERO
 from zoo.schema import SpecError
@@ -334,7 +334,7 @@ def test_a_study_varying_a_key_the_builder_lacks_is_refused_before_the_sweep(use
     """activation_depth sweeps model.activation and sets model.init: a builder with neither stops
     zoo-ablate before its first job, as any bad override does."""
     out = subprocess.run([sys.executable, "-c", ABLATE, "activation_depth", "--scale", "quick", "model=custom",
-                          "model.target=narrow.py:build"], cwd=user_code, capture_output=True, text=True, timeout=60)
+                          "model.target=narrow.py:build"], cwd=user_code, capture_output=True, text=True, timeout=EVENT_SECONDS)
     assert out.stdout.split()[-2:] == ["TF_NOT_IMPORTED", "2"], out.stdout + out.stderr[-2000:]
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(

@@ -34,6 +34,7 @@ import pytest
 
 import zoo
 from zoo.schema import SpecError
+from conftest import EVENT_SECONDS
 
 # ---------------------------------------------------------------------------- generated tasks
 
@@ -203,7 +204,7 @@ def test_importing_datasets_does_not_import_tensorflow():
 
     code = ("import sys, zoo.data.keras_datasets, zoo.data.adding, zoo.data.copy_memory, "
             "zoo.data.seq_digits\nprint(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=EVENT_SECONDS)
     assert out.stdout.strip() == "[]", out.stderr[-500:]
 
 

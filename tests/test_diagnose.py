@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import EVENT_SECONDS
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = ("import sys\nfrom zoo.cli.diagnose import main\ncode = main(sys.argv[1:])\n"
@@ -118,7 +119,7 @@ def test_a_healthy_cnn_exits_0_and_gets_no_advice(files, capsys):
     (["sigmoid.keras", "--data", "flat.npz", "--out", "flat.npz"], "--out flat.npz: is a file, not a folder"),
 ])
 def test_bad_input_is_one_line_exit_2_before_tensorflow(files, args, message):
-    done = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=files, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=files, capture_output=True, text=True, timeout=EVENT_SECONDS)
     err = [line for line in done.stderr.splitlines() if line.startswith("zoo-diagnose")]
     assert done.stdout.strip().splitlines()[-1] == "TF_NOT_IMPORTED 2", done.stdout + done.stderr
     assert len(err) == 1 and message in err[0], done.stderr

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import EVENT_SECONDS, REPO
 
 DOCS = REPO / "docs"
 
@@ -53,7 +53,7 @@ def test_the_readme_links_reach_the_docs_pages():
                                      ["zoo-pretrained", "train"], ["zoo-server", "start"]])
 def test_every_option_of_a_command_is_on_the_command_line_page(command):
     exe = os.path.join(os.path.dirname(sys.executable), command[0])
-    help_text = subprocess.run([exe, *command[1:], "--help"], capture_output=True, text=True, timeout=120,
+    help_text = subprocess.run([exe, *command[1:], "--help"], capture_output=True, text=True, timeout=EVENT_SECONDS,
                                check=True).stdout
     options = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", help_text)) - {"--help"}
     assert options, help_text

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from conftest import output, runs_of, wait_training
+from conftest import EVENT_SECONDS, output, runs_of, wait_exit, wait_for, wait_training
 from zoo.cli import runs as zoo_runs
 from zoo.tracking import repair
 
@@ -40,15 +40,11 @@ def start_sweep(tmp_path: Path, *extra: str) -> subprocess.Popen:
                             stdout=open(tmp_path / "stdout.txt", "w"), stderr=open(tmp_path / "stderr.txt", "w"))
 
 
-def exit_code(proc: subprocess.Popen, tmp_path: Path, timeout: float = 45) -> int:
-    """The sweep's exit code once it stops; a sweep still running after ``timeout`` s is killed
-    and the test fails with what it printed."""
-    try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        pytest.fail(f"still running {timeout:g} s after the signal\n{output(tmp_path)}")
+def exit_code(proc: subprocess.Popen, tmp_path: Path) -> int:
+    """The sweep's exit code once it stops; a sweep still running minutes after the signal is
+    killed and the test fails with what it printed. That the stop ends in seconds is the
+    replay's number (benchmarks/interrupts.py), and zoo.stopping's own deadline the fast tests'."""
+    return wait_exit(proc, "the command to stop after the signal", tmp_path)
 
 
 def runs(tmp_path: Path):
@@ -121,7 +117,7 @@ def test_a_third_ctrl_c_exits_at_once_and_leaves_only_what_a_repair_ends(tmp_pat
     for _ in range(3):
         os.killpg(proc.pid, signal.SIGINT)
         time.sleep(0.05)
-    assert exit_code(proc, tmp_path, timeout=10) == 130, output(tmp_path)
+    assert exit_code(proc, tmp_path) == 130, output(tmp_path)
     # forced out ("the third signal of this stop: exiting now"), or done before the signals were
     # handled one by one (signals that arrive together are one handler call): either way
     assert "exiting now" in output(tmp_path) or "zoo-train: stopped by SIGINT" in output(tmp_path)
@@ -142,12 +138,9 @@ def test_the_stop_message_counts_the_jobs_own_run(tmp_path):
     assert "zoo-train: stopped by SIGTERM; ended 1 open run(s) as KILLED" in output(tmp_path)
 
 
-def wait_for_line(folder: Path, text: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in (folder / "stderr.txt").read_text() + (folder / "stdout.txt").read_text():
-        assert proc.poll() is None, output(folder)
-        assert time.monotonic() < deadline, f"no {text!r} in time\n" + output(folder)
-        time.sleep(0.01)
+def wait_for_line(folder: Path, text: str, proc: subprocess.Popen) -> None:
+    wait_for(f"the line {text!r}", lambda: text in (folder / "stderr.txt").read_text() + (folder / "stdout.txt").read_text(),
+             proc, folder, poll=0.01)
 
 
 @pytest.mark.slow
@@ -160,13 +153,12 @@ def test_a_signal_during_the_tensorflow_import_stops_within_seconds(tmp_path, sw
     wait_for_line(tmp_path, "oneDNN custom operations", proc)  # TensorFlow's first shared library is loading
     time.sleep(0.2)
     os.killpg(proc.pid, sig)
-    sent = time.monotonic()
-    code = exit_code(proc, tmp_path, timeout=60)
-    seconds = time.monotonic() - sent
+    code = exit_code(proc, tmp_path)
     assert code == (143 if sig == signal.SIGTERM else 130), output(tmp_path)
-    # 0.2-1.1 s measured, up to ~3 s when the import's own error handling swallows the raise
-    # (raised again once the import ends); it took 7-10 s, making the store checked below
-    assert seconds < 6, f"{seconds:.1f} s to stop\n{output(tmp_path)}"
+    # the stop ended by itself, not by zoo.stopping's deadline (0.2-1.1 s measured idle, up to ~3 s
+    # when the import's own error handling swallows the raise; it took 7-10 s making the store
+    # checked below): what it does is checked, not how fast a loaded machine does it
+    assert "exiting now" not in output(tmp_path), output(tmp_path)
     if not sweep:
         assert not (tmp_path / "mlflow.db").exists()  # nothing was made, nor on the way out (it used to be)
         return
@@ -193,8 +185,9 @@ def test_the_interrupt_replay_leaves_nothing_behind(tmp_path, moment, offset, si
     log = "\n".join(trial.lines[-30:])
     assert trial.signalled, f"{trial.note}\n{log}"
     assert trial.code == (143 if sig == "SIGTERM" else 130), log
-    assert trial.stop_seconds < 10, log
-    assert (trial.finished_without_outcome, trial.running_after_repair, trial.unusable) == (0, 0, 0), (trial.note, log)
+    assert not any("exiting now" in line for line in trial.lines), log  # the stop ended itself, not its deadline
+    assert (trial.finished_without_outcome, trial.running_after_repair, trial.unusable, trial.lost_signal) == \
+        (0, 0, 0, 0), (trial.note, log)
     assert trial.killed_without_tags == 0 and trial.repaired == 0, log  # the stop itself closed every run
 
 
@@ -205,7 +198,8 @@ def test_a_stop_while_the_store_is_made_leaves_a_usable_store(tmp_path):
     replay = replay_module()
     trial = replay.run_trial("store", signal.Signals.SIGINT, 0.5, tmp_path)
     assert trial.signalled and trial.code == 130, trial.note
-    assert (trial.finished_without_outcome, trial.running_after_repair, trial.unusable) == (0, 0, 0), trial.note
+    assert (trial.finished_without_outcome, trial.running_after_repair, trial.unusable, trial.lost_signal) == \
+        (0, 0, 0, 0), trial.note
 
 
 # --- zoo.stopping in a process of its own, without TensorFlow (fast) ---------------------------------
@@ -248,7 +242,7 @@ def test_a_second_signal_is_noted_and_a_third_exits_at_once(tmp_path):
     time.sleep(0.3)
     assert proc.poll() is None  # the cleanup goes on
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=10) == 130  # the first signal's code
+    assert wait_exit(proc, "the exit the third signal forces", tmp_path) == 130  # the first signal's code
     assert "the third signal of this stop: exiting now" in output(tmp_path)
 
 
@@ -256,9 +250,8 @@ def test_a_stop_that_hangs_exits_after_its_deadline(tmp_path):
     proc = stopper(tmp_path, 1.0, "hang")
     proc.send_signal(signal.SIGTERM)
     wait_for_line(tmp_path, "cleaning", proc)
-    started = time.monotonic()
-    assert proc.wait(timeout=20) == 143
-    assert time.monotonic() - started < 10
+    # the cleanup sleeps 120 s: an exit before that, saying so, is the deadline's
+    assert wait_exit(proc, "the exit the 1 s deadline forces", tmp_path, timeout=100) == 143
     assert "still stopping 1 s after SIGTERM: exiting now" in output(tmp_path)
 
 
@@ -269,9 +262,8 @@ def test_leaving_does_not_wait_for_threads_or_exit_handlers(tmp_path):
     proc = stopper(tmp_path, 60, "exit")
     proc.send_signal(signal.SIGTERM)
     wait_for_line(tmp_path, "cleaned", proc)
-    started = time.monotonic()
-    assert proc.wait(timeout=30) == 143
-    assert time.monotonic() - started < 10, output(tmp_path)
+    # the pool's thread and the exit handler each wait 120 s: an exit before that, saying so, is leave()'s
+    assert wait_exit(proc, "the exit leave() bounds", tmp_path, timeout=100) == 143
     assert "still exiting 1 s after the stop" in output(tmp_path)
 
 
@@ -293,21 +285,20 @@ def test_runs_orphaned_by_sigkill_are_repaired(tmp_path, capsys):
     proc = start_sweep(tmp_path, "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "trainer.threads=1")
     wait_training(proc, tmp_path, jobs=2)
     os.killpg(proc.pid, signal.SIGKILL)  # nothing can clean up
-    proc.wait(timeout=30)
+    wait_exit(proc, "the SIGKILLed sweep to be gone", tmp_path)
     parents, children = runs(tmp_path)
     assert [r.info.status for r in parents + children] == ["RUNNING"] * 3
     owners = {r.info.run_id: r.data.tags["zoo.owner.pid"] for r in parents + children}
     assert len(set(owners.values())) == 3  # the sweep and its two loky workers
-    deadline = time.monotonic() + 30  # SIGKILL is delivered at once, but a loaded machine takes a
-    while any(repair.pid_state(int(pid), time.time()) is None for pid in owners.values()):  # moment to end them
-        assert time.monotonic() < deadline, "a SIGKILLed worker is still alive after 30 s"
-        time.sleep(0.2)
+    # SIGKILL is delivered at once, but a loaded machine takes a moment to end them
+    wait_for("every SIGKILLed worker to be gone", lambda: not any(
+        repair.pid_state(int(pid), time.time()) is None for pid in owners.values()), poll=0.2)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     assert zoo_runs.main(["repair", "--uri", uri, "--dry-run"]) == 0
     assert capsys.readouterr().out.count("would close") == 3
     assert {r.info.status for r in sum(runs(tmp_path), [])} == {"RUNNING"}
     done = subprocess.run([sys.executable, "-m", "zoo.cli.runs", "repair", "--uri", uri,
-                           "--experiment", "gradzoo"], capture_output=True, text=True, timeout=60)
+                           "--experiment", "gradzoo"], capture_output=True, text=True, timeout=EVENT_SECONDS)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "3 orphaned run(s) repaired" in done.stdout and "Creating initial" not in done.stderr
     for run in sum(runs(tmp_path), []):
@@ -375,9 +366,8 @@ def test_an_owner_that_dies_or_is_reaped_while_it_is_checked_is_gone(monkeypatch
     """A zombie is gone; and a pool that reaps its dead workers while the sweep repairs their
     runs can take the process away between the signal-0 probe and the /proc read."""
     zombie = subprocess.Popen(["true"])
-    deadline = time.time() + 10
-    while Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z" and time.time() < deadline:
-        time.sleep(0.01)
+    wait_for("the child to become a zombie",
+             lambda: Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z", poll=0.01)
     assert repair.pid_state(zombie.pid, time.time() - 60) == "is gone (a zombie)"
     zombie.wait()  # reaped: the next probe sees no process at all
     assert repair.pid_state(zombie.pid, time.time() - 60) == "is gone"
@@ -410,11 +400,8 @@ def test_the_heartbeat_refreshes_this_processs_open_runs(store, monkeypatch):
     client.set_tag(mine, "zoo.heartbeat", "1000")
     monkeypatch.setattr(repair, "BEAT_SECONDS", 0.2)
     repair.keep_alive(uri, "beat")
-    deadline = time.monotonic() + 20
-    while client.get_run(mine).data.tags["zoo.heartbeat"] == "1000":
-        assert time.monotonic() < deadline, "no heartbeat"
-        time.sleep(0.2)
-    assert abs(int(client.get_run(mine).data.tags["zoo.heartbeat"]) - time.time()) < 10
+    wait_for("the first heartbeat", lambda: client.get_run(mine).data.tags["zoo.heartbeat"] != "1000", poll=0.2)
+    assert abs(int(client.get_run(mine).data.tags["zoo.heartbeat"]) - time.time()) < EVENT_SECONDS  # now, not 1970
     assert repair.close_owned("KILLED", "SIGINT") == [mine]
     run = client.get_run(mine)
     assert run.info.status == "KILLED" and run.data.tags["zoo.outcome"] == "killed"

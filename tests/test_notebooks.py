@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
-BUDGET_SECONDS = 120  # each notebook, on a 2-core CPU
+# a bound for a notebook that hangs, not a timing (minutes: a loaded machine is slow, not stuck);
+# the seconds each takes on idle cores are measured and kept in the README's table
+BUDGET_SECONDS = 600
 FAST = {"01_quickstart.ipynb"}  # the rest load several models or run a study: minutes together
 
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import EVENT_SECONDS, REPO
 
 
 @pytest.mark.slow
@@ -33,11 +33,11 @@ def test_wheel_install_runs_from_another_directory(tmp_path):
     # the studies ship too: zoo-ablate lists them and composes one from the installed copy
     assert (site / "zoo" / "ablations" / "init_depth.yaml").is_file()
     listed = subprocess.run([sys.executable, str(site / "bin" / "zoo-ablate"), "--list"], cwd=elsewhere,
-                            env=env, capture_output=True, text=True, timeout=120)
+                            env=env, capture_output=True, text=True, timeout=EVENT_SECONDS)
     assert listed.returncode == 0 and "init_depth" in listed.stdout, listed.stderr[-2000:]
     study = subprocess.run([sys.executable, str(script), "-m", "--config-dir", str(site / "zoo" / "ablations"),
                             "--config-name", "input_scaling", "trainer.epochs=0"], cwd=elsewhere, env=env,
-                           capture_output=True, text=True, timeout=120)
+                           capture_output=True, text=True, timeout=EVENT_SECONDS)
     # composed from the installed copy: its 10 jobs (2 variants x 5 seeds) checked before the first runs
     assert study.returncode == 2, study.stderr[-2000:]
     assert study.stderr.strip().endswith("(job 1 of 10: data.standardize=False seed=0 trainer.epochs=0)"), study.stderr

@@ -108,12 +108,20 @@ def test_gradient_histograms_show_each_layers_shares_per_bin_and_its_zeros_at_th
     for layer, ax in enumerate(fig.axes):
         total = stats.hist_counts[:, layer].sum(axis=1) + stats.hist_zeros[:, layer]
         expected = stats.hist_counts[:, layer] / total[:, None]          # [H, B]
-        mesh = ax.collections[0]
-        np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(HIST_BINS, 3), expected.T)
-        x_edges = mesh.get_coordinates()[0, :, 0]
-        np.testing.assert_allclose(x_edges, [-4, 6, 16, 26])  # one cell per histogram, centred on its step
+        image = ax.images[0]  # evenly spaced probe steps: one raster
+        np.testing.assert_allclose(np.asarray(image.get_array()), expected.T)
+        left, right, *_ = image.get_extent()
+        np.testing.assert_allclose(np.linspace(left, right, 4), [-4, 6, 16, 26])  # one cell per histogram, centred on its step
         share = stats.hist_zeros[-1, layer] / total[-1]
         assert ax.get_title() == f"block{layer + 1:02d}_dense\nexactly 0 at step 21: {share:.1%}"
+
+
+def test_unevenly_spaced_probe_steps_get_one_cell_each_centred_on_its_step():
+    stats = hist_run()
+    stats.hist_step = np.array([1, 11, 25])  # a step lost between two probe steps
+    for layer, ax in enumerate(plots.gradient_histograms_figure(stats).axes):
+        x_edges = ax.collections[0].get_coordinates()[0, :, 0]
+        np.testing.assert_allclose(x_edges, [-4, 6, 18, 32])
 
 
 def test_a_histogram_image_per_step_with_every_layer_and_its_zeros():
@@ -122,8 +130,7 @@ def test_a_histogram_image_per_step_with_every_layer_and_its_zeros():
         fig = plots.histogram_step_figure(stats, h)
         hist_ax, zero_ax = fig.axes[0], fig.axes[1]
         total = stats.hist_counts[h].sum(axis=1) + stats.hist_zeros[h]
-        np.testing.assert_allclose(np.asarray(hist_ax.collections[0].get_array()).reshape(3, HIST_BINS),
-                                   stats.hist_counts[h] / total[:, None])
+        np.testing.assert_allclose(np.asarray(hist_ax.images[0].get_array()), stats.hist_counts[h] / total[:, None])
         np.testing.assert_allclose([bar.get_width() for bar in zero_ax.patches], stats.hist_zeros[h] / total)
         assert fig.texts[0].get_text().split(" ")[:2] == ["step", str(stats.hist_step[h])]
     # the series draws the same images, only faster; at most MAX_STEP_IMAGES, first and last in

@@ -10,7 +10,7 @@ import tensorflow as tf
 import zoo
 from zoo.schema import SpecError
 from zoo.spec import compose_spec
-from conftest import make_step
+from conftest import EVENT_SECONDS, make_step
 
 
 def trainable_count(model) -> int:
@@ -116,7 +116,7 @@ def test_resnet_trains_end_to_end(tmp_path, monkeypatch):
 
 def test_model_registry_import_stays_tensorflow_free():
     code = "import zoo.models, sys; assert 'tensorflow' not in sys.modules; print('ok')"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=EVENT_SECONDS)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-500:]
 
 

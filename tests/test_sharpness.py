@@ -502,7 +502,7 @@ def test_gradient_monitor_with_sharpness_trains_exactly_as_without():
 def test_gradient_monitor_refuses_an_impossible_sharpness_every(bad):
     import zoo
 
-    with pytest.raises(ValueError, match="GradientMonitor: sharpness_every must be a whole number >= 1 or None") as err:
+    with pytest.raises(zoo.InputError, match="GradientMonitor: sharpness_every must be a whole number >= 1 or None") as err:
         zoo.GradientMonitor(sharpness_every=bad)
     assert "\n" not in str(err.value)
 

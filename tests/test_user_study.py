@@ -9,7 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from conftest import runs_of
+from conftest import EVENT_SECONDS, runs_of
 from test_validation import ABLATE
 
 BUILDER = """
@@ -81,7 +81,7 @@ def write_project(folder):
 def ablate(args, cwd):
     """``zoo-ablate ARGS`` in-process from ``cwd``: (exit code, TensorFlow imported?, stderr lines)."""
     out = subprocess.run([sys.executable, "-c", ABLATE, *args], cwd=cwd, capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=EVENT_SECONDS)
     *_, tf, code = out.stdout.split()
     return int(code), tf == "TF_IMPORTED", out.stderr.strip().splitlines()
 
@@ -147,7 +147,7 @@ def test_a_study_in_another_folder_reads_its_relative_paths_from_the_launch_fold
 def test_list_shows_the_shipped_studies_not_files_in_the_launch_folder(tmp_path):
     project = write_project(tmp_path)
     out = subprocess.run([sys.executable, "-m", "zoo.cli.ablate", "--list"], cwd=project, capture_output=True,
-                         text=True, timeout=60)
+                         text=True, timeout=EVENT_SECONDS)
     assert out.returncode == 0 and "  init_depth " in out.stdout and "mystudy" not in out.stdout
 
 

@@ -6,11 +6,12 @@ train something.
 from __future__ import annotations
 
 from zoo._lazy import pin_backend
+from zoo.errors import InputError
 
 pin_backend()
 
 __version__ = "0.1.0"
-__all__ = ["GradientMonitor", "build_model", "compare", "diagnose", "list_models", "list_datasets", "list_pretrained",
+__all__ = ["GradientMonitor", "InputError", "build_model", "compare", "diagnose", "list_models", "list_datasets", "list_pretrained",
            "load_dataset", "load_pretrained", "train"]
 
 
@@ -58,11 +59,14 @@ def build_model(name: str, input_shape, num_outputs: int, **knobs):
         instruments.
 
     Raises:
-        zoo.registry.UnknownNameError: ``name`` is not a registered family (a ``ValueError``; the
-            message lists the known ones).
-        zoo.schema.SpecError: a knob that is unknown or out of range (a ``ValueError``, one line
-            naming the key).
+        InputError: ``name`` is not a registered family (the message lists the known ones),
+            ``input_shape`` is not a tuple of positive integers, ``num_outputs`` not one; its
+            subclass zoo.schema.SpecError: a knob that is unknown or out of range. One line
+            naming the argument or key, before anything is built (zoo.arguments).
     """
+    from zoo.arguments import check_build_model
+
+    check_build_model(name, input_shape, num_outputs)
     from zoo.spec import build_model as build
 
     return build(name, input_shape, num_outputs, **knobs)
@@ -82,10 +86,13 @@ def load_dataset(name: str, **options):
         (``baselines``).
 
     Raises:
-        zoo.registry.UnknownNameError: ``name`` is not a registered dataset (a ``ValueError``).
-        zoo.schema.SpecError: an option that is unknown or out of range (a ``ValueError``, one
-            line naming the key).
+        InputError: ``name`` is not a registered dataset (the message lists them); its subclass
+            zoo.schema.SpecError: an option that is unknown or out of range. One line naming
+            the argument or key.
     """
+    from zoo.arguments import check_load_dataset
+
+    check_load_dataset(name)
     from zoo.spec import load_dataset as load
 
     return load(name, **options)
@@ -105,9 +112,13 @@ def train(overrides: list[str] | None = None, sink=None):
         (``stats``), the final numbers and the trained model.
 
     Raises:
-        zoo.schema.SpecError: a config error, before anything is built (a ``ValueError``, one
-            line naming the key).
+        InputError: ``overrides`` is not a list of strings or ``sink`` not a sink; its subclass
+            zoo.schema.SpecError: a config error. One line naming the argument or key, before
+            anything is built (and before TensorFlow is imported).
     """
+    from zoo.arguments import check_train
+
+    check_train(overrides, sink)
     from zoo.run import train as run_job
 
     return run_job(overrides, sink)
@@ -138,12 +149,16 @@ def load_pretrained(name: str):
         ``zoo.compare`` and the train step see its activations and auxiliary heads).
 
     Raises:
-        zoo.pretrained.manifest.UnknownPretrainedError: ``name`` is not an entry (a ``KeyError``;
-            the message lists the entries).
+        InputError: ``name`` is not a string; its subclass
+            zoo.pretrained.manifest.UnknownPretrainedError (also a ``KeyError``): ``name`` is
+            not an entry (the message lists the entries).
         zoo.pretrained.integrity.IntegrityError: the file's sha256 or size is not the
             manifest's (a flipped byte, a truncated file; the message names the file and both
             hashes).
     """
+    from zoo.arguments import check_load_pretrained
+
+    check_load_pretrained(name)
     from zoo.pretrained.load import load_pretrained as load
 
     return load(name)
@@ -172,8 +187,11 @@ def compare(a, b, data=None, **options):
         normalized depth, ratio b / a), ``.figure``, ``.markdown()``, ``.save(path)``.
 
     Raises:
-        ValueError: no ``data`` for models that are not pretrained entries.
-        zoo.registry.UnknownNameError: an unknown dataset name (a ``ValueError``).
+        InputError: an argument that cannot work, in one line naming it (zoo.arguments): no
+            ``data`` for models that are not pretrained entries, an unknown entry or dataset
+            name, models that take different input shapes, ``data`` that is not one of its
+            forms or does not fit them, ``batches`` or ``batch_size`` below 1, ``seed`` outside
+            [0, 2**32).
     """
     from zoo.comparison import compare as run
 
@@ -205,9 +223,12 @@ def diagnose(model, data, **options):
         ``save(folder)``.
 
     Raises:
-        zoo.diagnosis.arrays.InputError: an unknown task or loss name, inputs that do not fit
-            the model's input, or targets that do not fit its output and loss (a
-            ``ValueError``, one line).
+        InputError: an argument that cannot work (``model`` not a Keras model, ``data`` not one
+            of its forms, ``batches`` or ``batch_size`` below 1, ``seed`` outside [0, 2**32),
+            fewer than 2 examples, values not finite in float32, batches of one example for a
+            model with batch normalization, inputs whose loss overflows the model's float
+            dtype), an unknown task or loss name, inputs that do not fit the model's input, or
+            targets that do not fit its output and loss: one line naming what (zoo.arguments).
     """
     from zoo.diagnosis import diagnose as run
 

@@ -112,8 +112,9 @@ DATASETS: dict[str, Callable[[Any], Data]] = {
 
 # --- models: each family's builder module registers its estimator beside the builder, as the
 # registry tag ``memory``: (config section, Data) -> Estimate, or None when the data's shape is
-# not one the model takes (zoo.spec.check_fit says so). A family without one (``custom``: the
-# user's builder) is not checked.
+# not one the model takes (zoo.spec.check_fit says so). A family without one is not checked here;
+# ``custom`` (the user's builder) is sized by a symbolic build once TensorFlow is up
+# (zoo.models.custom.size_by_building, registry tag ``size_by_building``).
 def estimate(model_name: str, model: Any, data_name: str, data: Any) -> Estimate | None:
     """The estimate of one run, or None when the model or dataset has no estimator."""
     from zoo.models import MODELS
@@ -153,13 +154,21 @@ def human(n: float) -> str:
 
 
 def check(model_name: str, model: Any, data_name: str, data: Any, batch_size: int) -> None:
-    """Refuse a run whose estimate exceeds the memory available now (SpecError, one line),
-    naming the knob of the largest term (a huge width is not fixed by a smaller batch)."""
+    """Refuse a run whose estimate exceeds the memory available now (SpecError, one line):
+    :func:`refuse_over`. A model or dataset without an estimator is not checked here."""
+    est = estimate(model_name, model, data_name, data)
+    if est is not None:
+        refuse_over(est, batch_size)
+
+
+def refuse_over(est: Estimate, batch_size: int, how: str = "") -> None:
+    """Raise SpecError (one line) when ``est`` exceeds the memory available now, naming the knob
+    of the largest term (a huge width is not fixed by a smaller batch); ``how``: how the
+    estimate was made, when not from the config (a custom builder's symbolic build)."""
     from zoo.schema import SpecError
 
-    est = estimate(model_name, model, data_name, data)
     have = available_bytes()
-    if est is None or have is None:
+    if have is None:
         return
     need = est.bytes(batch_size)
     if need > have:
@@ -169,5 +178,12 @@ def check(model_name: str, model: Any, data_name: str, data: Any, batch_size: in
         top = max(terms, key=terms.get)  # the advice names what to lower for the largest term
         raise SpecError("", f"this run needs about {human(need)} of memory ({est.params:.3g} "
                             f"parameters, {est.activations:.3g} activations per example x batch "
-                            f"{batch}{capped}, {est.layers} weight layers) but {human(have)} is "
+                            f"{batch}{capped}, {est.layers} weight layers{how}) but {human(have)} is "
                             f"available; most of it is the {top} ({human(terms[top])}): lower {TERMS[top]}")
+
+
+def room_for_model(data_floats: int) -> int | None:
+    """Bytes left for a model's parameters and layers once TensorFlow and the data are counted
+    (None: the memory available is not known); what a custom builder's trial build may grow to."""
+    have = available_bytes()
+    return None if have is None else have - PROCESS_BASE - data_floats * BYTES * DATA_COPIES

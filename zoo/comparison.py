@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.arguments import check_compare
+
 COLORS = ("#c0392b", "#1f5fa8")  # a: warm red, b: blue
 BATCHES, BATCH_SIZE = 4, 64
 
@@ -217,7 +219,9 @@ def compare(a, b, data=None, batches: int = BATCHES, batch_size: int = BATCH_SIZ
     ``knob``: what differs, for the title (by default the pair's knob from the manifest).
     ``loss``: a Keras loss name or object for both (default: each model's compiled loss, else
     the task's, zoo.step.data_loss). What an instrument cannot measure on a model is skipped
-    and named (each Probed's ``skipped``, and the markdown)."""
+    and named (each Probed's ``skipped``, and the markdown). Raises zoo.errors.InputError (one
+    line naming the argument) for arguments that cannot work (zoo.arguments.check_compare)."""
+    check_compare(a, b, data, batches, batch_size, seed, knob, loss)
     model_a, label_a, entry_a = _resolve(a)
     model_b, label_b, entry_b = _resolve(b)
     dataset = _dataset(data, entry_a or entry_b)

@@ -35,7 +35,8 @@ class PopulationStatistics:
         if self.layers:
             inputs = keras.Model(model.inputs, [l.input for l in self.layers], name="bn_inputs")
             self._moments = tf.function(lambda x: [self._batch_moments(l, t) for l, t in
-                                                   zip(self.layers, _as_list(inputs(x, training=True)))])
+                                                   zip(self.layers, _as_list(inputs(x, training=True)))],
+                                        autograph=False)
 
     @staticmethod
     def _batch_moments(layer, t):

@@ -86,6 +86,9 @@ def build(spec: RunSpec) -> Trainee:
         spec.model.check_data(data)
     except SpecError as err:
         raise err.within("model") from None
+    size_by_building = MODELS.get(spec.model.name).tags.get("size_by_building")  # model=custom: no config-time estimate
+    if size_by_building is not None:
+        size_by_building(spec.model, data, spec.trainer.batch_size)
     model = MODELS.build(spec.model.name, data.input_shape, data.num_outputs, **spec.model.kwargs())
     optimizer = OPTIMIZERS.build(spec.optimizer.name, **spec.optimizer.kwargs())
     step = InstrumentedStep(model, data.task, optimizer, spec.optimizer.clipping(),
@@ -175,6 +178,12 @@ def run(spec: RunSpec, sink: Sink, run_name: str | None = None) -> RunResult:
             sink.set_tags({**killed_tags(stop), "zoo.steps": "0"})
         raise
     except Exception as err:
+        stop = stopping.stop_behind(err)  # SIGTERM in graph tracing surfaces as SystemError: a stop
+        if stop is not None:
+            status, outcome = "KILLED", "killed"
+            if recorder is None:
+                sink.set_tags({**killed_tags(stop), "zoo.steps": "0"})
+            raise stop from err
         sink.set_tags({"zoo.error": f"{type(err).__name__}: {err}"[:5000], "zoo.outcome": "failed"})
         raise
     finally:
@@ -231,6 +240,9 @@ def _finish(sink: Sink, spec: RunSpec, trainee: Trainee, recorder: Recorder, out
         stats = recorder.stats()
         sharpness = trainee.sharpness.record() if trainee.sharpness is not None else None
         verdict = judge_run(stats, sharpness)
+        if len(stats.step):  # written first: a stop during the slow parts below keeps it
+            sink.set_tags({"zoo.verdict": verdict.label, "zoo.verdict_reason": verdict.reason,
+                           "zoo.steps": str(len(stats.step))})
         final = final_numbers(trainee, stats, verdict, outcome) if status == "FINISHED" else {
             f"health/{k}": v for k, v in verdict.numbers.items()}
         tags = {"zoo.outcome": outcome, "zoo.steps": str(len(stats.step))}

@@ -24,11 +24,13 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from zoo.errors import InputError
 from zoo.registry import Registry
 
 
-class SpecError(ValueError):
-    """A config value that cannot run. ``key`` is relative to its section until prefixed."""
+class SpecError(InputError):
+    """A config value that cannot run. ``key`` is relative to its section until prefixed. The
+    bad-input type of the config: a zoo.errors.InputError (a ValueError)."""
 
     def __init__(self, key: str, message: str):
         self.key, self.message = key, message

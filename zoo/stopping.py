@@ -6,7 +6,9 @@ inside Python code that C++ calls back (TensorFlow's nest and type checks, for o
 exception it raises can be cleared by the caller and never seen. A sweep then trained its job
 to the end and started the next one after SIGTERM (tests/test_interrupts.py, 1 start in 20).
 So the handler first records the request, then raises; the loops that run for long
-(:func:`check`: every training step, every job's start) raise it again if it was swallowed.
+(:func:`check`: every training step, every job's start) raise it again if it was swallowed, and
+where the caller made an error of its own of it (TensorFlow's tracing: ``SystemError``),
+:func:`stop_behind` gives the stop back in its place.
 
 Only the first signal raises. The stop's cleanup (the job's run ended as KILLED with its tags,
 the sweep's parent, ``zoo.killed``) runs in ``except``/``finally`` blocks of the main thread,
@@ -222,6 +224,18 @@ def check() -> None:
         raise Terminated()
     if _requested == "SIGINT":
         raise KeyboardInterrupt()
+
+
+def stop_behind(err: BaseException) -> KeyboardInterrupt | None:
+    """The stop to raise in place of ``err`` when a signal asked for one: what a library made of
+    the raise (TensorFlow's graph tracing turned a SIGTERM raised in a Python callback into
+    ``SystemError: ... bad argument to internal function``, and the run ended FAILED, exit 1);
+    None when no stop was asked, or ``err`` is the stop itself."""
+    if isinstance(err, KeyboardInterrupt) or _requested is None:
+        return None
+    if _raised is not None:
+        return None  # submitit's requeue: its own exception, raised again by check()
+    return Terminated() if _requested == "SIGTERM" else KeyboardInterrupt()
 
 
 def name_of(stop: BaseException) -> str:

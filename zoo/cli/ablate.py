@@ -105,8 +105,8 @@ def repair_before(spec) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="zoo-ablate", description=__doc__.split("\n")[0],
-                                     epilog="Studies live in ablations/, or give your own study file's path; see README "
-                                            "'Ablation studies'.")
+                                     epilog="Studies live in ablations/, or give your own study file's path; "
+                                            "see docs/guides/studies.md.")
     parser.add_argument("study", nargs="?", help="study name (see --list), or your study file (PATH.yaml)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. seed=1,2,3")
     parser.add_argument("--list", action="store_true", help="list the studies, one line each")

@@ -17,15 +17,19 @@ with every finding (``zoo.findings``, ``zoo.finding.<kind>``).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
+import zoo.stopping as stopping
 from zoo._lazy import pin_backend
+from zoo.cli import stopped
 from zoo.diagnosis.arrays import (InputError, check_fits, compiled_loss, input_shape, model_config,
                                   model_input_shape, read_arrays)
+from zoo.tracking.store import StoreError, check_folder
+
+SEED_LIMIT = 2**32  # numpy's and TensorFlow's seeds are 32-bit
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,6 +62,8 @@ def _check(args) -> tuple[dict, dict]:
     for name in ("batches", "batch_size"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not 0 <= args.seed < SEED_LIMIT:
+        raise InputError(f"--seed must be an integer in [0, 2**32), got {args.seed}")
     config = model_config(args.model)
     arrays = read_arrays(args.data)
     check_fits(args.data, input_shape(config), arrays["x"])
@@ -67,15 +73,20 @@ def _check(args) -> tuple[dict, dict]:
     out = Path(args.out or f"{Path(args.model).stem}-diagnosis")
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: is a file, not a folder")
-    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"--out {out}: cannot write in {existing}")
+    try:  # a file made and deleted there: os.access says yes to root on /proc, /sys and read-only mounts
+        check_folder(out, f"--out {out}")
+    except StoreError as err:
+        raise InputError(str(err)) from None
     if args.mlflow:
         from zoo.schema import SpecError
         from zoo.spec import TrackingConfig, check_tracking
 
         try:
-            check_tracking(TrackingConfig(uri=args.tracking_uri, experiment=args.experiment))
+            tracking = TrackingConfig(uri=args.tracking_uri, experiment=args.experiment)
+        except SpecError as err:  # an experiment name MLflow would refuse, or an unknown store
+            raise InputError(f"--{err.key.replace('_', '-').replace('uri', 'tracking-uri')}: {err.message}") from None
+        try:
+            check_tracking(tracking)
         except SpecError as err:
             raise InputError(f"--tracking-uri: {err.message.replace('or set tracking.uri=null', 'or leave out --mlflow')}") from None
     return config, arrays
@@ -103,9 +114,11 @@ def _log(args, d, paths) -> str:
     from zoo.monitor.layout import log10_for_charts
     from zoo.monitor.series import mlflow_key
     from zoo.tracking import provenance
+    from zoo.tracking import repair
     from zoo.tracking.mlflow_sink import MlflowSink
 
     sink = MlflowSink(args.tracking_uri, args.experiment)
+    repair.keep_alive(args.tracking_uri, args.experiment)  # a stop ends the run KILLED (zoo.cli.stopped)
     sink.start(f"diagnose {Path(args.model).stem}",
                {"model": str(args.model), "data": str(args.data), "loss": d.loss_name, "batches": d.batches,
                 "batch_size": d.batch_size, "seed": args.seed},
@@ -121,14 +134,33 @@ def _log(args, d, paths) -> str:
         for path in paths.values():
             sink.log_artifact(str(path), "diagnosis")
         sink.set_tags({**d.tags(), "mlflow.note.content": d.markdown()[:5000]})
-    except BaseException:
-        sink.finish("FAILED")
-        raise
+    except BaseException as err:
+        stop = stopped.as_stop(err)
+        if stop is None:
+            sink.finish("FAILED")
+            raise
+        sink.set_tags({"zoo.outcome": "killed", "zoo.killed": stopping.name_of(stop)})
+        sink.finish("KILLED")
+        raise stop from None
+    sink.set_tags({"zoo.outcome": "finished"})  # a run FINISHED only once everything it promises is written
     sink.finish("FINISHED")
     return sink.run_id
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``zoo-diagnose``; its exit code. Ctrl-C and SIGTERM take zoo-train's stop path (zoo.cli.stopped):
+    the MLflow run of ``--mlflow`` ended KILLED with its tags, one line, exit 130 or 143."""
+    stopping.install()
+    try:
+        return _main(argv)
+    except BaseException as err:
+        stop = stopped.as_stop(err)
+        if stop is None:
+            raise
+        stopped.end("zoo-diagnose", stop)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         args = parser().parse_args(argv)
         _, arrays = _check(args)
@@ -139,7 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         check_fits(args.data, model_input_shape(model), arrays["x"])
         d = diagnose(model, arrays, loss=args.loss, batches=args.batches, batch_size=args.batch_size,
                      seed=args.seed, label=Path(args.model).stem)
+        stopping.check()  # a stop whose raise TensorFlow swallowed while tracing
     except InputError as err:
+        stop = stopping.stop_behind(err)
+        if stop is not None:  # a signal that TensorFlow turned into an error the diagnosis caught
+            raise stop from None
         print(f"zoo-diagnose: {err}", file=sys.stderr)
         return 2
     out = Path(args.out or f"{Path(args.model).stem}-diagnosis")

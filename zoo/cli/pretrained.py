@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+import zoo.stopping as stopping
+from zoo.cli import stopped
+from zoo.errors import InputError
 from zoo.pretrained import integrity
-from zoo.pretrained.manifest import MANIFEST, WEIGHTS, ManifestError, UnknownPretrainedError, load as load_manifest
+from zoo.pretrained.manifest import MANIFEST, WEIGHTS, ManifestError, load as load_manifest
 
 HEADLINE = ("final/val_accuracy", "final/val_loss")
 
@@ -80,15 +84,39 @@ def cmd_verify(args) -> int:
     return 1 if bad else 0
 
 
-def cmd_train(args) -> int:
-    from zoo.pretrained import recipes
+def check_train(args) -> None:
+    """``train``'s options, before TensorFlow (as zoo-train checks its config): the threads and
+    tolerances, and with ``--register`` the tracking store (a server must answer within 3 s,
+    a sqlite store's folder must take a file: zoo.spec.check_tracking). Raises InputError."""
+    from zoo.schema import SpecError
+    from zoo.spec import MAX_THREADS, TrackingConfig, check_tracking
 
+    if not 0 <= args.threads <= MAX_THREADS:
+        raise InputError(f"--threads must be in [0, {MAX_THREADS}] (0: TensorFlow's choice), got {args.threads}")
+    for name in ("rtol", "atol"):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise InputError(f"--{name} must be a finite number >= 0, got {value}")
+    if args.register:
+        try:
+            check_tracking(TrackingConfig(uri=args.tracking_uri, experiment=args.experiment))
+        except SpecError as err:
+            flag = "--experiment" if "experiment" in err.key else "--tracking-uri"
+            raise InputError(f"{flag}: {err.message.replace('or set tracking.uri=null', 'or leave out --register')}") from None
+
+
+def cmd_train(args) -> int:
     manifest = load_manifest()
     entry = manifest.get(args.name)
+    check_train(args)
+    from zoo.pretrained import recipes
+
     sink = None
     if args.register:
+        from zoo.tracking import repair
         from zoo.tracking.mlflow_sink import MlflowSink
 
+        repair.keep_alive(args.tracking_uri, args.experiment)  # a stop ends its runs KILLED (zoo.cli.stopped)
         sink = MlflowSink(args.tracking_uri, args.experiment)
     extra = (f"trainer.threads={args.threads}",) + (("tracking.log_model=false",) if args.register else ())
     with tempfile.TemporaryDirectory(prefix="gradzoo-train-") as tmp:
@@ -139,10 +167,15 @@ def _update_metrics(manifest, entry, trained) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line (argparse prints the usage too), exit 2 in main
+        raise InputError(f"{message} (zoo-pretrained --help)")
+
+
 def parser() -> argparse.ArgumentParser:
     from zoo.pretrained.recipes import ATOL, RTOL
 
-    p = argparse.ArgumentParser(prog="zoo-pretrained", description=__doc__.split("\n\n")[0])
+    p = _Parser(prog="zoo-pretrained", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="the entries").set_defaults(run=cmd_list)
     show = sub.add_parser("show", help="one entry's manifest record")
@@ -171,12 +204,26 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    """``zoo-pretrained``; its exit code: 2 for bad input (one line, before TensorFlow), and a
+    stop takes zoo-train's path (zoo.cli.stopped): the runs of ``train --register`` ended KILLED
+    with their tags, exit 130 or 143."""
+    stopping.install()
     try:
-        return args.run(args)
-    except (UnknownPretrainedError, ManifestError) as err:
-        print(f"zoo-pretrained: {err}", file=sys.stderr)
-        return 2
+        args = parser().parse_args(argv)
+        code = args.run(args)
+        stopping.check()  # a stop whose raise a library swallowed
+        return code
+    except (InputError, ManifestError) as err:  # an unknown name is an InputError too
+        stop = stopping.stop_behind(err)
+        if stop is None:
+            print(f"zoo-pretrained: {err}", file=sys.stderr)
+            return 2
+        stopped.end("zoo-pretrained", stop)
+    except BaseException as err:
+        stop = stopped.as_stop(err)
+        if stop is None:
+            raise
+        stopped.end("zoo-pretrained", stop)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 import zoo.stopping as stopping
 from zoo._lazy import pin_backend
+from zoo.cli import stopped
+from zoo.cli.stopped import close_open_runs
 from zoo.schema import SpecError
 from zoo.spec import validate
 from zoo.tracking import repair, sweep
@@ -231,25 +233,25 @@ def main(checked: bool = False, prog: str = "zoo-train") -> None:
     except yaml.YAMLError as err:  # a config file Hydra could not read (also one the precheck skipped)
         if users_full_error == "1":
             raise
-        _close_open_runs("FAILED", f"config error: {yaml_error(err)}")
+        close_open_runs("FAILED", f"config error: {yaml_error(err)}")
         print(f"{prog}: config error: {yaml_error(err)}", file=sys.stderr)
         sys.exit(2)
     except HYDRA_CONFIG_ERRORS as err:
         if users_full_error == "1":
             raise
-        _close_open_runs("FAILED", f"config error: {hydra_error_line(err)}")  # e.g. job 2 of -m model=mlp,foo
+        close_open_runs("FAILED", f"config error: {hydra_error_line(err)}")  # e.g. job 2 of -m model=mlp,foo
         print(f"{prog}: config error: {one_line(hydra_error_line(err))}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as stop:  # a second signal does not raise (zoo.stopping): the cleanup runs whole
-        name = stopping.name_of(stop)
-        closed = _close_open_runs("KILLED", name)
-        print(f"{prog}: stopped by {name}; {closed}", file=sys.stderr)
-        stopping.leave(stopping.exit_code(name))  # exit within seconds, whatever MLflow's threads wait for
+        stopped.end(prog, stop)  # exit within seconds, whatever MLflow's threads wait for
     except Exception as err:
+        stop = stopping.stop_behind(err)
+        if stop is not None:  # a signal that a library turned into another error: a stop all the same
+            stopped.end(prog, stop)
         sweeping = _multirun()
         if sweeping:
             _wait_for_workers()
-        closed = _close_open_runs("FAILED", f"{type(err).__name__}: {err}")
+        closed = close_open_runs("FAILED", f"{type(err).__name__}: {err}")
         if not sweeping or users_full_error == "1":
             raise
         # the jobs catch their own errors, so this is the launcher: a worker it lost (submitit's
@@ -285,19 +287,6 @@ def _wait_for_workers(timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while multiprocessing.active_children() and time.monotonic() < deadline:
         time.sleep(0.1)
-
-
-def _close_open_runs(status: str, why: str) -> str:
-    """End this process's open runs (a sweep's parent, a job cut short) and the jobs of workers
-    that died with it; what was done, in words. For a stop (KILLED) the count is every run the
-    stop ended, the job's own run that zoo.run ended first included; for FAILED, what was
-    still open (jobs that failed before were counted by the sweep going on)."""
-    closed = repair.close_owned(status, why)
-    repaired = repair.repair_stores()  # joblib's workers are gone by now: their runs are orphans
-    count = sum(1 for s in repair.ended.values() if s == "KILLED") if status == "KILLED" else len(closed)
-    return (f"ended {count} open run(s) as {status}"
-            + (f"; repaired {len(repaired)} orphaned run(s) (their process is gone, e.g. a joblib worker)"
-                  if repaired else ""))
 
 
 if __name__ == "__main__":

@@ -31,10 +31,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-from numpy.lib import format as npy
 from omegaconf import MISSING
 
-from zoo.data import DATASETS, Dataset, prior_baselines
+from zoo.data import DATASETS, Dataset, npz, prior_baselines
 from zoo.launch import from_launch_folder
 from zoo.schema import Section, SpecError, choice, file_digest
 
@@ -43,7 +42,8 @@ TASKS = ("auto", "classification", "regression")
 INPUT_KINDS = {2: "flat", 3: "sequence", 4: "image"}  # x's rank -> input kind
 SHAPES = "[n, features], [n, steps, features] or [n, height, width, channels]"
 NUMERIC = "biuf"  # numpy kinds: bool, signed and unsigned integer, float
-NPY_MAGIC = b"\x93NUMPY"
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+LOAD_COPIES = 3  # the file's arrays, their float32 copies, the standardized ones
 FORM = "FILE.npz (x_train, y_train, x_val, y_val)"  # what to give when data.path is missing
 
 
@@ -70,6 +70,10 @@ class ArraysConfig(Section):
         self.path = from_launch_folder(self.path)
         self.layout = describe(read_headers(self.path), self.task,
                                lambda key: load_member(self.path, key))
+        if self.standardize and self.layout.n_train < 2:
+            raise SpecError("standardize", f"is true, and x_train holds {self.layout.n_train} example: a "
+                                           f"feature's spread over one example is 0, so every input would be "
+                                           f"0; give more examples, or set data.standardize=false")
 
     def fingerprint(self) -> str:
         return file_digest(self.path)
@@ -132,7 +136,9 @@ def _targets(y: np.ndarray, layout: Layout) -> np.ndarray:
 
 # --- reading and checking the file ----------------------------------------------------------
 def read_headers(path: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """``{key: (shape, dtype)}`` of the four arrays, from their ``.npy`` headers only."""
+    """``{key: (shape, dtype)}`` of the four arrays, from their ``.npy`` headers only (zoo.data.npz:
+    a header that cannot be read, or that claims more data than its member holds, is refused),
+    and loading them checked against the memory available now."""
     if not os.path.exists(path):
         raise SpecError("path", f"no such file {path!r}; give data.path=FILE.npz")
     if os.path.isdir(path):
@@ -141,37 +147,33 @@ def read_headers(path: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as err:
         with open(path, "rb") as f:
-            single = f.read(len(NPY_MAGIC)) == NPY_MAGIC
+            single = f.read(len(npz.NPY_MAGIC)) == npz.NPY_MAGIC
         what = "a single .npy array" if single else f"not an .npz archive ({err})"
         raise SpecError("path", f"{path!r} is {what}; save the four arrays with numpy.savez(FILE, "
                                 f"x_train=..., y_train=..., x_val=..., y_val=...)") from None
     with archive:
-        members = {name.removesuffix(".npy"): name for name in archive.namelist()}
+        members = {name.removesuffix(".npy"): archive.getinfo(name) for name in archive.namelist()}
         missing = [key for key in KEYS if key not in members]
         if missing:
             raise SpecError("path", f"{path!r} has no {', '.join(missing)}; it must hold x_train, "
                                     f"y_train, x_val and y_val (it holds {', '.join(members) or 'nothing'})")
-        headers = {}
-        for key in KEYS:
-            try:
-                with archive.open(members[key]) as fp:
-                    version = npy.read_magic(fp)
-                    read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
-                    shape, _, dtype = read(fp)
-            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-                raise SpecError("path", f"{path!r}: cannot read {key} "
-                                        f"({str(err).splitlines()[0]})") from None
-            headers[key] = (tuple(shape), dtype)
-    return headers
+        try:
+            headers = {key: npz.member_header(archive, members[key]) for key in KEYS}
+        except npz.NpzError as err:
+            raise SpecError("path", f"{path!r}: {err}") from None
+    try:  # the values a check reads, then the run's float32 copies: all in memory at once
+        npz.check_memory(path, list(headers.values()), LOAD_COPIES)
+    except npz.NpzError as err:
+        raise SpecError("path", str(err)) from None
+    return {key: (m.shape, m.dtype) for key, m in headers.items()}
 
 
 def load_member(path: str, key: str) -> np.ndarray:
     """One array's values (never unpickled: ``allow_pickle=False``)."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            return npz[key]
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise SpecError("path", f"{path!r}: cannot read {key} ({str(err).splitlines()[0]})") from None
+        return npz.load(path, key)
+    except npz.NpzError as err:
+        raise SpecError("path", f"{path!r}: {err}") from None
 
 
 def _show(shape) -> str:
@@ -231,6 +233,11 @@ def describe(headers: dict, task: str, values: Callable[[str], np.ndarray]) -> L
                 first = np.argwhere(bad)[0]
                 raise SpecError("path", f"{key} holds {int(bad.sum())} NaN or infinite values (the "
                                         f"first at {_show(first)}); drop or fill them")
+            if dtype[key].itemsize > 4 and values(key).size:  # float64: training casts it to float32
+                top = float(np.max(np.abs(values(key))))
+                if top > FLOAT32_MAX:
+                    raise SpecError("path", f"{key} holds values up to {top:.3g}, beyond float32's range "
+                                            f"({FLOAT32_MAX:.3g}), the precision training runs in; rescale them")
     if asked == "auto" and task == "regression":
         _not_labels(values("y_train"))
     if task == "classification":

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.arguments import check_diagnose
 from zoo.comparison import _num
 from zoo.diagnosis.findings import (REGRESSION, SATURATED, Finding, _pct, activation_findings, explain, facts,
                                     feature_rows, gradient_findings, input_findings, ordered, posedness_findings,
@@ -341,7 +342,8 @@ def diagnose(model, data, loss=None, batches: int = BATCHES, batch_size: int = B
     model's input, a loss that does not fit the model's output (zoo.step.LossMismatch), or
     targets the loss cannot even compute on (labels outside a sparse cross-entropy's classes).
     Targets that the loss computes on but cannot read (binary cross-entropy on 0..9) are the
-    finding ``ill_posed``."""
+    finding ``ill_posed``. Arguments that cannot work (zoo.arguments) raise InputError first."""
+    check_diagnose(model, data, loss, batches, batch_size, seed, label)
     from zoo.comparison import judge_progress, probed
     from zoo.measure import batches_of, measure
     from zoo.monitor import posedness

@@ -1,7 +1,7 @@
 """What the zoo's studies showed, as advice for a diagnosed model: only what a study reproduced.
 
 Each :class:`Evidence` is one study's result on this machine (its verdict and measured numbers,
-the same as the README's results table, which tests/test_diagnose.py checks) and the findings
+the same as docs/results/studies.md, which tests/test_diagnose.py checks) and the findings
 of a diagnosis it speaks to. A remedy is offered only when its study is **reproduced**; a
 finding that only inconclusive or failed studies touch gets those named as "not shown", with
 their numbers, and no advice. The claim's words are read from the study file itself
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Evidence:
     study: str                      # ablations/<study>.yaml
-    verdict: str                    # reproduced | inconclusive | not reproduced (README results)
-    numbers: str                    # what was measured, as in the README's results table
+    verdict: str                    # reproduced | inconclusive | not reproduced (docs/results/studies.md)
+    numbers: str                    # what was measured, as in docs/results/studies.md
     advice: str                     # the change the study supports (empty: none)
     when: tuple[frozenset, ...]     # finding kinds: the evidence applies when any set is all present
     helps: bool = True              # False: a negative result (the change does not help)

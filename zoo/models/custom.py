@@ -25,16 +25,22 @@ checked then, before training: a keras.Model, its input shape, its outputs, no f
 (seen in functional and Sequential models; a subclassed model's last operation is not). Every
 error is one line naming the key.
 
-A custom model takes whatever the data is (no ``input_kind``) and has no memory estimate
-(zoo.budget). It has no layer roles: the train step finds what to measure by looking at it, as
-``zoo.GradientMonitor`` does (zoo.monitor.discover), and names what it cannot read.
+A custom model takes whatever the data is (no ``input_kind``). Its memory cannot be estimated
+from the config, so it is estimated from the model itself once the data is loaded, by a symbolic
+build that allocates nothing and is bounded in memory and time (:func:`size_by_building`), and
+refused as zoo.budget refuses the zoo's own families. It has no layer roles: the train step
+finds what to measure by looking at it, as ``zoo.GradientMonitor`` does (zoo.monitor.discover),
+and names what it cannot read.
 """
 from __future__ import annotations
 
 import ast
+import copy
 import importlib
 import importlib.util
 import inspect
+import logging
+import math
 import os
 import re
 import sys
@@ -261,45 +267,227 @@ def check_call(params: Params, knobs: dict, target: Target, shown: str) -> None:
 
 
 # --- after the import: the function, and the model it builds ------------------------------------
+def _call(builder, parsed: Target, input_shape: tuple, num_outputs: int, knobs: dict):
+    """``builder(input_shape, num_outputs, **knobs)``; what it raises (sys.exit included) as one line."""
+    try:  # a knob of the wrong kind (width=abc), layers that do not take the data's rank
+        return builder(input_shape, num_outputs, **knobs)
+    except (Exception, SystemExit) as err:
+        what = f"called sys.exit({err.code!r})" if isinstance(err, SystemExit) else \
+            f"raised {type(err).__name__}: {_first_line(err)[:300]}"
+        raise SpecError("target", f"{parsed}({_shape(input_shape)}, {num_outputs}"
+                                  f"{''.join(f', {k}={v!r}' for k, v in knobs.items())}) {what}") from None
+
+
+def _builder(target: str, knobs: dict):
+    """(parsed target, the function) with its signature checked against the knobs."""
+    parsed = parse_target(target)
+    builder = load(parsed)
+    try:
+        signature = inspect.signature(builder)
+    except (TypeError, ValueError):  # no signature to read (a builtin): the call will tell
+        signature = None
+    if signature is not None:
+        check_call(Params.from_signature(signature), knobs, parsed, str(signature))
+    return parsed, builder
+
+
+# --- the memory a custom model needs, from a symbolic build -------------------------------------
+TRIAL_SECONDS = 30.0  # a builder still building its model symbolically after this long is refused
+TRIAL_TICK = 0.25     # how often the trial looks at the clock and at what the builder has made
+log = logging.getLogger("zoo")
+_unsized: dict[str, str] = {}  # target -> why its symbolic build failed, said once it is built
+
+
+class _TrialOver(BaseException):
+    """Raised into a builder's trial build (a BaseException: the builder's own ``except
+    Exception`` must not swallow it; raised again at every tick until it is not)."""
+
+
+def size_by_building(section, data, batch_size: int) -> None:
+    """Refuse a custom model that cannot fit, as the zoo's own families are refused before
+    TensorFlow (zoo.budget), once the data is loaded and before anything is allocated: the
+    builder runs once inside ``keras.StatelessScope(initialize_variables=False)``, where every
+    variable is created deferred (its shape known, no memory taken), so a 10**12-parameter
+    model costs nothing to build. Its parameters, its layers' outputs per example (the
+    activations) and its weight layers make zoo.budget's estimate. The trial is bounded: every
+    TRIAL_TICK s it looks at what the builder has made so far and stops it once the parameters
+    and weight layers alone exceed the memory left (``model.depth=100000``), or once it has run
+    TRIAL_SECONDS. Nothing the trial does reaches the real build: Python's and NumPy's random
+    states and Keras' layer-name counters are put back, so the weights and names are those
+    of a build without it. A builder that cannot be built symbolically (it makes a variable from
+    a value, which Keras cannot defer) is not sized; once built, a warning says so. Raises
+    SpecError (key ``model.*``)."""
+    from zoo.budget import Estimate, refuse_over, room_for_model
+
+    knobs = {k: v for k, v in section.kwargs().items() if k != "target"}
+    shape, outputs = tuple(data.input_shape), data.num_outputs
+    floats = int(data.x_train.size + data.x_val.size)
+    try:
+        parsed, builder = _builder(section.target, knobs)
+        sized = _trial(lambda: builder(shape, outputs, **knobs), shape, room_for_model(floats), parsed, knobs)
+        if sized is None:
+            return
+        params, activations, layers = sized
+        refuse_over(Estimate(params, activations, layers, floats, len(data.x_train)), batch_size,
+                    how=f", sized by building {parsed} symbolically")
+    except SpecError as err:
+        raise err.within("model") from None
+
+
+def _knobs_shown(knobs: dict) -> str:
+    return " ".join(f"model.{k}={v}" for k, v in knobs.items()) or "its defaults"
+
+
+def _trial(call, input_shape: tuple, room: int | None, parsed: Target, knobs: dict) -> tuple[int, int, int] | None:
+    """(parameters, activations per example, weight layers) of the model ``call`` builds,
+    built symbolically under the bounds of :func:`size_by_building`; None when it cannot be."""
+    import random
+    import signal
+    import threading
+    import time
+
+    import numpy as np
+    from keras.src.backend.common import global_state  # deferred variables: no public API lists them
+
+    timed = threading.current_thread() is threading.main_thread()  # signals reach the main thread only
+    deadline, over, building = time.monotonic() + TRIAL_SECONDS, [], [True]
+
+    def tick(signum, frame):
+        if not building[0]:  # the build is over: nothing to stop (the timer is being disarmed)
+            return
+        if over:  # said once and swallowed by the builder: say it again
+            raise _TrialOver()
+        params, layers = _deferred(global_state)
+        if room is not None and params * 16 + layers * 2 * 2**20 > room:  # zoo.budget's terms, no activations yet
+            over.append(f"its parameters and weight layers alone outgrow the memory left while it is still "
+                        f"building (at least {params:.3g} parameters in {layers} weight layers so far)")
+            raise _TrialOver()
+        if time.monotonic() > deadline:
+            over.append(f"it was still building after {TRIAL_SECONDS:g} s (symbolically, with "
+                        f"{params:.3g} parameters in {layers} weight layers so far)")
+            raise _TrialOver()
+
+    saved = (random.getstate(), np.random.get_state(), _keras_state(global_state))
+    previous = signal.signal(signal.SIGALRM, tick) if timed else None
+    if timed:
+        signal.setitimer(signal.ITIMER_REAL, TRIAL_TICK, TRIAL_TICK)
+    try:
+        with keras.StatelessScope(initialize_variables=False):
+            model = call()
+            if isinstance(model, keras.Model) and not model.built:  # subclassed, or Sequential without an Input
+                model.build((None, *input_shape))
+            params, layers = _deferred(global_state)
+            sized = (params, _activations(model), layers) if isinstance(model, keras.Model) else None
+        building[0] = False
+    except _TrialOver:
+        building[0] = False
+        raise SpecError("target", f"{parsed} with {_knobs_shown(knobs)} is refused: {over[0]}; lower the "
+                                  f"knobs that make it deep or wide") from None
+    except (Exception, SystemExit) as err:  # the build proper says what is wrong, or builds it unsized
+        building[0] = False
+        _unsized[parsed.text] = f"{type(err).__name__}: {_first_line(err)[:200]}"
+        sized = None
+    finally:
+        building[0] = False
+        if timed:
+            signal.setitimer(signal.ITIMER_REAL, 0, 0)
+            signal.signal(signal.SIGALRM, previous)
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+        _restore_keras_state(global_state, saved[2])
+    return sized
+
+
+def _deferred(global_state) -> tuple[int, int]:
+    """(parameters, weight layers) of the variables created so far in the stateless scope."""
+    variables = global_state.get_global_attribute("uninitialized_variables") or []
+    params = sum(math.prod(v.shape) for v in variables)
+    return params, len({v.path.rpartition("/")[0] for v in variables})
+
+
+def _activations(model) -> int:
+    """Floats per example in every layer's outputs (what the backward pass keeps), from the
+    symbolic graph; a layer the graph does not show (inside a subclassed model) counts 0."""
+    total, stack, seen = 0, list(model.layers), set()
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        if isinstance(layer, keras.Model):  # its own layers carry its outputs
+            stack.extend(layer.layers)
+            continue
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        for node in getattr(layer, "_inbound_nodes", ()):  # private: a shared layer's every call
+            for tensor in keras.tree.flatten(getattr(node, "output_tensors", ())):
+                total += math.prod(d or 1 for d in tuple(tensor.shape)[1:])
+    return total
+
+
+def _keras_state(global_state) -> dict:
+    """Keras' global state (layer-name counters, the deferred variables), copied."""
+    state = dict(vars(global_state.GLOBAL_STATE_TRACKER))
+    if "object_name_uids" in state:
+        state["object_name_uids"] = copy.copy(state["object_name_uids"])
+    state.pop("uninitialized_variables", None)
+    return state
+
+
+def _restore_keras_state(global_state, state: dict) -> None:
+    tracker = global_state.GLOBAL_STATE_TRACKER
+    for name in list(vars(tracker)):
+        if name not in state:
+            delattr(tracker, name)
+    for name, value in state.items():
+        setattr(tracker, name, value)
+
+
 @MODELS.register("custom", schema=CustomConfig,
-                 description="your own Keras builder: build(input_shape, num_outputs, **knobs) -> logits")
+                 description="your own Keras builder: build(input_shape, num_outputs, **knobs) -> logits",
+                 size_by_building=size_by_building)
 def build_custom(input_shape, num_outputs, *, target, **knobs):
     try:
-        parsed = parse_target(target)
-        builder = load(parsed)
-        try:
-            signature = inspect.signature(builder)
-        except (TypeError, ValueError):  # no signature to read (a builtin): the call will tell
-            signature = None
-        if signature is not None:
-            check_call(Params.from_signature(signature), knobs, parsed, str(signature))
-        try:  # a knob of the wrong kind (width=abc), layers that do not take the data's rank
-            model = builder(tuple(input_shape), num_outputs, **knobs)
-        except Exception as err:
-            raise SpecError("target", f"{parsed}({_shape(tuple(input_shape))}, {num_outputs}"
-                                      f"{''.join(f', {k}={v!r}' for k, v in knobs.items())}) raised "
-                                      f"{type(err).__name__}: {_first_line(err)[:300]}") from None
+        parsed, builder = _builder(target, knobs)
+        model = _call(builder, parsed, tuple(input_shape), num_outputs, knobs)
         check_model(model, parsed, tuple(input_shape), num_outputs)
     except SpecError as err:
         raise err.within("model") from None
+    finally:
+        why = _unsized.pop(str(target), None)
+    if why:
+        log.warning("model.target %s: its memory was not checked: it could not be built symbolically first "
+                    "(%s)", target, why)
     return model
 
 
+_executed: dict[tuple, object] = {}  # a file target's module, by (path, size, mtime): run once per version
+
+
 def load(target: Target):
-    """The target's function, importing its module (or executing its file)."""
+    """The target's function, importing its module (or executing its file; once per version of
+    the file, so the trial build and the build share it). A module that calls ``sys.exit`` on
+    import is refused like one that raises: the run must not end with its exit code."""
     try:
         if target.file is None:
             _launch_folder()
             module = importlib.import_module(target.module)
         else:
-            name = "_zoo_custom_" + re.sub(r"\W", "_", target.file.stem)
-            spec = importlib.util.spec_from_file_location(name, from_launch_folder(target.file))
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module  # as an import would: pickling and dataclasses look it up
-            spec.loader.exec_module(module)
-    except Exception as err:
-        raise SpecError("target", f"importing {target.module or target.file} failed: "
-                                  f"{type(err).__name__}: {_first_line(err)}") from None
+            path = from_launch_folder(target.file)
+            stat = os.stat(path)
+            version = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+            module = _executed.get(version)
+            if module is None:
+                name = "_zoo_custom_" + re.sub(r"\W", "_", target.file.stem)
+                spec = importlib.util.spec_from_file_location(name, path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module  # as an import would: pickling and dataclasses look it up
+                spec.loader.exec_module(module)
+                _executed[version] = module
+    except (Exception, SystemExit) as err:
+        what = f"called sys.exit({err.code!r})" if isinstance(err, SystemExit) else \
+            f"failed: {type(err).__name__}: {_first_line(err)}"
+        raise SpecError("target", f"importing {target.module or target.file} {what}") from None
     builder = getattr(module, target.function, None)
     if builder is None:
         raise SpecError("target", f"{target.module or target.file} has no {target.function!r}")

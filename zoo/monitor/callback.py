@@ -35,6 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from zoo.errors import InputError
 from zoo.monitor import _keras, graph_stats, posedness
 from zoo.monitor.discover import Found, SelectionError, chosen, discover
 from zoo.monitor.hooks import Hooks, inner, loss_scale, skips_nonfinite
@@ -105,7 +106,8 @@ class GradientMonitor(keras.callbacks.Callback):
             the monitor there).
 
     Raises:
-        ValueError: an impossible argument, named in one line (before anything is built);
+        ValueError: an impossible argument, named in one line (before anything is built;
+            ``sharpness_every``'s is zoo.InputError, gradzoo's one type of bad input, a ValueError);
             ``variables`` / ``elements`` naming no variable of the model (at the start of
             training).
     """
@@ -792,7 +794,7 @@ def _check_arguments(*, histogram_every, log_every, capacity, baseline, mlflow, 
             raise ValueError(f"GradientMonitor: {name} must be a whole number >= 1, got {value!r}")
     if sharpness_every is not None and (isinstance(sharpness_every, bool)
                                         or not isinstance(sharpness_every, numbers.Integral) or sharpness_every < 1):
-        raise ValueError(f"GradientMonitor: sharpness_every must be a whole number >= 1 or None (off), "
+        raise InputError(f"GradientMonitor: sharpness_every must be a whole number >= 1 or None (off), "
                          f"got {sharpness_every!r}")
     if capacity > MAX_CAPACITY:
         raise ValueError(f"GradientMonitor: capacity must be at most {MAX_CAPACITY:,} rows (collect more often), "

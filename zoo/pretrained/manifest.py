@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zoo.errors import InputError
+
 HERE = Path(__file__).resolve().parent
 MANIFEST = HERE / "manifest.json"
 WEIGHTS = HERE / "weights"
@@ -27,7 +29,7 @@ class ManifestError(ValueError):
     naming the file (and the line, for JSON), never the parser's traceback."""
 
 
-class UnknownPretrainedError(KeyError):
+class UnknownPretrainedError(KeyError, InputError):  # KeyError: what it always was; InputError: the API's one type
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
 

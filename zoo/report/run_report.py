@@ -36,17 +36,22 @@ def describe(spec) -> str:
 
 def write(sink: Sink, spec, stats: RunStats, verdict: Verdict, final: dict[str, float],
           tags: dict[str, str], model=None, input_example=None) -> None:
-    """Final metrics, artifacts, the model (with a few rows of inputs as its example) and tags;
-    the caller finishes the run."""
+    """Tags (the verdict, its reason, the headline), final metrics, artifacts, the model (with a
+    few rows of inputs as its example), and last ``zoo.outcome`` with the model's tags; the caller
+    finishes the run. The verdict's tags go first: a run stopped while its plots or model are
+    written keeps the verdict it already has. ``zoo.outcome`` goes last: it says the run's
+    records are whole (resume reuses only a FINISHED run that has it)."""
+    sink.set_tags({k: v for k, v in tags.items() if k != "zoo.outcome"})
     sink.log_metrics(final, int(len(stats.step)))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(spec.resolved)))
         sink.log_artifact(tmp / "config.yaml")
     write_records(sink, stats, verdict, f"{spec.model.name} on {spec.data.name}: {describe(spec)}")
+    model_tags = {}
     if model is not None and input_example is not None and _log_model_wanted(spec, tags):
-        tags = {**tags, **log_model(sink, model, input_example, tags, name=model_name(spec))}
-    sink.set_tags({**run_color(sink), **tags})
+        model_tags = log_model(sink, model, input_example, tags, name=model_name(spec))
+    sink.set_tags({**run_color(sink), **{k: v for k, v in tags.items() if k == "zoo.outcome"}, **model_tags})
 
 
 def write_records(sink: Sink, stats: RunStats, verdict: Verdict, title: str) -> None:

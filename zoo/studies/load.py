@@ -23,6 +23,7 @@ live in zoo.studies.validate.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import re
@@ -54,8 +55,20 @@ class StudyConfig:
     scale: str = "full"  # set by zoo-ablate --scale; recorded on the parent run
 
     def __post_init__(self):
+        for key in ("name", "description"):
+            value = getattr(self, key)
+            if not isinstance(value, str) or not value.strip():
+                raise SpecError(f"study.{key}", f"must be a non-empty string, got {_shown(value)}")
+        for key in ("variant_keys", "metrics", "quick"):
+            value = getattr(self, key)
+            if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+                raise SpecError(f"study.{key}", f"must be a list of non-empty strings ([a, b]), got {_shown(value)}")
+        if not isinstance(self.claim, dict):
+            raise SpecError("study.claim", f"must be a mapping ({{text: ..., checks: [...]}}), got {_shown(self.claim)}")
         if not self.variant_keys:
             raise SpecError("study.variant_keys", "must name at least one swept key")
+        if not self.metrics:
+            raise SpecError("study.metrics", "must name at least one metric: the summary table's columns")
         choice(tuple(PLOTS), **{"study.plot": self.plot})
         try:
             for i, metric in enumerate(self.metrics):
@@ -102,13 +115,28 @@ def config_location(study: str) -> tuple[str, str]:
     return str(path.parent), path.stem
 
 
+def _shown(value) -> str:
+    text = repr(value)
+    return f"{text[:80]}{'…' if len(text) > 80 else ''} ({type(value).__name__})"
+
+
 def from_section(section) -> StudyConfig:
-    """The ``study`` section of a composed config (or of a study file), checked."""
-    values = OmegaConf.to_container(section, resolve=False) if OmegaConf.is_config(section) else dict(section)
-    try:
-        return StudyConfig(**values)
-    except TypeError as err:
-        raise SpecError("study", str(err)) from None
+    """The ``study`` section of a composed config (or of a study file), checked: every field
+    present, of its type, and not empty."""
+    values = OmegaConf.to_container(section, resolve=False) if OmegaConf.is_config(section) else section
+    if not isinstance(values, dict):
+        raise SpecError("study", f"must be a mapping of name, description, variant_keys, metrics and claim; "
+                                 f"got {_shown(values)}")
+    fields = {f.name: f for f in dataclasses.fields(StudyConfig)}
+    required = [name for name, f in fields.items() if f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING]
+    missing = [name for name in required if name not in values]
+    if missing:
+        raise SpecError(f"study.{missing[0]}", f"is missing; a study names {', '.join(required)}")
+    unknown = [name for name in values if name not in fields]
+    if unknown:
+        raise SpecError(f"study.{unknown[0]}", f"is not a study field; the fields: {', '.join(fields)}")
+    return StudyConfig(**values)
 
 
 def _raw(study: str):
@@ -134,6 +162,8 @@ def _study_file(path: Path, yours: bool):
         raise SpecError(str(path), "is a folder, not a study file")
     if not path.is_file():
         raise SpecError(str(path), "no such file")
+    if yours:
+        check_yaml_file(path)
     try:
         return OmegaConf.load(path)
     except yaml.YAMLError as err:
@@ -141,6 +171,70 @@ def _study_file(path: Path, yours: bool):
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise SpecError(where, f"YAML syntax error: {problem}") from None
+
+
+STUDY_FILE_BYTES = 2**20  # a study file is a few KB (the shipped ones 1-4 KB)
+YAML_NODES = 100_000      # nodes once every alias is expanded (a shipped study: a few hundred)
+
+
+def check_yaml_file(path: Path) -> None:
+    """A study file of your own is checked before anything parses it whole: at most
+    STUDY_FILE_BYTES, UTF-8, and at most YAML_NODES nodes once its aliases are expanded, with
+    no alias inside the node it names. PyYAML's composer keeps an alias as one shared node (linear
+    in the file), but OmegaConf and Hydra copy each alias in full: a 'billion laughs' file of a
+    few hundred bytes (10 aliases to 10 aliases, 12 levels) was still being parsed after 75 s.
+    Raises SpecError naming the file; a syntax error is left to the parser that says where."""
+    size = path.stat().st_size
+    if size > STUDY_FILE_BYTES:
+        raise SpecError(str(path), f"holds {size:,} bytes, more than a study file ({STUDY_FILE_BYTES:,}): "
+                                   f"is it the file you meant?")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as err:
+        raise SpecError(str(path), f"cannot be read as UTF-8 text ({err})") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return  # OmegaConf's load says where
+    except RecursionError:
+        raise SpecError(str(path), "is nested deeper than a YAML parser can follow") from None
+    nodes = _expanded_nodes(root, path)
+    if nodes > YAML_NODES:
+        raise SpecError(str(path), f"expands to more than {YAML_NODES:,} YAML nodes once its aliases (*name) are "
+                                   f"copied (an alias bomb?); a study file needs a few hundred")
+
+
+def _expanded_nodes(root, path: Path) -> int:
+    """Nodes of the YAML graph ``root`` with every alias copied in full, counted without copying
+    (each shared node once; stops past YAML_NODES); raises SpecError for an alias to itself."""
+    if root is None:
+        return 0
+    sizes: dict[int, int] = {}
+    ancestors: set[int] = set()
+    stack = [(root, False)]
+
+    def children(node):
+        if isinstance(node, yaml.MappingNode):
+            return [part for pair in node.value for part in pair]
+        return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+    while stack:
+        node, done = stack.pop()
+        if done:
+            ancestors.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children(node))
+            if sizes[id(node)] > YAML_NODES:
+                return sizes[id(node)]
+            continue
+        if id(node) in sizes:
+            continue
+        if id(node) in ancestors:
+            raise SpecError(f"{path}:{node.start_mark.line + 1}", "an alias inside the node it names (a YAML "
+                                                                  "structure that never ends)")
+        ancestors.add(id(node))
+        stack.append((node, True))
+        stack.extend((c, False) for c in children(node) if id(c) not in sizes)
+    return sizes[id(root)]
 
 
 def load_study(study: str) -> StudyConfig:

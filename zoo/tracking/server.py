@@ -95,7 +95,7 @@ def postgres_bin() -> Path:
         return Path(candidates[-1]).parent
     raise RuntimeError("PostgreSQL's server programs (initdb, pg_ctl) are not installed: "
                        "apt-get install postgresql (or use a PostgreSQL server you already run, "
-                       "README: Shared tracking server)")
+                       "docs/guides/tracking-server.md)")
 
 
 def postgres_driver() -> str:

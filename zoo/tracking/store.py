@@ -18,7 +18,7 @@ the target (``.mlflow.db.creating-XXXX``, same folder hence same file system) an
 place with ``os.replace``, which is atomic: an interrupt at any moment leaves no store or a
 whole one. A temporary file an interrupted creation left is deleted by the next creation.
 
-**Several processes**: two first runs at once on a store that does not exist yet (the README's
+**Several processes**: two first runs at once on a store that does not exist yet (the
 default ``sqlite:///mlflow.db`` in two terminals) would both create it; so the first open of a
 sqlite store in a process happens under an exclusive lock on ``<db>.lock`` beside it: the second
 process waits, then finds the store made. The file is switched to write-ahead logging then
