@@ -255,6 +255,25 @@ def test_adam_threshold_is_the_stability_limit_of_preconditioned_ema_momentum():
     assert stability_threshold(keras.optimizers.Adagrad(0.01)) is None
 
 
+def test_a_model_whose_products_are_not_finite_reads_nan_and_the_next_reading_is_sound():
+    """A NaN weight under a tanh layer gives a NaN reading, not an error from the eigensolver
+    (a linear model's Hessian would not see it: it does not depend on the weights); once the
+    weights are finite again the same meter reads what a fresh one reads."""
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(16, 4)), rng.integers(0, 3, size=16)
+    model = float64_mlp(seed=9)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype="float64")
+    objective = lambda a, b: ce(b, model(a, training=False))  # noqa: E731
+    meter = SharpnessMeter(objective, model.trainable_variables, iterations=500, tolerance=1e-12)
+    kernel = model.layers[0].kernel
+    good = kernel.numpy()
+    kernel.assign(np.where(np.arange(good.size).reshape(good.shape) == 0, np.nan, good))
+    assert np.isnan(meter.read([(x, y)]).lambda_max)
+    kernel.assign(good)
+    fresh = SharpnessMeter(objective, model.trainable_variables, iterations=500, tolerance=1e-12)
+    assert meter.read([(x, y)]).lambda_max == pytest.approx(fresh.read([(x, y)]).lambda_max, rel=1e-9)
+
+
 def test_bad_arguments_are_refused_by_name():
     w = [tf.Variable(1.0)]
     for kwargs, word in [({"method": "lanczos"}, "method"), ({"iterations": 0}, "iterations"),

@@ -455,6 +455,9 @@ def sharpness_lines(reading) -> list[str]:
     if reading is None:
         return []
     lam = reading.lambda_max
+    if not math.isfinite(lam):
+        return ["", "## Sharpness", "", "λ_max of the loss's Hessian over these batches: not finite (the "
+                "loss or its Hessian-vector products overflow at these weights)."]
     stable = f"{_num(2 / lam)}" if lam > 0 else "any (no positive curvature)"
     return ["", "## Sharpness", "",
             f"λ_max of the loss's Hessian over these batches (inference mode): {_num(lam)} "

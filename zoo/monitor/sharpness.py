@@ -172,7 +172,8 @@ class Reading:
     """One sharpness reading: ``lambda_max`` (of H, or of P^-1/2 H P^-1/2 when
     ``preconditioned``), the Hessian-vector products it took (``iterations``: block iterations
     times the block size, both passes), and its ``residual`` ‖Ax − λx‖/|λ| for its Ritz vector x
-    (some eigenvalue lies within that relative distance of λ)."""
+    (some eigenvalue lies within that relative distance of λ). NaN when a Hessian-vector product
+    is not finite (the loss overflows, or a weight is NaN)."""
     lambda_max: float
     iterations: int
     residual: float
@@ -296,11 +297,13 @@ class SharpnessMeter:
         """(top Ritz value, lowest, block iterations, residual, next basis) of A − shift·I,
         A = S H S, from the orthonormal ``start`` [N, b]: subspace iteration with Rayleigh-Ritz,
         at most ``iterations``, stopping once the top value changes by at most ``tolerance`` of
-        itself."""
+        itself; NaN values and ``start`` as the basis once a product is not finite."""
         basis, top, low, residual, done = start, float("inf"), 0.0, float("nan"), 0
         shift_t = tf.constant(shift, tf.float64)
         for done in range(1, self.iterations + 1):
             image = tf.add_n([self._chunk(x, y, w, scale, basis) for x, y, w in batches]) - shift_t * basis
+            if not bool(tf.reduce_all(tf.math.is_finite(image))):  # an overflowing or NaN model: no eigenvalue to find
+                return float("nan"), float("nan"), done, float("nan"), start
             theta, basis, residual = self._ritz(basis, image)
             prev, top, low, residual = top, float(theta[0]), float(theta[-1]), float(residual)
             if abs(top - prev) <= self.tolerance * abs(top):
