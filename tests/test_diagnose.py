@@ -264,7 +264,7 @@ def test_zoo_diagnose_refuses_what_the_command_refuses_in_one_line():
 
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
     x, y = np.zeros((32, 6), np.float32), np.zeros(32, np.int32)
-    cases = [((np.zeros((32, 5), np.float32), y, "classification"), "x has examples of shape (5,) but the model takes (6)"),
+    cases = [((np.zeros((32, 5), np.float32), y, "classification"), "x has examples of shape (5,) but the model takes (6,)"),
              ((x, y, "regresion"), "task must be one of classification, regression, got 'regresion'"),
              ((x, np.full(32, 7, np.int32), "classification"), "y does not fit the model's output and its loss: ")]
     for data, message in cases:

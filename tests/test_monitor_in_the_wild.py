@@ -414,6 +414,54 @@ def test_keras_own_step_with_a_penalty_trains_bit_for_bit_and_measures_the_data_
     assert monitor.stats.penalty[0] > 0 and monitor.gradient.startswith("the data loss's gradient")
 
 
+# --- 6b. a model fit builds: no Input, or layers made in a subclass's __init__ ------------------
+class UnbuiltClipped(keras.Model):
+    """Layers made in __init__, its own clipping step: built by fit's first step, not before."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden, self.out = keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10)
+
+    def call(self, x, training=False):
+        return self.out(self.hidden(x))
+
+    def train_step(self, data):
+        x, y = data
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, self(x, training=True), from_logits=True))
+        grads, _ = tf.clip_by_global_norm(tape.gradient(loss, self.trainable_variables), CLIP)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        return {"loss": loss}
+
+
+@pytest.mark.parametrize("build", [
+    lambda: keras.Sequential([keras.layers.Dense(32, activation="relu"), keras.layers.Dropout(0.3),
+                              keras.layers.Dense(10)]),  # no keras.Input: the commonest Sequential
+    UnbuiltClipped,
+], ids=["sequential_without_input", "subclass_with_its_own_step"])
+def test_a_model_built_by_fit_is_measured_from_its_first_step(build):
+    x, y = digits(scale=1 / 16)
+    watched, plain = twins(build, lambda: (keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True)))
+    assert not watched.built and not watched.trainable_variables
+    monitor = zoo.GradientMonitor(mlflow=False, verbose=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*cannot instrument")
+        fit_both(watched, plain, x, y, monitor)
+    assert_same_weights(watched, plain)  # built before its first step, with the same draws
+    steps = 2 * len(x) // BATCH
+    assert monitor.stats.grad_norm.shape == (steps, 2) and np.all(np.isfinite(monitor.stats.grad_norm))
+    if build is UnbuiltClipped:  # step 1 against a bare tape (the Sequential's step 1 draws dropout)
+        keras.utils.set_random_seed(0)
+        reference = build()
+        reference(x[:1])  # the same initial weights, built by a call
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
+                y[:BATCH], reference(x[:BATCH], training=True), from_logits=True))
+        grads, _ = tf.clip_by_global_norm(tape.gradient(loss, reference.trainable_variables), CLIP)
+        np.testing.assert_allclose(monitor.stats.grad_norm[0], norms(grads, monitor.found.kernel_index), rtol=1e-6)
+
+
 # --- 7. what it cannot hook trains as without it, with one warning ----------------------------
 class TwoOptimizers(keras.Model):
     """A GAN-style step: its own optimizer objects, model.optimizer unused."""

@@ -135,5 +135,5 @@ def check_fits(path, shape: tuple | None, x: np.ndarray) -> None:
         return
     have = tuple(x.shape[1:])
     if len(have) != len(shape) or any(s is not None and s != h for s, h in zip(shape, have)):
-        want = "(" + ", ".join("any" if s is None else str(s) for s in shape) + ")"
+        want = "(" + ", ".join("any" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
         raise InputError(f"{path}: x has examples of shape {have} but the model takes {want}")

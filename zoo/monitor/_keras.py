@@ -43,3 +43,15 @@ def runs_keras_compute_loss(model) -> bool:
     """Is ``model.compute_loss`` Keras' own: the compiled loss plus ``model.losses``?"""
     return (type(model).compute_loss is keras.Model.compute_loss and "compute_loss" not in vars(model)
             and compiled_loss(model) is not None)
+
+
+def build_from_batches(model, element_spec) -> None:
+    """Build an unbuilt model from the shapes and dtypes of ``fit``'s batches, before its first
+    step: ``Trainer._symbolic_build``, what Keras' own ``fit`` does under a distribution strategy
+    (on TensorFlow it otherwise builds the model while tracing that step). Symbolic: no data is
+    read, no weight is drawn twice (the layers draw their initial weights in the same order).
+
+    Raises:
+        ValueError, RuntimeError: Keras cannot build the model from these shapes.
+    """
+    model._symbolic_build(data_batch=element_spec)

@@ -159,10 +159,36 @@ class GradientMonitor(keras.callbacks.Callback):
         self.capacity = max(self.capacity, 4 * spe)
         self._fit_rows = epoch + 2 * spe if epoch else 0
         self._in_fit, self._started, self._calls, self._epoch_losses = True, 0, 0, []
+        if not model.built or not model.trainable_variables:
+            # a Sequential without an Input, a subclass whose layers are made in __init__: on
+            # TensorFlow, fit builds them while tracing its first step; build them before it
+            model.train_function = self._first_call(model.train_function)
+            return
         if not self.attach(model):
             return
         self._functions = self.hooks.train_functions()
         model.train_function = self._functions[0]
+
+    def _first_call(self, keras_function):
+        """A train function for fit's first call on an unbuilt model: the model built from the
+        batches' shapes (zoo.monitor._keras.build_from_batches), then attached and the first
+        step run by the monitor's function, as if it had been built before fit."""
+        def first_call(iterator):
+            model = self.model
+            try:
+                _keras.build_from_batches(model, iterator.element_spec)
+            except Exception as err:  # fit then builds it as without the monitor
+                warnings.warn(f"GradientMonitor: cannot instrument {model.name} (the model is not built and "
+                              f"{type(err).__name__}: {err}); training goes on unmonitored")
+                model.train_function = keras_function
+                return keras_function(iterator)
+            if not self.attach(model):
+                model.train_function = keras_function
+                return keras_function(iterator)
+            self._functions = self.hooks.train_functions()
+            self.on_train_batch_begin(0)  # what the first call's batch hook would have chosen
+            return model.train_function(iterator)
+        return first_call
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._functions is None:
@@ -201,8 +227,11 @@ class GradientMonitor(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.meter is None:
             return
-        self.detach()
-        self.finish()
+        # from the first moment: a Ctrl-C that lands in a weakref callback of the functions detach
+        # drops is "ignored" by Python (lost: 2 of 8 trials), one recorded here is delivered after
+        with deferred() as stops:
+            self.detach()
+            self._finish(stops)
 
     # -- any loop ----------------------------------------------------------------------------
     def attach(self, model, optimizer=None) -> bool:
@@ -217,8 +246,10 @@ class GradientMonitor(keras.callbacks.Callback):
         self._attached = True
         optimizer = optimizer or self.optimizer or getattr(model, "optimizer", None)
         try:
-            if not model.built or not model.trainable_variables:
-                raise ValueError("the model has no trainable variables yet (build it first)")
+            if not model.built:
+                raise ValueError("the model has no variables yet (build it first: call it on a batch)")
+            if not model.trainable_variables:
+                raise ValueError("the model has no trainable variables")
             found = discover(model)
             found.others, found.elements = chosen(model, found.kernel_index, self.variables, self.elements)
             hookable = isinstance(optimizer, keras.optimizers.Optimizer)
@@ -480,6 +511,10 @@ class GradientMonitor(keras.callbacks.Callback):
             RuntimeError: before ``attach``.
         """
         self._require_attached("finish")
+        with deferred() as stops:  # a Ctrl-C now is delivered once the records are whole
+            self._finish(stops)
+
+    def _finish(self, stops: list[str]) -> None:
         if self.recorder is None:
             return
         self.collect()
@@ -487,8 +522,7 @@ class GradientMonitor(keras.callbacks.Callback):
             warnings.warn(f"GradientMonitor: no step of {self.model.name}'s train_step reached the optimizer "
                           f"the monitor hooked ({self._hooked}); pass optimizer= the one your train_step applies")
         try:
-            with deferred() as stops:  # a Ctrl-C now is delivered once the records are whole
-                self._judge_and_write(stops)
+            self._judge_and_write(stops)
         finally:
             self.recorder = None  # written (or failed): finish does not write twice
         if self.verbose:
