@@ -16,7 +16,7 @@ from zoo.studies.records import matches, md_escape
 from zoo.tracking.runs import flat_params
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
-QUICK_E2E = ["input_scaling", "pretraining", "gated_cells", "residual_scale", "ln_position"]
+QUICK_E2E = ["input_scaling", "pretraining", "gated_cells", "residual_scale", "ln_position", "edge_of_stability"]
 
 
 def test_job_count_is_the_number_of_jobs_hydra_expands():

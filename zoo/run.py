@@ -10,8 +10,10 @@ number of steps.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -22,8 +24,10 @@ from zoo.evaluation import PopulationStatistics, evaluate
 from zoo.models import MODELS
 from zoo.monitor import posedness
 from zoo.monitor.recorder import Recorder
+from zoo.monitor.sharpness import SharpnessSeries, series_for
+from zoo.monitor.sharpness_record import FOLDER as SHARPNESS_FOLDER, FILE as SHARPNESS_FILE
 from zoo.monitor.stats import RunStats
-from zoo.monitor.summary import describe_progress, description, headline, progress, summarize
+from zoo.monitor.summary import describe_progress, description, headline, progress, sharpness_summary, summarize
 from zoo.monitor.verdict import Verdict, judge_run
 from zoo.optimizers import OPTIMIZERS
 from zoo.report import run_report
@@ -71,6 +75,7 @@ class Trainee:
     model: object
     step: InstrumentedStep
     population: PopulationStatistics
+    sharpness: SharpnessSeries | None = None  # trainer.sharpness_every > 0: λ_max readings
 
 
 def build(spec: RunSpec) -> Trainee:
@@ -88,7 +93,8 @@ def build(spec: RunSpec) -> Trainee:
     optimizer = OPTIMIZERS.build(spec.optimizer.name, **spec.optimizer.kwargs())
     step = InstrumentedStep(model, data.task, optimizer, spec.optimizer.clipping(),
                             batch_spec(data.x_train, data.y_train))
-    return Trainee(data, model, step, PopulationStatistics(step.main, spec.trainer.batch_size))
+    return Trainee(data, model, step, PopulationStatistics(step.main, spec.trainer.batch_size),
+                   series_for(step, data.x_train, data.y_train, spec.trainer, spec.seed))
 
 
 def train_loop(t: Trainee, recorder: Recorder, spec: RunSpec) -> str:
@@ -101,6 +107,9 @@ def train_loop(t: Trainee, recorder: Recorder, spec: RunSpec) -> str:
     for epoch in range(1, spec.trainer.epochs + 1):
         for x, y in train:
             stopping.check()  # a Ctrl-C or SIGTERM whose raise was swallowed inside TensorFlow
+            if t.sharpness is not None and t.sharpness.due(recorder.steps + 1):  # at the weights before the update
+                if read := t.sharpness.read(recorder.steps + 1, x, y):
+                    recorder.sink.log_metrics(read, recorder.steps + 1)
             if recorder.steps % every == 0:
                 packed, probed = step.train_with_probes(x, y)
                 ok = recorder.on_step(packed.numpy(), probed.numpy())
@@ -123,6 +132,8 @@ def final_numbers(t: Trainee, stats: RunStats, verdict: Verdict, outcome: str) -
     baseline = constant_baseline(t.data)
     final = {f"health/{k}": v for k, v in verdict.numbers.items()}
     final.update(summarize(stats))
+    if t.sharpness is not None:
+        final.update(sharpness_summary(t.sharpness.record(), stats))
     final.update({f"baseline/{k}": v for k, v in {**t.data.baselines, "train_loss": baseline}.items()})
     if len(stats.val_loss):
         final["final/val_loss"] = float(stats.val_loss[-1])
@@ -227,7 +238,8 @@ def _finish(sink: Sink, spec: RunSpec, trainee: Trainee, recorder: Recorder, out
     try:
         recorder.flush()
         stats = recorder.stats()
-        verdict = judge_run(stats)
+        sharpness = trainee.sharpness.record() if trainee.sharpness is not None else None
+        verdict = judge_run(stats, sharpness)
         if len(stats.step):  # written first: a stop during the slow parts below keeps it
             sink.set_tags({"zoo.verdict": verdict.label, "zoo.verdict_reason": verdict.reason,
                            "zoo.steps": str(len(stats.step))})
@@ -250,6 +262,10 @@ def _finish(sink: Sink, spec: RunSpec, trainee: Trainee, recorder: Recorder, out
                          "mlflow.runName": names.judged(run_name, verdict.label)})
         if outcome == "diverged":
             tags["zoo.diverged_step"] = str(int(verdict.numbers["diverged_step"]))
+        if sharpness is not None:  # its own file: the raw statistics file is the monitor's
+            with tempfile.TemporaryDirectory() as tmp:
+                sharpness.save(Path(tmp) / SHARPNESS_FILE)
+                sink.log_artifact(Path(tmp) / SHARPNESS_FILE, SHARPNESS_FOLDER)
         run_report.write(sink, spec, stats, verdict, final, tags, model=trainee.model,
                          input_example=trainee.data.x_val)
     except BaseException as err:  # FINISHED only when everything it promises is written

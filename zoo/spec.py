@@ -68,10 +68,14 @@ class TrainerConfig:
     batch_size: int = 64        # examples per step
     deterministic: bool = True  # TF op determinism: same seed -> identical loss curve
     threads: int = 0            # TF intra/inter-op threads per job (at most 1024); 0 = TensorFlow's choice (all cores)
+    sharpness_every: int = 0    # steps between readings of the loss Hessian's λ_max (zoo.monitor.sharpness); 0 = off
+    sharpness_examples: int = 1024  # its fixed measurement batch: that many training examples (all if fewer); 0 = each step's own batch
+    sharpness_iterations: int = 20  # block power iterations per reading at most (3 Hessian-vector products each)
 
     def __post_init__(self):
-        at_least(1, epochs=self.epochs, batch_size=self.batch_size)
-        at_least(0, threads=self.threads)
+        at_least(1, epochs=self.epochs, batch_size=self.batch_size, sharpness_iterations=self.sharpness_iterations)
+        at_least(0, threads=self.threads, sharpness_every=self.sharpness_every,
+                 sharpness_examples=self.sharpness_examples)
         if self.threads > MAX_THREADS:  # TensorFlow builds its pools for minutes, deaf to SIGTERM
             raise SpecError("threads", f"must be at most {MAX_THREADS}, got {self.threads}")
 

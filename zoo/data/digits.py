@@ -14,6 +14,11 @@ split, a first-layer pre-activation that saturates a tanh or sigmoid for those e
 whatever the init. One mean and std keeps every input within |x| <= 1.85 on both splits (the
 bound ``tests/test_datasets.py`` checks) and the relative contrast of the pixels as drawn; flat
 and image layouts hold the same numbers.
+
+``targets=onehot`` makes the task a regression onto the one-hot vector of each label (1 at the
+true class, 0 elsewhere), trained with mean squared error: the square-loss classification of
+Cohen et al. 2021 ("Gradient Descent on Neural Networks Typically Occurs at the Edge of
+Stability"; its code's ``mse`` loss), under which their edge of stability shows most clearly.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from zoo.schema import Section, SpecError, choice, in_unit_interval
 
 SPLIT_SEED = 0  # the train/val split is fixed, so runs with different seeds see the same data
 LAYOUTS = ("flat", "image")
+TARGETS = ("labels", "onehot")
 IMAGE_SIZES = (8, 32)
 
 
@@ -35,11 +41,13 @@ class DigitsConfig(Section):
     standardize: bool = True  # zero mean, unit variance over all training pixels (one mean, one std)
     layout: str = "flat"      # flat: (N, 64) | image: (N, size, size, 1)
     image_size: int = 8       # 8 | 32 (nearest-neighbour upsampling); layout=image only
+    targets: str = "labels"   # labels: classification | onehot: regression onto one-hot vectors (mean squared error)
 
     def __post_init__(self):
         in_unit_interval(val_fraction=self.val_fraction)
         choice(LAYOUTS, layout=self.layout)
         choice(IMAGE_SIZES, image_size=self.image_size)
+        choice(TARGETS, targets=self.targets)
         if self.image_size != 8 and self.layout != "image":
             raise SpecError("image_size", f"is only used with data.layout=image, got "
                                           f"image_size={self.image_size} with layout={self.layout}")
@@ -53,7 +61,7 @@ class DigitsConfig(Section):
 @DATASETS.register("digits", schema=DigitsConfig, input_kind="flat", input_kinds=LAYOUTS,
                    description="scikit-learn 8x8 digits, 10 classes: 64 features or (with "
                                "layout=image) 8x8x1 / 32x32x1 images")
-def load_digits(*, val_fraction, standardize, layout="flat", image_size=8):
+def load_digits(*, val_fraction, standardize, layout="flat", image_size=8, targets="labels"):
     from sklearn.datasets import load_digits as sk_load_digits
     from sklearn.model_selection import train_test_split
 
@@ -66,6 +74,11 @@ def load_digits(*, val_fraction, standardize, layout="flat", image_size=8):
         x_train, x_val = (x_train - mean) / std, (x_val - mean) / std
     if layout == "image":
         x_train, x_val = (_as_images(x, image_size) for x in (x_train, x_val))
+    if targets == "onehot":  # the square-loss classification of Cohen et al. 2021 (its code's "mse" targets)
+        eye = np.eye(10, dtype=np.float32)
+        mean = eye[y_train].mean(axis=0, dtype=np.float64)  # the best constant prediction
+        return Dataset("digits", x_train, eye[y_train], x_val, eye[y_val], "regression", 10,
+                       {"val_loss": float(np.mean((eye[y_val] - mean) ** 2))})
     return Dataset("digits", x_train, y_train, x_val, y_val, "classification", 10,
                    prior_baselines(y_train, y_val, 10))
 

@@ -60,6 +60,7 @@ class Diagnosis:
     findings: list[Finding] = field(default_factory=list)
     ill_posed: str | None = None   # why the loss cannot read its targets (zoo.monitor.posedness)
     figure: object = None
+    sharpness: object = None       # zoo.monitor.sharpness.Reading on these batches (None: not measured)
 
     @property
     def verdict(self):
@@ -186,6 +187,7 @@ class Diagnosis:
         if gates.size:
             lines += ["", "Forget gates (mean activation, median over batches): " + ", ".join(
                 f"{name} {float(np.median(gates[:, i])):.3g}" for i, name in enumerate(self.stats.gate_layers))]
+        lines += sharpness_lines(self.sharpness)
         if p.skipped:
             lines += ["", "## Not measured", ""] + [f"- {what}: {why}" for what, why in p.skipped.items()]
         return "\n".join(lines) + "\n"
@@ -380,6 +382,7 @@ def diagnose(model, data, loss=None, batches: int = BATCHES, batch_size: int = B
         raise InputError(f"y does not fit the model's output and its loss: {why}") from None
     p = probed(measured, label)
     d = Diagnosis(label, p, measured.stats, measured.loss_name, len(xs), batch_size, heads)
+    d.sharpness = sharpness_on(measured.step, xs, ys)
     judge_progress(p, targets[0] if len(heads) == 1 else y)  # progress and ill-posed, one output
     posed = [p.ill_posed] if len(heads) == 1 else [  # several: the loss is their weighted sum, so targets only
         posedness.target_reason(h.loss, t, h.units if h.loss == "sparse_categorical_crossentropy" else None)
@@ -432,6 +435,35 @@ def _outputs(model, xs: list) -> list:
 
     per_batch = [[np.asarray(o) for o in tf.nest.flatten(model(xb, training=False))] for xb in xs]
     return [np.concatenate([b[i] for b in per_batch]) for i in range(len(per_batch[0]))]
+
+
+def sharpness_on(step, xs: list, ys: list):
+    """λ_max of the loss Hessian at the model's weights over the diagnosis batches
+    (zoo.monitor.sharpness), in inference mode; changes no variable."""
+    from zoo.monitor.sharpness import SharpnessMeter, objective_of
+
+    meter = SharpnessMeter(objective_of(step), step.variables, iterations=SHARPNESS_ITERATIONS, tolerance=1e-4)
+    return meter.read(list(zip(xs, ys)))
+
+
+SHARPNESS_ITERATIONS = 100  # block iterations (3 products each) at most: a cold start, read once to 1e-4
+
+
+def sharpness_lines(reading) -> list[str]:
+    """The report's sharpness section: λ_max and the largest learning rate plain gradient descent
+    is stable at, 2/λ_max (on a quadratic of that curvature it diverges beyond: Cohen et al. 2021)."""
+    if reading is None:
+        return []
+    lam = reading.lambda_max
+    if not math.isfinite(lam):
+        return ["", "## Sharpness", "", "λ_max of the loss's Hessian over these batches: not finite (the "
+                "loss or its Hessian-vector products overflow at these weights)."]
+    stable = f"{_num(2 / lam)}" if lam > 0 else "any (no positive curvature)"
+    return ["", "## Sharpness", "",
+            f"λ_max of the loss's Hessian over these batches (inference mode): {_num(lam)} "
+            f"({reading.iterations} Hessian-vector products, residual {reading.residual:.1e}). "
+            f"Plain gradient descent is stable on a quadratic of this curvature at learning rates "
+            f"below 2/λ_max = {stable}; SGD with momentum β below (2 + 2β)/λ_max."]
 
 
 def figure(d: Diagnosis):

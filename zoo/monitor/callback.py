@@ -17,18 +17,25 @@ With Keras' own ``train_step`` and ``compute_loss`` and a weight penalty, the mo
 is the data loss's, the penalty's kept apart (``grad_norm_total``), as in a zoo run; otherwise it
 is the gradient the optimizer receives, and the run says so once (``monitor.gradient``, the tag
 ``zoo.monitor_gradient``).
+
+With ``sharpness_every``, ``fit`` also reads the sharpness, λ_max of the loss's Hessian
+(zoo.monitor.sharpness), before every ``sharpness_every``-th update, on that update's own batch,
+in Python between two calls of the train function (see :meth:`GradientMonitor._read_then_train`).
 """
 from __future__ import annotations
 
 import math
 import numbers
 import sys
+import tempfile
 import warnings
+from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from zoo.errors import InputError
 from zoo.monitor import _keras, graph_stats, posedness
 from zoo.monitor.discover import Found, SelectionError, chosen, discover
 from zoo.monitor.hooks import Hooks, inner, loss_scale, skips_nonfinite
@@ -36,7 +43,9 @@ from zoo.monitor.instruments import ActivationStats, GradientHistograms, Gradien
 from zoo.monitor.instruments.targets import TARGET_SUMMARY
 from zoo.monitor.meter import Meter
 from zoo.monitor.recorder import Recorder
-from zoo.monitor.summary import describe_progress, description, headline, progress, summarize
+from zoo.monitor.sharpness import SharpnessMeter, SharpnessSeries
+from zoo.monitor.sharpness_record import FILE as SHARPNESS_FILE, FOLDER as SHARPNESS_FOLDER, SharpnessRecord
+from zoo.monitor.summary import describe_progress, description, headline, progress, sharpness_summary, summarize
 from zoo.monitor.verdict import judge_run
 from zoo.stopping import deferred
 from zoo.tracking.memory import MemorySink
@@ -78,24 +87,47 @@ class GradientMonitor(keras.callbacks.Callback):
             at most 256 elements, 4,096 in all.
         optimizer: the optimizer to measure at (default: the model's); for a custom step that
             updates through another optimizer object.
+        sharpness_every: in ``fit``, read the sharpness λ_max (the largest eigenvalue of the
+            loss's Hessian with respect to the trainable weights; for Adam and RMSprop the
+            preconditioned one, Cohen et al. 2022) before update 1 and every
+            ``sharpness_every``-th update after it, a whole number >= 1; None (the default):
+            never. Each reading is taken on the batch of the update it precedes, at the weights
+            that update starts from, with the model in inference mode (dropout off, batch norm
+            on its moving statistics) and inside ``keras.StatelessScope``, by the warm-started
+            block power iteration of zoo.monitor.sharpness.SharpnessMeter (at most 20 block
+            iterations of 3 Hessian-vector products); the loss is ``model.compute_loss`` (the
+            compiled loss plus ``model.losses``). The readings go to MLflow (or memory) as
+            ``3 sharpness/lambda_max`` (``preconditioned_lambda_max``) beside
+            ``3 sharpness/threshold``, the optimizer's stability threshold (2/η for gradient
+            descent, 38/η for Adam at β₁ = 0.9), and into ``sharpness`` and
+            ``stats/sharpness.npz`` at the end; a diverged run's verdict names the first reading
+            beyond the threshold. The readings change no weight, optimizer slot, random seed or
+            metric: the model trains as without them. Not in a custom loop (no batch reaches
+            the monitor there).
 
     Raises:
-        ValueError: an impossible argument, named in one line (before anything is built);
+        ValueError: an impossible argument, named in one line (before anything is built;
+            ``sharpness_every``'s is zoo.InputError, gradzoo's one type of bad input, a ValueError);
             ``variables`` / ``elements`` naming no variable of the model (at the start of
             training).
     """
 
     def __init__(self, histogram_every: int = 10, log_every: int = 20, baseline: float | None = None,
                  mlflow="auto", run_id: str | None = None, tracking_uri: str | None = None,
-                 capacity: int = 256, verbose: bool = True, variables=None, elements=None, optimizer=None):
+                 capacity: int = 256, verbose: bool = True, variables=None, elements=None, optimizer=None,
+                 sharpness_every: int | None = None):
         super().__init__()
         _check_arguments(histogram_every=histogram_every, log_every=log_every, capacity=capacity,
                          baseline=baseline, mlflow=mlflow, run_id=run_id, tracking_uri=tracking_uri,
-                         verbose=verbose, variables=variables, elements=elements, optimizer=optimizer)
+                         verbose=verbose, variables=variables, elements=elements, optimizer=optimizer,
+                         sharpness_every=sharpness_every)
         self.histogram_every, self.log_every, self.baseline = histogram_every, log_every, baseline
         self.mlflow, self.run_id, self.tracking_uri = mlflow, run_id, tracking_uri
         self.capacity, self.verbose = capacity, verbose
         self.variables, self.elements, self.optimizer = variables, elements, optimizer
+        self.sharpness_every = sharpness_every
+        self.sharpness: SharpnessRecord | None = None  # the readings, after finish (sharpness_every)
+        self._sharpness: SharpnessSeries | None = None  # fit with sharpness_every: the readings so far
         self.found: Found | None = None
         self.meter: Meter | None = None
         self.hooks: Hooks | None = None
@@ -166,7 +198,10 @@ class GradientMonitor(keras.callbacks.Callback):
         spe = int(self.model.steps_per_execution)
         first = self._started
         probing = (-first) % self.histogram_every < spe
-        self.model.train_function = self._functions[1 if probing else 0]
+        function = self._functions[1 if probing else 0]
+        if self._sharpness is not None and (-first) % self.sharpness_every < spe:  # a reading is due in this call
+            function = self._reading_call(function, first)
+        self.model.train_function = function
         self._started += spe
         self._calls += 1
 
@@ -237,6 +272,7 @@ class GradientMonitor(keras.callbacks.Callback):
         instruments = self._instruments(model, found, own_step)
         self.meter = Meter(found.variables, found.kernel_index, found.kernels, (), split, instruments,
                            found.others, found.elements)
+        self._sharpness = self._sharpness_series(model, optimizer)
         for what, why in self.skipped.items():
             warnings.warn(f"GradientMonitor: not measured: {what} ({why})")
         if not split and not own_step and self.verbose:
@@ -285,6 +321,81 @@ class GradientMonitor(keras.callbacks.Callback):
         if self._in_fit and own_step and single and posedness.kind_of(getattr(model, "loss", None)):
             out.append(TargetRange())
         return out
+
+    def _sharpness_series(self, model, optimizer) -> SharpnessSeries | None:
+        """The sharpness readings of ``sharpness_every`` (fit with a Keras optimizer and a loss
+        ``compute_loss`` computes), or None, with the reason in ``skipped``."""
+        if not self.sharpness_every:
+            return None
+        has_loss = _keras.compiled_loss(model) is not None or type(model).compute_loss is not keras.Model.compute_loss
+        why = ("a custom loop gives the monitor no batch to read it on" if not self._in_fit
+               else "the model has no compiled loss or compute_loss to take the Hessian of" if not has_loss
+               else "its optimizer is not a Keras 3 optimizer" if not isinstance(optimizer, keras.optimizers.Optimizer)
+               else None)
+        if why:
+            self.skipped["sharpness"] = why
+            return None
+        meter = SharpnessMeter(self._sharpness_objective, model.trainable_variables)
+        weights = meter.variables
+        self._weights_finite = tf.function(lambda: tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in weights]))
+        return SharpnessSeries(meter, inner(optimizer), int(self.sharpness_every))
+
+    def _sharpness_objective(self, x, target):
+        """The loss whose Hessian is read: ``model.compute_loss`` on the model's inference-mode
+        prediction, in a ``keras.StatelessScope`` (any state the forward pass or the loss would
+        change, a seed, a moving statistic, a loss tracker, is left as it was)."""
+        y, sample_weight = target
+        with keras.StatelessScope():
+            y_pred = self.model(x, training=False)
+            return self.model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False)
+
+    def _reading_call(self, function, first: int):
+        """``fit``'s train function for a call with a sharpness reading due (see
+        :meth:`_read_then_train`); ``first``: the 0-based number of its first step."""
+        def train_function(iterator):
+            return self._read_then_train(function, first, iterator)
+        return train_function
+
+    def _read_then_train(self, function, first: int, iterator):
+        """One call of ``fit``'s train function ``function`` (Keras' own, around the model's own
+        step), with a sharpness reading before each due update: the call's batches are taken
+        from ``iterator`` here, one at a time, and before a due update λ_max is read on its
+        batch, at the weights it starts from; then ``function`` runs that one step (Keras' train
+        function runs its same compiled step on a batch given in Python). The step and its
+        batches are those ``fit`` would have run; only the reading comes in between."""
+        if not isinstance(iterator, tf.data.Iterator):  # a distributed iterator: its batches are per replica
+            self.skipped["sharpness"] = f"fit's batches come from a {type(iterator).__name__}, not a tf.data iterator"
+            warnings.warn(f"GradientMonitor: not measured: sharpness ({self.skipped['sharpness']})")
+            self._sharpness = None
+            return function(iterator)
+        outputs = None
+        for k in range(first, first + int(self.model.steps_per_execution)):
+            batch = iterator.get_next_as_optional()
+            if not batch.has_value():
+                break
+            data = batch.get_value()
+            if k % self.sharpness_every == 0:
+                self._read_sharpness(data)
+            outputs = function([data])
+        if outputs is None:
+            raise StopIteration  # as Keras' own train function, at the end of the data
+        return outputs
+
+    def _read_sharpness(self, data) -> None:
+        """One reading on the batch ``data`` before the next update (none once a weight is not
+        finite: the run has diverged; the next reading then starts cold)."""
+        series = self._sharpness
+        if not bool(self._weights_finite()):
+            series.meter.reset()
+            return
+        data = tf.nest.map_structure(lambda t: None if isinstance(t, tf.experimental.Optional) else t, data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        step = int(self._count.numpy()) + 1  # the row the next update gets
+        metrics = series.read(step, x, (y, sample_weight))
+        if metrics and not math.isfinite(series.rows[-1][1]):
+            series.meter.reset()
+        if metrics:
+            (self.sink or self.memory).log_metrics(metrics, step)
 
     def _make_rings(self):
         meter = self.meter
@@ -423,7 +534,8 @@ class GradientMonitor(keras.callbacks.Callback):
         recorder, sink = self.recorder, self.sink
         recorder.flush()
         self.stats = stats = recorder.stats()
-        self.verdict = verdict = judge_run(stats)
+        self.sharpness = self._sharpness.record() if self._sharpness is not None else None
+        self.verdict = verdict = judge_run(stats, self.sharpness)
         self.ill_posed = self._ill_posed(stats)
         loss = self._last_epoch_loss(stats)
         if self.baseline and loss is not None:
@@ -432,6 +544,11 @@ class GradientMonitor(keras.callbacks.Callback):
             self.progress = ("ill-posed", math.nan)
         final = {f"health/{k}": v for k, v in verdict.numbers.items()}
         final.update(summarize(stats))
+        if self.sharpness is not None:
+            final.update(sharpness_summary(self.sharpness, stats))
+            with tempfile.TemporaryDirectory() as tmp:  # its own file, as a zoo run's
+                self.sharpness.save(Path(tmp) / SHARPNESS_FILE)
+                (sink or self.memory).log_artifact(Path(tmp) / SHARPNESS_FILE, SHARPNESS_FOLDER)
         if self.progress:
             final["progress/train_loss_ratio"] = self.progress[1]
         tags = {"zoo.verdict": verdict.label, "zoo.verdict_reason": verdict.reason,
@@ -704,11 +821,15 @@ class GradientMonitor(keras.callbacks.Callback):
 
 
 def _check_arguments(*, histogram_every, log_every, capacity, baseline, mlflow, run_id, tracking_uri, verbose,
-                     variables, elements, optimizer):
+                     variables, elements, optimizer, sharpness_every=None):
     """Refuse an impossible argument with one line naming it (before anything is built)."""
     for name, value in (("histogram_every", histogram_every), ("log_every", log_every), ("capacity", capacity)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(f"GradientMonitor: {name} must be a whole number >= 1, got {value!r}")
+    if sharpness_every is not None and (isinstance(sharpness_every, bool)
+                                        or not isinstance(sharpness_every, numbers.Integral) or sharpness_every < 1):
+        raise InputError(f"GradientMonitor: sharpness_every must be a whole number >= 1 or None (off), "
+                         f"got {sharpness_every!r}")
     if capacity > MAX_CAPACITY:
         raise ValueError(f"GradientMonitor: capacity must be at most {MAX_CAPACITY:,} rows (collect more often), "
                          f"got {capacity!r}")

@@ -71,8 +71,77 @@ def summarize(stats: RunStats) -> dict[str, float]:
             blocks = block_profile(stats, profile)
             if blocks is not None:
                 out[f"summary/block_flow_{label}"] = flow_ratio(float(blocks[0]), float(blocks[-1]))
+            out.update(last_block_out(stats, profile, label))
     for cls in REGISTRY:  # each instrument's own numbers (the gradient through time, forget gates)
         out.update(cls.summarize(stats))
+    return out
+
+
+def last_block_out(stats: RunStats, profile: np.ndarray, label: str) -> dict[str, float]:
+    """``summary/grad_last_block_out_<label>``: from a per-kernel ``profile``
+    (:func:`layer_profile`), the gradient norm of the last declared block's last kernel, its
+    output side: a Transformer block's FFN second matrix (``blockNN_mlp_dense2``, W^(2,L) of
+    Xiong et al. 2020, Theorem 1), a stacked RNN's last layer's recurrent kernel. Empty for a
+    model without declared blocks."""
+    if not len(stats.seq_layers):
+        return {}
+    members = block_kernels(stats.layers, str(stats.seq_layers[-1]))
+    return {f"summary/grad_last_block_out_{label}": float(profile[members[-1]])} if members else {}
+
+
+# -- the edge of stability (Cohen et al. 2021), from a run's sharpness readings ------------------
+# "Near the threshold", fixed before the study's first run: within a factor 1.25 either way of
+# it (symmetric on a log scale); Cohen et al. (Fig. 1) see the sharpness "hover right at, or
+# just above" 2/η.
+BAND = (0.8, 1.25)
+# A step "raises" the loss when it grows by more than this fraction: above float32's rounding of a
+# mean over a reshuffled batch (~1e-6), far below an unstable step's rise (percents)
+LOSS_RISE = 1e-4
+
+
+def sharpness_summary(record, stats: RunStats) -> dict[str, float]:
+    """The edge-of-stability numbers of a run's sharpness readings (a
+    zoo.monitor.sharpness_record.SharpnessRecord) against its optimizer's threshold, with the
+    per-step training loss of ``stats``. Ratios are λ_max / threshold (the preconditioned
+    sharpness for Adam and RMSprop); "reached" is the first reading at or above BAND[0]:
+
+    - ``summary/sharpness_init_over_threshold``: the first reading's ratio;
+    - ``summary/sharpness_max_over_threshold``: the largest ratio;
+    - ``summary/sharpness_end_over_threshold``: the median ratio over the last window of readings
+      (zoo.monitor.verdict.windows);
+    - ``summary/sharpness_rise``: the largest reading over the first (progressive sharpening);
+    - ``summary/sharpness_reached_step``: the step of the first reading that reached the band;
+    - ``summary/sharpness_in_band``: the fraction of readings from that one on within BAND;
+    - ``summary/eos_loss_increases``: from that step on, the fraction of steps whose training
+      loss is above the step before's by more than LOSS_RISE of it (0 for a loss that falls
+      monotonically);
+    - ``summary/eos_loss_ratio``: from that step on, the median loss over the last window of
+      steps over the median over the first (below 1: the loss keeps falling).
+
+    Empty without a reading against a finite threshold; the last four only once the band is
+    reached. Readings or losses that are not finite are left out."""
+    ok = np.isfinite(record.lambda_max) & np.isfinite(record.threshold) & (record.threshold > 0)
+    if not np.any(ok):
+        return {}
+    steps, lam, ratio = record.step[ok], record.lambda_max[ok], record.ratio()[ok]
+    out = {"summary/sharpness_init_over_threshold": float(ratio[0]),
+           "summary/sharpness_max_over_threshold": float(np.max(ratio)),
+           "summary/sharpness_end_over_threshold": float(np.median(ratio[windows(len(ratio))[-1]]))}
+    if lam[0] > 0:
+        out["summary/sharpness_rise"] = float(np.max(lam) / lam[0])
+    reached = np.flatnonzero(ratio >= BAND[0])
+    if not len(reached):
+        return out
+    first = int(reached[0])
+    late = ratio[first:]
+    out["summary/sharpness_reached_step"] = float(steps[first])
+    out["summary/sharpness_in_band"] = float(np.mean((late >= BAND[0]) & (late <= BAND[1])))
+    loss = stats.loss[stats.step >= steps[first]]
+    loss = loss[np.isfinite(loss)]
+    if len(loss) >= 2:
+        out["summary/eos_loss_increases"] = float(np.mean(loss[1:] > loss[:-1] * (1 + LOSS_RISE)))
+        parts = windows(len(loss))
+        out["summary/eos_loss_ratio"] = float(np.median(loss[parts[-1]]) / np.median(loss[parts[0]]))
     return out
 
 

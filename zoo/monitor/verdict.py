@@ -61,6 +61,7 @@ import numpy as np
 
 from zoo.monitor.events import Event, first_event
 from zoo.monitor.layout import flow_ratio
+from zoo.monitor.sharpness_record import SharpnessRecord, beyond_stability
 from zoo.monitor.stats import RunStats
 
 FLOW_LIMIT = 1e3
@@ -173,11 +174,16 @@ def judge(grad_norm: np.ndarray, weight_norm: np.ndarray, finite: np.ndarray,
                               f"{scales[0]:.3g}", numbers)
 
 
-def judge_run(stats: RunStats) -> Verdict:
+def judge_run(stats: RunStats, sharpness: SharpnessRecord | None = None) -> Verdict:
     """The rule on a run's raw statistics (the first recurrent layer's gradient through time),
-    with the run's first gradient event (zoo.monitor.events) beside it."""
+    with the run's first gradient event (zoo.monitor.events) beside it; a diverged run's reason
+    adds the sharpness reading that had crossed the optimizer's stability threshold before, if
+    any (zoo.monitor.sharpness_record.beyond_stability)."""
     time_grad = stats.time_grad[:, 0, :] if stats.time_grad.ndim == 3 and stats.time_grad.shape[1] else None
     verdict = judge(stats.grad_norm, stats.weight_norm, stats.finite, time_grad, stats.skipped, stats.step)
+    note = beyond_stability(sharpness, int(verdict.numbers["diverged_step"])) if verdict.label == "diverged" else None
+    if note:
+        verdict.reason += f"; {note}"
     verdict.event = first_event(stats)
     if verdict.event is not None:
         verdict.numbers["event_step"] = float(verdict.event.step)

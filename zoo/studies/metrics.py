@@ -26,7 +26,13 @@ TINY = 1e-45           # where an exact zero sits before the log (below every no
 BASE = (
     DIVERGED,
     "final/val_loss", "final/val_accuracy", "final/train_loss", "final/train_accuracy",
-    *(f"summary/{m}_{when}" for m in ("grad_first", "grad_last", "flow", "block_flow") for when in ("init", "start", "end")),
+    *(f"summary/{m}_{when}" for m in ("grad_first", "grad_last", "flow", "block_flow", "grad_last_block_out")
+      for when in ("init", "start", "end")),
+    # the edge of stability, from sharpness readings (trainer.sharpness_every > 0: zoo.monitor.summary)
+    *(f"summary/sharpness_{m}" for m in ("init_over_threshold", "max_over_threshold", "end_over_threshold",
+                                         "rise", "reached_step", "in_band")),
+    "summary/eos_loss_increases", "summary/eos_loss_ratio",
+    "3 sharpness/*",
     "health/flow_min", "health/flow_max", "health/flow_first_window",
     "health/scale_first_window", "health/scale_max",
     "baseline/*",
@@ -114,6 +120,13 @@ def _blocks(params: Mapping[str, str]) -> bool | None:
         return None
 
 
+def _sharpness(params: Mapping[str, str]) -> bool | None:
+    try:
+        return int(params.get("trainer.sharpness_every", "0")) > 0
+    except ValueError:
+        return None
+
+
 def _pretrains(params: Mapping[str, str]) -> bool | None:
     try:
         return float(params.get("pretrain.epochs", "0")) > 0
@@ -131,6 +144,10 @@ NEEDS = (
           ("model.name", "model.depth"), _blocks),
     Needs(("forget_gate/*", "summary/forget_gate_*"), "an LSTM", ("model.name",), _model_tagged("forget_gates")),
     Needs(("pretrain/*",), "pretraining (pretrain.epochs > 0)", ("pretrain.epochs",), _pretrains),
+    Needs(("summary/grad_last_block_out_*",), "a sequence model (simple_rnn, lstm, gru, transformer)",
+          ("model.name",), _model_tagged("input_kind", "sequence")),
+    Needs(("summary/sharpness_*", "summary/eos_*", "3 sharpness/*"), "sharpness readings (trainer.sharpness_every > 0)",
+          ("trainer.sharpness_every",), _sharpness),
 )
 
 
