@@ -152,13 +152,13 @@ def test_relative_path_is_from_where_the_user_started(tmp_path, monkeypatch):
 
 
 def test_memory_estimate_reads_the_file_shapes(tmp_path):
-    from zoo import budget
+    from zoo import budget, models
 
     path = save(tmp_path / "d.npz", **make_arrays("sequence", "classification"))
     spec = compose_spec(["data=arrays", f"data.path={path}", "model=lstm", "model.width=8",
                          "tracking.uri=null"])
     assert budget.DATASETS["arrays"](spec.data) == budget.Data(N_TRAIN + N_VAL, (6, 3), 3, train=N_TRAIN)
-    assert budget.estimate("lstm", spec.model, "arrays", spec.data).data_floats == (N_TRAIN + N_VAL) * 18
+    assert models.estimate("lstm", spec.model, "arrays", spec.data).data_floats == (N_TRAIN + N_VAL) * 18
 
 
 # --------------------------------------------------------------------- faults, before TensorFlow

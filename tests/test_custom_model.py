@@ -222,7 +222,7 @@ def test_a_sweep_over_a_knob_makes_a_parent_and_a_child_per_value(user_code, tmp
 
 # --- the config: knobs in, knobs out, no memory estimate, the help ------------------------------
 def test_every_extra_key_is_a_knob_handed_to_the_builder_by_name(user_code, monkeypatch):
-    from zoo import budget
+    from zoo import models
     from zoo.spec import compose_spec
     from zoo.tracking.runs import flat_params
 
@@ -234,7 +234,7 @@ def test_every_extra_key_is_a_knob_handed_to_the_builder_by_name(user_code, monk
     assert (params["model.width"], params["model.depth"], params["model.sizes"]) == ("16", "50", "[1, 2]")
     assert "model.knobs" not in params
     # no estimator guesses at a user's model, whatever its knobs are called
-    assert budget.estimate("custom", spec.model, "digits", spec.data) is None
+    assert models.estimate("custom", spec.model, "digits", spec.data) is None
     # and the model takes whatever data there is: no input kind to refuse
     assert compose_spec(["model=custom", "model.target=cnn.py:build", "data=digits", "data.layout=image",
                          "tracking.uri=null"]).model.kwargs() == {"target": "cnn.py:build"}

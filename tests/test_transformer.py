@@ -37,10 +37,10 @@ def test_shapes_of_both_heads_and_token_inputs():
 
 
 def test_the_memory_estimate_counts_the_built_parameters():
-    from zoo import budget
+    from zoo import models
 
     spec = compose_spec(["model=transformer", "data=seq_digits", "data.mode=row", "model.depth=3"])
-    est = budget.estimate("transformer", spec.model, "seq_digits", spec.data)
+    est = models.estimate("transformer", spec.model, "seq_digits", spec.data)
     assert est.params == zoo.build_model("transformer", (8, 8), 10, depth=3).count_params()
 
 

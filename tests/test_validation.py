@@ -177,16 +177,16 @@ def test_a_run_too_big_for_this_machine_is_refused_naming_what_dominates(tmp_pat
 @pytest.mark.parametrize("batch", [1437, 1438, 10**9, 10**12])
 def test_a_batch_larger_than_the_training_split_costs_the_split(batch):
     """digits has 1,437 training examples: a step never holds more (was: 'needs 4.2 TiB')."""
-    from zoo import budget
+    from zoo import models
 
     spec = compose_spec([f"trainer.batch_size={batch}", "tracking.uri=null"])
-    est = budget.estimate("mlp", spec.model, "digits", spec.data)
+    est = models.estimate("mlp", spec.model, "digits", spec.data)
     assert est.batch(batch) == 1437 and est.bytes(batch) == est.bytes(1437) < 2 * 2**30
 
 
 def test_memory_estimates_agree_with_counted_parameters():
     """The closed forms count the same weights Keras builds (a second way to the number)."""
-    from zoo import budget
+    from zoo import budget, models
     from zoo.data.digits import DigitsConfig
     from zoo.data.adding import AddingConfig
     from zoo.data.keras_datasets import KerasImageConfig
@@ -194,13 +194,13 @@ def test_memory_estimates_agree_with_counted_parameters():
     from zoo.models.recurrent import LSTMConfig
     from zoo.models.resnet import ResNetConfig
 
-    mlp = budget.estimate("mlp", MLPConfig(depth=3, width=10), "digits", DigitsConfig())
+    mlp = models.estimate("mlp", MLPConfig(depth=3, width=10), "digits", DigitsConfig())
     assert mlp.params == (64 + 1) * 10 + (10 + 1) * 10 + (10 + 1) * 10
-    lstm = budget.estimate("lstm", LSTMConfig(width=8), "adding", AddingConfig(length=50))
+    lstm = models.estimate("lstm", LSTMConfig(width=8), "adding", AddingConfig(length=50))
     assert lstm.params == 4 * (2 + 8 + 1) * 8 + (8 + 1) * 1
     # ResNet-20 on 32x32x3, option A shortcuts: 269,722 trainable parameters counted by Keras
     # (README; the paper's 0.27M)
-    resnet = budget.estimate("resnet", ResNetConfig(), "cifar10", KerasImageConfig())
+    resnet = models.estimate("resnet", ResNetConfig(), "cifar10", KerasImageConfig())
     assert resnet.params == 269_722
     assert budget.available_bytes() > 0
 

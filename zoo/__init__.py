@@ -239,7 +239,7 @@ def __getattr__(name: str):
     """``zoo.GradientMonitor`` (a Keras callback: importing it imports TensorFlow) on first use."""
     if name == "GradientMonitor":
         pin_backend()
-        from zoo.monitor.callback import GradientMonitor
+        from zoo.gradient_monitor.callback import GradientMonitor
 
         return GradientMonitor
     raise AttributeError(f"module 'zoo' has no attribute {name!r}")

@@ -115,16 +115,19 @@ DATASETS: dict[str, Callable[[Any], Data]] = {
 # not one the model takes (zoo.spec.check_fit says so). A family without one is not checked here;
 # ``custom`` (the user's builder) is sized by a symbolic build once TensorFlow is up
 # (zoo.models.custom.size_by_building, registry tag ``size_by_building``).
-def estimate(model_name: str, model: Any, data_name: str, data: Any) -> Estimate | None:
-    """The estimate of one run, or None when the model or dataset has no estimator."""
-    from zoo.models import MODELS
+def estimate(memory: Callable | None, model: Any, data_name: str, data: Any) -> Estimate | None:
+    """The estimate of one run, or None when the model family or the dataset has no estimator.
 
+    Args:
+        memory: the family's estimator, its registry tag ``memory`` (zoo.models.estimate looks it
+            up by the family's name), or None.
+        model, data: the run's model and data config sections; data_name: the dataset's name.
+    """
     shape_of = DATASETS.get(data_name)
-    estimator = MODELS.get(model_name).tags.get("memory") if model_name in MODELS else None
-    if shape_of is None or estimator is None:
+    if shape_of is None or memory is None:
         return None
     seen = shape_of(data)
-    est = estimator(model, seen)
+    est = memory(model, seen)
     if est is None:
         return None
     return Estimate(est.params, est.activations, est.layers, seen.examples * math.prod(seen.shape), seen.train)
@@ -153,10 +156,11 @@ def human(n: float) -> str:
     raise AssertionError
 
 
-def check(model_name: str, model: Any, data_name: str, data: Any, batch_size: int) -> None:
-    """Refuse a run whose estimate exceeds the memory available now (SpecError, one line):
-    :func:`refuse_over`. A model or dataset without an estimator is not checked here."""
-    est = estimate(model_name, model, data_name, data)
+def check(memory: Callable | None, model: Any, data_name: str, data: Any, batch_size: int) -> None:
+    """Refuse a run whose estimate (:func:`estimate`) exceeds the memory available now
+    (SpecError, one line): :func:`refuse_over`. A model or dataset without an estimator is not
+    checked here."""
+    est = estimate(memory, model, data_name, data)
     if est is not None:
         refuse_over(est, batch_size)
 

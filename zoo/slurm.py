@@ -49,11 +49,11 @@ def memory_gb(specs) -> int | None:
     """Whole GB (what ``hydra.launcher.mem_gb`` takes; SLURM's G is GiB) for the largest job of
     ``specs`` (zoo.spec.RunSpec): zoo.budget's estimate times MEMORY_MARGIN, rounded up; None
     when no job has an estimate."""
-    import zoo.budget as budget
+    from zoo.models import estimate
 
     need = []
     for spec in specs:
-        est = budget.estimate(spec.model.name, spec.model, spec.data.name, spec.data)
+        est = estimate(spec.model.name, spec.model, spec.data.name, spec.data)
         if est is not None:
             need.append(est.bytes(spec.trainer.batch_size))
     return math.ceil(max(need) * MEMORY_MARGIN / 2**30) if need else None

@@ -356,7 +356,7 @@ def validate(cfg: DictConfig | dict, stores_checked: set | None = None) -> RunSp
         check_tracking(fixed["tracking"])
         if stores_checked is not None:
             stores_checked.add(tracked)
-    budget.check(entries["model"].name, sections["model"], entries["data"].name, sections["data"],
+    budget.check(entries["model"].tags.get("memory"), sections["model"], entries["data"].name, sections["data"],
                  fixed["trainer"].batch_size)
     fingerprints = {name: fp for name, section in sections.items() if (fp := section.fingerprint())}
     return RunSpec(seed=seed, resolved=resolved, fingerprints=fingerprints, **fixed, **sections)

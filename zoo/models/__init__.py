@@ -16,9 +16,17 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+import zoo.budget as budget
 from zoo.registry import Registry
 
 MODELS = Registry("model")
+
+
+def estimate(model_name: str, model, data_name: str, data) -> budget.Estimate | None:
+    """zoo.budget.estimate with the family's estimator looked up by its name: the memory one run
+    of ``model_name`` on ``data_name`` needs, or None when either has no estimator."""
+    memory = MODELS.get(model_name).tags.get("memory") if model_name in MODELS else None
+    return budget.estimate(memory, model, data_name, data)
 
 for _module in pkgutil.iter_modules(__path__):
     if not _module.name.startswith("_"):

@@ -72,7 +72,8 @@ def first_event(stats: RunStats) -> Event | None:
         return None
     finite = np.all(np.isfinite(g), axis=1)
     last = np.maximum(g[:, -1:], 1e-300)
-    share = g / last
+    with np.errstate(invalid="ignore", over="ignore"):  # a non-finite step ends the scan below
+        share = g / last
     for t in range(1, len(g)):
         if not finite[t]:
             break  # divergence: the verdict says so; an event is what came before it

@@ -1,5 +1,5 @@
 """What one optimizer step reports, measured in the graph: the one set of instruments every
-client uses (the zoo's own step, :class:`zoo.monitor.callback.GradientMonitor` in a user's
+client uses (the zoo's own step, :class:`zoo.gradient_monitor.callback.GradientMonitor` in a user's
 ``fit`` or custom loop, ``zoo.compare``).
 
 A client hands the meter the step's gradients three ways (the data objective's, the total with a

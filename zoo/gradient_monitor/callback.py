@@ -1,7 +1,7 @@
 """``zoo.GradientMonitor``: the zoo's instruments on any Keras model, in ``fit`` or a custom loop,
 without changing how it trains.
 
-The monitor measures where every training step passes (zoo.monitor.hooks): the gradients the
+The monitor measures where every training step passes (zoo.gradient_monitor.hooks): the gradients the
 model's own step hands its optimizer, whatever that step is (Keras' ``train_step``, a subclass's
 with its own loss, clipping or loss scaling, a custom loop). Every step, in the compiled step
 (zoo.monitor.meter): the per-kernel norms of that gradient, unscaled under mixed precision; of
@@ -36,9 +36,10 @@ import numpy as np
 import tensorflow as tf
 
 from zoo.errors import InputError
-from zoo.monitor import _keras, graph_stats, posedness
+from zoo.gradient_monitor import _keras
+from zoo.gradient_monitor.hooks import Hooks, inner, loss_scale, skips_nonfinite
+from zoo.monitor import graph_stats, posedness
 from zoo.monitor.discover import Found, SelectionError, chosen, discover
-from zoo.monitor.hooks import Hooks, inner, loss_scale, skips_nonfinite
 from zoo.monitor.instruments import ActivationStats, GradientHistograms, GradientThroughTime, Probe, TargetRange
 from zoo.monitor.instruments.targets import TARGET_SUMMARY
 from zoo.monitor.meter import Meter
@@ -171,7 +172,7 @@ class GradientMonitor(keras.callbacks.Callback):
 
     def _first_call(self, keras_function):
         """A train function for fit's first call on an unbuilt model: the model built from the
-        batches' shapes (zoo.monitor._keras.build_from_batches), then attached and the first
+        batches' shapes (zoo.gradient_monitor._keras.build_from_batches), then attached and the first
         step run by the monitor's function, as if it had been built before fit."""
         def first_call(iterator):
             model = self.model

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import keras
 import tensorflow as tf
 
-from zoo.monitor import _keras
+from zoo.gradient_monitor import _keras
 
 
 @dataclass
