@@ -9,7 +9,10 @@ from zoo.studies.jobs import job_count
 from zoo.studies.load import load_study
 from zoo.studies.records import md_escape
 
-QUICK_E2E = ["input_scaling", "pretraining", "gated_cells", "residual_scale", "ln_position", "edge_of_stability"]
+# ln_position's quick run (two depth-12 Transformers, 92 s, the suite's slowest test) is left to
+# test_transformer (the model trained end to end) and test_ablations (its quick scale composed
+# and validated): the suite must stay under 25 minutes on 2 cores
+QUICK_E2E = ["input_scaling", "pretraining", "gated_cells", "residual_scale", "edge_of_stability"]
 
 
 @pytest.mark.slow
