@@ -101,8 +101,8 @@ def main() -> None:
     import keras
 
     import zoo
-    from zoo.measure import batches_of
-    from zoo.step import InstrumentedStep, batch_spec
+    from zoo.data.batches import batches_of
+    from zoo.training.step import InstrumentedStep, batch_spec
 
     rows = []
     for label, (model, (x, y), task) in models().items():

@@ -17,7 +17,7 @@ import statistics
 
 from overhead import keras_fit, zoo_loop
 
-from zoo.spec import compose_spec
+from zoo.training.spec import compose_spec
 
 IMAGE = ["data.layout=image"]
 ROWS = ["data=seq_digits", "data.mode=row"]

@@ -18,15 +18,15 @@ import argparse
 
 import numpy as np
 
-from zoo.spec import compose_spec
+from zoo.training.spec import compose_spec
 
 OVERRIDES = ["model=resnet", "model.depth=20", "data.layout=image", "data.image_size=32",
              "tracking.uri=null"]
 
 
 def zoo_losses(spec) -> np.ndarray:
-    from zoo.monitor.recorder import Recorder
-    from zoo.run import build, train_loop
+    from zoo.records.recorder import Recorder
+    from zoo.training.run import build, train_loop
     from zoo.tracking.memory import MemorySink
 
     t = build(spec)
@@ -38,7 +38,7 @@ def zoo_losses(spec) -> np.ndarray:
 def keras_losses(spec) -> np.ndarray:
     import tensorflow as tf
 
-    from zoo.run import build
+    from zoo.training.run import build
 
     t = build(spec)
     t.model.compile(optimizer=t.step.optimizer, loss=t.step.loss_fn)

@@ -30,7 +30,7 @@ import statistics
 import tempfile
 import time
 
-from zoo.spec import compose_spec
+from zoo.training.spec import compose_spec
 
 OVERRIDES = ["data=synthetic", "data.n_train=3840", "data.n_val=1024", "data.n_features=64",
              "model.depth=20", "model.width=64", "model.activation=relu", "model.init=he_normal",
@@ -47,7 +47,7 @@ MODELS = {  # --model: (overrides, timed steps): the default MLP, or ResNet-20 (
 def float32_norms():
     """The instruments as they were before exact norms: values read as float32 (denormals
     flushed), squares summed in float32."""
-    from zoo.monitor import graph_stats
+    from zoo.instruments import graph_stats
 
     exact, widen = graph_stats.exact_abs, graph_stats._as_float64
     graph_stats.exact_abs = lambda t: abs(t)  # float32 in, float32 out: the old arithmetic
@@ -62,7 +62,7 @@ def keras_fit(spec, tensorboard: bool) -> float:
     import keras
     import tensorflow as tf
 
-    from zoo.run import build
+    from zoo.training.run import build
 
     t = build(spec)
     data, model, step = t.data, t.model, t.step
@@ -90,8 +90,8 @@ def bare_tape(spec) -> float:
     """The minimal custom loop: what every instrumented step is measured against."""
     import tensorflow as tf
 
-    from zoo.evaluation import evaluate
-    from zoo.run import build
+    from zoo.training.evaluation import evaluate
+    from zoo.training.run import build
 
     t = build(spec)
     data, model, step = t.data, t.model, t.step
@@ -123,8 +123,8 @@ def zoo_loop(spec, use_mlflow: bool) -> tuple[float, int]:
     """Seconds for the timed 300 steps (+ final flush), and metric points the sink received."""
     import dataclasses
 
-    from zoo.monitor.recorder import Recorder
-    from zoo.run import build, train_loop
+    from zoo.records.recorder import Recorder
+    from zoo.training.run import build, train_loop
     from zoo.tracking.memory import MemorySink
     from zoo.tracking.mlflow_sink import MlflowSink
 

@@ -59,7 +59,7 @@ def inference_loss(model, x, y, batch_size):
     """Whole-split loss in inference mode after recomputing population statistics."""
     import keras
 
-    from zoo.evaluation import PopulationStatistics
+    from zoo.training.evaluation import PopulationStatistics
 
     PopulationStatistics(model, batch_size).refresh(x)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

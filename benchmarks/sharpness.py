@@ -1,4 +1,4 @@
-"""What does a sharpness reading (zoo.monitor.sharpness) cost against a training step? Side by
+"""What does a sharpness reading (zoo.instruments.sharpness) cost against a training step? Side by
 side, in one process.
 
 The models of benchmarks/fit_monitor.py (a 20x64 ReLU MLP, a small CNN on 16x16 images, a
@@ -19,7 +19,7 @@ batch:
                       same loop without, N = 10 and 100 (the whole-run ratio of
                       trainer.sharpness_every N)
 
-Readings use the meter's defaults (zoo.monitor.sharpness: block 3, double backward); "products"
+Readings use the meter's defaults (zoo.instruments.sharpness: block 3, double backward); "products"
 counts Hessian-vector products (block iterations × 3).
 
 ``--monitor`` instead measures ``zoo.GradientMonitor(sharpness_every=N)`` in a user's ``fit``
@@ -79,7 +79,7 @@ def setup(build, shape, method="double_backward", tolerance=0.0):
     import keras
     import tensorflow as tf
 
-    from zoo.monitor.sharpness import SharpnessMeter
+    from zoo.instruments.sharpness import SharpnessMeter
 
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
@@ -115,7 +115,7 @@ def timed(fn, calls: int) -> float:
 
 def per_reading(build, shape, blocks: int) -> dict:
     """ms of a step and of each reading kind, and the per-block ratios."""
-    from zoo.monitor.sharpness import DEFAULT_TOLERANCE, METHODS
+    from zoo.instruments.sharpness import DEFAULT_TOLERANCE, METHODS
 
     step, _, x, y = setup(build, shape)
     kinds, failed = {}, {}
@@ -149,7 +149,7 @@ def per_reading(build, shape, blocks: int) -> dict:
 
 def whole_run(build, shape, rounds: int) -> dict:
     """Seconds of LOOP steps with warm readings every N (N = 10, 100) over without."""
-    from zoo.monitor.sharpness import DEFAULT_TOLERANCE
+    from zoo.instruments.sharpness import DEFAULT_TOLERANCE
 
     ways = {0: setup(build, shape, tolerance=DEFAULT_TOLERANCE), 10: setup(build, shape, tolerance=DEFAULT_TOLERANCE),
             100: setup(build, shape, tolerance=DEFAULT_TOLERANCE)}
@@ -171,7 +171,7 @@ def accuracy(steps: int = 1000, every: int = 20, lr: float = 0.3) -> None:
     import tensorflow as tf
 
     import zoo
-    from zoo.monitor.sharpness import SharpnessMeter
+    from zoo.instruments.sharpness import SharpnessMeter
 
     keras.utils.set_random_seed(0)
     data = zoo.load_dataset("digits", targets="onehot")

@@ -71,7 +71,7 @@ def timed(study: str, scale: str, flags: list[str], uri: str, experiment: str) -
 
 
 def main():
-    from zoo.launchers import cores
+    from zoo.launch.launchers import cores
     from zoo.studies.jobs import job_count
     from zoo.studies.load import load_study
 

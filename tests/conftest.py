@@ -122,8 +122,8 @@ def sqlite_uri(tmp_path):
 
 def make_step(model, x, y, task, lr=1e-3, optimizer="sgd", clipping=None):
     """An instrumented step over ``model`` for batches shaped like (x, y)."""
-    from zoo.optimizers import OPTIMIZERS
-    from zoo.step import InstrumentedStep, batch_spec
+    from zoo.config.optimizers import OPTIMIZERS
+    from zoo.training.step import InstrumentedStep, batch_spec
 
     options = {"momentum": 0.0, "nesterov": False} if optimizer == "sgd" else {}
     return InstrumentedStep(model, task, OPTIMIZERS.build(optimizer, lr=lr, warmup_steps=0, **options), clipping,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import EVENT_SECONDS, runs_of
-from zoo.spec import validate
+from zoo.training.spec import validate
 from zoo.studies.jobs import expand, job_count, job_params, study_jobs
 from zoo.studies.load import from_section, load_study, study_names, studies_dir, sweep_params
 from zoo.studies.records import matches
@@ -99,14 +99,14 @@ def test_resumed_sweep_skips_finished_runs_and_adopts_them(tmp_path):
 
 INJECT_FAILURE = """
 import sys
-import zoo.run
-real = zoo.run.train_loop
+import zoo.training.run
+real = zoo.training.run.train_loop
 def flaky(*args, **kwargs):
     spec = kwargs.get("spec", args[-1])
     if spec.seed == 1 and spec.data.standardize:
         raise RuntimeError("injected failure")
     return real(*args, **kwargs)
-zoo.run.train_loop = flaky
+zoo.training.run.train_loop = flaky
 from zoo.cli.train import main
 sys.argv = ["zoo-train"] + sys.argv[1:]
 main()

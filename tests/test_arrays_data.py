@@ -7,8 +7,8 @@ import pytest
 
 import zoo
 from zoo.data import DATASETS, constant_baseline
-from zoo.schema import SpecError
-from zoo.spec import compose_spec, validate_section
+from zoo.config.schema import SpecError
+from zoo.training.spec import compose_spec, validate_section
 from conftest import run_cli, runs_of
 from test_validation import refuse
 
@@ -152,7 +152,8 @@ def test_relative_path_is_from_where_the_user_started(tmp_path, monkeypatch):
 
 
 def test_memory_estimate_reads_the_file_shapes(tmp_path):
-    from zoo import budget, models
+    from zoo.config import budget
+    from zoo import models
 
     path = save(tmp_path / "d.npz", **make_arrays("sequence", "classification"))
     spec = compose_spec(["data=arrays", f"data.path={path}", "model=lstm", "model.width=8",

@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from conftest import EVENT_SECONDS, REPO, run_cli
-from zoo.registry import Registry, UnknownNameError
-from zoo.schema import SpecError
-from zoo.spec import compose_spec
+from zoo.config.registry import Registry, UnknownNameError
+from zoo.config.schema import SpecError
+from zoo.training.spec import compose_spec
 
 
 def test_registry_names_valid_choices_on_unknown_name():
@@ -39,7 +39,7 @@ def _bad_values():
     """(override, message) pairs; every list of valid names comes from its registry."""
     from zoo.data import DATASETS
     from zoo.models import MODELS, blocks
-    from zoo.optimizers import OPTIMIZERS
+    from zoo.config.optimizers import OPTIMIZERS
 
     return [
         ("model.depth=0", "model.depth must be >= 1, got 0"),
@@ -106,8 +106,8 @@ def _compose_group(group: str, option: str) -> dict:
 def test_every_group_file_mirrors_its_builder_schema():
     """A builder's own file sets exactly its arguments with the schema's defaults; a preset file
     extends one of them (``defaults: [<base>, _self_]``) and sets only the keys that differ."""
-    from zoo.schema import defaults, is_open
-    from zoo.spec import OPEN_NODE, _registries
+    from zoo.config.schema import defaults, is_open
+    from zoo.training.spec import OPEN_NODE, _registries
 
     for group, registry in _registries().items():
         files = sorted((REPO / "conf" / group).glob("*.yaml"))
@@ -133,8 +133,8 @@ def test_every_group_file_mirrors_its_builder_schema():
 def test_primary_config_sections_mirror_their_schemas():
     """conf/config.yaml lists the fixed sections' keys (so they can be overridden without +),
     with the schemas' defaults."""
-    from zoo.schema import defaults
-    from zoo.spec import FIXED, RunSpec
+    from zoo.config.schema import defaults
+    from zoo.training.spec import FIXED, RunSpec
 
     primary = yaml.safe_load((REPO / "conf" / "config.yaml").read_text())
     assert primary["seed"] == RunSpec.seed
@@ -148,7 +148,7 @@ def test_primary_config_sections_mirror_their_schemas():
 
 
 def test_the_server_tracking_option_changes_only_the_address():
-    from zoo.spec import compose_spec
+    from zoo.training.spec import compose_spec
 
     local, server = compose_spec([]).tracking, compose_spec(["tracking=server", "tracking.uri=null"]).tracking
     assert (server.experiment, server.resume, server.log_model) == (local.experiment, local.resume, local.log_model)
@@ -158,8 +158,8 @@ def test_the_server_tracking_option_changes_only_the_address():
 
 def schema_keys() -> list[str]:
     """Every key a user can set, from the schemas: fixed sections and every registered builder."""
-    from zoo.schema import defaults
-    from zoo.spec import FIXED, _registries
+    from zoo.config.schema import defaults
+    from zoo.training.spec import FIXED, _registries
 
     keys = ["seed"] + [f"{s}.{k}" for s, schema in FIXED.items() for k in defaults(schema)]
     for group, registry in _registries().items():
@@ -169,8 +169,8 @@ def schema_keys() -> list[str]:
 
 def test_every_schema_field_has_a_description():
     """The help's descriptions are the fields' trailing comments: none may be missing."""
-    from zoo.schema import defaults, field_docs
-    from zoo.spec import FIXED, _registries
+    from zoo.config.schema import defaults, field_docs
+    from zoo.training.spec import FIXED, _registries
 
     schemas = list(FIXED.values()) + [e.schema for r in _registries().values() for e in r]
     missing = [f"{s.__name__}.{k}" for s in schemas for k in defaults(s) if not field_docs(s).get(k)]
@@ -197,8 +197,8 @@ def test_cli_config_error_exits_nonzero_with_one_line(tmp_path):
 
 
 def test_help_lists_every_schema_key_with_its_default(tmp_path):
-    from zoo.schema import defaults, show_value
-    from zoo.spec import FIXED
+    from zoo.config.schema import defaults, show_value
+    from zoo.training.spec import FIXED
 
     out = run_cli("--help", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -240,7 +240,7 @@ def _docs_defaults() -> dict[str, str]:
 
 
 def _same(documented: str, value) -> bool:
-    from zoo.schema import show_value
+    from zoo.config.schema import show_value
 
     if isinstance(value, float) and not isinstance(value, bool):
         try:
@@ -251,8 +251,8 @@ def _same(documented: str, value) -> bool:
 
 
 def test_docs_table_defaults_agree_with_the_schemas():
-    from zoo.schema import defaults
-    from zoo.spec import FIXED, RunSpec, _registries
+    from zoo.config.schema import defaults
+    from zoo.training.spec import FIXED, RunSpec, _registries
 
     primary = yaml.safe_load((REPO / "conf" / "config.yaml").read_text())
     chosen = {k: v for d in primary["defaults"] if isinstance(d, dict) for k, v in d.items()}

@@ -9,8 +9,8 @@ from mlflow import MlflowClient
 
 from conftest import EVENT_SECONDS, run_cli, runs_of
 from test_validation import ABLATE, refuse
-from zoo.monitor.layout import LOG10_ZERO
-from zoo.schema import SpecError
+from zoo.instruments.layout import LOG10_ZERO
+from zoo.config.schema import SpecError
 
 MLP = """
     import keras
@@ -194,7 +194,7 @@ def test_a_sequential_cnn_given_as_a_file_trains(user_code, tmp_path):
 
 
 def test_a_subclassed_model_trains(user_code, tmp_path):
-    """Needs the train step to take models without symbolic inputs (zoo/step.py)."""
+    """Needs the train step to take models without symbolic inputs (zoo/training/step.py)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = run_cli("model=custom", "model.target=subclassed.py:build", "model.width=8", "data=digits",
                   "trainer.epochs=1", "tracking.log_model=false", f"tracking.uri={uri}", cwd=tmp_path)
@@ -223,7 +223,7 @@ def test_a_sweep_over_a_knob_makes_a_parent_and_a_child_per_value(user_code, tmp
 # --- the config: knobs in, knobs out, no memory estimate, the help ------------------------------
 def test_every_extra_key_is_a_knob_handed_to_the_builder_by_name(user_code, monkeypatch):
     from zoo import models
-    from zoo.spec import compose_spec
+    from zoo.training.spec import compose_spec
     from zoo.tracking.runs import flat_params
 
     monkeypatch.chdir(user_code)
@@ -241,7 +241,7 @@ def test_every_extra_key_is_a_knob_handed_to_the_builder_by_name(user_code, monk
 
 
 def test_a_module_in_the_launch_folder_is_found_as_python_m_would(tmp_path, monkeypatch):
-    from zoo.spec import compose_spec
+    from zoo.training.spec import compose_spec
 
     write(tmp_path / "mybuilders.py", MLP)
     monkeypatch.chdir(tmp_path)
@@ -256,7 +256,7 @@ def test_an_edited_builder_or_data_file_is_another_config(tmp_path, monkeypatch)
     so editing the builder or the arrays makes the same overrides a new job."""
     import numpy as np
 
-    from zoo.spec import compose_spec
+    from zoo.training.spec import compose_spec
 
     monkeypatch.chdir(tmp_path)
     write(tmp_path / "net.py", MLP)

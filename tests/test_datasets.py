@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 
 import zoo
-from zoo.schema import SpecError
+from zoo.config.schema import SpecError
 from conftest import EVENT_SECONDS
 
 # ---------------------------------------------------------------------------- generated tasks
@@ -179,7 +179,7 @@ def test_bad_options_are_refused(name, options, message):
 
 
 def test_sequence_datasets_fail_the_flat_model_fit_check():
-    from zoo.spec import compose_spec
+    from zoo.training.spec import compose_spec
 
     with pytest.raises(SpecError, match="model 'mlp' takes flat inputs but dataset 'adding' is sequence"):
         compose_spec(["data=adding"])

@@ -200,8 +200,8 @@ def test_the_numbers_equal_a_bare_tape_and_nothing_changes(which):
     import tensorflow as tf
 
     import zoo
-    from zoo.measure import batches_of
-    from zoo.step import data_loss
+    from zoo.data.batches import batches_of
+    from zoo.training.step import data_loss
 
     keras.utils.set_random_seed(1)
     model = _models()[which]
@@ -244,7 +244,7 @@ def test_compare_takes_any_model_the_issues_lstm_included():
 
 # --- the advice is the docs' results -------------------------------------------------------------------
 def test_each_piece_of_evidence_is_the_docs_result_for_its_study():
-    from zoo.diagnosis.remedies import EVIDENCE, claim_text
+    from zoo.analysis.diagnosis.remedies import EVIDENCE, claim_text
 
     results = (ROOT / "docs" / "results" / "studies.md").read_text().split("## Results on this machine")[1]
     for e in EVIDENCE:
@@ -260,7 +260,7 @@ def test_zoo_diagnose_refuses_what_the_command_refuses_in_one_line():
     import keras
 
     import zoo
-    from zoo.diagnosis.arrays import InputError
+    from zoo.analysis.diagnosis.arrays import InputError
 
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
     x, y = np.zeros((32, 6), np.float32), np.zeros(32, np.int32)
@@ -300,7 +300,7 @@ def test_a_cross_entropy_given_by_name_is_taken_from_logits_unless_the_model_end
     probabilities, which gave 10.3 where the loss is 2.33 (ln 10) for an untrained 10-class net."""
     import keras
 
-    from zoo.step import data_loss
+    from zoo.training.step import data_loss
 
     keras.utils.set_random_seed(0)
     x = np.random.default_rng(0).normal(size=(32, 5)).astype("float32")

@@ -17,7 +17,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 import zoo  # noqa: E402
-from zoo.diagnosis.arrays import InputError  # noqa: E402
+from zoo.analysis.diagnosis.arrays import InputError  # noqa: E402
 
 
 
@@ -63,7 +63,7 @@ def test_a_binary_classifier_with_float_labels_is_diagnosed_with_thresholded_acc
         head = d.heads[0]
         assert (head.loss, head.activation, head.units, head.metric) == ("binary_crossentropy", "sigmoid", 1,
                                                                           "binary_accuracy")
-        from zoo.measure import batches_of
+        from zoo.data.batches import batches_of
 
         xs, ys = batches_of(x, labels, 2, 64, 0)
         for k in range(2):
@@ -145,7 +145,7 @@ def test_ill_posed_binary_cross_entropy_on_labels_0_to_9_is_never_learning(rng):
 
 def progress_label_without_the_rule(model, x, y) -> str:
     """What progress said before the rule: the loss against the targets' variance (the issue's -1.4e4x)."""
-    from zoo.monitor.summary import progress
+    from zoo.records.summary import progress
 
     loss = float(keras.losses.BinaryCrossentropy()(y, model(x)))
     return progress(loss, float(np.var(y)))[0]
@@ -366,10 +366,10 @@ def test_zoo_train_says_ill_posed_for_a_loss_below_its_floor():
     them by construction; a training loss below the floor is still refused as learning."""
     from types import SimpleNamespace
 
-    from zoo.monitor.summary import description
-    from zoo.monitor.verdict import Verdict
-    from zoo.run import _ill_posed, _progress_label
-    from zoo.step import Head
+    from zoo.records.summary import description
+    from zoo.records.verdict import Verdict
+    from zoo.training.run import _ill_posed, _progress_label
+    from zoo.training.step import Head
 
     head = Head("head", "sparse_categorical_crossentropy", True, 3, None, "accuracy")
     trainee = SimpleNamespace(step=SimpleNamespace(heads=[head]),

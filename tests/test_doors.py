@@ -26,7 +26,7 @@ from test_user_study import ablate, write_project
 from test_validation import refuse
 from zoo.data import npz
 from zoo.errors import InputError
-from zoo.schema import SpecError
+from zoo.config.schema import SpecError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -223,7 +223,7 @@ def test_a_model_that_overflows_by_itself_is_diagnosed_not_refused(models):
 
 
 def test_the_doors_types_are_one_type():
-    from zoo.diagnosis.arrays import InputError as diagnosis_error
+    from zoo.analysis.diagnosis.arrays import InputError as diagnosis_error
     from zoo.pretrained import UnknownPretrainedError
 
     assert diagnosis_error is zoo.InputError and issubclass(SpecError, zoo.InputError)
@@ -345,7 +345,7 @@ def test_a_custom_model_too_wide_is_refused_without_allocating_it(user_code):
 
 
 def test_a_custom_model_too_deep_is_stopped_while_it_builds(user_code, monkeypatch):
-    import zoo.budget as budget
+    import zoo.config.budget as budget
 
     monkeypatch.setattr(budget, "available_bytes", lambda: budget.PROCESS_BASE + 200 * 2**20)  # room for ~100 layers
     with pytest.raises(SpecError, match=r"model\.target: net\.py:build with model\.depth=100000 is refused: its "
@@ -380,7 +380,7 @@ def test_the_trial_build_leaves_the_real_one_as_it_would_be(user_code):
     import keras
 
     from zoo.models.custom import build_custom
-    from zoo.runtime import setup_tensorflow
+    from zoo.runtime.job import setup_tensorflow
 
     built = []
     for trial in (False, True):
@@ -421,7 +421,7 @@ def test_zoo_train_refuses_a_custom_model_too_wide_in_one_line(tmp_path):
 
 # --- a signal is a stop wherever it lands ------------------------------------------------------------------
 def test_an_error_a_library_made_of_a_stop_is_the_stop():
-    from zoo import stopping
+    from zoo.runtime import stopping
 
     stopping.reset()
     try:
@@ -443,7 +443,8 @@ TINY = ["trainer.epochs=1", "model.depth=2", "model.width=8", "data=synthetic", 
 def test_sigterm_during_tracing_ends_the_run_killed_not_failed(monkeypatch):
     """A SIGTERM that TensorFlow turned into ``SystemError: bad argument to internal function``
     while it traced the step: the run is KILLED by SIGTERM (it was FAILED, exit 1)."""
-    from zoo import run, stopping
+    from zoo.training import run
+    from zoo.runtime import stopping
     from zoo.tracking.memory import MemorySink
 
     def traced(*args):  # the first step's tracing, where the signal landed

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 import zoo
 from conftest import make_step, probe_once, step_once
-from zoo.monitor import graph_stats
+from zoo.instruments import graph_stats
 
 RNG = np.random.default_rng(0)
 # decades of float32 from its smallest denormal to near its largest value
@@ -169,8 +169,8 @@ def test_charts_get_log10_of_norms_across_float64_with_exact_zero_below_float32(
     """MLflow's charts are linear: the per-layer norms go there as log10, over the whole range a
     norm can take (float32 elements, float64 sums), and an exact 0 sits below every float32
     value instead of -inf (which MLflow would store as -1.8e308, flattening the chart)."""
-    from zoo.monitor.layout import LOG10_ZERO, log10_for_charts
-    from zoo.monitor.recorder import flow_story
+    from zoo.instruments.layout import LOG10_ZERO, log10_for_charts
+    from zoo.records.recorder import flow_story
 
     norms = np.array([1.4e-45, 1e-38, 3e-19, 1.0, 3.4e38, 6e38, 1e300])
     np.testing.assert_allclose(log10_for_charts(norms), np.log10(norms), rtol=1e-15)

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 import zoo
-from zoo.monitor.instruments import REGISTRY
-from zoo.monitor.stats import RunStats
+from zoo.instruments import REGISTRY
+from zoo.records.stats import RunStats
 from zoo.studies import metrics
 from zoo.tracking.memory import MemorySink
 
 NEW_INSTRUMENT = textwrap.dedent('''
     """The largest |gradient element| of each monitored kernel, on probe steps."""
-    from zoo.monitor.instruments.base import Instrument
+    from zoo.instruments.base import Instrument
 
 
     class LargestGradient(Instrument):

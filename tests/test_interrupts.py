@@ -43,7 +43,7 @@ def start_sweep(tmp_path: Path, *extra: str) -> subprocess.Popen:
 def exit_code(proc: subprocess.Popen, tmp_path: Path) -> int:
     """The sweep's exit code once it stops; a sweep still running minutes after the signal is
     killed and the test fails with what it printed. That the stop ends in seconds is the
-    replay's number (benchmarks/interrupts.py), and zoo.stopping's own deadline the fast tests'."""
+    replay's number (benchmarks/interrupts.py), and zoo.runtime.stopping's own deadline the fast tests'."""
     return wait_exit(proc, "the command to stop after the signal", tmp_path)
 
 
@@ -128,7 +128,7 @@ def test_a_third_ctrl_c_exits_at_once_and_leaves_only_what_a_repair_ends(tmp_pat
 
 @pytest.mark.slow
 def test_the_stop_message_counts_the_jobs_own_run(tmp_path):
-    """zoo.run ends the job's run before zoo.cli.train looks for open runs: it said 'ended 0'."""
+    """zoo.training.run ends the job's run before zoo.cli.train looks for open runs: it said 'ended 0'."""
     proc = start(tmp_path, *TINY)
     wait_training(proc, tmp_path, parent=False)
     os.killpg(proc.pid, signal.SIGTERM)
@@ -155,7 +155,7 @@ def test_a_signal_during_the_tensorflow_import_stops_within_seconds(tmp_path, sw
     os.killpg(proc.pid, sig)
     code = exit_code(proc, tmp_path)
     assert code == (143 if sig == signal.SIGTERM else 130), output(tmp_path)
-    # the stop ended by itself, not by zoo.stopping's deadline (0.2-1.1 s measured idle, up to ~3 s
+    # the stop ended by itself, not by zoo.runtime.stopping's deadline (0.2-1.1 s measured idle, up to ~3 s
     # when the import's own error handling swallows the raise; it took 7-10 s making the store
     # checked below): what it does is checked, not how fast a loaded machine does it
     assert "exiting now" not in output(tmp_path), output(tmp_path)
@@ -202,10 +202,10 @@ def test_a_stop_while_the_store_is_made_leaves_a_usable_store(tmp_path):
         (0, 0, 0, 0), trial.note
 
 
-# --- zoo.stopping in a process of its own, without TensorFlow (fast) ---------------------------------
+# --- zoo.runtime.stopping in a process of its own, without TensorFlow (fast) ---------------------------------
 STOPPER = """
 import atexit, concurrent.futures, os, sys, time
-from zoo import stopping
+from zoo.runtime import stopping
 stopping.STOP_SECONDS = float(sys.argv[1])
 stopping.EXIT_SECONDS = 1.0
 stopping.install()
@@ -413,7 +413,7 @@ def test_the_heartbeat_refreshes_this_processs_open_runs(store, monkeypatch):
 def test_a_stop_whose_raise_was_swallowed_is_raised_again(handler, expected, name):
     """A signal handler can raise inside Python that C++ called back, whose caller clears the
     error (a sweep trained on after SIGTERM, 1 start in 20): the request is kept and raised again."""
-    from zoo import stopping
+    from zoo.runtime import stopping
 
     stopping.reset()
     try:

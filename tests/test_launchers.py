@@ -12,8 +12,8 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import EVENT_SECONDS, runs_of, wait_for, wait_training
-from zoo.launchers import LAUNCHERS, launcher_overrides
-from zoo.schema import SpecError
+from zoo.launch.launchers import LAUNCHERS, launcher_overrides
+from zoo.config.schema import SpecError
 from zoo.studies.jobs import job_count
 from zoo.studies.load import load_study
 from zoo.tracking.names import judged
@@ -213,7 +213,7 @@ def test_a_killed_joblib_worker_stops_the_sweep_and_leaves_nothing_running(tmp_p
 def test_joining_a_ray_cluster_refuses_what_ray_refuses_before_anything_starts(tmp_path):
     """Ray refuses num_cpus, object_store_memory, … when ray.init joins a cluster (issue 22): an
     override that sets one is one line and exit 2; nothing answering at --address too, fast."""
-    from zoo.launchers import refused_when_joining
+    from zoo.launch.launchers import refused_when_joining
 
     refused_when_joining(["+hydra.launcher.ray.init.object_store_memory=null", "hydra.launcher.ray.remote.num_cpus=2"])
     with pytest.raises(SpecError, match="Ray refuses num_cpus when it joins an existing cluster"):
@@ -232,7 +232,7 @@ def test_joining_a_ray_cluster_refuses_what_ray_refuses_before_anything_starts(t
 def test_a_sweep_resolves_its_folder_store_and_environment_where_it_is_launched(tmp_path, monkeypatch):
     """What a worker elsewhere would resolve differently (its own MLFLOW_TRACKING_URI, its own
     working directory) travels with every job as an override, resolved once here (issue 22)."""
-    from zoo.precheck import check_command
+    from zoo.cli.precheck import check_command
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ZOO_TEST_EXPERIMENT", "team, it's=mine")

@@ -8,12 +8,12 @@ import tensorflow as tf
 
 import zoo
 from conftest import make_step, probe_once, step_once
-from zoo.evaluation import PopulationStatistics, evaluate
+from zoo.training.evaluation import PopulationStatistics, evaluate
 from zoo.models import blocks
 from zoo.models.roles import roles_of
-from zoo.monitor.recorder import Recorder
-from zoo.monitor.summary import summarize
-from zoo.step import LOSSES
+from zoo.records.recorder import Recorder
+from zoo.records.summary import summarize
+from zoo.training.step import LOSSES
 from zoo.tracking.memory import MemorySink
 
 RNG = np.random.default_rng(0)
@@ -216,7 +216,7 @@ def test_simple_rnn_activation_is_monitored_too():
 
 
 def test_a_raw_statistics_file_that_is_not_one_is_refused_naming_it(tmp_path):
-    from zoo.monitor.stats import RunStats, StatsFileError
+    from zoo.records.stats import RunStats, StatsFileError
 
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"not an npz at all")

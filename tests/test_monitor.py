@@ -5,10 +5,10 @@ import pytest
 import tensorflow as tf
 
 import zoo
-from zoo.monitor import graph_stats
-from zoo.monitor.instruments.activations import activation_stats, activation_stats_many
-from zoo.monitor.instruments.histograms import HIST_BINS, hist_edges, log_histogram
-from zoo.monitor.verdict import judge
+from zoo.instruments import graph_stats
+from zoo.instruments.activations import activation_stats, activation_stats_many
+from zoo.instruments.histograms import HIST_BINS, hist_edges, log_histogram
+from zoo.records.verdict import judge
 from conftest import make_step as _make_step
 
 
@@ -158,7 +158,7 @@ def test_layer_profile_reads_the_window_it_is_asked_for_and_refuses_anything_els
     last window: a position is refused now, and start and end differ where the run changed."""
     from types import SimpleNamespace
 
-    from zoo.monitor.summary import layer_profile
+    from zoo.records.summary import layer_profile
 
     g = np.vstack([np.full((50, 3), 1.0), np.full((50, 3), 1e-6)])
     stats = SimpleNamespace(grad_norm=g)

@@ -204,7 +204,7 @@ def test_mixed_precision_skipped_steps_are_recorded_not_judged(mixed_float16):
 
 
 def test_a_run_whose_every_step_is_skipped_says_so():
-    from zoo.monitor.verdict import judge
+    from zoo.records.verdict import judge
     g = np.full((6, 3), np.inf)
     v = judge(g, np.ones_like(g), np.zeros(6, bool), skipped=np.ones(6, bool))
     assert v.label == "diverged" and "skipped all 6" in v.reason

@@ -99,7 +99,7 @@ def test_a_run_left_running_by_sigterm_is_ended_by_zoo_runs_repair(tmp_path):
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 def test_the_deferred_stop_raises_a_second_ctrl_c_at_once():
-    from zoo import stopping
+    from zoo.runtime import stopping
     before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as a user's script has it
     with pytest.raises(KeyboardInterrupt):
         with stopping.deferred() as stops:

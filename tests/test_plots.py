@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from zoo.monitor.instruments.histograms import HIST_BINS, hist_edges
-from zoo.monitor.stats import RunStats
+from zoo.instruments.histograms import HIST_BINS, hist_edges
+from zoo.records.stats import RunStats
 from zoo.report import colors, plots
 from zoo.studies import plots as study_plots
 from zoo.studies.records import RunRecord
@@ -305,8 +305,8 @@ def test_compare_figure_keeps_layer_names_clear_of_the_header_and_inside_the_pag
     for names of any length, measured on the rendered text."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from zoo.comparison import Comparison, Probed, figure, table
-    from zoo.monitor.verdict import Verdict
+    from zoo.analysis.comparison import Comparison, Probed, figure, table
+    from zoo.records.verdict import Verdict
 
     def probed(label, names):
         g = np.abs(np.random.default_rng(0).normal(size=(4, len(names)))) + 0.1

@@ -1,4 +1,4 @@
-"""The ill-posed rule (zoo.monitor.posedness): numpy only, from the losses' definitions.
+"""The ill-posed rule (zoo.records.posedness): numpy only, from the losses' definitions.
 
 Every kind of target a loss cannot read is named in one line, well-posed targets are not; a loss
 value below the loss's floor is named; the best constant predictor's loss in closed form equals
@@ -13,15 +13,15 @@ import sys
 import numpy as np
 import pytest
 
-from zoo.monitor import posedness
-from zoo.monitor.summary import describe_progress, headline, progress
+from zoo.records import posedness
+from zoo.records.summary import describe_progress, headline, progress
 
 RNG = np.random.default_rng(0)
 ONE_HOT = np.eye(4)[RNG.integers(0, 4, 50)]
 
 
 def test_the_module_imports_no_tensorflow():
-    code = "import sys, zoo.monitor.posedness, zoo.monitor.summary; print('tensorflow' in sys.modules)"
+    code = "import sys, zoo.records.posedness, zoo.records.summary; print('tensorflow' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "False", done.stderr
 

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import zoo
-from zoo.pretrain import _TiedAutoencoder, greedy_layerwise_pretrain, hidden_blocks, reconstruction
+from zoo.training.pretrain import _TiedAutoencoder, greedy_layerwise_pretrain, hidden_blocks, reconstruction
 
 SMALL = {"depth": 4, "width": 16, "activation": "sigmoid", "init": "random_normal"}
 HIDDEN = ["block01_dense", "block02_dense", "block03_dense"]

@@ -295,7 +295,7 @@ def test_compare_measures_what_a_plain_gradient_tape_measures_and_changes_nothin
     import tensorflow as tf
 
     import zoo
-    from zoo.comparison import probe
+    from zoo.analysis.comparison import probe
 
     model = zoo.load_pretrained("mlp20-sigmoid-bn-digits")
     data = zoo.load_dataset("digits")

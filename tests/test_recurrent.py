@@ -4,8 +4,8 @@ import pytest
 import tensorflow as tf
 
 import zoo
-from zoo.schema import SpecError
-from zoo.spec import compose_spec
+from zoo.config.schema import SpecError
+from zoo.training.spec import compose_spec
 from conftest import make_step as _make_step, probe_once
 
 

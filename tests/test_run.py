@@ -7,8 +7,8 @@ from mlflow import MlflowClient
 
 import zoo
 from conftest import run_cli
-from zoo.monitor.layout import LOG10_ZERO
-from zoo.monitor.stats import RunStats
+from zoo.instruments.layout import LOG10_ZERO
+from zoo.records.stats import RunStats
 from zoo.report.colors import PALETTE
 from zoo.tracking.memory import MemorySink
 

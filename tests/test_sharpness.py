@@ -1,4 +1,4 @@
-"""The sharpness instrument (zoo.monitor.sharpness) against a second way: closed-form Hessians,
+"""The sharpness instrument (zoo.instruments.sharpness) against a second way: closed-form Hessians,
 full Hessians built column by column and numpy.linalg.eigvalsh, Keras' own optimizers on
 quadratics for the stability thresholds, and zoo-train with and without it."""
 import io
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from zoo.monitor.sharpness import (METHODS, SharpnessMeter, inverse_sqrt, preconditioner,
+from zoo.instruments.sharpness import (METHODS, SharpnessMeter, inverse_sqrt, preconditioner,
                                    stability_threshold)
-from zoo.monitor.sharpness_record import KEYS, SharpnessRecord, beyond_stability
-from zoo.monitor.summary import BAND, sharpness_summary
+from zoo.instruments.sharpness_record import KEYS, SharpnessRecord, beyond_stability
+from zoo.records.summary import BAND, sharpness_summary
 
 
 def flat(tensors) -> np.ndarray:
@@ -351,13 +351,13 @@ TINY = ["model.depth=3", "model.width=16", "model.activation=tanh", "data.target
 
 
 def test_zoo_train_logs_readings_beside_the_threshold_and_leaves_training_unchanged():
-    from zoo.run import train
+    from zoo.training.run import train
     from zoo.tracking.memory import MemorySink
 
     plain = train(TINY + ["optimizer.lr=0.2"])
     sink = MemorySink()
-    from zoo.spec import compose_spec
-    from zoo.run import run
+    from zoo.training.spec import compose_spec
+    from zoo.training.run import run
 
     measured = run(compose_spec(TINY + ["optimizer.lr=0.2", "trainer.sharpness_every=5"]), sink)
     for a, b in zip(plain.model.get_weights(), measured.model.get_weights()):
@@ -373,7 +373,7 @@ def test_zoo_train_logs_readings_beside_the_threshold_and_leaves_training_unchan
 
 
 def test_a_run_that_diverges_beyond_the_threshold_says_so():
-    from zoo.run import train
+    from zoo.training.run import train
 
     result = train(TINY + ["optimizer.lr=30", "trainer.sharpness_every=1"])
     assert result.outcome == "diverged"
@@ -389,8 +389,8 @@ def test_a_run_that_diverges_beyond_the_threshold_says_so():
     ("trainer.sharpness_iterations=0", "trainer.sharpness_iterations must be >= 1, got 0"),
 ])
 def test_bad_knobs_fail_before_tensorflow_naming_the_key(override, message):
-    from zoo.schema import SpecError
-    from zoo.spec import compose_spec
+    from zoo.config.schema import SpecError
+    from zoo.training.spec import compose_spec
 
     with pytest.raises(SpecError, match=message):
         compose_spec([override, "tracking.uri=null"])
@@ -431,7 +431,7 @@ def regression_data(n=32, seed=12):
 
 class SecondWays(keras.callbacks.Callback):
     """Before each update, at the weights (and optimizer state) the update starts from, on the
-    full batch it trains on: a cold, converged zoo.monitor.sharpness reading and the top
+    full batch it trains on: a cold, converged zoo.instruments.sharpness reading and the top
     eigenvalue of the full Hessian (the Jacobian of the gradient, preconditioned as Adam's
     P^-1/2 H P^-1/2) by numpy.linalg.eigvalsh. Reads only: no variable changes."""
 

@@ -218,10 +218,10 @@ def test_the_slurm_job_id_is_the_array_task_scancel_takes(monkeypatch):
 
 
 def test_a_slurm_sweep_asks_for_its_jobs_memory_unless_told():
-    from zoo import slurm
+    from zoo.launch import slurm
     from zoo.cli.ablate import hydra_argv
-    from zoo.launchers import launcher_overrides
-    from zoo.precheck import check_command
+    from zoo.launch.launchers import launcher_overrides
+    from zoo.cli.precheck import check_command
 
     argv = hydra_argv("input_scaling", "quick", launcher_overrides("submitit_slurm", 2), False, [])
     specs = check_command(list(argv)).specs
@@ -234,12 +234,12 @@ def test_a_slurm_sweep_asks_for_its_jobs_memory_unless_told():
 
 def test_submitits_ignored_sigterm_is_taken_back(monkeypatch):
     """submitit's job runner logs "Bypassing signal SIGTERM" and goes on; the zoo's handler ends
-    the run instead (zoo.stopping), before SLURM's SIGKILL."""
+    the run instead (zoo.runtime.stopping), before SLURM's SIGKILL."""
     import signal
 
     from submitit.core.job_environment import SignalHandler
 
-    from zoo import stopping
+    from zoo.runtime import stopping
 
     before = signal.getsignal(signal.SIGTERM)
     try:
@@ -257,7 +257,7 @@ def test_submitits_ignored_sigterm_is_taken_back(monkeypatch):
 def test_a_repeated_sigterm_does_not_cut_the_runs_last_writes_short():
     """scancel's SIGTERM reaches the job twice (directly and through srun): the second must not
     raise inside the run's report writing; a swallowed first one is still raised by check()."""
-    from zoo import stopping
+    from zoo.runtime import stopping
 
     stopping.reset()
     try:
@@ -275,7 +275,7 @@ def test_waiting_ends_for_a_job_that_left_the_queue_without_a_result(monkeypatch
     to its end gets RESULT_GRACE_S for its result file to show."""
     from types import SimpleNamespace
 
-    from zoo import slurm
+    from zoo.launch import slurm
 
     def job(name):
         return SimpleNamespace(job_id=name, paths=SimpleNamespace(result_pickle=tmp_path / f"{name}.pkl"))
@@ -299,7 +299,7 @@ def test_a_job_that_failed_outside_its_run_is_a_failed_job_not_the_end_of_the_sw
     from hydra.core.utils import JobReturn, JobStatus
     from submitit.core.utils import UncompletedJobError, cloudpickle_dump
 
-    from zoo import slurm
+    from zoo.launch import slurm
 
     pickle = tmp_path / "3_0_result.pkl"
     cloudpickle_dump(("success", JobReturn(status=JobStatus.FAILED, _return_value=UncompletedJobError(

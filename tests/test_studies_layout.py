@@ -44,7 +44,7 @@ def test_studies_and_tracking_have_no_import_cycles():
 
 
 def test_no_cycle_between_packages():
-    """Between zoo's packages (zoo.monitor, zoo.report, zoo.models, ...; a top-level module counts
+    """Between zoo's packages (zoo.instruments, zoo.report, zoo.models, ...; a top-level module counts
     as its own), counting imports inside functions: a package that needs another's code sits
     above it. (monitor <-> report and models <-> budget were cycles: GradientMonitor, which draws
     the report, moved to zoo.gradient_monitor; the registry lookup of a family's memory estimate
@@ -60,12 +60,12 @@ def test_no_cycle_between_packages():
 
 def test_tracking_imports_no_study_code_and_the_study_callback_validates_and_judges():
     """zoo.tracking is a floor below the studies: none of its modules, the sweep callback
-    included, imports zoo.studies or zoo.precheck. A study is validated and judged by the studies
+    included, imports zoo.studies or zoo.cli.precheck. A study is validated and judged by the studies
     package's callback, which extends the tracking one."""
     graph = imports()
     for module, deps in graph.items():
         if module.startswith("zoo.tracking"):
-            assert not {d for d in deps if d.startswith(("zoo.studies", "zoo.precheck"))}, module
+            assert not {d for d in deps if d.startswith(("zoo.studies", "zoo.cli.precheck"))}, module
     assert {d for d in graph["zoo.studies.callback"] if d.startswith("zoo.studies")} == {
         "zoo.studies.validate", "zoo.studies.judge"}
     assert "zoo.tracking.sweep" in graph["zoo.studies.callback"]
@@ -73,7 +73,7 @@ def test_tracking_imports_no_study_code_and_the_study_callback_validates_and_jud
 
 def test_no_module_of_zoo_imports_the_package_root():
     """``zoo/__init__.py`` is for users: a module of the package imports the module that defines
-    what it needs (zoo.spec.build_model, zoo.run.train, zoo.stopping), never ``zoo`` itself,
+    what it needs (zoo.training.spec.build_model, zoo.training.run.train, zoo.runtime.stopping), never ``zoo`` itself,
     whose public functions delegate to those modules."""
     found = []
     for path in ROOT.rglob("*.py"):

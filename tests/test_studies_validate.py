@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import zoo.cli.ablate
-from zoo.schema import SpecError
+from zoo.config.schema import SpecError
 from zoo.studies import jobs, load, validate
 from zoo.tracking import runs
 

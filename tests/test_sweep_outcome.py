@@ -2,7 +2,7 @@
 run; and a sweep's identity: two sweeps started in the same second in one folder get a folder,
 a key and a parent each, and each parent is closed.
 
-The jobs here are fakes (``zoo.run`` replaced before the sweep imports it): what is under test
+The jobs here are fakes (``zoo.training.run`` replaced before the sweep imports it): what is under test
 is the sweep around them, and a fake job costs no TensorFlow import."""
 import json
 import os
@@ -14,7 +14,7 @@ import pytest
 
 from conftest import EVENT_SECONDS, runs_of
 
-# zoo-train with a fake zoo.run: a job whose seed is in FAIL raises (as a crash in training
+# zoo-train with a fake zoo.training.run: a job whose seed is in FAIL raises (as a crash in training
 # would), the others "finish" as an MLflow child run of the sweep's parent when there is a store.
 # FROZEN_NOW fixes Hydra's ${now:...}, so two sweeps see the same second.
 FAKE = """
@@ -38,9 +38,9 @@ def run(spec, sink, run_name=None):
     return types.SimpleNamespace(run_id=getattr(sink, "run_id", None), outcome="finished", verdict=verdict,
                                  summary_line=lambda: f"fake job seed {spec.seed} finished")
 
-fake = types.ModuleType("zoo.run")
+fake = types.ModuleType("zoo.training.run")
 fake.run = run
-sys.modules["zoo.run"] = fake
+sys.modules["zoo.training.run"] = fake
 if os.environ.get("ENTRY") == "zoo-ablate":
     from zoo.cli.ablate import main as ablate
     sys.exit(ablate(sys.argv[1:]))
@@ -110,7 +110,7 @@ def test_two_sweeps_started_in_the_same_second_in_one_folder_keep_apart(tmp_path
 
 
 def test_a_sweep_folder_given_twice_is_refused_while_the_first_sweep_runs(tmp_path):
-    from zoo.schema import SpecError
+    from zoo.config.schema import SpecError
     from zoo.tracking.sweep import lock_sweep_dir
 
     folder = tmp_path / "multirun" / "mine"

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 import zoo
-from zoo.schema import SpecError
+from zoo.config.schema import SpecError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,7 +36,7 @@ def test_bad_options_are_refused(options, message):
 
 
 def test_the_group_file_mirrors_the_schema_and_the_budget_knows_its_shape():
-    from zoo import budget
+    from zoo.config import budget
     from zoo.data import DATASETS
 
     values = yaml.safe_load((REPO / "conf" / "data" / "synthetic_regression.yaml").read_text())

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import pytest
 
 from zoo.cli import server as server_cli
-from zoo.monitor.layout import LOG10_ZERO
+from zoo.instruments.layout import LOG10_ZERO
 from zoo.tracking import server as zoo_server
 from zoo.tracking.repair import running
 from conftest import EVENT_SECONDS

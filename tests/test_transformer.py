@@ -7,8 +7,8 @@ import tensorflow as tf
 
 import zoo
 from conftest import make_step, probe_once, step_once
-from zoo.schema import SpecError
-from zoo.spec import compose_spec
+from zoo.config.schema import SpecError
+from zoo.training.spec import compose_spec
 
 T, F, OUT = 5, 3, 2
 SMALL = dict(depth=1, width=8, heads=2)

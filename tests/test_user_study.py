@@ -127,7 +127,7 @@ def test_a_study_in_another_folder_reads_its_relative_paths_from_the_launch_fold
     """``studies/mystudy.yaml`` is Hydra's config dir ``studies`` and name ``mystudy``; the jobs
     run where zoo-ablate was started (no chdir), so ``mynet.py`` is the launch folder's."""
     from zoo.cli.ablate import check_overrides, hydra_argv
-    from zoo.schema import SpecError
+    from zoo.config.schema import SpecError
 
     project = write_project(tmp_path)
     (project / "studies").mkdir()

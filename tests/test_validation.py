@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from zoo.schema import SpecError
-from zoo.spec import compose_spec
+from zoo.config.schema import SpecError
+from zoo.training.spec import compose_spec
 from conftest import EVENT_SECONDS
 
 # Runs ``zoo-train ARGS`` in-process and reports whether TensorFlow got imported on the way.
@@ -151,7 +151,7 @@ def test_tracking_server_that_answers_health_is_accepted():
 
 
 def test_experiment_names_with_control_characters_are_refused():
-    from zoo.spec import TrackingConfig
+    from zoo.training.spec import TrackingConfig
 
     with pytest.raises(SpecError, match=r"experiment must not hold control characters, got 'a\\x07b'"):
         TrackingConfig(experiment="a\x07b")
@@ -186,7 +186,8 @@ def test_a_batch_larger_than_the_training_split_costs_the_split(batch):
 
 def test_memory_estimates_agree_with_counted_parameters():
     """The closed forms count the same weights Keras builds (a second way to the number)."""
-    from zoo import budget, models
+    from zoo.config import budget
+    from zoo import models
     from zoo.data.digits import DigitsConfig
     from zoo.data.adding import AddingConfig
     from zoo.data.keras_datasets import KerasImageConfig
@@ -525,10 +526,10 @@ def test_a_deleted_experiment_on_a_server_is_refused(tmp_path):
 
 
 def test_a_sweeps_jobs_inspect_their_store_once_before_the_first_job(tmp_path, monkeypatch):
-    """zoo.precheck validates every job; the jobs share their store, which is inspected once
+    """zoo.cli.precheck validates every job; the jobs share their store, which is inspected once
     (a probe file, the free space, sqlite's quick_check), not once per job."""
-    from zoo import spec as spec_module
-    from zoo.precheck import check_command
+    from zoo.training import spec as spec_module
+    from zoo.cli.precheck import check_command
 
     monkeypatch.chdir(tmp_path)
     seen = []

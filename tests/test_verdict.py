@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from zoo.monitor.summary import progress
-from zoo.monitor.verdict import judge, windows
+from zoo.records.summary import progress
+from zoo.records.verdict import judge, windows
 
 T, L = 100, 10
 

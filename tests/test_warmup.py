@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 import zoo
-from zoo.optimizers import OPTIMIZERS, learning_rate
-from zoo.schema import SpecError
-from zoo.spec import compose_spec
+from zoo.config.optimizers import OPTIMIZERS, learning_rate
+from zoo.config.schema import SpecError
+from zoo.training.spec import compose_spec
 
 OFF = ["tracking.uri=null"]
 

@@ -7,9 +7,9 @@ import tensorflow as tf
 
 import zoo
 from zoo.models import MODELS
-from zoo.monitor.recorder import Recorder
-from zoo.schema import SpecError
-from zoo.spec import compose_spec
+from zoo.records.recorder import Recorder
+from zoo.config.schema import SpecError
+from zoo.training.spec import compose_spec
 from conftest import make_step as _make_step
 from zoo.tracking.memory import MemorySink
 
@@ -131,14 +131,14 @@ def test_deep_linear_chain_is_bias_free_and_linear():
 def test_public_functions_survive_the_import_of_the_cli_and_comparison_modules():
     """``zoo.train`` is the function even after the CLI module ``zoo.cli.train`` was imported (a
     test, a joblib worker, ``python -m zoo.cli.train``), and so is ``zoo.compare`` after
-    ``zoo.comparison``: no submodule is named like a public function, so ``zoo`` is a plain
+    ``zoo.analysis.comparison``: no submodule is named like a public function, so ``zoo`` is a plain
     module (no class that refuses the submodules' attributes)."""
     import importlib
     import types
     from pathlib import Path
 
     cli = importlib.import_module("zoo.cli.train")
-    importlib.import_module("zoo.comparison")
+    importlib.import_module("zoo.analysis.comparison")
     assert callable(zoo.train) and zoo.train.__module__ == "zoo" and hasattr(cli, "main")
     assert zoo.compare.__module__ == "zoo"
     assert type(zoo) is types.ModuleType

@@ -61,13 +61,13 @@ def build_model(name: str, input_shape, num_outputs: int, **knobs):
     Raises:
         InputError: ``name`` is not a registered family (the message lists the known ones),
             ``input_shape`` is not a tuple of positive integers, ``num_outputs`` not one; its
-            subclass zoo.schema.SpecError: a knob that is unknown or out of range. One line
-            naming the argument or key, before anything is built (zoo.arguments).
+            subclass zoo.config.schema.SpecError: a knob that is unknown or out of range. One line
+            naming the argument or key, before anything is built (zoo._arguments).
     """
-    from zoo.arguments import check_build_model
+    from zoo._arguments import check_build_model
 
     check_build_model(name, input_shape, num_outputs)
-    from zoo.spec import build_model as build
+    from zoo.training.spec import build_model as build
 
     return build(name, input_shape, num_outputs, **knobs)
 
@@ -87,13 +87,13 @@ def load_dataset(name: str, **options):
 
     Raises:
         InputError: ``name`` is not a registered dataset (the message lists them); its subclass
-            zoo.schema.SpecError: an option that is unknown or out of range. One line naming
+            zoo.config.schema.SpecError: an option that is unknown or out of range. One line naming
             the argument or key.
     """
-    from zoo.arguments import check_load_dataset
+    from zoo._arguments import check_load_dataset
 
     check_load_dataset(name)
-    from zoo.spec import load_dataset as load
+    from zoo.training.spec import load_dataset as load
 
     return load(name, **options)
 
@@ -108,18 +108,18 @@ def train(overrides: list[str] | None = None, sink=None):
             which suits notebooks.
 
     Returns:
-        A ``zoo.run.RunResult``: the outcome, the verdict, the progress, every step's statistics
+        A ``zoo.training.run.RunResult``: the outcome, the verdict, the progress, every step's statistics
         (``stats``), the final numbers and the trained model.
 
     Raises:
         InputError: ``overrides`` is not a list of strings or ``sink`` not a sink; its subclass
-            zoo.schema.SpecError: a config error. One line naming the argument or key, before
+            zoo.config.schema.SpecError: a config error. One line naming the argument or key, before
             anything is built (and before TensorFlow is imported).
     """
-    from zoo.arguments import check_train
+    from zoo._arguments import check_train
 
     check_train(overrides, sink)
-    from zoo.run import train as run_job
+    from zoo.training.run import train as run_job
 
     return run_job(overrides, sink)
 
@@ -156,7 +156,7 @@ def load_pretrained(name: str):
             manifest's (a flipped byte, a truncated file; the message names the file and both
             hashes).
     """
-    from zoo.arguments import check_load_pretrained
+    from zoo._arguments import check_load_pretrained
 
     check_load_pretrained(name)
     from zoo.pretrained.load import load_pretrained as load
@@ -183,17 +183,17 @@ def compare(a, b, data=None, **options):
             else the task's).
 
     Returns:
-        A ``zoo.comparison.Comparison``: ``.table`` (per-layer medians and spreads aligned by
+        A ``zoo.analysis.comparison.Comparison``: ``.table`` (per-layer medians and spreads aligned by
         normalized depth, ratio b / a), ``.figure``, ``.markdown()``, ``.save(path)``.
 
     Raises:
-        InputError: an argument that cannot work, in one line naming it (zoo.arguments): no
+        InputError: an argument that cannot work, in one line naming it (zoo._arguments): no
             ``data`` for models that are not pretrained entries, an unknown entry or dataset
             name, models that take different input shapes, ``data`` that is not one of its
             forms or does not fit them, ``batches`` or ``batch_size`` below 1, ``seed`` outside
             [0, 2**32).
     """
-    from zoo.comparison import compare as run
+    from zoo.analysis.comparison import compare as run
 
     return run(a, b, data, **options)
 
@@ -218,7 +218,7 @@ def diagnose(model, data, **options):
             the report.
 
     Returns:
-        A ``zoo.diagnosis.Diagnosis``: ``verdict``, ``problem`` (True unless healthy and nothing
+        A ``zoo.analysis.diagnosis.Diagnosis``: ``verdict``, ``problem`` (True unless healthy and nothing
         saturated or dead), ``findings``, ``remedies``, ``markdown()``, ``figure``,
         ``save(folder)``.
 
@@ -228,9 +228,9 @@ def diagnose(model, data, **options):
             fewer than 2 examples, values not finite in float32, batches of one example for a
             model with batch normalization, inputs whose loss overflows the model's float
             dtype), an unknown task or loss name, inputs that do not fit the model's input, or
-            targets that do not fit its output and loss: one line naming what (zoo.arguments).
+            targets that do not fit its output and loss: one line naming what (zoo._arguments).
     """
-    from zoo.diagnosis import diagnose as run
+    from zoo.analysis.diagnosis import diagnose as run
 
     return run(model, data, **options)
 

@@ -19,15 +19,15 @@ study's checks are validated against its sweep first (zoo.studies.validate); the
 (zoo.studies.judge). Listing and argument errors do not import TensorFlow, and neither does a
 bad study file or a bad override: every job of the sweep this command makes (scale and extra
 overrides included) is composed and validated first, and the claim's metrics checked against
-those runs (zoo.precheck, as ``zoo-train -m`` does), so ``model.depth=abc`` or
+those runs (zoo.cli.precheck, as ``zoo-train -m`` does), so ``model.depth=abc`` or
 ``model.activation=relu`` on a claim about saturation exits 2 with one line instead of a sweep
 of skipped jobs or an "inconclusive" study. The exit code is zoo-train's: 1 when every job
 failed, 3 when some did. Before launching, runs of the study's
 experiment left RUNNING by a process that is gone (SIGKILL, a lost machine) are ended as KILLED
 and listed (zoo.tracking.repair). What every job must share is resolved here and appended to the
-command (zoo.launch.shared_overrides: the sweep folder as an absolute path, the tracking store,
+command (zoo.config.origin.shared_overrides: the sweep folder as an absolute path, the tracking store,
 keys read from the environment), so a worker on another node resolves none of it itself; with
-``--address`` the Ray head is asked first, token authentication included (zoo.ray_join).
+``--address`` the Ray head is asked first, token authentication included (zoo.launch.ray_join).
 """
 from __future__ import annotations
 
@@ -38,12 +38,12 @@ import time
 
 from omegaconf.errors import OmegaConfBaseException
 
-from zoo.launchers import LAUNCHERS, launcher_overrides, refused_when_joining
-from zoo.schema import SpecError
+from zoo.launch.launchers import LAUNCHERS, launcher_overrides, refused_when_joining
+from zoo.config.schema import SpecError
 from zoo.studies.jobs import job_count
 from zoo.studies.load import SCALES, config_location, load_study, study_file, study_names
 from zoo.studies.validate import validate_study
-from zoo.launch import sweep_id
+from zoo.config.origin import sweep_id
 
 
 def describe() -> tuple[str, list[str]]:
@@ -62,11 +62,11 @@ def describe() -> tuple[str, list[str]]:
 
 def hydra_argv(name: str, scale: str, launcher: list[str], force: bool, extra: list[str]) -> list[str]:
     """The ``zoo-train -m`` command line of a study (a shipped name or a file); ``launcher`` from
-    zoo.launchers. The sweep folder is ``multirun/<file stem>/…`` under the working directory."""
+    zoo.launch.launchers. The sweep folder is ``multirun/<file stem>/…`` under the working directory."""
     study = load_study(name)
     config_dir, config_name = config_location(name)
     # the time to the second, and this process's suffix: two studies started in the same second
-    # in one folder get a folder and an MLflow parent each (zoo.launch.sweep_id)
+    # in one folder get a folder and an MLflow parent each (zoo.config.origin.sweep_id)
     sweep_dir = os.path.join("multirun", config_name, f"{scale}-{time.strftime('%Y%m%d-%H%M%S')}-{sweep_id()}")
     argv = ["-m", "--config-dir", config_dir, "--config-name", config_name,
             f"+study.scale={scale}", f"hydra.sweep.dir={sweep_dir}",
@@ -75,12 +75,12 @@ def hydra_argv(name: str, scale: str, launcher: list[str], force: bool, extra: l
 
 
 def check_overrides(name: str, hydra_args: list[str], extra: list[str] = ()):
-    """Compose and validate (zoo.spec, no TensorFlow) every job of the study's sweep as this
+    """Compose and validate (zoo.training.spec, no TensorFlow) every job of the study's sweep as this
     command makes it, scale and extra overrides included, and check the claim's metrics against
-    those runs (zoo.precheck, what ``zoo-train -m`` does); the first job's spec. Raises
+    those runs (zoo.cli.precheck, what ``zoo-train -m`` does); the first job's spec. Raises
     SpecError, or Hydra's own exception for an override it refuses. ``extra`` is kept for
     callers of the earlier signature; ``hydra_args`` holds them."""
-    from zoo.precheck import check_command
+    from zoo.cli.precheck import check_command
 
     return check_command(list(hydra_args)).specs[0]
 
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     except (*HYDRA_CONFIG_ERRORS, OmegaConfBaseException) as err:  # a study file Hydra cannot compose
         print(f"zoo-ablate: {study_file(args.study)}: {hydra_error_line(err)}", file=sys.stderr)
         return 2
-    from zoo.precheck import check_command
+    from zoo.cli.precheck import check_command
 
     try:
         jobs = job_count(args.study, hydra_args)
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"zoo-ablate: config error: {hydra_error_line(err)}", file=sys.stderr)
         return 2
     if args.address:
-        import zoo.ray_join as ray_join
+        import zoo.launch.ray_join as ray_join
 
         try:
             turned_on = ray_join.prepare(args.address)
@@ -165,9 +165,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if turned_on:
             print(f"zoo-ablate: {turned_on}", flush=True)
-    import zoo.slurm as slurm
+    import zoo.launch.slurm as slurm
 
-    hydra_args += slurm.overrides(checked.specs, hydra_args)  # SLURM: zoo.slurm's launcher; memory by the estimate
+    hydra_args += slurm.overrides(checked.specs, hydra_args)  # SLURM: zoo.launch.slurm's launcher; memory by the estimate
     print(f"zoo-ablate: {args.study} at scale {args.scale}: {jobs} jobs"
           + "".join(f"; {o}" for o in hydra_args if o.startswith("hydra.launcher.mem_gb=")), flush=True)
     repair_before(spec)

@@ -1,10 +1,10 @@
-"""``zoo-diagnose MODEL.keras --data DATA.npz``: diagnose a saved model's gradients (zoo.diagnosis).
+"""``zoo-diagnose MODEL.keras --data DATA.npz``: diagnose a saved model's gradients (zoo.analysis.diagnosis).
 
 Prints the report (markdown) and writes it with the figure and the raw statistics to ``--out``
 (default ``MODEL-diagnosis/`` beside the working directory); ``--mlflow`` also logs them as an
 MLflow run (the zoo's store, ``sqlite:///mlflow.db``, experiment ``gradzoo``, unless told).
 
-Exit codes: 0 healthy, 1 a problem found (any finding of zoo.diagnosis.findings: the verdict is
+Exit codes: 0 healthy, 1 a problem found (any finding of zoo.analysis.diagnosis.findings: the verdict is
 not healthy, the loss cannot read the targets, inputs or targets far from unit scale, a layer
 mostly saturated or dead, ...), 2 bad input, in one line: a missing or unreadable file, arrays
 that do not fit the model's input, no loss known (a model saved without ``compile()`` and no
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-import zoo.stopping as stopping
+import zoo.runtime.stopping as stopping
 from zoo._lazy import pin_backend
 from zoo.cli import stopped
-from zoo.diagnosis.arrays import (InputError, check_fits, compiled_loss, input_shape, model_config,
+from zoo.analysis.diagnosis.arrays import (InputError, check_fits, compiled_loss, input_shape, model_config,
                                   model_input_shape, read_arrays)
 from zoo.tracking.store import StoreError, check_folder
 
@@ -78,8 +78,8 @@ def _check(args) -> tuple[dict, dict]:
     except StoreError as err:
         raise InputError(str(err)) from None
     if args.mlflow:
-        from zoo.schema import SpecError
-        from zoo.spec import TrackingConfig, check_tracking
+        from zoo.config.schema import SpecError
+        from zoo.training.spec import TrackingConfig, check_tracking
 
         try:
             tracking = TrackingConfig(uri=args.tracking_uri, experiment=args.experiment)
@@ -111,8 +111,8 @@ def _load(args):
 
 
 def _log(args, d, paths) -> str:
-    from zoo.monitor.layout import log10_for_charts
-    from zoo.monitor.series import mlflow_key
+    from zoo.instruments.layout import log10_for_charts
+    from zoo.instruments.series import mlflow_key
     from zoo.tracking import provenance
     from zoo.tracking import repair
     from zoo.tracking.mlflow_sink import MlflowSink
@@ -165,7 +165,7 @@ def _main(argv: list[str] | None) -> int:
         args = parser().parse_args(argv)
         _, arrays = _check(args)
         pin_backend()
-        from zoo.diagnosis import diagnose
+        from zoo.analysis.diagnosis import diagnose
 
         model = _load(args)
         check_fits(args.data, model_input_shape(model), arrays["x"])

@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-import zoo.stopping as stopping
+import zoo.runtime.stopping as stopping
 from zoo.cli import stopped
 from zoo.errors import InputError
 from zoo.pretrained import integrity
@@ -87,9 +87,9 @@ def cmd_verify(args) -> int:
 def check_train(args) -> None:
     """``train``'s options, before TensorFlow (as zoo-train checks its config): the threads and
     tolerances, and with ``--register`` the tracking store (a server must answer within 3 s,
-    a sqlite store's folder must take a file: zoo.spec.check_tracking). Raises InputError."""
-    from zoo.schema import SpecError
-    from zoo.spec import MAX_THREADS, TrackingConfig, check_tracking
+    a sqlite store's folder must take a file: zoo.training.spec.check_tracking). Raises InputError."""
+    from zoo.config.schema import SpecError
+    from zoo.training.spec import MAX_THREADS, TrackingConfig, check_tracking
 
     if not 0 <= args.threads <= MAX_THREADS:
         raise InputError(f"--threads must be in [0, {MAX_THREADS}] (0: TensorFlow's choice), got {args.threads}")

@@ -1,7 +1,7 @@
 """``zoo-train``: one instrumented training run per Hydra job (``-m`` for sweeps).
 
-Thin on purpose: check every job's config (zoo.precheck), compose (Hydra), validate (zoo.spec,
-no TensorFlow), maybe skip (resume), then hand over to zoo.run. A config error, Hydra's own
+Thin on purpose: check every job's config (zoo.cli.precheck), compose (Hydra), validate (zoo.training.spec,
+no TensorFlow), maybe skip (resume), then hand over to zoo.training.run. A config error, Hydra's own
 included (an unknown group option, a sweep without ``-m``, an override that does not parse), a
 YAML error or an interpolation that does not resolve, in any job of a sweep, prints one line
 and exits 2 before the first job, before TensorFlow is imported and before Hydra makes a
@@ -12,14 +12,14 @@ is 1 when all failed, 3 when some did (zoo.tracking.sweep.SweepOutcome). With
 ``tracking.resume=true`` a job whose config and seed already have a FINISHED run is skipped
 (zoo.tracking.sweep.skip_if_finished).
 
-Ctrl-C and SIGTERM take the same path: SIGTERM raises :class:`zoo.stopping.Terminated` (a
+Ctrl-C and SIGTERM take the same path: SIGTERM raises :class:`zoo.runtime.stopping.Terminated` (a
 KeyboardInterrupt) in the main thread, and the request is recorded, so that a raise swallowed
-on the way is raised again at the next training step or job (zoo.stopping). zoo.run ends the
+on the way is raised again at the next training step or job (zoo.runtime.stopping). zoo.training.run ends the
 job's run as KILLED (``zoo.outcome=killed``), and on the way out every run this process still has open, a sweep's parent included (Hydra calls no callback
 then), is ended as KILLED too; with the joblib launcher the jobs of workers that died with the
 sweep are repaired (zoo.tracking.repair). Exit code 130 (SIGINT) or 143 (SIGTERM). Signals
 after the first do not cut that cleanup short; the third, or a stop still running 30 s after
-the first signal, exits at once, and interpreter exit gets 5 s (zoo.stopping).
+the first signal, exits at once, and interpreter exit gets 5 s (zoo.runtime.stopping).
 """
 from __future__ import annotations
 
@@ -34,12 +34,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-import zoo.stopping as stopping
+import zoo.runtime.stopping as stopping
 from zoo._lazy import pin_backend
 from zoo.cli import stopped
 from zoo.cli.stopped import close_open_runs
-from zoo.schema import SpecError
-from zoo.spec import validate
+from zoo.config.schema import SpecError
+from zoo.training.spec import validate
 from zoo.tracking import repair, sweep
 
 log = logging.getLogger("zoo")
@@ -47,7 +47,7 @@ log = logging.getLogger("zoo")
 
 def _run(spec, hydra_cfg, sweeping: bool):
     """Train one job; inside a sweep a crash is recorded and the sweep goes on."""
-    from zoo.run import run  # imports TensorFlow: 3-5 s
+    from zoo.training.run import run  # imports TensorFlow: 3-5 s
     from zoo.tracking import sink_for
 
     # a signal during that import is raised inside it, where its own error handling can swallow
@@ -60,11 +60,11 @@ def _run(spec, hydra_cfg, sweeping: bool):
         if not sweeping:
             remove_run_folder(hydra_cfg)
             print(f"zoo-train: config error: {one_line(str(err))}", file=sys.stderr)
-            sys.exit(2)  # zoo.run recorded the run as FAILED with its error
+            sys.exit(2)  # zoo.training.run recorded the run as FAILED with its error
         log.error("config error, job recorded as a FAILED run; the sweep goes on: %s", err)
         sweep.record_job(spec, hydra_cfg, run_id=sink.run_id, error=f"SpecError: {err}")
         return None
-    except KeyboardInterrupt as stop:  # zoo.run ended the run KILLED: say by what, there and to the sweep
+    except KeyboardInterrupt as stop:  # zoo.training.run ended the run KILLED: say by what, there and to the sweep
         name = stopping.name_of(stop)
         try:
             sink.set_tags({"zoo.killed": name})
@@ -72,13 +72,13 @@ def _run(spec, hydra_cfg, sweeping: bool):
         except Exception as err:  # the stop goes on; zoo.cli.train closes what is still open
             log.warning("could not record the stop: %s", err)
         raise
-    except SystemExit as stop:  # zoo.run ended the run FAILED; nothing in the zoo exits mid-run
+    except SystemExit as stop:  # zoo.training.run ended the run FAILED; nothing in the zoo exits mid-run
         sink.set_tags({"zoo.error": f"SystemExit({stop.code}) mid-run: the job's runner exited (submitit "
                                     "does when it requeues a SLURM job that timed out or was preempted; "
                                     "the requeued job starts again from step 0)"})
         raise
     except Exception as err:
-        try:  # zoo.run says why for a failed step; this also covers a failure while writing the report
+        try:  # zoo.training.run says why for a failed step; this also covers a failure while writing the report
             sink.set_tags({"zoo.error": f"{type(err).__name__}: {err}"[:5000]})
         except Exception:
             pass
@@ -125,7 +125,7 @@ def app(cfg: DictConfig):
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         spec = validate(cfg)
-    except SpecError as err:  # zoo.precheck passed it: something changed since (memory, a server)
+    except SpecError as err:  # zoo.cli.precheck passed it: something changed since (memory, a server)
         if sweeping:
             log.error("config error, job recorded as failed; the sweep goes on: %s", err)
             sweep.record_job(None, hydra_cfg, error=f"SpecError: {err}")
@@ -141,7 +141,7 @@ def app(cfg: DictConfig):
             print(f"zoo-train: skipped, already finished as MLflow run {done}")
             return "skipped"
         return _run(spec, hydra_cfg, sweeping)
-    except KeyboardInterrupt as stop:  # zoo.run ended the job's run; anything else still open too
+    except KeyboardInterrupt as stop:  # zoo.training.run ended the job's run; anything else still open too
         repair.close_owned("KILLED", stopping.name_of(stop))
         raise
 
@@ -200,7 +200,7 @@ def main(checked: bool = False, prog: str = "zoo-train") -> None:
     """``zoo-train``: the Hydra app, with Hydra's config errors as one line and exit code 2 (it
     would print 3-16 lines and exit 1), and no run left RUNNING when it stops early.
 
-    Every job's config is checked first (zoo.precheck; ``checked``: the caller, zoo-ablate, has
+    Every job's config is checked first (zoo.cli.precheck; ``checked``: the caller, zoo-ablate, has
     done it), so a bad value anywhere in a sweep, a YAML error, an interpolation that does not
     resolve or a claim the overrides make impossible stops the command before the first job and
     before Hydra makes a folder. A sweep ends with one line counting its jobs; the exit code is
@@ -212,7 +212,7 @@ def main(checked: bool = False, prog: str = "zoo-train") -> None:
     ``prog``: the command the user typed, which the command's own lines name (zoo-ablate's)."""
     import yaml
 
-    from zoo.precheck import check_command, yaml_error
+    from zoo.cli.precheck import check_command, yaml_error
 
     stopping.install()
     pin_backend()  # before anything can import TensorFlow, here or in a joblib worker
@@ -222,12 +222,12 @@ def main(checked: bool = False, prog: str = "zoo-train") -> None:
         if not checked:
             found = check_command(sys.argv[1:])
             if found is not None:  # a sweep's folder, store and environment, resolved here for every job
-                import zoo.slurm as slurm
+                import zoo.launch.slurm as slurm
 
                 sys.argv += found.shared_overrides()
                 sys.argv += slurm.overrides(found.specs, sys.argv[1:])  # submitit_slurm: as zoo-ablate runs it
         app()
-    except SpecError as err:  # zoo.precheck's: nothing ran, nothing was made
+    except SpecError as err:  # zoo.cli.precheck's: nothing ran, nothing was made
         print(f"{prog}: config error: {one_line(str(err))}", file=sys.stderr)
         sys.exit(2)
     except yaml.YAMLError as err:  # a config file Hydra could not read (also one the precheck skipped)
@@ -242,7 +242,7 @@ def main(checked: bool = False, prog: str = "zoo-train") -> None:
         close_open_runs("FAILED", f"config error: {hydra_error_line(err)}")  # e.g. job 2 of -m model=mlp,foo
         print(f"{prog}: config error: {one_line(hydra_error_line(err))}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt as stop:  # a second signal does not raise (zoo.stopping): the cleanup runs whole
+    except KeyboardInterrupt as stop:  # a second signal does not raise (zoo.runtime.stopping): the cleanup runs whole
         stopped.end(prog, stop)  # exit within seconds, whatever MLflow's threads wait for
     except Exception as err:
         stop = stopping.stop_behind(err)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from zoo.registry import Registry
+from zoo.config.registry import Registry
 
 DATASETS = Registry("dataset")
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from zoo.data import DATASETS, Dataset
-from zoo.schema import Section, at_least
+from zoo.config.schema import Section, at_least
 
 
 @dataclass

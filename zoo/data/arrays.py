@@ -34,8 +34,8 @@ import numpy as np
 from omegaconf import MISSING
 
 from zoo.data import DATASETS, Dataset, npz, prior_baselines
-from zoo.launch import from_launch_folder
-from zoo.schema import Section, SpecError, choice, file_digest
+from zoo.config.origin import from_launch_folder
+from zoo.config.schema import Section, SpecError, choice, file_digest
 
 KEYS = ("x_train", "y_train", "x_val", "y_val")
 TASKS = ("auto", "classification", "regression")

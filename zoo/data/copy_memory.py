@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from zoo.data import DATASETS, Dataset
-from zoo.schema import Section, at_least
+from zoo.config.schema import Section, at_least
 
 N_SYMBOLS = 8     # symbols 1..8
 N_REMEMBER = 10   # symbols to copy

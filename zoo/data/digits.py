@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from zoo.data import DATASETS, Dataset, prior_baselines
-from zoo.schema import Section, SpecError, choice, in_unit_interval
+from zoo.config.schema import Section, SpecError, choice, in_unit_interval
 
 SPLIT_SEED = 0  # the train/val split is fixed, so runs with different seeds see the same data
 LAYOUTS = ("flat", "image")

@@ -8,7 +8,7 @@ each member's header is read with numpy's own ``numpy.lib.format.read_magic`` an
 ``read_array_header_1_0`` / ``_2_0`` (NEP 1), every error is one line naming the member, and the
 shape is checked against the bytes the member holds (its uncompressed size in the zip's
 directory, less the header) before anything is loaded; :func:`check_memory` then checks what
-a caller will load against the memory available now (zoo.budget). Nothing is unpickled.
+a caller will load against the memory available now (zoo.config.budget). Nothing is unpickled.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib import format as npy
 
-from zoo.budget import available_bytes, human
+from zoo.config.budget import available_bytes, human
 from zoo.errors import InputError
 
 NPY_MAGIC = b"\x93NUMPY"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from zoo.data import DATASETS, Dataset, prior_baselines
-from zoo.schema import Section, choice
+from zoo.config.schema import Section, choice
 
 # The same split as zoo/data/digits.py (its SPLIT_SEED and default val_fraction), kept here so
 # this module does not depend on that file's internals.

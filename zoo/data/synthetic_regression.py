@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from zoo.data import DATASETS, Dataset
-from zoo.schema import Section, at_least, positive
+from zoo.config.schema import Section, at_least, positive
 
 
 @dataclass
@@ -30,7 +30,7 @@ class SyntheticRegressionConfig(Section):
     def __post_init__(self):
         at_least(1, n_train=self.n_train, n_val=self.n_val, n_features=self.n_features,
                  n_outputs=self.n_outputs)
-        positive(target_scale=self.target_scale)  # finite: zoo.schema.check_finite, for every float knob
+        positive(target_scale=self.target_scale)  # finite: zoo.config.schema.check_finite, for every float knob
 
 
 @DATASETS.register("synthetic_regression", schema=SyntheticRegressionConfig, input_kind="flat",

@@ -1,4 +1,4 @@
-"""``zoo.GradientMonitor``: the zoo's instruments (zoo.monitor) on a user's own Keras model, in
+"""``zoo.GradientMonitor``: the zoo's instruments (zoo.instruments, zoo.records) on a user's own Keras model, in
 its ``fit`` or its own loop, and the records (zoo.report) written into the user's MLflow run.
 
 - ``callback``: the monitor itself;

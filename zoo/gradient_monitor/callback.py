@@ -4,13 +4,13 @@ without changing how it trains.
 The monitor measures where every training step passes (zoo.gradient_monitor.hooks): the gradients the
 model's own step hands its optimizer, whatever that step is (Keras' ``train_step``, a subclass's
 with its own loss, clipping or loss scaling, a custom loop). Every step, in the compiled step
-(zoo.monitor.meter): the per-kernel norms of that gradient, unscaled under mixed precision; of
+(zoo.instruments.meter): the per-kernel norms of that gradient, unscaled under mixed precision; of
 what the optimizer's own clipping leaves; the weight norms before the update and the update's
 size; whether a loss scaler skipped the step. On probe steps (every ``histogram_every``-th, a
 second compiled function ``fit`` calls then) also gradient histograms and, where the model's
 layers can be read, activation statistics, the gradient reaching each time step and LSTM forget
 gates, from a forward pass on the same batch that changes no state. The rows go to a ring buffer
-of variables, drained into the recorder (zoo.monitor.recorder) after the train function's calls;
+of variables, drained into the recorder (zoo.records.recorder) after the train function's calls;
 at the end the run is judged (verdict, progress, its first gradient event), drawn and written.
 
 With Keras' own ``train_step`` and ``compute_loss`` and a weight penalty, the monitored gradient
@@ -19,7 +19,7 @@ is the gradient the optimizer receives, and the run says so once (``monitor.grad
 ``zoo.monitor_gradient``).
 
 With ``sharpness_every``, ``fit`` also reads the sharpness, λ_max of the loss's Hessian
-(zoo.monitor.sharpness), before every ``sharpness_every``-th update, on that update's own batch,
+(zoo.instruments.sharpness), before every ``sharpness_every``-th update, on that update's own batch,
 in Python between two calls of the train function (see :meth:`GradientMonitor._read_then_train`).
 """
 from __future__ import annotations
@@ -38,17 +38,18 @@ import tensorflow as tf
 from zoo.errors import InputError
 from zoo.gradient_monitor import _keras
 from zoo.gradient_monitor.hooks import Hooks, inner, loss_scale, skips_nonfinite
-from zoo.monitor import graph_stats, posedness
-from zoo.monitor.discover import Found, SelectionError, chosen, discover
-from zoo.monitor.instruments import ActivationStats, GradientHistograms, GradientThroughTime, Probe, TargetRange
-from zoo.monitor.instruments.targets import TARGET_SUMMARY
-from zoo.monitor.meter import Meter
-from zoo.monitor.recorder import Recorder
-from zoo.monitor.sharpness import SharpnessMeter, SharpnessSeries
-from zoo.monitor.sharpness_record import FILE as SHARPNESS_FILE, FOLDER as SHARPNESS_FOLDER, SharpnessRecord
-from zoo.monitor.summary import describe_progress, description, headline, progress, sharpness_summary, summarize
-from zoo.monitor.verdict import judge_run
-from zoo.stopping import deferred
+from zoo.instruments import graph_stats
+from zoo.records import posedness
+from zoo.instruments.discover import Found, SelectionError, chosen, discover
+from zoo.instruments import ActivationStats, GradientHistograms, GradientThroughTime, Probe, TargetRange
+from zoo.instruments.targets import TARGET_SUMMARY
+from zoo.instruments.meter import Meter
+from zoo.records.recorder import Recorder
+from zoo.instruments.sharpness import SharpnessMeter, SharpnessSeries
+from zoo.instruments.sharpness_record import FILE as SHARPNESS_FILE, FOLDER as SHARPNESS_FOLDER, SharpnessRecord
+from zoo.records.summary import describe_progress, description, headline, progress, sharpness_summary, summarize
+from zoo.records.verdict import judge_run
+from zoo.runtime.stopping import deferred
 from zoo.tracking.memory import MemorySink
 
 PREFIX_BESIDE_OTHERS = "zoo/"  # metric names in a run the monitor did not start
@@ -95,7 +96,7 @@ class GradientMonitor(keras.callbacks.Callback):
             never. Each reading is taken on the batch of the update it precedes, at the weights
             that update starts from, with the model in inference mode (dropout off, batch norm
             on its moving statistics) and inside ``keras.StatelessScope``, by the warm-started
-            block power iteration of zoo.monitor.sharpness.SharpnessMeter (at most 20 block
+            block power iteration of zoo.instruments.sharpness.SharpnessMeter (at most 20 block
             iterations of 3 Hessian-vector products); the loss is ``model.compute_loss`` (the
             compiled loss plus ``model.losses``). The readings go to MLflow (or memory) as
             ``3 sharpness/lambda_max`` (``preconditioned_lambda_max``) beside
@@ -138,7 +139,7 @@ class GradientMonitor(keras.callbacks.Callback):
         self.verdict = None
         self.progress: tuple[str, float] | None = None
         self.gradient = ""              # which gradient grad_norm is, in words
-        self.ill_posed: str | None = None  # why the loss cannot be read (zoo.monitor.posedness)
+        self.ill_posed: str | None = None  # why the loss cannot be read (zoo.records.posedness)
         self.skipped: dict[str, str] = {}
         self._seen = self._probes_seen = self._pending = 0
         self._attached = False  # attach() was called (whether or not the model could be instrumented)
@@ -531,7 +532,7 @@ class GradientMonitor(keras.callbacks.Callback):
 
     def _judge_and_write(self, stops: list[str]) -> None:
         """Judge the recorded steps and write everything (MLflow or memory); ``stops``: the
-        signals received meanwhile (zoo.stopping.deferred), named on the run if any came."""
+        signals received meanwhile (zoo.runtime.stopping.deferred), named on the run if any came."""
         recorder, sink = self.recorder, self.sink
         recorder.flush()
         self.stats = stats = recorder.stats()
@@ -577,7 +578,7 @@ class GradientMonitor(keras.callbacks.Callback):
         sink.finish("FINISHED")
 
     def _ill_posed(self, stats) -> str | None:
-        """Why the loss cannot be read (zoo.monitor.posedness), or None: targets outside what the
+        """Why the loss cannot be read (zoo.records.posedness), or None: targets outside what the
         compiled loss reads (probe steps of Keras' own step), or a recorded loss below its floor
         (of each loss, or of their sum for several outputs)."""
         spec = getattr(self.model, "loss", None)
@@ -594,7 +595,7 @@ class GradientMonitor(keras.callbacks.Callback):
         return None
 
     def _targets(self):
-        """The targets the loss read on the probe steps, as one zoo.monitor.posedness.Targets,
+        """The targets the loss read on the probe steps, as one zoo.records.posedness.Targets,
         or None when they were not read."""
         layout = self.meter.probe_layout
         if "targets" not in {f.name for f in layout.fields} or not self.recorder.probes:
@@ -630,7 +631,7 @@ class GradientMonitor(keras.callbacks.Callback):
     @property
     def headline(self) -> str:
         """'healthy · learning': the verdict, the progress (with ``baseline``) and the first
-        gradient event, as a run's (zoo.monitor.summary.headline); empty before ``finish``."""
+        gradient event, as a run's (zoo.records.summary.headline); empty before ``finish``."""
         if not self.verdict:
             return ""
         return headline(self.verdict.label, self.progress[0] if self.progress else None, self.verdict.event)

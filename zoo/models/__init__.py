@@ -8,7 +8,7 @@ loss can use the stable from-logits form.
 
 Tags: ``input_kind`` (what data shape the model takes: "flat", "image", "sequence"; a schema
 may refine it with an ``input_kind`` property), ``memory`` (the family's memory estimate,
-``(section, zoo.budget.Data) -> zoo.budget.Estimate | None``, beside its builder). A family's
+``(section, zoo.config.budget.Data) -> zoo.config.budget.Estimate | None``, beside its builder). A family's
 Keras layers are declared beside its builder too (zoo.models.serializable).
 """
 from __future__ import annotations
@@ -16,14 +16,14 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-import zoo.budget as budget
-from zoo.registry import Registry
+import zoo.config.budget as budget
+from zoo.config.registry import Registry
 
 MODELS = Registry("model")
 
 
 def estimate(model_name: str, model, data_name: str, data) -> budget.Estimate | None:
-    """zoo.budget.estimate with the family's estimator looked up by its name: the memory one run
+    """zoo.config.budget.estimate with the family's estimator looked up by its name: the memory one run
     of ``model_name`` on ``data_name`` needs, or None when either has no estimator."""
     memory = MODELS.get(model_name).tags.get("memory") if model_name in MODELS else None
     return budget.estimate(memory, model, data_name, data)

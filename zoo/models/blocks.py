@@ -4,7 +4,7 @@ Each knob is a registry, so an unknown name fails at config validation with the 
 names, and adding a choice is one registered function. Factories build Keras objects only when
 called; importing this module costs no TensorFlow.
 
-Activation tags tell the monitor what to measure on a layer's output (zoo.monitor.graph_stats):
+Activation tags tell the monitor what to measure on a layer's output (zoo.instruments.graph_stats):
 ``saturation`` ("sigmoid" | "tanh"): the fraction of outputs in the flat tails, where the local
 derivative is under 1% of its peak (sigmoid output outside [0.0025, 0.9975]; |tanh| > 0.995);
 ``dies``: the fraction of dead units, which give no positive output on any example and so pass
@@ -23,8 +23,8 @@ import zlib
 
 from zoo._lazy import keras
 from zoo.models.serializable import serializable
-from zoo.registry import Registry
-from zoo.schema import at_least, one_of, positive
+from zoo.config.registry import Registry
+from zoo.config.schema import at_least, one_of, positive
 
 ACTIVATIONS = Registry("activation")
 INITIALIZERS = Registry("initializer")

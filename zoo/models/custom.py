@@ -10,7 +10,7 @@ folder you launch from, searched last) or
 ``FILE.py:FUNCTION`` (relative to the folder you launch from), the dotted path of Hydra's
 ``_target_``. The function has the zoo builders' signature, ``build(input_shape, num_outputs,
 **knobs) -> keras.Model``; every other key under ``model.`` is one of its keyword arguments, by
-the same name (zoo.schema.OpenSection), logged to MLflow as ``model.width`` etc. The model must
+the same name (zoo.config.schema.OpenSection), logged to MLflow as ``model.width`` etc. The model must
 take the data's ``input_shape`` and end in ``num_outputs`` logits (classification) or predictions
 (regression): no softmax, since the loss applies it itself (from logits, the stable form).
 
@@ -28,8 +28,8 @@ error is one line naming the key.
 A custom model takes whatever the data is (no ``input_kind``). Its memory cannot be estimated
 from the config, so it is estimated from the model itself once the data is loaded, by a symbolic
 build that allocates nothing and is bounded in memory and time (:func:`size_by_building`), and
-refused as zoo.budget refuses the zoo's own families. It has no layer roles: the train step
-finds what to measure by looking at it, as ``zoo.GradientMonitor`` does (zoo.monitor.discover),
+refused as zoo.config.budget refuses the zoo's own families. It has no layer roles: the train step
+finds what to measure by looking at it, as ``zoo.GradientMonitor`` does (zoo.instruments.discover),
 and names what it cannot read.
 """
 from __future__ import annotations
@@ -49,9 +49,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zoo._lazy import keras
-from zoo.launch import from_launch_folder, launch_folder
+from zoo.config.origin import from_launch_folder, launch_folder
 from zoo.models import MODELS
-from zoo.schema import OpenSection, SpecError, file_digest
+from zoo.config.schema import OpenSection, SpecError, file_digest
 
 FORM = "PKG.MODULE:FUNCTION or FILE.py:FUNCTION"
 DOTTED = re.compile(r"[^\W\d]\w*(\.[^\W\d]\w*)*")
@@ -305,11 +305,11 @@ class _TrialOver(BaseException):
 
 def size_by_building(section, data, batch_size: int) -> None:
     """Refuse a custom model that cannot fit, as the zoo's own families are refused before
-    TensorFlow (zoo.budget), once the data is loaded and before anything is allocated: the
+    TensorFlow (zoo.config.budget), once the data is loaded and before anything is allocated: the
     builder runs once inside ``keras.StatelessScope(initialize_variables=False)``, where every
     variable is created deferred (its shape known, no memory taken), so a 10**12-parameter
     model costs nothing to build. Its parameters, its layers' outputs per example (the
-    activations) and its weight layers make zoo.budget's estimate. The trial is bounded: every
+    activations) and its weight layers make zoo.config.budget's estimate. The trial is bounded: every
     TRIAL_TICK s it looks at what the builder has made so far and stops it once the parameters
     and weight layers alone exceed the memory left (``model.depth=100000``), or once it has run
     TRIAL_SECONDS. Nothing the trial does reaches the real build: Python's and NumPy's random
@@ -317,7 +317,7 @@ def size_by_building(section, data, batch_size: int) -> None:
     of a build without it. A builder that cannot be built symbolically (it makes a variable from
     a value, which Keras cannot defer) is not sized; once built, a warning says so. Raises
     SpecError (key ``model.*``)."""
-    from zoo.budget import Estimate, refuse_over, room_for_model
+    from zoo.config.budget import Estimate, refuse_over, room_for_model
 
     knobs = {k: v for k, v in section.kwargs().items() if k != "target"}
     shape, outputs = tuple(data.input_shape), data.num_outputs
@@ -358,7 +358,7 @@ def _trial(call, input_shape: tuple, room: int | None, parsed: Target, knobs: di
         if over:  # said once and swallowed by the builder: say it again
             raise _TrialOver()
         params, layers = _deferred(global_state)
-        if room is not None and params * 16 + layers * 2 * 2**20 > room:  # zoo.budget's terms, no activations yet
+        if room is not None and params * 16 + layers * 2 * 2**20 > room:  # zoo.config.budget's terms, no activations yet
             over.append(f"its parameters and weight layers alone outgrow the memory left while it is still "
                         f"building (at least {params:.3g} parameters in {layers} weight layers so far)")
             raise _TrialOver()

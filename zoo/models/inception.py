@@ -19,10 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from zoo._lazy import keras
-from zoo.budget import Data, Estimate
+from zoo.config.budget import Data, Estimate
 from zoo.models import MODELS, blocks
 from zoo.models.roles import RoleBook
-from zoo.schema import Section, SpecError, at_least
+from zoo.config.schema import Section, SpecError, at_least
 
 
 @dataclass
@@ -61,10 +61,10 @@ def stage_of(module: int, depth: int) -> int:
 
 
 def memory(m, data: Data) -> Estimate | None:
-    """The memory estimate's terms (zoo.budget) for (H, W, C) images, module by module in the
+    """The memory estimate's terms (zoo.config.budget) for (H, W, C) images, module by module in the
     proportions of the paper's module 3a."""
     if len(data.shape) != 3:
-        return None  # a mismatch that zoo.spec.check_fit reports
+        return None  # a mismatch that zoo.training.spec.check_fit reports
     h, w, c = data.shape
     u = m.width
     params, activations = 9 * c * 2 * u, h * w * 2 * u * 3

@@ -13,7 +13,7 @@ from zoo._lazy import keras
 from zoo.models import MODELS, blocks
 from zoo.models.mlp import memory  # a stack of Dense layers, estimated as the MLP
 from zoo.models.roles import RoleBook
-from zoo.schema import Section, at_least
+from zoo.config.schema import Section, at_least
 
 
 @dataclass

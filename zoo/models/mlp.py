@@ -5,10 +5,10 @@ import math
 from dataclasses import dataclass
 
 from zoo._lazy import keras
-from zoo.budget import Data, Estimate
+from zoo.config.budget import Data, Estimate
 from zoo.models import MODELS, blocks
 from zoo.models.roles import RoleBook
-from zoo.schema import Section, at_least
+from zoo.config.schema import Section, at_least
 
 
 @dataclass
@@ -29,7 +29,7 @@ class MLPConfig(Section):
 
 
 def memory(m, data: Data) -> Estimate:
-    """The memory estimate's terms (zoo.budget) of a stack of ``depth`` Dense layers of ``width``
+    """The memory estimate's terms (zoo.config.budget) of a stack of ``depth`` Dense layers of ``width``
     units (also the deep linear net's): parameters exactly, per example each layer's Dense,
     [norm,] and activation outputs."""
     n_in, width, depth = math.prod(data.shape), m.width, m.depth

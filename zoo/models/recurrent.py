@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from zoo._lazy import keras
-from zoo.budget import Data, Estimate
+from zoo.config.budget import Data, Estimate
 from zoo.models import MODELS, blocks
 from zoo.models.roles import RoleBook
 from zoo.models.serializable import serializable
-from zoo.schema import Section, at_least, choice
+from zoo.config.schema import Section, at_least, choice
 
 RECURRENT_INITS = ("orthogonal", "identity", "glorot_uniform")
 HEADS = ("last", "sequence")
@@ -141,11 +141,11 @@ def _stack(cell: str, input_shape, num_outputs, *, depth, width, init, init_std,
 
 
 def memory(gates: int):
-    """The memory estimate (zoo.budget) of a stack of recurrent layers with ``gates`` weight
+    """The memory estimate (zoo.config.budget) of a stack of recurrent layers with ``gates`` weight
     blocks per layer (SimpleRNN 1, GRU 3, LSTM 4), for (T, F) sequences."""
     def estimate(m, data: Data) -> Estimate | None:
         if len(data.shape) != 2:
-            return None  # a mismatch that zoo.spec.check_fit reports
+            return None  # a mismatch that zoo.training.spec.check_fit reports
         steps, features = data.shape
         width, depth = m.width, m.depth
         params = gates * ((features + width + 1) * width)

@@ -64,11 +64,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from zoo._lazy import keras
-from zoo.budget import Data, Estimate
+from zoo.config.budget import Data, Estimate
 from zoo.models import MODELS, blocks
 from zoo.models.roles import RoleBook
 from zoo.models.serializable import serializable
-from zoo.schema import Section, SpecError, at_least, choice
+from zoo.config.schema import Section, SpecError, at_least, choice
 
 SHORTCUTS = ("A", "B")
 RESIDUAL_SCALES = ("one", "skipinit", "fixup")
@@ -144,10 +144,10 @@ def ZeroPadShortcut(keras):
 
 
 def memory(m, data: Data) -> Estimate | None:
-    """The memory estimate's terms (zoo.budget) for (H, W, C) images: parameters of every conv,
+    """The memory estimate's terms (zoo.config.budget) for (H, W, C) images: parameters of every conv,
     norm and the head; per example each block's conv, norm, activation and addition outputs."""
     if len(data.shape) != 3:
-        return None  # a mismatch that zoo.spec.check_fit reports
+        return None  # a mismatch that zoo.training.spec.check_fit reports
     h, w, c = data.shape
     n, width = max(1, (m.depth - 2) // 6), m.width
     per_channel = 2 if m.norm != "none" else 1  # gamma and beta, or a bias

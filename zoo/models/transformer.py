@@ -32,11 +32,11 @@ import math
 from dataclasses import dataclass
 
 from zoo._lazy import keras
-from zoo.budget import Data, Estimate
+from zoo.config.budget import Data, Estimate
 from zoo.models import MODELS, blocks
 from zoo.models.roles import RoleBook
 from zoo.models.serializable import serializable
-from zoo.schema import Section, SpecError, at_least, choice
+from zoo.config.schema import Section, SpecError, at_least, choice
 
 NORM_POSITIONS = ("pre", "post")
 NORMS = ("layer", "rms", "none")
@@ -62,7 +62,7 @@ class TransformerConfig(Section):
     regularizer: str = "none"    # none | l1 | l2 on every kernel
     reg_strength: float = 1e-4   # factor of the l1 / l2 penalty
 
-    PER_SEQUENCE_HEAD = "mean"  # zoo.spec.check_head: the head that gives one output per sequence
+    PER_SEQUENCE_HEAD = "mean"  # zoo.training.spec.check_head: the head that gives one output per sequence
 
     def __post_init__(self):
         at_least(1, depth=self.depth, width=self.width, heads=self.heads, mlp_ratio=self.mlp_ratio)
@@ -97,7 +97,7 @@ class TransformerConfig(Section):
 
     @property
     def data_hint(self) -> str | None:
-        """What fits when no registered dataset does (zoo.spec.check_fit)."""
+        """What fits when no registered dataset does (zoo.training.spec.check_fit)."""
         return "data=arrays with integer token ids x of shape (N, T)" if self.vocab_size else None
 
     @property
@@ -108,10 +108,10 @@ class TransformerConfig(Section):
 
 
 def memory(m: TransformerConfig, data: Data) -> Estimate | None:
-    """The memory estimate's terms (zoo.budget) for ``data``: parameters counted exactly,
+    """The memory estimate's terms (zoo.config.budget) for ``data``: parameters counted exactly,
     activations per example as the outputs each block keeps for the backward pass."""
     if len(data.shape) != (1 if m.vocab_size else 2):
-        return None  # a mismatch that zoo.spec.check_fit reports
+        return None  # a mismatch that zoo.training.spec.check_fit reports
     steps, d, hidden = data.shape[0], m.width, m.width * m.mlp_ratio
     params = parameter_count(m, data.shape, data.outputs)
     per_block = steps * (10 * d + 2 * hidden) + 3 * m.heads * steps * steps  # + scores, softmax
@@ -140,7 +140,7 @@ def PositionEmbedding(keras):
             self.std, self.seed = float(std), seed
 
         def build(self, shape):
-            # not "embeddings": the monitor takes those for a layer's kernel (zoo.monitor.layout),
+            # not "embeddings": the monitor takes those for a layer's kernel (zoo.instruments.layout),
             # and this table is the input's companion, not a layer of the profile
             self.table = self.add_weight(
                 name="table", shape=(shape[1], shape[2]),

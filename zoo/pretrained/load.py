@@ -53,7 +53,7 @@ def signature(model) -> list[tuple[str, tuple[tuple[int, ...], ...]]]:
 def _reference(name: str, sha256: str):
     """(roles, architecture signature) of the entry's architecture, built fresh from its recipe."""
     from zoo.models.roles import roles_of
-    from zoo.spec import build_model
+    from zoo.training.spec import build_model
 
     entry = load_manifest().get(name)
     knobs = {k: v for k, v in entry.model.items() if k != "name"}

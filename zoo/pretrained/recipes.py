@@ -1,6 +1,6 @@
 """Regenerating an entry from its recipe, by the project's own training code.
 
-``train`` runs ``zoo.run.train(recipe + seed + tracking.uri=null)`` exactly as ``zoo-train`` would,
+``train`` runs ``zoo.training.run.train(recipe + seed + tracking.uri=null)`` exactly as ``zoo-train`` would,
 saves the trained model in Keras' native format and describes it as a manifest entry (hash,
 size, metrics, versions). ``check`` compares a new run's metrics with the manifest's.
 
@@ -31,7 +31,7 @@ EXECUTION = ("tracking.uri=null",)
 class Trained:
     entry: Entry          # the entry as this run would write it
     model: object         # the trained keras.Model
-    result: object        # zoo.run.RunResult
+    result: object        # zoo.training.run.RunResult
 
 
 def metrics_of(final: dict[str, float]) -> dict[str, float]:
@@ -51,8 +51,8 @@ def _versions() -> dict[str, str]:
 
 def train(entry: Entry, out_dir: Path, extra: tuple[str, ...] = (), sink=None) -> Trained:
     """Train ``entry``'s recipe and save the model as ``out_dir/entry.file``."""
-    from zoo.run import train as zoo_train
-    from zoo.spec import compose_spec
+    from zoo.training.run import train as zoo_train
+    from zoo.training.spec import compose_spec
 
     overrides = [*entry.overrides(), *EXECUTION, *extra]
     spec = compose_spec(overrides)

@@ -13,8 +13,8 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from zoo.monitor.stats import RunStats
-from zoo.monitor.verdict import Verdict, windows
+from zoo.records.stats import RunStats
+from zoo.records.verdict import Verdict, windows
 
 MAX_SNAPSHOTS = 6
 MAX_HIST_PANELS = 6

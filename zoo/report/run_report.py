@@ -15,9 +15,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from zoo.monitor.series import HISTOGRAM_IMAGES
-from zoo.monitor.stats import RunStats
-from zoo.monitor.verdict import Verdict
+from zoo.instruments.series import HISTOGRAM_IMAGES
+from zoo.records.stats import RunStats
+from zoo.records.verdict import Verdict
 from zoo.report import colors, plots
 from zoo.tracking.sink import Sink
 

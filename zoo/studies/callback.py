@@ -24,7 +24,7 @@ class StudyCallback(SweepCallback):
     def check_sweep(self, config: DictConfig) -> None:
         if not OmegaConf.select(config, "study.name"):
             return
-        from zoo.schema import SpecError
+        from zoo.config.schema import SpecError
         from zoo.studies.validate import validate_sweep
 
         try:

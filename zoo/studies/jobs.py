@@ -12,7 +12,7 @@ import contextlib
 import functools
 from collections.abc import Iterable, Mapping, Sequence
 
-from zoo.launch import expand_lines
+from zoo.config.origin import expand_lines
 from zoo.studies.load import config_location, sweep_params
 
 
@@ -75,7 +75,7 @@ def job_params(config_name: str, jobs: tuple[tuple[str, ...], ...],
     process compose once."""
     from omegaconf import OmegaConf
 
-    import zoo.spec  # noqa: F401  (registers the config's resolvers, e.g. zoo.matched_init)
+    import zoo.training.spec  # noqa: F401  (registers the config's resolvers, e.g. zoo.matched_init)
     from zoo.tracking.runs import flat_params
 
     def params_of(cfg) -> dict[str, str]:

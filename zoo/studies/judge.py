@@ -9,7 +9,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from zoo.monitor.stats import RunStats
+from zoo.records.stats import RunStats
 from zoo.studies import claims, plots, records, tables
 from zoo.studies.load import from_section
 from zoo.tracking.names import judged

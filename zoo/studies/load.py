@@ -34,7 +34,7 @@ from pathlib import Path
 import yaml
 from omegaconf import OmegaConf
 
-from zoo.schema import SpecError, choice
+from zoo.config.schema import SpecError, choice
 from zoo.studies.claims import validate_claim, validate_metric
 from zoo.studies.plots import PLOTS
 

@@ -15,20 +15,20 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from zoo.monitor.instruments import REGISTRY
-from zoo.monitor.series import mlflow_names
+from zoo.instruments import REGISTRY
+from zoo.instruments.series import mlflow_names
 
 DIVERGED = "diverged"  # pseudo-metric: 1 per diverged run, 0 per clean one (a divergence rate)
 TINY = 1e-45           # where an exact zero sits before the log (below every nonzero float32 norm)
 
 # ``*_init``: the value at step 1, before any update; ``*_start``: the median over the first
-# window of steps; ``*_end``: the median over the last window (zoo.monitor.summary).
+# window of steps; ``*_end``: the median over the last window (zoo.records.summary).
 BASE = (
     DIVERGED,
     "final/val_loss", "final/val_accuracy", "final/train_loss", "final/train_accuracy",
     *(f"summary/{m}_{when}" for m in ("grad_first", "grad_last", "flow", "block_flow", "grad_last_block_out")
       for when in ("init", "start", "end")),
-    # the edge of stability, from sharpness readings (trainer.sharpness_every > 0: zoo.monitor.summary)
+    # the edge of stability, from sharpness readings (trainer.sharpness_every > 0: zoo.records.summary)
     *(f"summary/sharpness_{m}" for m in ("init_over_threshold", "max_over_threshold", "end_over_threshold",
                                          "rise", "reached_step", "in_band")),
     "summary/eos_loss_increases", "summary/eos_loss_ratio",
@@ -40,7 +40,7 @@ BASE = (
     # per-layer series at their last logged value (an epoch's end)
     "update_ratio/*",
     "progress/train_loss_ratio",
-    # the per-step series at their last logged value, as zoo.monitor.series declares them
+    # the per-step series at their last logged value, as zoo.instruments.series declares them
     *mlflow_names(),
 )
 LOG_SCALE = ("summary/grad_*", "summary/flow_*", "summary/block_flow_*", "summary/time_grad_ratio_*", "health/flow_*", "health/scale_*")
@@ -49,7 +49,7 @@ SCALES = ("linear", "log")
 
 def logged() -> tuple[str, ...]:
     """Every name (pattern) a run can log: the fixed ones, and what each instrument logs at an
-    epoch's end and gives a run as summary numbers (zoo.monitor.instruments, as registered now)."""
+    epoch's end and gives a run as summary numbers (zoo.instruments, as registered now)."""
     return (*BASE, *(name for cls in REGISTRY for name in (*cls.mlflow, *cls.summary_names)))
 
 

@@ -12,9 +12,9 @@ import math
 
 import numpy as np
 
-from zoo.monitor.stats import RunStats
-from zoo.monitor.summary import layer_profile
-from zoo.monitor.verdict import MIN_WINDOW, windows
+from zoo.records.stats import RunStats
+from zoo.records.summary import layer_profile
+from zoo.records.verdict import MIN_WINDOW, windows
 from zoo.report.colors import style
 from zoo.studies.metrics import default_scale
 from zoo.studies.tables import cell
@@ -46,7 +46,7 @@ def variant_profiles(groups: dict[str, list[RunStats]], which: str) -> dict[str,
 
 
 def _window_label(groups: dict[str, list[RunStats]], which: str) -> str:
-    """The panel's window (zoo.monitor.verdict.windows: 10% of the steps, at least MIN_WINDOW):
+    """The panel's window (zoo.records.verdict.windows: 10% of the steps, at least MIN_WINDOW):
     its steps when every run has the same number of finite steps, else the rule."""
     counts = {int(np.all(np.isfinite(s.grad_norm), axis=1).sum()) for runs in groups.values() for s in runs}
     side = "first" if which == "start" else "last"

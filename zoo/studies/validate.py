@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from zoo.schema import SpecError
+from zoo.config.schema import SpecError
 from zoo.studies.jobs import expand, job_params, study_job_params, study_jobs
 from zoo.studies.load import StudyConfig, from_section, load_study, study_file
 from zoo.studies.metrics import needs_of

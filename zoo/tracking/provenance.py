@@ -45,7 +45,7 @@ def git_state() -> dict[str, str]:
 
 def launcher(choices=None) -> str:
     """The Hydra launcher this process runs under (basic, joblib, ray, submitit_local, ...);
-    ``none`` outside Hydra (a notebook calling zoo.run). ``choices``: a config's
+    ``none`` outside Hydra (a notebook calling zoo.training.run). ``choices``: a config's
     ``hydra.runtime.choices``, for the launching process, where Hydra sets HydraConfig only
     after ``on_multirun_start``."""
     if choices is None:

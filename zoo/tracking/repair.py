@@ -118,7 +118,7 @@ def keep_alive(uri: str | None, experiment: str) -> None:
 def close_owned(status: str, why: str) -> list[str]:
     """End every RUNNING run this process owns as ``status``: KILLED (``zoo.outcome=killed``,
     ``zoo.killed`` = why, e.g. SIGINT) or FAILED (``zoo.outcome=failed``, ``zoo.error`` = why);
-    the run ids. Runs that zoo.run already ended are not touched."""
+    the run ids. Runs that zoo.training.run already ended are not touched."""
     with _lock:
         stores = sorted(_stores)
     tags = {"zoo.outcome": "killed", "zoo.killed": why} if status == "KILLED" else \

@@ -18,7 +18,7 @@ checked against its sweep first and judged at the end; this floor imports no stu
 calls no callback on Ctrl-C or SIGTERM: zoo.cli.train then ends the parent (and any job) as
 KILLED (zoo.tracking.repair.close_owned); after SIGKILL the next ``zoo-ablate`` repairs them.
 
-A sweep is one folder and one key: the default folder ends in :func:`zoo.launch.sweep_id` (this process's
+A sweep is one folder and one key: the default folder ends in :func:`zoo.config.origin.sweep_id` (this process's
 pid and a random suffix, conf/config.yaml's ``hydra.sweep.dir``), so two sweeps started in the
 same second in the same place no longer share a folder, a parent file and a key (before: every
 job trained twice, all nested under the second parent, the first parent left RUNNING). A folder
@@ -40,8 +40,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from zoo.launch import sweep_id  # noqa: F401  (registers ${zoo.sweep_id:}, which the sweep folder names)
-from zoo.launch import sweep_jobs
+from zoo.config.origin import sweep_id  # noqa: F401  (registers ${zoo.sweep_id:}, which the sweep folder names)
+from zoo.config.origin import sweep_jobs
 
 log = logging.getLogger("zoo")
 SWEEP_FILE = "zoo_sweep.json"
@@ -61,7 +61,7 @@ def lock_sweep_dir(sweep_dir: Path) -> None:
     sweep holds it (two sweeps in one folder would share its parent file and job folders)."""
     import fcntl
 
-    from zoo.schema import SpecError
+    from zoo.config.schema import SpecError
 
     key = str(sweep_dir.resolve())
     if key in _locks:
@@ -304,7 +304,7 @@ class SweepCallback(Callback):
         exception fails the parent run with it; a plain sweep adds nothing."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        from zoo.schema import SpecError
+        from zoo.config.schema import SpecError
 
         LAST_OUTCOME.clear()
         self.check_sweep(config)
@@ -394,7 +394,7 @@ class SweepCallback(Callback):
             status, ending = "FAILED", {"zoo.outcome": "failed", "zoo.error": f"{type(err).__name__}: {err}"[:5000]}
             log.exception("concluding the sweep failed (%s)", type(self).__name__)
         except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM while concluding: not FINISHED without a verdict
-            from zoo.stopping import name_of
+            from zoo.runtime.stopping import name_of
 
             status, ending = "KILLED", {"zoo.outcome": "killed", "zoo.killed": name_of(stop)}
             raise
