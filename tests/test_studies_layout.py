@@ -166,3 +166,23 @@ def test_the_lazy_imports_rule_sees_a_needless_one(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "ROOT", fake)
     with pytest.raises(AssertionError, match="zoo.config.budget"):
         test_imports_sit_at_the_top_unless_laziness_buys_something()
+
+
+def test_the_design_pages_layout_lists_every_package_below_what_it_imports():
+    """docs/design.md's map is the import order: every package of zoo is listed, and from
+    zoo/config/ on each imports (counting imports inside functions) only packages above it."""
+    page = (ROOT.parent / "docs" / "design.md").read_text()
+    block = page[page.index("```\nzoo/__init__.py"):]
+    listed = [line.split()[0].rstrip("/").replace("/", ".") for line in block[4:block.index("```", 4)].splitlines()
+              if line.startswith("zoo/")]
+    packages = {p.parent.relative_to(ROOT.parent).as_posix().replace("/", ".") for p in ROOT.glob("*/__init__.py")}
+    assert set(listed) - {"zoo.__init__.py"} == packages
+    order = {name: i for i, name in enumerate(listed)}
+    upward = []
+    for module, deps in imports().items():
+        package = ".".join(module.split(".")[:2])
+        for dep in deps:
+            target = ".".join(dep.split(".")[:2])
+            if package in order and target in order and target != package and order[target] > order[package]:
+                upward.append(f"{module} imports {dep}, listed below it")
+    assert not upward, upward
