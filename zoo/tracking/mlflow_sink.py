@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
+import tempfile
 import threading
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from zoo.tracking.repair import OWNER_HOST, OWNER_PID, owner_tags, record_end
 from zoo.tracking.runs import experiment_id
@@ -195,11 +199,6 @@ class MlflowSink:
         the PNGs at zlib level 1 (the same pixels, ~5 % larger, half the time). The file names
         are MLflow's (``mlflow.tracking.client.MlflowClient.log_image``, 3.x):
         tests/test_report_writes.py checks them against its own."""
-        import re
-        import tempfile
-        import uuid
-        from concurrent.futures import ThreadPoolExecutor
-
         from mlflow.tracking.multimedia import compress_image_size
         from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_IMAGES
         from PIL import Image
