@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow  # no browser is a failure that says what to insta
 
 EXPERIMENT = "gradzoo"
 WIDTH, HEIGHT = 1280, 800
-WAIT = 45  # seconds for a page to show what is checked (the first load compiles MLflow's bundle)
+WAIT = 300  # a bound on a page showing what is checked, not a timing: under load a page took over 45 s
 MAKE = {  # what the store holds: each command as a user types it
     "tour": ["zoo.cli.train", "model.depth=20", "model.activation=sigmoid", "model.init=random_normal",
              "trainer.epochs=1"],
