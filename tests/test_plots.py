@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from zoo.instruments.histograms import HIST_BINS, hist_edges
 from zoo.records.stats import RunStats
@@ -133,15 +134,41 @@ def test_a_histogram_image_per_step_with_every_layer_and_its_zeros():
         np.testing.assert_allclose(np.asarray(hist_ax.images[0].get_array()), stats.hist_counts[h] / total[:, None])
         np.testing.assert_allclose([bar.get_width() for bar in zero_ax.patches], stats.hist_zeros[h] / total)
         assert fig.texts[0].get_text().split(" ")[:2] == ["step", str(stats.hist_step[h])]
-    # the series draws the same images, only faster; at most MAX_STEP_IMAGES, first and last in
+    # the series draws the same images, pixel for pixel, only faster; at most MAX_STEP_IMAGES,
+    # first and last in
     images = list(plots.histogram_step_images(stats))
     assert [s for s, _ in images] == [1, 11, 21]
     for h, (_, image) in enumerate(images):
         fresh = plots.rgb(plots.histogram_step_figure(stats, h))
-        assert image.shape == fresh.shape and image.dtype == np.uint8
-        assert np.mean(np.abs(image.astype(int) - fresh) > 40) < 0.002  # anti-aliasing differs at most
+        assert image.dtype == np.uint8 and np.array_equal(image, fresh)
     assert list(plots.image_steps(45, 20)) == sorted(set(plots.image_steps(45, 20)))
     assert len(plots.image_steps(45, 20)) == 20 and plots.image_steps(45, 20)[[0, -1]].tolist() == [0, 44]
+
+
+def test_painted_cells_are_the_pixels_matplotlib_draws_for_them_and_too_many_cells_are_drawn_by_it():
+    """The series paints each histogram cell into the pixels matplotlib's own drawing of the cell
+    covers; past 2**16 cells (196 layers) it lets matplotlib draw them. Both ways, each image
+    equals the step's figure drawn afresh, pixel for pixel, with mass in many bins (every cell a
+    different share), a share of exactly 0 and the step whose share is the colour scale's top."""
+    rng = np.random.default_rng(3)
+    for n_layers, painted in ((5, True), (196, False)):
+        counts = np.zeros((2, n_layers, HIST_BINS), int)
+        counts[:, :, 150:190] = rng.integers(0, 1000, (2, n_layers, 40))
+        counts[1, 0, 170] = 10 ** 6  # one cell holds most of layer 0: the top of the colour scale
+        stats = make_stats(vanishing_run(15, n_layers), [1, 11], counts, rng.integers(0, 500, (2, n_layers)))
+        fig, show, changing = plots._step_figure(stats, "t", animated=True)
+        fig.set_dpi(plots.STEP_IMAGE_DPI)
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        found = plots.cell_pixels(canvas, changing[0], canvas.copy_from_bbox(fig.bbox))
+        assert (found is not None) == painted
+        if painted:  # every cell inside the axes' view has pixels; the data is put back
+            pixels, cells = found
+            assert len(pixels) > 0 and cells.max() < n_layers * HIST_BINS
+            assert np.asarray(changing[0].get_array()).shape == (n_layers, HIST_BINS)
+        for h, (step, image) in enumerate(plots.histogram_step_images(stats, "t")):
+            assert step == [1, 11][h]
+            assert np.array_equal(image, plots.rgb(plots.histogram_step_figure(stats, h, "t")))
 
 
 def test_gradient_through_time_draws_each_recurrent_layers_curve_at_each_histogram_step():

@@ -11,7 +11,7 @@ from test_plots import make_stats, vanishing_run
 from zoo.instruments.histograms import HIST_BINS
 from zoo.instruments.series import HISTOGRAM_IMAGES
 from zoo.records.verdict import judge_run
-from zoo.report import run_report
+from zoo.report import plots, run_report
 from zoo.tracking.memory import MemorySink
 from zoo.tracking.mlflow_sink import MlflowSink
 
@@ -74,6 +74,27 @@ def test_the_records_are_the_same_written_in_one_call_or_one_by_one(tmp_path):
     ours, theirs = batched.images[HISTOGRAM_IMAGES], single.memory.images[HISTOGRAM_IMAGES]
     assert [s for s, _ in ours] == [s for s, _ in theirs] == [0, 1, 11, 21]  # step 1's image at step 0 too
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(ours, theirs))
+
+
+def test_the_plots_written_off_thread_have_the_pixels_savefig_writes(tmp_path):
+    """write_records draws each plot and hands its pixels to a thread that encodes the PNG: the
+    file holds the pixels (and the size) ``savefig`` writes for the same figure."""
+    counts = np.zeros((3, 4, HIST_BINS), int)
+    counts[:, :, 40:44] = np.arange(1, 5)
+    stats = make_stats(vanishing_run(30), hist_step=[1, 11, 21], counts=counts,
+                       time_grad=np.abs(np.random.default_rng(2).normal(size=(3, 2, 7))) + 0.1)
+    verdict = judge_run(stats)
+    sink = MemorySink()
+    run_report.write_records(sink, stats, verdict, "t")
+    saved = {"gradient_flow": lambda p: plots.gradient_flow(stats, p, verdict, "t"),
+             "gradient_histograms": lambda p: plots.gradient_histograms(stats, p, "t"),
+             "gradient_through_time": lambda p: plots.gradient_through_time(stats, p, "t")}
+    for name, save in saved.items():
+        save(tmp_path / f"{name}.png")
+        (tmp_path / f"ours_{name}.png").write_bytes(sink.artifacts[f"plots/{name}.png"])
+        theirs, ours = Image.open(tmp_path / f"{name}.png"), Image.open(tmp_path / f"ours_{name}.png")
+        assert ours.mode == theirs.mode == "RGBA" and ours.info["dpi"] == theirs.info["dpi"]
+        assert np.array_equal(np.asarray(ours), np.asarray(theirs))
 
 
 def test_a_failing_image_upload_costs_the_run_a_tag_only(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -59,16 +60,22 @@ def write_records(sink: Sink, stats: RunStats, verdict: Verdict, title: str) -> 
     """The raw statistics file (``stats/gradient_stats.npz``), the plots (``plots/``) and the
     histograms over time as an image series (:func:`log_histogram_series`) of any monitored
     run: a zoo run or a user's model under ``zoo.GradientMonitor``. The files are written into
-    one folder and logged in one call where the sink can (``log_artifacts``), else one by one."""
+    one folder and logged in one call where the sink can (``log_artifacts``), else one by one.
+    The plots are drawn here and PNG-encoded by a second thread while the next is drawn."""
+    figures = {"gradient_flow": lambda: plots.gradient_flow_figure(stats, verdict, title),
+               "gradient_histograms": lambda: plots.gradient_histograms_figure(stats, title)}
+    if len(stats.seq_layers) and len(stats.hist_step):
+        figures["gradient_through_time"] = lambda: plots.gradient_through_time_figure(stats, title)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "stats").mkdir()
         (tmp / "plots").mkdir()
-        stats.save(tmp / "stats" / "gradient_stats.npz")
-        plots.gradient_flow(stats, tmp / "plots" / "gradient_flow.png", verdict, title)
-        plots.gradient_histograms(stats, tmp / "plots" / "gradient_histograms.png", title)
-        if len(stats.seq_layers) and len(stats.hist_step):
-            plots.gradient_through_time(stats, tmp / "plots" / "gradient_through_time.png", title)
+        with ThreadPoolExecutor(1, thread_name_prefix="zoo-png-encoder") as encoder:
+            written = [encoder.submit(plots.write_png, plots.rgba(figure()), tmp / "plots" / f"{name}.png")
+                       for name, figure in figures.items()]
+            stats.save(tmp / "stats" / "gradient_stats.npz")
+        for future in written:
+            future.result()  # an encoding error is the run's, as a drawing error is
         log_folder(sink, tmp)
     log_histogram_series(sink, stats, title)
 
