@@ -7,7 +7,7 @@ import tensorflow as tf
 import zoo
 from zoo.instruments import graph_stats
 from zoo.instruments.activations import activation_stats, activation_stats_many
-from zoo.instruments.histograms import HIST_BINS, hist_edges, log_histogram
+from zoo.instruments.histograms import HIST_BINS, HIST_RANGE, hist_edges, log_histogram, log_histograms
 from zoo.records.verdict import judge
 from conftest import make_step as _make_step
 
@@ -115,6 +115,46 @@ def test_log_histogram_bins_and_counts_zeros_apart():
         assert counts[bin_of(v)] == 1 and 0 < bin_of(v) < HIST_BINS - 1, v
     wide = log_histogram(tf.constant([1e-300, 1e300], tf.float64)).numpy()
     assert wide[0] == 1 and wide[HIST_BINS - 1] == 1  # out of range -> edge bins
+
+
+def test_log_histograms_count_as_segment_sums_and_float64_numpy_over_float32s_whole_range():
+    """Counted with bincount, the histograms equal the segment sums they were counted with
+    before, and float64 numpy's bins of the same values: float32 bit patterns drawn over its
+    whole range (denormals from 1.4e-45 to 3.4e38, both signs), exact zeros, inf and NaN (these
+    two land where the segment sums put them), in tensors of several shapes."""
+    lo, hi = HIST_RANGE
+    rng = np.random.default_rng(7)
+    bits = rng.integers(1, 0x7F7FFFFF, 30000, dtype=np.uint32)  # every positive finite float32
+    values = bits.view(np.float32) * rng.choice(np.float32([-1, 1]), len(bits))
+    edges = np.float32([1.4e-45, 1.1754942e-38, 1.1754944e-38, 3.4028235e38, 1e-3, 1.0])
+    values = np.concatenate([values, edges, np.zeros(7, np.float32)])
+    tensors = [tf.constant(values[:20000].reshape(100, 200)), tf.constant(values[20000:])]
+    odd = [tf.constant(np.float32([np.inf, -np.inf, np.nan, 2.0, 0.0]))]
+
+    def segment_sums(ts):  # the counting they had before: the same ids, summed by segment
+        v, flat = graph_stats.concatenated(ts)
+        v = graph_stats.exact_abs(v)
+        owner = graph_stats.segment_ids(list(range(len(flat))), flat)
+        zero = tf.equal(v, 0.0)
+        logs = tf.math.log(tf.where(zero, tf.ones_like(v), v)) / np.log(10.0)
+        index = tf.cast(tf.floor((logs - lo) / ((hi - lo) / HIST_BINS)), tf.int32)
+        index = tf.where(zero, HIST_BINS, tf.clip_by_value(index, 0, HIST_BINS - 1))
+        return tf.reshape(tf.math.unsorted_segment_sum(tf.ones_like(index), owner * (HIST_BINS + 1) + index,
+                                                       len(flat) * (HIST_BINS + 1)), [len(flat), HIST_BINS + 1])
+
+    for ts in (tensors, odd):
+        np.testing.assert_array_equal(log_histograms(ts).numpy(), segment_sums(ts).numpy())
+    counts = log_histograms(tensors).numpy()
+    for row, part in zip(counts, (values[:20000], values[20000:])):
+        a = np.abs(part.astype(np.float64))  # a denormal's exact value, as exact_abs reads it
+        zero = a == 0
+        index = np.clip(np.floor((np.log(np.where(zero, 1.0, a)) / np.log(10.0) - lo) / ((hi - lo) / HIST_BINS)),
+                        0, HIST_BINS - 1).astype(int)
+        expected = np.bincount(np.where(zero, HIST_BINS, index), minlength=HIST_BINS + 1)
+        np.testing.assert_array_equal(row, expected)
+        assert row[-1] == zero.sum() and row[0] < row.sum()  # denormals have their own bins, not the edge's
+    odd_counts = log_histograms(odd).numpy()[0]
+    assert odd_counts.sum() == 5 and odd_counts[-1] == 1
 
 
 def test_activation_stats_saturation_and_dead_units():
