@@ -35,10 +35,11 @@ def log_histograms(tensors):
     logs = tf.math.log(tf.where(is_zero, tf.ones_like(values), values)) / np.log(10.0)
     index = tf.cast(tf.floor((logs - lo) / ((hi - lo) / HIST_BINS)), tf.int32)
     index = tf.where(is_zero, HIST_BINS, tf.clip_by_value(index, 0, HIST_BINS - 1))
-    # a count per id: bincount (the ids are in range by construction) is ~15 % quicker than
-    # unsorted_segment_sum over ones for 20 kernels of 64x64, and XLA compiles both
-    size = len(flat) * (HIST_BINS + 1)
-    counts = tf.math.bincount(owner * (HIST_BINS + 1) + index, minlength=size, maxlength=size)
+    # a count per id (in range by construction): DenseBincount of a constant size (XLA needs it
+    # constant; tf.math.bincount computes it from the ids) is quicker than unsorted_segment_sum
+    # over ones: 8-19 % for 20 kernels of 64x64
+    counts = tf.raw_ops.DenseBincount(input=owner * (HIST_BINS + 1) + index, size=len(flat) * (HIST_BINS + 1),
+                                      weights=tf.zeros([0], tf.int32), binary_output=False)
     return tf.reshape(counts, [len(flat), HIST_BINS + 1])
 
 
