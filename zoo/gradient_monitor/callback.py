@@ -114,6 +114,14 @@ class GradientMonitor(keras.callbacks.Callback):
             training).
     """
 
+    def __new__(cls, *args, **kwargs):
+        # on JAX and PyTorch, GradientMonitor(...) is the same monitor fed by their steps
+        if cls is GradientMonitor and keras.backend.backend() != "tensorflow":
+            from zoo.gradient_monitor.backends import monitor_class  # its module subclasses this one
+
+            cls = monitor_class()
+        return super().__new__(cls)
+
     def __init__(self, histogram_every: int = 10, log_every: int = 20, baseline: float | None = None,
                  mlflow="auto", run_id: str | None = None, tracking_uri: str | None = None,
                  capacity: int = 256, verbose: bool = True, variables=None, elements=None, optimizer=None,

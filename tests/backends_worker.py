@@ -1,0 +1,159 @@
+"""The checks of tests/test_backends.py on one Keras backend (KERAS_BACKEND is fixed per
+process): ``python tests/backends_worker.py OUT.npz [mlflow]`` runs them and saves what they
+measured; the test reads it and compares the backends."""
+from __future__ import annotations
+
+import sys
+import warnings
+
+import keras
+import numpy as np
+
+import zoo
+
+BACKEND = keras.backend.backend()
+LR = 0.1
+SCALES = (1e-44, 1e-40, 1e-30, 1e-20, 1.0, 1e20, 1e38)  # float32's range, denormals included
+
+
+def data():
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((32, 5)).astype("float32"), rng.integers(0, 3, 32)
+
+
+def model(optimizer=None, tiny_kernel=False):
+    """A tiny MLP with the same initial weights on every backend."""
+    m = keras.Sequential([keras.Input((5,)), keras.layers.Dense(8, activation="tanh", name="d1"),
+                          keras.layers.Dense(3, name="d2")], name="mlp")
+    rng = np.random.default_rng(1)
+    weights = [(rng.standard_normal(w.shape) * 0.5).astype("float32") for w in m.get_weights()]
+    if tiny_kernel:  # d1's kernel in float32's denormals
+        weights[0] = (np.sign(weights[0]) * np.float32(1e-40) * np.arange(1, weights[0].size + 1, dtype=np.float32)
+                      .reshape(weights[0].shape) / weights[0].size).astype("float32")
+    m.set_weights(weights)
+    m.compile(optimizer or keras.optimizers.SGD(LR), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return m
+
+
+def fit(m, monitor=None, epochs=2):
+    x, y = data()
+    m.fit(x, y, batch_size=8, epochs=epochs, shuffle=False, verbose=0, callbacks=[monitor] if monitor else [])
+    return [np.asarray(w) for w in m.get_weights()]
+
+
+def exact_norms() -> np.ndarray:
+    """[len(SCALES), 2]: (float64 numpy, the backend's norm inside its compiled step) of one
+    vector at each scale."""
+    from zoo.gradient_monitor.backends import exact
+
+    def norm(t):
+        with exact.wide():
+            return exact.norm(t)
+    if BACKEND == "jax":
+        import jax
+        norm = jax.jit(norm)
+    base = np.random.default_rng(2).standard_normal(37)
+    out = []
+    for scale in SCALES:
+        x = (base * scale).astype(np.float32)
+        out.append((np.sqrt(np.sum(x.astype(np.float64) ** 2)),
+                    float(np.asarray(zoo_to_host(norm(keras.ops.convert_to_tensor(x)))))))
+    return np.array(out)
+
+
+def zoo_to_host(t):
+    from zoo.gradient_monitor.backends.measure import to_host
+    return to_host(t)
+
+
+def torch_loop() -> np.ndarray:
+    """Two steps of a PyTorch custom loop on the first two batches; their grad_norm."""
+    import torch
+
+    m = model()
+    x, y = data()
+    monitor = zoo.GradientMonitor(mlflow=False, verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert monitor.attach(m)
+    for i in range(2):
+        xb, yb = (keras.ops.convert_to_tensor(a[8 * i:8 * (i + 1)]) for a in (x, y))
+        m.zero_grad()
+        loss = m.compute_loss(x=xb, y=yb, y_pred=m(xb, training=True))
+        loss.backward()
+        with torch.no_grad():
+            m.optimizer.apply([v.value.grad for v in m.trainable_weights], m.trainable_weights)
+    monitor.detach()
+    monitor.finish()
+    return monitor.stats.grad_norm
+
+
+def main(out: str, with_mlflow: bool) -> None:
+    result = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        monitor = zoo.GradientMonitor(mlflow=False, verbose=False, variables="d1/bias", elements="d2/bias")
+        monitored = fit(model(), monitor)
+    result["warned"] = np.array([str(w.message) for w in caught if "GradientMonitor" in str(w.message)])
+    plain = fit(model())
+    stats = monitor.stats
+    result["same_weights"] = np.array(all(np.array_equal(a, b) for a, b in zip(monitored, plain)))
+    result["initial"] = np.concatenate([w.ravel() for w in model().get_weights()])
+    for name in ("step", "loss", "finite", "skipped", "grad_norm", "grad_norm_clipped", "weight_norm",
+                 "update_ratio", "var_grad_norm", "grad_elements"):
+        result[name] = getattr(stats, name)
+    result["kernels0"] = np.array([np.linalg.norm(model().get_weights()[i].astype(np.float64)) for i in (0, 2)])
+    result["verdict"] = np.array(monitor.verdict.label)
+    result["skipped_names"] = np.array(list(monitor.skipped))
+    result["memory_keys"] = np.array(sorted(monitor.memory.metrics))
+    result["monitor_class"] = np.array(type(monitor).__name__)
+
+    tiny = zoo.GradientMonitor(mlflow=False, verbose=False)  # a kernel of denormals, read exactly
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit(model(tiny_kernel=True), tiny, epochs=1)
+    result["tiny_weight_norm"] = tiny.stats.weight_norm[0, 0]
+    result["tiny_expected"] = np.linalg.norm(model(tiny_kernel=True).get_weights()[0].astype(np.float64))
+
+    if BACKEND != "tensorflow":
+        result["exact"] = exact_norms()
+    if BACKEND == "jax":  # several steps a call: every step recorded, training as without
+        every = zoo.GradientMonitor(mlflow=False, verbose=False)
+        m = model()
+        m.compile(keras.optimizers.SGD(LR), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  steps_per_execution=3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            weights = fit(m, every)
+        result["spe_steps"] = every.stats.step
+        result["spe_same"] = np.array(all(np.array_equal(a, b) for a, b in zip(weights, plain)))
+        result["spe_grad_norm"] = every.stats.grad_norm
+    try:
+        zoo.GradientMonitor(histogram_every=0)
+        result["bad_input"] = np.array("accepted")
+    except ValueError as err:
+        result["bad_input"] = np.array(str(err))
+    if BACKEND == "jax":  # a custom loop: named, not measured
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result["attached"] = np.array(zoo.GradientMonitor(mlflow=False, verbose=False).attach(model()))
+        result["attach_warning"] = np.array(" ".join(str(w.message) for w in caught))
+    if BACKEND == "torch":  # a custom loop: every optimizer.apply after attach is measured
+        result["loop_grad_norm"] = torch_loop()
+    if with_mlflow:
+        import mlflow
+
+        mlflow.set_tracking_uri(f"sqlite:///{out}.mlflow.db")
+        with mlflow.start_run() as run, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit(model(), zoo.GradientMonitor(mlflow=True, verbose=False), epochs=1)
+        got = mlflow.MlflowClient().get_run(run.info.run_id)
+        result["mlflow_keys"] = np.array(sorted(got.data.metrics))
+        result["mlflow_verdict"] = np.array(got.data.tags.get("zoo.verdict", ""))
+        result["mlflow_artifacts"] = np.array(sorted(a.path for a in mlflow.MlflowClient().list_artifacts(
+            run.info.run_id)))
+    np.savez(out, **result)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], "mlflow" in sys.argv[2:])

@@ -1,0 +1,121 @@
+"""zoo.GradientMonitor in fit on every Keras backend (issue 35): KERAS_BACKEND=jax and torch,
+against TensorFlow's monitor, float64 numpy and plain fit.
+
+The backend is fixed per process, so tests/backends_worker.py runs the checks once per backend
+in a subprocess (the three at once) and saves what it measured; the tests below read it."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BACKENDS = ("jax", "torch", "tensorflow")
+PORTABLE = ("jax", "torch")
+WORKER = Path(__file__).with_name("backends_worker.py")
+LR = 0.1  # the worker's SGD learning rate
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("backends")
+    procs = {}
+    for backend in BACKENDS:
+        env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        args = [sys.executable, str(WORKER), str(folder / f"{backend}.npz")] + (["mlflow"] if backend != "tensorflow" else [])
+        procs[backend] = subprocess.Popen(args, env=env, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                          text=True)
+    out = {}
+    for backend, proc in procs.items():
+        log, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, f"{backend} worker failed:\n{log[-4000:]}"
+        out[backend] = dict(np.load(folder / f"{backend}.npz"))
+    return out
+
+
+@pytest.mark.parametrize("backend", PORTABLE)
+def test_fit_is_measured_every_step_and_trains_as_without(measured, backend):
+    r = measured[backend]
+    assert str(r["monitor_class"]) == "PortableMonitor"
+    assert bool(r["same_weights"]), "the monitored fit's weights differ from plain fit's"
+    np.testing.assert_array_equal(r["step"], np.arange(1, 9))
+    assert r["finite"].all() and not r["skipped"].any()
+    assert np.isfinite(r["loss"]).all() and (r["loss"] > 0).all()
+    assert str(r["verdict"]) == "healthy"
+    # every norm measured every step (TensorFlow's light steps leave weights and updates NaN)
+    for name in ("grad_norm", "grad_norm_clipped", "weight_norm", "update_ratio", "var_grad_norm", "grad_elements"):
+        assert np.isfinite(r[name]).all() and r[name].shape[0] == 8, name
+    assert r["var_grad_norm"].shape == (8, 1) and r["grad_elements"].shape == (8, 3)
+    np.testing.assert_array_equal(r["grad_norm_clipped"], r["grad_norm"])  # SGD without clipping
+
+
+@pytest.mark.parametrize("backend", PORTABLE)
+def test_norms_agree_with_a_second_way(measured, backend):
+    r = measured[backend]
+    # the weights before step 1 are the initial ones: exact, against float64 numpy
+    np.testing.assert_allclose(r["weight_norm"][0], r["kernels0"], rtol=1e-12)
+    # plain SGD: the update is lr times the gradient the optimizer received
+    update = r["update_ratio"][0] * r["weight_norm"][0]
+    np.testing.assert_allclose(update / LR, r["grad_norm"][0], rtol=1e-5)
+    # a kernel of float32 denormals (~1e-40), read in the compiled step: exact
+    np.testing.assert_allclose(r["tiny_weight_norm"], r["tiny_expected"], rtol=1e-12)
+    assert 1e-41 < r["tiny_expected"] < 1e-38
+    # one vector scaled over float32's range, 1e-44 ... 1e38, in the backend's compiled function
+    np.testing.assert_allclose(r["exact"][:, 1], r["exact"][:, 0], rtol=1e-13)
+
+
+def test_the_same_weights_and_batches_give_the_same_norms_on_every_backend(measured):
+    tf = measured["tensorflow"]
+    for backend in PORTABLE:
+        r = measured[backend]
+        np.testing.assert_array_equal(r["initial"], tf["initial"])
+        for name in ("grad_norm", "var_grad_norm", "loss"):
+            np.testing.assert_allclose(r[name], tf[name], rtol=1e-4, err_msg=f"{backend} {name}")
+        np.testing.assert_allclose(r["grad_norm"][0], tf["grad_norm"][0], rtol=1e-5)
+        np.testing.assert_allclose(r["grad_elements"], tf["grad_elements"], rtol=1e-4, atol=1e-7)
+        # TensorFlow measures weights and updates on probe steps (step 1 is one)
+        np.testing.assert_allclose(r["weight_norm"][0], tf["weight_norm"][0], rtol=1e-12)
+        np.testing.assert_allclose(r["update_ratio"][0], tf["update_ratio"][0], rtol=1e-4)
+        assert str(r["verdict"]) == str(tf["verdict"])
+
+
+def test_what_a_backend_does_not_measure_is_named_once(measured):
+    for backend in PORTABLE:
+        r = measured[backend]
+        names = list(r["skipped_names"])
+        assert "gradient histograms" in names and "activation statistics" in names
+        warned = list(r["warned"])
+        assert len(warned) == len(names) and len(set(warned)) == len(warned)
+        assert all(backend in w and "not measured" in w for w in warned)
+        # the records are TensorFlow's, less what the skipped activation statistics give
+        tf_only = set(measured["tensorflow"]["memory_keys"]) - set(r["memory_keys"])
+        assert tf_only and all(k.startswith("saturated_fraction/") for k in tf_only)
+        assert set(r["memory_keys"]) <= set(measured["tensorflow"]["memory_keys"])
+        assert "must be a whole number >= 1" in str(r["bad_input"])
+    assert not bool(measured["jax"]["attached"]) and "fit only" in str(measured["jax"]["attach_warning"])
+
+
+def test_records_reach_mlflow_as_on_tensorflow(measured):
+    for backend in PORTABLE:
+        r = measured[backend]
+        keys = set(r["mlflow_keys"])
+        assert {"zoo/log10_grad_norm/d1", "zoo/log10_grad_norm/d2", "zoo/2 learning/loss",
+                "zoo/health/flow_min"} <= keys, backend
+        assert str(r["mlflow_verdict"]) == "healthy"
+        assert "stats" in set(r["mlflow_artifacts"]), r["mlflow_artifacts"]
+    assert set(measured["jax"]["mlflow_keys"]) == set(measured["torch"]["mlflow_keys"])
+
+
+def test_jax_keeps_every_step_of_several_steps_a_call(measured):
+    r = measured["jax"]
+    np.testing.assert_array_equal(r["spe_steps"], np.arange(1, 9))
+    assert bool(r["spe_same"])
+    np.testing.assert_allclose(r["spe_grad_norm"], r["grad_norm"], rtol=1e-6)
+
+
+def test_a_torch_custom_loop_is_measured_at_optimizer_apply(measured):
+    r = measured["torch"]
+    np.testing.assert_allclose(r["loop_grad_norm"], r["grad_norm"][:2], rtol=1e-6)

@@ -1,0 +1,80 @@
+"""Exact L2 norms in ``keras.ops``, the same on every Keras backend: the rule of
+zoo.instruments.graph_stats (TensorFlow's) written once for JAX and PyTorch.
+
+- The squares are summed in float64, where no square of a float32 value underflows or
+  overflows and each is exact (a float32 mantissa squared fits float64's): a norm is exact to
+  float64 rounding over float32's whole range, 1.4e-45 ... 3.4e38. JAX computes in float32
+  unless x64 is on; it is switched on for these reductions only (:func:`wide`, the
+  ``jax.enable_x64`` context around them while the step is traced), never for the user's own
+  arithmetic, whose dtypes stay as they were.
+- Denormals (below 1.18e-38) are read from their bits: XLA's CPU kernels (JAX) treat them as 0,
+  the float64 cast included (measured: a 1e-44 casts to 0.0), as TensorFlow's do. The bits of
+  a denormal are its value in units of 2**-149, exact in float64. PyTorch keeps denormals; the
+  same code is exact there too.
+
+Norms leave the step as float64, so one above float32's largest value stays finite.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import keras
+from keras import ops
+
+_SMALLEST_NORMAL_BITS = 0x00800000  # float32 bit patterns below this (sign cleared) are denormals
+_DENORMAL_UNIT = 2.0 ** -149        # the value of the last bit of a float32 denormal
+
+
+def wide():
+    """A context in which ``keras.ops`` may compute in float64: ``jax.enable_x64`` on JAX
+    (scoped to the ops traced inside it), nothing elsewhere (float64 is always there)."""
+    if keras.backend.backend() == "jax":
+        import jax  # the backend's own framework: imported only when it is the backend
+
+        return jax.enable_x64(True)
+    return contextlib.nullcontext()
+
+
+def exact_abs(t):
+    """|t| as float64, value for value, denormals included (float16 and bfloat16 are widened to
+    float32 first, which is exact). Call inside :func:`wide`."""
+    t = ops.convert_to_tensor(t)
+    dtype = keras.backend.standardize_dtype(t.dtype)
+    if dtype == "float64":
+        return ops.abs(t)
+    if dtype != "float32":
+        t = ops.cast(t, "float32")
+    bits = ops.bitwise_and(ops.view(t, "int32"), 0x7FFFFFFF)  # the sign cleared
+    denormal = ops.cast(bits, "float64") * _DENORMAL_UNIT
+    return ops.where(bits < _SMALLEST_NORMAL_BITS, denormal, ops.cast(ops.abs(t), "float64"))
+
+
+def exact_values(t):
+    """``t`` flattened, as exact float64 values (the sign from the sign bit). Inside :func:`wide`."""
+    flat = ops.reshape(ops.cast(ops.convert_to_tensor(t), "float32"), [-1])
+    magnitude = exact_abs(flat)
+    return ops.where(ops.view(flat, "int32") < 0, -magnitude, magnitude)
+
+
+def norm(t):
+    """The exact L2 norm of ``t`` (float64 scalar); None reads as 0. Inside :func:`wide`."""
+    if t is None:
+        return ops.zeros((), "float64")
+    return ops.sqrt(ops.sum(ops.square(exact_abs(t))))
+
+
+def norms(tensors, minus=None):
+    """The exact norm of each tensor as one float64 vector [len(tensors)]; ``minus``: tensors
+    subtracted first, in their own dtype (an update's size, as the optimizer made it). Inside
+    :func:`wide`."""
+    if minus is not None:
+        tensors = [None if t is None else ops.subtract(t, m) for t, m in zip(tensors, minus)]
+    if not tensors:
+        return ops.zeros([0], "float64")
+    return ops.stack([norm(t) for t in tensors])
+
+
+def all_finite(tensors):
+    """True when no element of ``tensors`` (None allowed) is inf or NaN."""
+    present = [ops.all(ops.isfinite(t)) for t in tensors if t is not None]
+    return ops.all(ops.stack(present)) if present else ops.convert_to_tensor(True)

@@ -1,0 +1,85 @@
+"""What one optimizer step reports on JAX and PyTorch, in backend-neutral ``keras.ops``: the
+per-step series of zoo.instruments.series (gradient, clipped-gradient, weight and update norms,
+the other variables' gradient norms, recorded elements, finiteness, a loss scaler's skip) from
+the gradients the optimizer receives and the weights before and after its update; and the
+host's float64 row in the layout the recorder reads (zoo.instruments.layout), the same row
+TensorFlow's compiled step packs (zoo.instruments.meter).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from keras import ops
+
+from zoo.gradient_monitor import _keras
+from zoo.gradient_monitor.backends import exact
+from zoo.gradient_monitor.hooks import inner, skips_nonfinite
+from zoo.instruments.layout import Layout
+from zoo.instruments.series import step_fields
+
+
+@dataclass
+class PortableMeter:
+    """The monitored variables of one model (``found``: zoo.instruments.discover.Found) and the
+    layout of their rows; no probe-step instrument (``instruments`` is empty: see
+    zoo.gradient_monitor.backends)."""
+    variables: list
+    kernel_index: list[int]
+    kernels: tuple[str, ...]
+    others: tuple = ()
+    elements: tuple = ()
+    instruments: list = field(default_factory=list)
+
+    def __post_init__(self):
+        labels = tuple(f"{name}[{i}]" for at, name in self.elements
+                       for i in range(int(np.prod(self.variables[at].shape))))
+        self.layout = Layout(step_fields(self.kernels, (), False, tuple(name for _, name in self.others), labels))
+        self.probe_layout = Layout(())
+
+    def measure(self, grads: list, before: list, after: list, optimizer, scale=None) -> dict:
+        """One step's tensors (float64 norms; see zoo.gradient_monitor.backends.exact):
+        ``grads`` what the optimizer receives for each of ``variables`` (None: no gradient),
+        divided by the loss ``scale`` they carry; ``before`` / ``after`` the monitored kernels'
+        values around the update. Call it while the step runs (traced on JAX)."""
+        if scale is not None:
+            grads = [None if g is None else ops.divide(g, ops.cast(scale, g.dtype)) for g in grads]
+        clipped = _keras.clip(inner(optimizer), grads)  # the optimizer's own clipping, its own arithmetic
+        kernels = [grads[i] for i in self.kernel_index]
+        with exact.wide():
+            grad_norm = exact.norms(kernels)
+            out = {
+                "grad_norm": grad_norm,
+                "grad_norm_clipped": grad_norm if clipped is None
+                else exact.norms([clipped[i] for i in self.kernel_index]),
+                "weight_norm": exact.norms(before),
+                "update_norm": exact.norms(after, minus=before),
+                "var_grad_norm": exact.norms([grads[at] for at, _ in self.others]),
+                "grad_elements": (ops.concatenate([exact.exact_values(grads[at]) if grads[at] is not None
+                                                   else ops.zeros([int(np.prod(self.variables[at].shape))], "float64")
+                                                   for at, _ in self.elements], 0)
+                                  if self.elements else ops.zeros([0], "float64")),
+            }
+        out["finite"] = exact.all_finite(grads)
+        out["skipped"] = (ops.logical_not(out["finite"]) if skips_nonfinite(optimizer)
+                          else ops.convert_to_tensor(False))
+        return out
+
+    def kernels_of(self, values: list) -> list:
+        return [values[i] for i in self.kernel_index]
+
+    def row(self, measured: dict, loss) -> np.ndarray:
+        """The float64 row of one step (the layout's order) from ``measure``'s tensors (as numpy)
+        and the step's loss (None: not read, NaN)."""
+        values = {name: np.asarray(v, dtype=np.float64) for name, v in measured.items()}
+        finite = bool(values["finite"]) and (loss is None or bool(np.isfinite(np.asarray(loss))))
+        values.update(loss=np.nan if loss is None else float(np.asarray(loss)), metric=np.nan, penalty=0.0,
+                      aux_loss=np.zeros(0), grad_norm_total=values["grad_norm"], finite=float(finite))
+        return np.concatenate([np.reshape(values[f.name], [f.size]).astype(np.float64)
+                               for f in self.layout.fields if f.size])
+
+
+def to_host(t) -> np.ndarray:
+    """A JAX array or torch tensor as numpy (keras.ops.convert_to_numpy warns on torch with
+    numpy 2: its ``__array__`` takes no ``copy``)."""
+    return t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)

@@ -1,0 +1,145 @@
+"""``zoo.GradientMonitor`` on JAX and PyTorch: the TensorFlow monitor's recording, verdict,
+progress and records (zoo.gradient_monitor.callback), fed by each step's measurement in
+``keras.ops`` (zoo.gradient_monitor.backends.measure) from the backend's own seam
+(zoo.gradient_monitor.backends.on_jax, .on_torch)."""
+from __future__ import annotations
+
+import warnings
+
+import keras
+
+from zoo.gradient_monitor.backends.measure import PortableMeter, to_host
+from zoo.gradient_monitor.callback import GRADIENT_APPLIED, GradientMonitor
+from zoo.instruments.discover import SelectionError, chosen, discover
+from zoo.records.recorder import Recorder
+from zoo.tracking.memory import MemorySink
+
+# what a probe step measures on TensorFlow, in words (zoo.instruments)
+PROBE_INSTRUMENTS = {"GradientHistograms": "gradient histograms", "ActivationStats": "activation statistics",
+                     "GradientThroughTime": "gradient through time", "ForgetGates": "forget gates"}
+
+
+class PortableMonitor(GradientMonitor):
+    """zoo.GradientMonitor on the JAX or PyTorch backend (``GradientMonitor(...)`` makes one
+    there): every step's gradient, clipped-gradient, weight and update norms, other variables'
+    gradient norms and recorded elements, the loss, finiteness and a loss scaler's skips, in
+    ``fit`` (and on PyTorch in any loop that calls ``optimizer.apply``); the verdict, progress
+    and records as on TensorFlow. The probe-step instruments, the penalty's gradient apart,
+    sharpness and ``observe`` are TensorFlow's only: named once in ``skipped``."""
+
+    def on_train_begin(self, logs=None):
+        self._in_fit, self._started, self._calls, self._epoch_losses = True, 0, 0, []
+        if not self.attach(self.model):
+            return
+        try:
+            self._steps.install(self.model)
+        except ValueError as err:
+            self._steps.remove()
+            warnings.warn(f"GradientMonitor: cannot instrument {self.model.name} ({err}); training goes on unmonitored")
+            self.meter = self.recorder = None
+
+    def attach(self, model, optimizer=None) -> bool:
+        """As :meth:`GradientMonitor.attach`; on JAX only ``fit`` (a custom loop's jitted step
+        has no seam the monitor can write through: it warns and returns False)."""
+        self._attached = True
+        backend = keras.backend.backend()
+        optimizer = optimizer or self.optimizer or getattr(model, "optimizer", None)
+        try:
+            if not model.built:
+                raise ValueError("the model has no variables yet (build it first: call it on a batch)")
+            if not model.trainable_variables:
+                raise ValueError("the model has no trainable variables")
+            if not isinstance(optimizer, keras.optimizers.Optimizer):
+                raise ValueError("its optimizer is not a Keras 3 optimizer" if optimizer is not None
+                                 else "it has no optimizer (compile it with one, or pass optimizer=)")
+            if backend == "jax" and not self._in_fit:
+                raise ValueError("on JAX the monitor measures fit only (a custom loop's jitted step "
+                                 "has no seam it can write through; TensorFlow's monitor has observe)")
+            found = discover(model)
+            found.others, found.elements = chosen(model, found.kernel_index, self.variables, self.elements)
+        except SelectionError:
+            raise
+        except Exception as err:
+            warnings.warn(f"GradientMonitor: cannot instrument {model.name} "
+                          f"({type(err).__name__}: {err}); training goes on unmonitored")
+            self.found = self.meter = None
+            return False
+        self.found = found
+        self.skipped = dict(found.skipped)
+        tensorflow_only = f"TensorFlow's monitor only, not yet on the {backend} backend"
+        for inst in found.instruments:
+            what = PROBE_INSTRUMENTS.get(type(inst).__name__, type(inst).__name__)
+            self.skipped[what] = tensorflow_only
+        if self._in_fit:
+            self.skipped["the targets' range (the ill-posed check reads the loss only)"] = tensorflow_only
+        if self.sharpness_every:
+            self.skipped["sharpness"] = tensorflow_only
+        if model.losses or any(getattr(v, "regularizer", None) for v in model.trainable_variables):
+            self.skipped["the weight penalty's gradient apart"] = (
+                f"{tensorflow_only}: grad_norm includes the penalty's gradient")
+        for what, why in self.skipped.items():
+            warnings.warn(f"GradientMonitor: not measured: {what} ({why})")
+        self.gradient = GRADIENT_APPLIED
+        self.meter = PortableMeter(found.variables, found.kernel_index, found.kernels, found.others, found.elements)
+        self._rows: list = []  # each step's (measured tensors, loss), until collected
+        self._seen = self._probes_seen = self._pending = 0
+        self.sink = self._open_sink(model)
+        self.memory = MemorySink()
+        self.recorder = Recorder(self.meter, self.sink or self.memory, self.log_every)
+        if backend == "jax":
+            from zoo.gradient_monitor.backends.on_jax import JaxSteps  # imports JAX: only on its backend
+
+            self._steps = JaxSteps(self.meter, optimizer, self._receive)
+        else:
+            from zoo.gradient_monitor.backends.on_torch import TorchSteps  # imports torch: only on its backend
+
+            self._steps = TorchSteps(self.meter, optimizer, self._receive)
+            if not self._in_fit:
+                self._steps.install()
+        self._hooked = f"{type(optimizer).__name__} {optimizer.name!r}"
+        return True
+
+    def _receive(self, measured: dict, loss) -> None:
+        self._rows.append((measured, loss))
+
+    def detach(self) -> None:
+        """Take the monitor's seams off the model and its optimizer (``fit`` does it at its end)."""
+        steps = getattr(self, "_steps", None)
+        if steps is not None:
+            steps.remove()
+            self._steps = None
+        if self._in_fit and self.model is not None:
+            self.model.train_function = None  # the next fit builds Keras' own again
+
+    def collect(self) -> int:
+        """Move the steps measured so far into the recorder (their arrays to the host).
+
+        Returns:
+            How many rows were new.
+
+        Raises:
+            RuntimeError: before ``attach``.
+        """
+        self._require_attached("collect")
+        if self.meter is None or self.recorder is None:
+            return 0
+        self._pending = 0
+        rows, self._rows = self._rows, []
+        for measured, loss in rows:
+            host = {k: to_host(v) for k, v in measured.items()}
+            self._seen += 1
+            self.recorder.on_step(self.meter.row(host, None if loss is None else to_host(loss)), None, step=self._seen)
+        return len(rows)
+
+    def observe(self, grads, variables=None, *, loss, apply=None, total=None, clipped=None, scale=None):
+        """TensorFlow's only (see :meth:`GradientMonitor.observe`).
+
+        Raises:
+            NotImplementedError: always, naming what measures instead.
+        """
+        raise NotImplementedError(f"GradientMonitor.observe is TensorFlow's only; on {keras.backend.backend()} "
+                                  "the monitor measures fit (on PyTorch also every optimizer.apply after attach)")
+
+    def _probe_capacity(self) -> int:
+        return 0
+

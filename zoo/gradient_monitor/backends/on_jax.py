@@ -1,0 +1,111 @@
+"""``fit``'s steps on JAX: Keras' JAX trainer is stateless and jitted, so a step's numbers leave
+it as outputs, not as writes to variables.
+
+- The update is ``optimizer.stateless_apply(optimizer_variables, grads, trainable_variables)``,
+  wrapped on the optimizer object: it hands the measuring the gradients the optimizer receives
+  and the weights before and after the update (and a loss scaler's scale, from its state).
+- The step's loss is computed inside ``jax.value_and_grad``, where nothing outside can keep
+  it; it is read where the step hands it to its metrics (``JAXTrainer._update_metrics_variables``).
+- Each step's tensors are an extra entry of the jitted step's logs, taken off in Python before
+  Keras or another callback sees them: no host round trip inside the step. The step is jitted
+  as Keras' own (``jax.jit(train_step, donate_argnums=0)``, with ``jit_compile``), and the
+  ``steps_per_execution`` loop around it is Keras' own loop, so every step's tensors are kept.
+"""
+from __future__ import annotations
+
+import jax
+import keras
+
+from zoo.gradient_monitor.backends.patches import Patches
+from zoo.gradient_monitor.hooks import loss_scale
+
+KEY = "zoo_gradient_monitor"  # the jitted step's extra log entry
+METRICS_UPDATE = "_update_metrics_variables"  # JAXTrainer: (metrics_variables, unscaled_loss, x, y, y_pred, sample_weight)
+
+
+class JaxSteps:
+    """The seams on one model and optimizer in ``fit``: ``receive(measured, loss)`` gets each
+    step's arrays (device arrays: converted when the monitor collects)."""
+
+    def __init__(self, meter, optimizer, receive):
+        self.meter, self.optimizer, self.receive = meter, optimizer, receive
+        self.patches = Patches()
+        self._trace: dict | None = None  # what the step being traced handed the seams
+
+    def install(self, model) -> None:
+        """Wrap the seams and set ``model.train_function`` (fit calls it once a batch).
+
+        Raises:
+            ValueError: a ``keras.distribution`` is set (its sharded step is not rebuilt here).
+        """
+        if keras.distribution.distribution() is not None:
+            raise ValueError("a keras.distribution is set: the monitor does not rebuild a sharded JAX step")
+        self.patches.wrap(self.optimizer, "stateless_apply", self._stateless_apply)
+        if callable(getattr(model, METRICS_UPDATE, None)):
+            self.patches.wrap(model, METRICS_UPDATE, self._update_metrics)
+        self.patches.wrap(model, "train_step", self._train_step)
+        compiled = not model.run_eagerly and model.jit_compile
+        step = jax.jit(model.train_step, donate_argnums=0) if compiled else model.train_step
+        model.train_function = self._train_function(step, int(model.steps_per_execution))
+
+    def remove(self) -> None:
+        self.patches.remove()
+
+    def _train_function(self, step, steps_per_execution: int):
+        def one(state, data):
+            logs, state = step(state, data)
+            if KEY in logs:
+                logs = dict(logs)
+                measured = dict(logs.pop(KEY))
+                self.receive(measured, measured.pop("loss", None))
+            return logs, state
+
+        def train_function(state, iterator):  # Keras' loop (JAXTrainer._make_function), every step kept
+            logs, state = one(state, next(iterator))
+            for _ in range(steps_per_execution - 1):
+                try:
+                    data = next(iterator)
+                except StopIteration:
+                    break
+                logs, state = one(state, data)
+            return logs, state
+        return train_function
+
+    def _train_step(self, original):
+        def train_step(state, data):
+            self._trace = {}
+            try:
+                logs, state = original(state, data)
+                measured = self._trace.get("measured")
+                if measured is not None:
+                    if self._trace.get("loss") is not None:
+                        measured = {**measured, "loss": self._trace["loss"]}
+                    logs = {**logs, KEY: measured}
+            finally:
+                self._trace = None
+            return logs, state
+        return train_step
+
+    def _update_metrics(self, original):
+        def update_metrics(metrics_variables, unscaled_loss, *args, **kwargs):
+            if self._trace is not None:
+                self._trace["loss"] = unscaled_loss
+            return original(metrics_variables, unscaled_loss, *args, **kwargs)
+        return update_metrics
+
+    def _stateless_apply(self, original):
+        meter, optimizer = self.meter, self.optimizer
+
+        def stateless_apply(optimizer_variables, grads, trainable_variables):
+            new_values, new_state = original(optimizer_variables, grads, trainable_variables)
+            if self._trace is None:  # not fit's step (a custom loop): not measured
+                return new_values, new_state
+            scale = loss_scale(optimizer)
+            if isinstance(scale, keras.Variable):  # a loss scaler's: its value in this step's state
+                with keras.StatelessScope(state_mapping=list(zip(optimizer.variables, optimizer_variables))):
+                    scale = keras.ops.convert_to_tensor(scale)
+            self._trace["measured"] = meter.measure(
+                list(grads), meter.kernels_of(list(trainable_variables)), meter.kernels_of(list(new_values)),
+                optimizer, scale)
+            return new_values, new_state
+        return stateless_apply
