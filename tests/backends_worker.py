@@ -133,6 +133,15 @@ def main(out: str, with_mlflow: bool) -> None:
         result["bad_input"] = np.array("accepted")
     except ValueError as err:
         result["bad_input"] = np.array(str(err))
+    if BACKEND != "tensorflow":  # zoo.diagnose and zoo.compare say which backend they need
+        x, y = data()
+        for call in (lambda: zoo.diagnose(model(), (x, y)), lambda: zoo.compare(model(), model(), (x, y, "classification"))):
+            try:
+                call()
+                result.setdefault("tensorflow_only", []).append("ran")
+            except zoo.InputError as err:
+                result.setdefault("tensorflow_only", []).append(str(err))
+        result["tensorflow_only"] = np.array(result["tensorflow_only"])
     if BACKEND == "jax":  # a custom loop: named, not measured
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -119,3 +119,21 @@ def test_jax_keeps_every_step_of_several_steps_a_call(measured):
 def test_a_torch_custom_loop_is_measured_at_optimizer_apply(measured):
     r = measured["torch"]
     np.testing.assert_allclose(r["loop_grad_norm"], r["grad_norm"][:2], rtol=1e-6)
+
+
+def test_diagnose_and_compare_say_which_backend_they_need(measured, tmp_path):
+    for backend in PORTABLE:
+        said = list(measured[backend]["tensorflow_only"])
+        assert len(said) == 2 and all(f"runs {backend!r}" in s and "TensorFlow backend only" in s for s in said), said
+        assert all("\n" not in s for s in said)
+    # the command loads a .keras file on TensorFlow whatever KERAS_BACKEND says
+    script = ("import keras, numpy as np; m = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)]); "
+              "m.compile('sgd', 'mse'); m.save('m.keras'); "
+              "np.savez('d.npz', x=np.ones((16, 5), 'float32'), y=np.ones((16, 3), 'float32'))")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True, capture_output=True)
+    done = subprocess.run([str(Path(sys.executable).with_name("zoo-diagnose")), "m.keras", "--data", "d.npz"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode in (0, 1), done.stderr[-3000:]
+    assert "runs on Keras' TensorFlow backend (KERAS_BACKEND=jax" in done.stderr
+    assert "# Diagnosis of m" in done.stdout
