@@ -61,6 +61,32 @@ def exact_norms() -> np.ndarray:
     return np.array(out)
 
 
+def exact_histograms() -> tuple[np.ndarray, np.ndarray]:
+    """(the backend's, float64 numpy's) log10|g| histograms of one vector at each scale of
+    SCALES, with exact zeros, in the backend's compiled function."""
+    from zoo.gradient_monitor.backends import exact
+    from zoo.instruments.histograms import HIST_BINS, HIST_RANGE
+
+    def histograms(*ts):
+        with exact.wide():
+            return exact.log_histograms(list(ts), HIST_BINS, *HIST_RANGE)
+    if BACKEND == "jax":
+        import jax
+        histograms = jax.jit(histograms)
+    base = np.random.default_rng(2).standard_normal(37)
+    base[::7] = 0.0
+    xs = [(base * scale).astype(np.float32) for scale in SCALES]
+    got = zoo_to_host(histograms(*[keras.ops.convert_to_tensor(x) for x in xs]))
+    lo, hi = HIST_RANGE
+    want = np.zeros((len(xs), HIST_BINS + 1), np.int64)
+    for row, x in zip(want, xs):
+        a = np.abs(x.astype(np.float64))
+        bins = np.clip(np.floor((np.log10(a[a > 0]) - lo) / ((hi - lo) / HIST_BINS)).astype(int), 0, HIST_BINS - 1)
+        np.add.at(row, bins, 1)
+        row[HIST_BINS] = np.sum(a == 0)
+    return np.asarray(got), want
+
+
 def zoo_to_host(t):
     from zoo.gradient_monitor.backends.measure import to_host
     return to_host(t)
@@ -92,7 +118,8 @@ def main(out: str, with_mlflow: bool) -> None:
     result = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        monitor = zoo.GradientMonitor(mlflow=False, verbose=False, variables="d1/bias", elements="d2/bias")
+        monitor = zoo.GradientMonitor(mlflow=False, verbose=False, variables="d1/bias", elements="d2/bias",
+                                      histogram_every=3)
         monitored = fit(model(), monitor)
     result["warned"] = np.array([str(w.message) for w in caught if "GradientMonitor" in str(w.message)])
     plain = fit(model())
@@ -100,7 +127,7 @@ def main(out: str, with_mlflow: bool) -> None:
     result["same_weights"] = np.array(all(np.array_equal(a, b) for a, b in zip(monitored, plain)))
     result["initial"] = np.concatenate([w.ravel() for w in model().get_weights()])
     for name in ("step", "loss", "finite", "skipped", "grad_norm", "grad_norm_clipped", "weight_norm",
-                 "update_ratio", "var_grad_norm", "grad_elements"):
+                 "update_ratio", "var_grad_norm", "grad_elements", "hist_step", "hist_counts", "hist_zeros"):
         result[name] = getattr(stats, name)
     result["kernels0"] = np.array([np.linalg.norm(model().get_weights()[i].astype(np.float64)) for i in (0, 2)])
     result["verdict"] = np.array(monitor.verdict.label)
@@ -117,6 +144,7 @@ def main(out: str, with_mlflow: bool) -> None:
 
     if BACKEND != "tensorflow":
         result["exact"] = exact_norms()
+        result["hist_got"], result["hist_want"] = exact_histograms()
     if BACKEND == "jax":  # several steps a call: every step recorded, training as without
         every = zoo.GradientMonitor(mlflow=False, verbose=False)
         m = model()

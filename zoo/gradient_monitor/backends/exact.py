@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 
 import keras
+import numpy as np
 from keras import ops
 
 _SMALLEST_NORMAL_BITS = 0x00800000  # float32 bit patterns below this (sign cleared) are denormals
@@ -78,3 +79,20 @@ def all_finite(tensors):
     """True when no element of ``tensors`` (None allowed) is inf or NaN."""
     present = [ops.all(ops.isfinite(t)) for t in tensors if t is not None]
     return ops.all(ops.stack(present)) if present else ops.convert_to_tensor(True)
+
+
+def log_histograms(tensors, bins: int, low: float, high: float):
+    """[len(tensors), bins + 1] counts (int32): per tensor, log10|g| in ``bins`` fixed bins over
+    [low, high) (values outside in the edge bins), then the exact zeros; every value read
+    exactly (:func:`exact_abs`: a denormal in its bin, not a zero), as
+    zoo.instruments.histograms.log_histograms does on TensorFlow. Inside :func:`wide`."""
+    flat = [ops.reshape(ops.convert_to_tensor(t), [-1]) for t in tensors]
+    values = exact_abs(ops.concatenate([ops.cast(f, "float32") for f in flat], 0))
+    owner = np.repeat(np.arange(len(flat), dtype="int32"), [int(f.shape[0]) for f in flat])
+    is_zero = ops.equal(values, 0.0)
+    logs = ops.log(ops.where(is_zero, ops.ones_like(values), values)) / np.log(10.0)
+    index = ops.cast(ops.floor((logs - low) / ((high - low) / bins)), "int32")
+    index = ops.where(is_zero, bins, ops.clip(index, 0, bins - 1))
+    counts = ops.segment_sum(ops.ones_like(index), ops.convert_to_tensor(owner) * (bins + 1) + index,
+                             num_segments=len(flat) * (bins + 1))
+    return ops.reshape(counts, [len(flat), bins + 1])

@@ -15,6 +15,7 @@ from keras import ops
 from zoo.gradient_monitor import _keras
 from zoo.gradient_monitor.backends import exact
 from zoo.gradient_monitor.hooks import inner, skips_nonfinite
+from zoo.instruments.histograms import HIST_BINS, HIST_RANGE, GradientHistograms
 from zoo.instruments.layout import Layout
 from zoo.instruments.series import step_fields
 
@@ -22,26 +23,29 @@ from zoo.instruments.series import step_fields
 @dataclass
 class PortableMeter:
     """The monitored variables of one model (``found``: zoo.instruments.discover.Found) and the
-    layout of their rows; no probe-step instrument (``instruments`` is empty: see
-    zoo.gradient_monitor.backends)."""
+    layouts of their rows; of the probe-step instruments, the gradient histograms (with
+    ``histograms``)."""
     variables: list
     kernel_index: list[int]
     kernels: tuple[str, ...]
     others: tuple = ()
     elements: tuple = ()
+    histograms: bool = True
     instruments: list = field(default_factory=list)
 
     def __post_init__(self):
         labels = tuple(f"{name}[{i}]" for at, name in self.elements
                        for i in range(int(np.prod(self.variables[at].shape))))
         self.layout = Layout(step_fields(self.kernels, (), False, tuple(name for _, name in self.others), labels))
-        self.probe_layout = Layout(())
+        self.instruments = [GradientHistograms(self.kernels)] if self.histograms and self.kernels else []
+        self.probe_layout = Layout(tuple(f for inst in self.instruments for f in inst.fields))
 
-    def measure(self, grads: list, before: list, after: list, optimizer, scale=None) -> dict:
+    def measure(self, grads: list, before: list, after: list, optimizer, scale=None, probing: bool = False) -> dict:
         """One step's tensors (float64 norms; see zoo.gradient_monitor.backends.exact):
         ``grads`` what the optimizer receives for each of ``variables`` (None: no gradient),
         divided by the loss ``scale`` they carry; ``before`` / ``after`` the monitored kernels'
-        values around the update. Call it while the step runs (traced on JAX)."""
+        values around the update; on a ``probing`` step also the gradient histograms ("hist").
+        Call it while the step runs (traced on JAX)."""
         if scale is not None:
             grads = [None if g is None else ops.divide(g, ops.cast(scale, g.dtype)) for g in grads]
         clipped = _keras.clip(inner(optimizer), grads)  # the optimizer's own clipping, its own arithmetic
@@ -60,6 +64,10 @@ class PortableMeter:
                                                    for at, _ in self.elements], 0)
                                   if self.elements else ops.zeros([0], "float64")),
             }
+            if probing and self.instruments:
+                out["hist"] = exact.log_histograms([ops.zeros(v.shape) if g is None else g
+                                                    for g, v in zip(kernels, self.kernels_of(self.variables))],
+                                                   HIST_BINS, *HIST_RANGE)
         out["finite"] = exact.all_finite(grads)
         out["skipped"] = (ops.logical_not(out["finite"]) if skips_nonfinite(optimizer)
                           else ops.convert_to_tensor(False))
@@ -67,6 +75,12 @@ class PortableMeter:
 
     def kernels_of(self, values: list) -> list:
         return [values[i] for i in self.kernel_index]
+
+    def probe_row(self, measured: dict) -> np.ndarray | None:
+        """The probe row (zoo.instruments.histograms' field) of a probing step's numpy values, else None."""
+        if "hist" not in measured or not self.probe_layout.width:
+            return None
+        return np.asarray(measured["hist"], dtype=np.float64).reshape(-1)
 
     def row(self, measured: dict, loss) -> np.ndarray:
         """The float64 row of one step (the layout's order) from ``measure``'s tensors (as numpy)

@@ -8,14 +8,17 @@ import warnings
 
 import keras
 
+from zoo.gradient_monitor import _keras
 from zoo.gradient_monitor.backends.measure import PortableMeter, to_host
 from zoo.gradient_monitor.callback import GRADIENT_APPLIED, GradientMonitor
+from zoo.instruments import GradientHistograms
 from zoo.instruments.discover import SelectionError, chosen, discover
+from zoo.records import posedness
 from zoo.records.recorder import Recorder
 from zoo.tracking.memory import MemorySink
 
 # what a probe step measures on TensorFlow, in words (zoo.instruments)
-PROBE_INSTRUMENTS = {"GradientHistograms": "gradient histograms", "ActivationStats": "activation statistics",
+PROBE_INSTRUMENTS = {"ActivationStats": "activation statistics",
                      "GradientThroughTime": "gradient through time", "ForgetGates": "forget gates"}
 
 
@@ -68,9 +71,9 @@ class PortableMonitor(GradientMonitor):
         self.skipped = dict(found.skipped)
         tensorflow_only = f"TensorFlow's monitor only, not yet on the {backend} backend"
         for inst in found.instruments:
-            what = PROBE_INSTRUMENTS.get(type(inst).__name__, type(inst).__name__)
-            self.skipped[what] = tensorflow_only
-        if self._in_fit:
+            if not isinstance(inst, GradientHistograms):
+                self.skipped[PROBE_INSTRUMENTS.get(type(inst).__name__, type(inst).__name__)] = tensorflow_only
+        if self._in_fit and _keras.runs_keras_train_step(model) and _single_known_loss(model):
             self.skipped["the targets' range (the ill-posed check reads the loss only)"] = tensorflow_only
         if self.sharpness_every:
             self.skipped["sharpness"] = tensorflow_only
@@ -89,11 +92,11 @@ class PortableMonitor(GradientMonitor):
         if backend == "jax":
             from zoo.gradient_monitor.backends.on_jax import JaxSteps  # imports JAX: only on its backend
 
-            self._steps = JaxSteps(self.meter, optimizer, self._receive)
+            self._steps = JaxSteps(self.meter, optimizer, self._receive, self.histogram_every)
         else:
             from zoo.gradient_monitor.backends.on_torch import TorchSteps  # imports torch: only on its backend
 
-            self._steps = TorchSteps(self.meter, optimizer, self._receive)
+            self._steps = TorchSteps(self.meter, optimizer, self._receive, self.histogram_every)
             if not self._in_fit:
                 self._steps.install()
         self._hooked = f"{type(optimizer).__name__} {optimizer.name!r}"
@@ -128,7 +131,8 @@ class PortableMonitor(GradientMonitor):
         for measured, loss in rows:
             host = {k: to_host(v) for k, v in measured.items()}
             self._seen += 1
-            self.recorder.on_step(self.meter.row(host, None if loss is None else to_host(loss)), None, step=self._seen)
+            self.recorder.on_step(self.meter.row(host, None if loss is None else to_host(loss)),
+                                  self.meter.probe_row(host), step=self._seen)
         return len(rows)
 
     def observe(self, grads, variables=None, *, loss, apply=None, total=None, clipped=None, scale=None):
@@ -140,6 +144,12 @@ class PortableMonitor(GradientMonitor):
         raise NotImplementedError(f"GradientMonitor.observe is TensorFlow's only; on {keras.backend.backend()} "
                                   "the monitor measures fit (on PyTorch also every optimizer.apply after attach)")
 
-    def _probe_capacity(self) -> int:
-        return 0
 
+
+
+def _single_known_loss(model) -> bool:
+    """Would TensorFlow's monitor read the targets' range (GradientMonitor._instruments: one
+    output, a loss zoo.records.posedness knows)?"""
+    loss = getattr(model, "loss", None)
+    single = not isinstance(loss, (list, tuple, dict)) and len(getattr(model, "outputs", None) or [0]) == 1
+    return single and bool(posedness.kind_of(loss))

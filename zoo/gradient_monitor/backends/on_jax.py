@@ -7,8 +7,9 @@ it as outputs, not as writes to variables.
 - The step's loss is computed inside ``jax.value_and_grad``, where nothing outside can keep
   it; it is read where the step hands it to its metrics (``JAXTrainer._update_metrics_variables``).
 - Each step's tensors are an extra entry of the jitted step's logs, taken off in Python before
-  Keras or another callback sees them: no host round trip inside the step. The step is jitted
-  as Keras' own (``jax.jit(train_step, donate_argnums=0)``, with ``jit_compile``), and the
+  Keras or another callback sees them: no host round trip inside the step. The model's own
+  ``train_step`` is jitted as Keras jits it (``jax.jit(train_step, donate_argnums=0)``, with
+  ``jit_compile``), twice: with and without the gradient histograms of probe steps; the
   ``steps_per_execution`` loop around it is Keras' own loop, so every step's tensors are kept.
 """
 from __future__ import annotations
@@ -25,12 +26,15 @@ METRICS_UPDATE = "_update_metrics_variables"  # JAXTrainer: (metrics_variables, 
 
 class JaxSteps:
     """The seams on one model and optimizer in ``fit``: ``receive(measured, loss)`` gets each
-    step's arrays (device arrays: converted when the monitor collects)."""
+    step's arrays (device arrays: converted when the monitor collects), with the gradient
+    histograms every ``histogram_every``-th step from the first (a second jitted step, chosen
+    in Python, so an ordinary step carries no conditional)."""
 
-    def __init__(self, meter, optimizer, receive):
-        self.meter, self.optimizer, self.receive = meter, optimizer, receive
+    def __init__(self, meter, optimizer, receive, histogram_every: int):
+        self.meter, self.optimizer, self.receive, self.every = meter, optimizer, receive, histogram_every
         self.patches = Patches()
         self._trace: dict | None = None  # what the step being traced handed the seams
+        self._steps = 0  # steps run so far
 
     def install(self, model) -> None:
         """Wrap the seams and set ``model.train_function`` (fit calls it once a batch).
@@ -43,16 +47,19 @@ class JaxSteps:
         self.patches.wrap(self.optimizer, "stateless_apply", self._stateless_apply)
         if callable(getattr(model, METRICS_UPDATE, None)):
             self.patches.wrap(model, METRICS_UPDATE, self._update_metrics)
-        self.patches.wrap(model, "train_step", self._train_step)
         compiled = not model.run_eagerly and model.jit_compile
-        step = jax.jit(model.train_step, donate_argnums=0) if compiled else model.train_step
-        model.train_function = self._train_function(step, int(model.steps_per_execution))
+        steps = [self._traced(model.train_step, probing) for probing in (False, True)]
+        if compiled:  # as Keras' own make_train_function
+            steps = [jax.jit(step, donate_argnums=0) for step in steps]
+        model.train_function = self._train_function(*steps, int(model.steps_per_execution))
 
     def remove(self) -> None:
         self.patches.remove()
 
-    def _train_function(self, step, steps_per_execution: int):
+    def _train_function(self, plain, probing, steps_per_execution: int):
         def one(state, data):
+            step = probing if self._steps % self.every == 0 else plain
+            self._steps += 1
             logs, state = step(state, data)
             if KEY in logs:
                 logs = dict(logs)
@@ -71,9 +78,11 @@ class JaxSteps:
             return logs, state
         return train_function
 
-    def _train_step(self, original):
+    def _traced(self, original, probing: bool):
+        """The model's own ``train_step`` with the trace state set while it runs (is traced),
+        its measurement added to its logs."""
         def train_step(state, data):
-            self._trace = {}
+            self._trace = {"probing": probing}
             try:
                 logs, state = original(state, data)
                 measured = self._trace.get("measured")
@@ -106,6 +115,6 @@ class JaxSteps:
                     scale = keras.ops.convert_to_tensor(scale)
             self._trace["measured"] = meter.measure(
                 list(grads), meter.kernels_of(list(trainable_variables)), meter.kernels_of(list(new_values)),
-                optimizer, scale)
+                optimizer, scale, self._trace["probing"])
             return new_values, new_state
         return stateless_apply

@@ -13,12 +13,14 @@ from zoo.gradient_monitor.hooks import loss_scale
 
 
 class TorchSteps:
-    """The seams on one optimizer: ``receive(measured, loss)`` gets each step's tensors."""
+    """The seams on one optimizer: ``receive(measured, loss)`` gets each step's tensors, with
+    the gradient histograms every ``histogram_every``-th step from the first."""
 
-    def __init__(self, meter, optimizer, receive):
-        self.meter, self.optimizer, self.receive = meter, optimizer, receive
+    def __init__(self, meter, optimizer, receive, histogram_every: int):
+        self.meter, self.optimizer, self.receive, self.every = meter, optimizer, receive, histogram_every
         self.patches = Patches()
         self._loss = None
+        self._steps = 0  # measured so far: every histogram_every-th from the first is a probe step
 
     def install(self, model=None) -> None:
         self.patches.wrap(self.optimizer, "scale_loss", self._scale_loss)
@@ -50,7 +52,8 @@ class TorchSteps:
             kernels = meter.kernels_of(meter.variables)
             before = [ops.copy(v.value) for v in kernels]  # the update is in place
             result = original(grads, trainable_variables)
-            self.receive(meter.measure(ours, before, [v.value for v in kernels], optimizer, scale), self._loss)
-            self._loss = None
+            probing = self._steps % self.every == 0
+            self.receive(meter.measure(ours, before, [v.value for v in kernels], optimizer, scale, probing), self._loss)
+            self._loss, self._steps = None, self._steps + 1
             return result
         return apply
