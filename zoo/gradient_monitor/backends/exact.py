@@ -65,9 +65,10 @@ def norm(t):
 
 
 def norms(tensors, minus=None):
-    """The exact norm of each tensor as one float64 vector [len(tensors)]; ``minus``: tensors
-    subtracted first, in their own dtype (an update's size, as the optimizer made it). Inside
-    :func:`wide`."""
+    """The exact norm of each tensor as one float64 vector [len(tensors)] (None reads as 0);
+    ``minus``: tensors subtracted first, in their own dtype (an update's size, as the optimizer
+    made it). One reduction a tensor (a segmented sum over their concatenation is a scatter,
+    which XLA's CPU runtime runs element by element). Inside :func:`wide`."""
     if minus is not None:
         tensors = [None if t is None else ops.subtract(t, m) for t, m in zip(tensors, minus)]
     if not tensors:

@@ -43,8 +43,9 @@ class PortableMeter:
     def measure(self, grads: list, before: list, after: list, optimizer, scale=None, probing: bool = False) -> dict:
         """One step's tensors (float64 norms; see zoo.gradient_monitor.backends.exact):
         ``grads`` what the optimizer receives for each of ``variables`` (None: no gradient),
-        divided by the loss ``scale`` they carry; ``before`` / ``after`` the monitored kernels'
-        values around the update; on a ``probing`` step also the gradient histograms ("hist").
+        divided by the loss ``scale`` they carry; on a ``probing`` step also the weight norms,
+        the update's size (``before`` / ``after``: the monitored kernels' values around the
+        update; None elsewhere) and the gradient histograms ("hist").
         Call it while the step runs (traced on JAX)."""
         if scale is not None:
             grads = [None if g is None else ops.divide(g, ops.cast(scale, g.dtype)) for g in grads]
@@ -56,8 +57,9 @@ class PortableMeter:
                 "grad_norm": grad_norm,
                 "grad_norm_clipped": grad_norm if clipped is None
                 else exact.norms([clipped[i] for i in self.kernel_index]),
-                "weight_norm": exact.norms(before),
-                "update_norm": exact.norms(after, minus=before),
+                # as TensorFlow's monitor in fit: weights and the update on probe steps (NaN between)
+                "weight_norm": exact.norms(before) if probing else _nan(len(self.kernel_index)),
+                "update_norm": exact.norms(after, minus=before) if probing else _nan(len(self.kernel_index)),
                 "var_grad_norm": exact.norms([grads[at] for at, _ in self.others]),
                 "grad_elements": (ops.concatenate([exact.exact_values(grads[at]) if grads[at] is not None
                                                    else ops.zeros([int(np.prod(self.variables[at].shape))], "float64")
@@ -76,21 +78,31 @@ class PortableMeter:
     def kernels_of(self, values: list) -> list:
         return [values[i] for i in self.kernel_index]
 
-    def probe_row(self, measured: dict) -> np.ndarray | None:
-        """The probe row (zoo.instruments.histograms' field) of a probing step's numpy values, else None."""
-        if "hist" not in measured or not self.probe_layout.width:
-            return None
-        return np.asarray(measured["hist"], dtype=np.float64).reshape(-1)
+    def pack(self, measured: dict, loss=None) -> dict:
+        """One step's row: ``measure``'s tensors and the step's loss (None: not read, NaN) as one
+        float64 vector in the layout's order ("row", zoo.instruments.layout), and on probe
+        steps the histograms ("hist"): the fewest arrays for a step to hand out."""
+        with exact.wide():
+            finite = measured["finite"]
+            if loss is None:
+                loss = ops.full([], np.nan, "float64")
+            else:
+                loss = ops.cast(loss, "float64")
+                finite = ops.logical_and(finite, ops.isfinite(loss))
+            values = {**measured, "loss": loss, "finite": finite, "metric": ops.full([], np.nan, "float64"),
+                      "penalty": ops.zeros([], "float64"), "grad_norm_total": measured["grad_norm"]}
+            row = ops.concatenate([ops.reshape(ops.cast(values[f.name], "float64"), [f.size])
+                                   for f in self.layout.fields if f.size], 0)
+        return {"row": row, **({"hist": measured["hist"]} if "hist" in measured else {})}
 
-    def row(self, measured: dict, loss) -> np.ndarray:
-        """The float64 row of one step (the layout's order) from ``measure``'s tensors (as numpy)
-        and the step's loss (None: not read, NaN)."""
-        values = {name: np.asarray(v, dtype=np.float64) for name, v in measured.items()}
-        finite = bool(values["finite"]) and (loss is None or bool(np.isfinite(np.asarray(loss))))
-        values.update(loss=np.nan if loss is None else float(np.asarray(loss)), metric=np.nan, penalty=0.0,
-                      aux_loss=np.zeros(0), grad_norm_total=values["grad_norm"], finite=float(finite))
-        return np.concatenate([np.reshape(values[f.name], [f.size]).astype(np.float64)
-                               for f in self.layout.fields if f.size])
+    def unpack(self, packed: dict) -> tuple[np.ndarray, np.ndarray | None]:
+        """(the row, the probe row or None) of one step's ``pack`` on the host, for the recorder."""
+        hist = packed.get("hist")
+        return (to_host(packed["row"]),
+                None if hist is None or not self.probe_layout.width else to_host(hist).astype(np.float64).reshape(-1))
+
+def _nan(n: int):
+    return ops.full([n], np.nan, "float64")
 
 
 def to_host(t) -> np.ndarray:

@@ -25,8 +25,8 @@ METRICS_UPDATE = "_update_metrics_variables"  # JAXTrainer: (metrics_variables, 
 
 
 class JaxSteps:
-    """The seams on one model and optimizer in ``fit``: ``receive(measured, loss)`` gets each
-    step's arrays (device arrays: converted when the monitor collects), with the gradient
+    """The seams on one model and optimizer in ``fit``: ``receive(packed)`` gets each step's row
+    (PortableMeter.pack; device arrays, converted when the monitor collects), with the gradient
     histograms every ``histogram_every``-th step from the first (a second jitted step, chosen
     in Python, so an ordinary step carries no conditional)."""
 
@@ -63,8 +63,7 @@ class JaxSteps:
             logs, state = step(state, data)
             if KEY in logs:
                 logs = dict(logs)
-                measured = dict(logs.pop(KEY))
-                self.receive(measured, measured.pop("loss", None))
+                self.receive(logs.pop(KEY))
             return logs, state
 
         def train_function(state, iterator):  # Keras' loop (JAXTrainer._make_function), every step kept
@@ -87,9 +86,7 @@ class JaxSteps:
                 logs, state = original(state, data)
                 measured = self._trace.get("measured")
                 if measured is not None:
-                    if self._trace.get("loss") is not None:
-                        measured = {**measured, "loss": self._trace["loss"]}
-                    logs = {**logs, KEY: measured}
+                    logs = {**logs, KEY: self.meter.pack(measured, self._trace.get("loss"))}
             finally:
                 self._trace = None
             return logs, state

@@ -13,7 +13,7 @@ from zoo.gradient_monitor.hooks import loss_scale
 
 
 class TorchSteps:
-    """The seams on one optimizer: ``receive(measured, loss)`` gets each step's tensors, with
+    """The seams on one optimizer: ``receive(packed)`` gets each step's row (PortableMeter.pack), with
     the gradient histograms every ``histogram_every``-th step from the first."""
 
     def __init__(self, meter, optimizer, receive, histogram_every: int):
@@ -49,11 +49,12 @@ class TorchSteps:
             scale = loss_scale(optimizer)
             if scale is not None:  # read before apply changes a dynamic scale
                 scale = ops.copy(ops.convert_to_tensor(scale))
-            kernels = meter.kernels_of(meter.variables)
-            before = [ops.copy(v.value) for v in kernels]  # the update is in place
-            result = original(grads, trainable_variables)
             probing = self._steps % self.every == 0
-            self.receive(meter.measure(ours, before, [v.value for v in kernels], optimizer, scale, probing), self._loss)
+            kernels = meter.kernels_of(meter.variables)
+            before = [ops.copy(v.value) for v in kernels] if probing else None  # the update is in place
+            result = original(grads, trainable_variables)
+            after = [v.value for v in kernels] if probing else None
+            self.receive(meter.pack(meter.measure(ours, before, after, optimizer, scale, probing), self._loss))
             self._loss, self._steps = None, self._steps + 1
             return result
         return apply
