@@ -52,7 +52,8 @@ class PortableMeter:
         clipped = _keras.clip(inner(optimizer), grads)  # the optimizer's own clipping, its own arithmetic
         kernels = [grads[i] for i in self.kernel_index]
         with exact.wide():
-            grad_norm = exact.norms(kernels)
+            every = exact.norms(grads)  # each variable's: the kernels', the others', finiteness
+            grad_norm = _take(every, self.kernel_index)
             out = {
                 "grad_norm": grad_norm,
                 "grad_norm_clipped": grad_norm if clipped is None
@@ -60,17 +61,17 @@ class PortableMeter:
                 # as TensorFlow's monitor in fit: weights and the update on probe steps (NaN between)
                 "weight_norm": exact.norms(before) if probing else _nan(len(self.kernel_index)),
                 "update_norm": exact.norms(after, minus=before) if probing else _nan(len(self.kernel_index)),
-                "var_grad_norm": exact.norms([grads[at] for at, _ in self.others]),
+                "var_grad_norm": _take(every, [at for at, _ in self.others]),
                 "grad_elements": (ops.concatenate([exact.exact_values(grads[at]) if grads[at] is not None
                                                    else ops.zeros([int(np.prod(self.variables[at].shape))], "float64")
                                                    for at, _ in self.elements], 0)
                                   if self.elements else ops.zeros([0], "float64")),
+                "finite": ops.all(ops.isfinite(every)),
             }
             if probing and self.instruments:
                 out["hist"] = exact.log_histograms([ops.zeros(v.shape) if g is None else g
                                                     for g, v in zip(kernels, self.kernels_of(self.variables))],
                                                    HIST_BINS, *HIST_RANGE)
-        out["finite"] = exact.all_finite(grads)
         out["skipped"] = (ops.logical_not(out["finite"]) if skips_nonfinite(optimizer)
                           else ops.convert_to_tensor(False))
         return out
@@ -100,6 +101,11 @@ class PortableMeter:
         hist = packed.get("hist")
         return (to_host(packed["row"]),
                 None if hist is None or not self.probe_layout.width else to_host(hist).astype(np.float64).reshape(-1))
+
+def _take(values, positions: list[int]):
+    return ops.take(values, ops.convert_to_tensor(np.asarray(positions, "int32")), axis=0) if positions \
+        else ops.zeros([0], "float64")
+
 
 def _nan(n: int):
     return ops.full([n], np.nan, "float64")
