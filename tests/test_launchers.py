@@ -1,22 +1,21 @@
 """Scale-out launchers: ``zoo-ablate --launcher ray|submitit_local|joblib`` gives the same study
 (verdict, runs, numbers) as the basic launcher; each job says where it ran; a worker killed
-mid-sweep costs only its own run, which ends KILLED, not RUNNING."""
+mid-sweep costs only its own run, which ends KILLED, not RUNNING (the Ray and submitit workers
+killed: test_launchers_killed.py, so the two test workers share the slow launcher tests)."""
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from conftest import EVENT_SECONDS, runs_of, wait_for, wait_training
+from conftest import EVENT_SECONDS, runs_of, wait_training
 from zoo.launch.launchers import LAUNCHERS, launcher_overrides
 from zoo.config.schema import SpecError
 from zoo.studies.jobs import job_count
 from zoo.studies.load import load_study
-from zoo.tracking.names import judged
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 STUDY = "input_scaling"  # 2 jobs at quick scale, the MLP is small: ~5 s a job
@@ -99,45 +98,6 @@ def test_ray_and_submitit_give_the_basic_launchers_study(tmp_path):
     assert results["submitit_local"] == results["basic"]
 
 
-KILL_SWEEP = [STUDY, "--scale", "quick", "--jobs", "2", "trainer.epochs=40"]  # jobs long enough to be hit
-
-
-def kill_one_job(cwd: Path, launcher: str, *extra: str, timeout: float = 300.0):
-    """Run the study with ``launcher``, SIGKILL the worker of the first job that has taken
-    steps; (exit code, the victim's run, stdout, stderr) once the sweep ends. The sweep writes to
-    files, not pipes: a pipe nobody reads until the end fills up and stops the sweep."""
-    with open(cwd / "stdout.txt", "w") as out, open(cwd / "stderr.txt", "w") as err:
-        sweep = subprocess.Popen([sys.executable, "-m", "zoo.cli.ablate", *KILL_SWEEP, "--launcher", launcher, *extra],
-                                 cwd=cwd, env=ENV, stdout=out, stderr=err, text=True)
-    try:
-        training = wait_training(sweep, cwd, timeout=timeout)
-        victim = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}").get_run(training[0])
-        os.kill(int(victim.data.tags["zoo.owner.pid"]), signal.SIGKILL)
-        sweep.wait(timeout=600)
-    finally:
-        if sweep.poll() is None:
-            sweep.kill()
-    return sweep.returncode, victim, (cwd / "stdout.txt").read_text(), (cwd / "stderr.txt").read_text()
-
-
-@pytest.mark.slow
-def test_a_killed_ray_worker_costs_only_its_run(tmp_path):
-    """SIGKILL one worker mid-job: Ray re-runs that job on a fresh worker, the other jobs finish,
-    the study is judged on complete runs, and the killed run ends KILLED (zoo.repaired), not RUNNING."""
-    returncode, victim, out, err = kill_one_job(tmp_path, "ray", "seed=0,1")
-    assert returncode == 0, out[-2000:] + err[-3000:]
-    _, parents, children = runs_of(tmp_path)
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    killed = [c for c in children if c.info.status == "KILLED"]
-    assert [c.info.run_id for c in killed] == [victim.info.run_id]
-    assert killed[0].data.tags["zoo.outcome"] == "killed" and "zoo.repaired" in killed[0].data.tags
-    assert victim.info.run_id in parents[0].data.tags["zoo.jobs_killed"]
-    finished = [c for c in children if c.info.status == "FINISHED"]
-    assert len(finished) == 4  # 2 variants x 2 seeds, the killed one re-run
-    assert not [c for c in children if c.info.status == "RUNNING"]
-    assert any(c.info.run_name == judged(victim.info.run_name, c.data.tags["zoo.verdict"]) for c in finished)
-
-
 def test_a_job_on_another_machine_finds_its_parent_and_reports_through_the_store(tmp_path):
     """A Ray or SLURM worker elsewhere sees neither the sweep folder's file nor the launcher's
     disk: it finds the parent by the sweep's key in the store and leaves its record there."""
@@ -168,28 +128,25 @@ def test_a_job_on_another_machine_finds_its_parent_and_reports_through_the_store
     assert sweep.job_records(c, other.info.run_id) == []
 
 
-@pytest.mark.slow
-def test_a_killed_submitit_job_is_killed_and_the_next_call_resumes(tmp_path):
-    """submitit reports a lost job by raising: the sweep stops with one line (no traceback), the
-    lost run is KILLED, the other job's process finishes on its own, and the next call re-runs
-    only the lost job and judges the study."""
-    returncode, victim, out, err = kill_one_job(tmp_path, "submitit_local")
-    assert returncode == 1, out[-2000:] + err[-3000:]
-    assert "zoo-ablate: the launcher stopped the sweep: UncompletedJobError" in err
-    assert "Traceback" not in err and "same zoo-ablate command resumes" in err
-    wait_for("the other job, which runs on in its own process, to end its run", lambda: not [
-        c for c in runs_of(tmp_path)[2] if c.info.status == "RUNNING"], poll=1)
-    _, parents, children = runs_of(tmp_path)
-    seen = [(c.info.run_name, c.info.status, c.data.tags.get("zoo.repaired")) for c in children]
-    assert {c.info.run_id: c.info.status for c in children}[victim.info.run_id] == "KILLED", (seen, err[-2000:])
-    assert [c.info.status for c in children].count("FINISHED") == 1, (seen, err[-2000:])
-    assert parents[0].info.status == "FAILED", (parents[0].data.tags.get("zoo.error"), err[-2000:])
-    resumed = ablate(tmp_path, *KILL_SWEEP, "--launcher", "submitit_local")
-    assert "reproduced" in resumed.stdout or "inconclusive" in resumed.stdout
-    _, parents, children = runs_of(tmp_path)
-    last = max(parents, key=lambda p: p.info.start_time)
-    assert last.info.status == "FINISHED" and last.data.tags["zoo.jobs_reused"] == "1"
-    assert [c.info.status for c in children].count("FINISHED") == 2
+KILL_SWEEP = [STUDY, "--scale", "quick", "--jobs", "2", "trainer.epochs=40"]  # jobs long enough to be hit
+
+
+def kill_one_job(cwd: Path, launcher: str, *extra: str, timeout: float = 300.0):
+    """Run the study with ``launcher``, SIGKILL the worker of the first job that has taken
+    steps; (exit code, the victim's run, stdout, stderr) once the sweep ends. The sweep writes to
+    files, not pipes: a pipe nobody reads until the end fills up and stops the sweep."""
+    with open(cwd / "stdout.txt", "w") as out, open(cwd / "stderr.txt", "w") as err:
+        sweep = subprocess.Popen([sys.executable, "-m", "zoo.cli.ablate", *KILL_SWEEP, "--launcher", launcher, *extra],
+                                 cwd=cwd, env=ENV, stdout=out, stderr=err, text=True)
+    try:
+        training = wait_training(sweep, cwd, timeout=timeout)
+        victim = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}").get_run(training[0])
+        os.kill(int(victim.data.tags["zoo.owner.pid"]), signal.SIGKILL)
+        sweep.wait(timeout=600)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    return sweep.returncode, victim, (cwd / "stdout.txt").read_text(), (cwd / "stderr.txt").read_text()
 
 
 @pytest.mark.slow

@@ -1,7 +1,10 @@
 """Imports point down: no cycles among zoo's modules or its packages, counting imports inside
 functions."""
 import ast
+import sys
 from pathlib import Path
+
+import pytest
 
 import zoo
 
@@ -83,3 +86,103 @@ def test_no_module_of_zoo_imports_the_package_root():
             elif isinstance(node, ast.Import) and any(a.name == "zoo" for a in node.names):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}: import zoo")
     assert not found, found
+
+
+# Libraries whose import costs seconds or that a check before training must not load.
+HEAVY = {"tensorflow", "keras", "mlflow", "matplotlib", "ray", "submitit", "sqlalchemy", "psycopg2",
+         "scipy", "pandas", "nbclient", "PIL", "jax", "torch"}
+
+
+def _imports_by_level():
+    """module -> (what its top level imports, [function-level ``from zoo... import`` nodes])."""
+    top, lazy = {}, {}
+    for path in ROOT.rglob("*.py"):
+        name = ".".join(("zoo", *path.relative_to(ROOT).with_suffix("").parts)).removesuffix(".__init__")
+        top[name], lazy[name] = set(), []
+
+        def visit(node, in_function):
+            for child in ast.iter_child_nodes(node):
+                inside = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+                if isinstance(child, ast.ImportFrom) and child.level == 0:
+                    if inside and child.module.startswith("zoo"):
+                        lazy[name].append(child)
+                    elif not inside:
+                        top[name].update([child.module, *(f"{child.module}.{a.name}" for a in child.names)])
+                elif isinstance(child, ast.Import) and not inside:
+                    top[name].update(a.name for a in child.names)
+                visit(child, inside)
+        visit(ast.parse(path.read_text()), False)
+    return top, lazy
+
+
+def _loads(top, start) -> set[str]:
+    """Every zoo module and outside top-level package importing ``start`` runs (parents included)."""
+    seen, stack = set(), [start]
+    while stack:
+        module = stack.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        parts = module.split(".")
+        stack.extend(".".join(parts[:i]) for i in range(1, len(parts)))
+        for dep in top.get(module, ()):
+            if dep.startswith("zoo"):
+                stack.extend([dep] if dep in top else [])
+            else:
+                seen.add(dep.split(".")[0])
+    return seen
+
+
+def test_imports_sit_at_the_top_unless_laziness_buys_something():
+    """A function-level import of gradzoo's own module is there for a reason: at the top it would
+    load a heavy library (TensorFlow, MLflow, matplotlib, ...) that importing the module does not
+    already load (so a config is checked before TensorFlow loads), or close an import cycle.
+    Every other import is at the top, where a reader looks for a module's dependencies."""
+    top, lazy = _imports_by_level()
+    needless = []
+    for module, nodes in lazy.items():
+        already = _loads(top, module) & HEAVY
+        for node in nodes:
+            targets = [t for t in (node.module, *(f"{node.module}.{a.name}" for a in node.names)) if t in top]
+            if not targets:
+                continue
+            brings = set().union(*(_loads(top, t) & HEAVY for t in targets)) - already
+            cycle = any(module in _loads(top, t) for t in targets)
+            if not brings and not cycle:
+                needless.append(f"{module}:{node.lineno}: {ast.unparse(node)}")
+    assert not needless, needless
+
+
+def test_the_lazy_imports_rule_sees_a_needless_one(tmp_path, monkeypatch):
+    """The rule above fails on a function-level import that buys nothing (zoo.config.schema from
+    zoo.config.budget: neither loads anything heavy)."""
+    fake = tmp_path / "zoo"
+    for path in ROOT.rglob("*.py"):
+        target = fake / path.relative_to(ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(path.read_text())
+    (fake / "config" / "budget.py").write_text((fake / "config" / "budget.py").read_text()
+                                               + "\n\ndef _late():\n    from zoo.config.schema import SpecError\n    return SpecError\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", fake)
+    with pytest.raises(AssertionError, match="zoo.config.budget"):
+        test_imports_sit_at_the_top_unless_laziness_buys_something()
+
+
+def test_the_design_pages_layout_lists_every_package_below_what_it_imports():
+    """docs/design.md's map is the import order: every package of zoo is listed, and from
+    zoo/config/ on each imports (counting imports inside functions) only packages above it."""
+    page = (ROOT.parent / "docs" / "design.md").read_text()
+    block = page[page.index("```\nzoo/__init__.py"):]
+    listed = [line.split()[0].rstrip("/").replace("/", ".") for line in block[4:block.index("```", 4)].splitlines()
+              if line.startswith("zoo/")]
+    packages = {p.parent.relative_to(ROOT.parent).as_posix().replace("/", ".") for p in ROOT.glob("*/__init__.py")}
+    assert set(listed) - {"zoo.__init__.py"} == packages
+    order = {name: i for i, name in enumerate(listed)}
+    upward = []
+    for module, deps in imports().items():
+        package = ".".join(module.split(".")[:2])
+        for dep in deps:
+            target = ".".join(dep.split(".")[:2])
+            if package in order and target in order and target != package and order[target] > order[package]:
+                upward.append(f"{module} imports {dep}, listed below it")
+    assert not upward, upward

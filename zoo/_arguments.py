@@ -19,6 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from zoo.errors import InputError
+from zoo.data import DATASETS, Dataset
+from zoo.data.batches import batches_of
+from zoo.models import MODELS
+from zoo.pretrained import read_manifest
 
 TASKS = ("classification", "regression")
 SEED_LIMIT = 2**32      # numpy's and TensorFlow's seeds are 32-bit
@@ -121,8 +125,6 @@ def task_argument(task) -> None:
 def data_argument(data, needs_task: bool = False, optional: bool = False) -> tuple | None:
     """What the data argument is; for arrays given in place, ``(x, y, task or None, examples)``
     checked (:func:`arrays`), else None (a path, a name, a Dataset: their own loaders check them)."""
-    from zoo.data import DATASETS, Dataset
-
     if data is None:
         if optional:
             return None
@@ -232,7 +234,6 @@ def loss_is_finite(model, x, y, task: str, loss, batches: int, batch_size: int, 
     overflows too, or a weight is not finite, the model is the cause: the diagnosis measures and
     reports it (zoo.analysis.diagnosis: the finding ``diverged``). A loss that cannot be computed here is
     left to the measurement, which says why."""
-    from zoo.data.batches import batches_of
     from zoo.training.step import data_loss
 
     xs, ys = batches_of(x, y, 1, batch_size, seed)
@@ -278,8 +279,6 @@ def check_diagnose(model, data, loss, batches, batch_size, seed, label) -> None:
 def check_compare(a, b, data, batches, batch_size, seed, knob, loss) -> None:
     """``zoo.compare``'s arguments: two models (or pretrained names) that take the same inputs,
     and data both can take."""
-    from zoo.pretrained import read_manifest
-
     names = read_manifest().names()
     shapes = {}
     for name, model in (("a", a), ("b", b)):
@@ -318,8 +317,6 @@ def _shapes(shapes: list[tuple]) -> str:
 
 def check_build_model(name, input_shape, num_outputs) -> None:
     """``zoo.build_model``'s arguments (its knobs are the model's config keys, checked by its schema)."""
-    from zoo.models import MODELS
-
     if not isinstance(name, str) or name not in MODELS:
         raise InputError(f"name must be one of: {', '.join(MODELS.names())}; got {_shown(name)}")
     if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, (tuple, list)) or not input_shape \
@@ -345,8 +342,6 @@ def check_train(overrides, sink) -> None:
 
 
 def check_load_dataset(name) -> None:
-    from zoo.data import DATASETS
-
     if not isinstance(name, str) or name not in DATASETS:
         raise InputError(f"name must be one of: {', '.join(DATASETS.names())}; got {_shown(name)}")
 

@@ -28,6 +28,14 @@ from pathlib import Path
 import numpy as np
 
 from zoo._arguments import check_compare
+from zoo.analysis.measure import measure
+from zoo.data import DATASETS, Dataset
+from zoo.data.batches import batches_of
+from zoo.pretrained import describe, load_pretrained, read_manifest
+from zoo.records import posedness
+from zoo.records.summary import describe_progress, headline, progress
+from zoo.records.verdict import judge_run
+from zoo.training.spec import load_dataset
 
 COLORS = ("#c0392b", "#1f5fa8")  # a: warm red, b: blue
 BATCHES, BATCH_SIZE = 4, 64
@@ -52,14 +60,10 @@ class Probed:
     @property
     def headline(self) -> str:
         """'vanishing · stalled', as a run's (zoo.records.summary.headline)."""
-        from zoo.records.summary import headline
-
         return headline(self.verdict.label, self.progress[0] if self.progress else None)
 
     def describe(self) -> str:
         """One line: the headline, the verdict's reason, the loss against a constant predictor."""
-        from zoo.records.summary import describe_progress
-
         line = f"{self.label}: {self.headline}; verdict {self.verdict.label} ({self.verdict.reason})"
         if self.progress:
             line += "; progress " + describe_progress(*self.progress, self.ill_posed).replace(
@@ -139,15 +143,11 @@ def _num(x: float) -> str:
 def _resolve(model_or_name):
     """(keras model, label, manifest entry or None)."""
     if isinstance(model_or_name, str):
-        from zoo.pretrained import describe, load_pretrained
-
         return load_pretrained(model_or_name), model_or_name, describe(model_or_name)
     return model_or_name, model_or_name.name, None
 
 
 def _dataset(data, entry):
-    from zoo.data import DATASETS, Dataset
-
     if isinstance(data, Dataset):
         return data
     if data is None:
@@ -157,12 +157,8 @@ def _dataset(data, entry):
         options = {k: v for k, v in entry.data.items() if k not in ("name", "input_shape", "num_outputs")}
         return DATASETS.build(entry.data["name"], **options)
     if isinstance(data, str):
-        from zoo.training.spec import load_dataset
-
         return load_dataset(data)
     if isinstance(data, dict):
-        from zoo.training.spec import load_dataset
-
         return load_dataset(**data)
     x, y, task = data
     return Dataset("custom", x, y, x[:0], y[:0], task, 0)
@@ -172,15 +168,11 @@ def probe(model, x_batches, y_batches, task: str, label: str, loss=None) -> Prob
     """Gradient norms (and gradient through time) of ``model`` on each batch, by its own
     instrumented step at learning rate 0 (zoo.analysis.measure); the model's variables are left as they
     were. ``loss``: as :func:`zoo.analysis.measure.measure` takes it."""
-    from zoo.analysis.measure import measure
-
     return probed(measure(model, x_batches, y_batches, task, loss), label)
 
 
 def probed(measured, label: str) -> Probed:
     """A :class:`Probed` from what zoo.analysis.measure.measure returned."""
-    from zoo.records.verdict import judge_run
-
     stats = measured.stats
     time_grad = stats.time_grad if len(stats.seq_layers) else None
     return Probed(label, tuple(stats.layers), stats.grad_norm, stats.loss.astype(np.float64),
@@ -193,9 +185,6 @@ def judge_progress(p: Probed, targets) -> None:
     (zoo.records.posedness): ill-posed with the reason when the loss cannot read them or fell
     below its floor, else against the best constant predictor's loss on them; None for several
     outputs or a loss with no constant baseline."""
-    from zoo.records import posedness
-    from zoo.records.summary import progress
-
     if len(p.heads) != 1 or not p.heads[0].loss or isinstance(targets, (list, tuple, dict)):
         return
     head, median = p.heads[0], float(np.median(p.loss))
@@ -228,12 +217,8 @@ def compare(a, b, data=None, batches: int = BATCHES, batch_size: int = BATCH_SIZ
     if knob is None:
         knob = ""
         if entry_a is not None and entry_b is not None:
-            from zoo.pretrained import read_manifest
-
             pair = read_manifest().pair_of(label_a, label_b)
             knob = pair.knob if pair else ""
-    from zoo.data.batches import batches_of
-
     xs, ys = batches_of(dataset.x_train, dataset.y_train, batches, batch_size, seed)
     pa = probe(model_a, xs, ys, dataset.task, label_a, loss)
     pb = probe(model_b, xs, ys, dataset.task, label_b, loss)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
+from zoo.records.recorder import Recorder
+from zoo.tracking.memory import MemorySink
 
 
 @dataclass
@@ -34,10 +35,7 @@ def measure(model, xs: list, ys: list, task: str, loss=None) -> Measured:
     zoo.training.step.LossMismatch (a ValueError) for a loss that does not fit an output."""
     import keras
 
-    from zoo.records.recorder import Recorder
     from zoo.training.step import InstrumentedStep, batch_spec
-    from zoo.tracking.memory import MemorySink
-
     step = InstrumentedStep(model, task, keras.optimizers.SGD(learning_rate=0.0), None,
                             batch_spec(xs[0], ys[0]), loss=loss)
     recorder = Recorder(step.meter, MemorySink(), log_every=len(xs))

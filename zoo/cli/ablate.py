@@ -44,6 +44,9 @@ from zoo.studies.jobs import job_count
 from zoo.studies.load import SCALES, config_location, load_study, study_file, study_names
 from zoo.studies.validate import validate_study
 from zoo.config.origin import sweep_id
+from zoo.cli.precheck import check_command
+from zoo.tracking import repair as orphans
+from zoo.cli.train import HYDRA_CONFIG_ERRORS, hydra_error_line, main as zoo_train
 
 
 def describe() -> tuple[str, list[str]]:
@@ -80,8 +83,6 @@ def check_overrides(name: str, hydra_args: list[str], extra: list[str] = ()):
     those runs (zoo.cli.precheck, what ``zoo-train -m`` does); the first job's spec. Raises
     SpecError, or Hydra's own exception for an override it refuses. ``extra`` is kept for
     callers of the earlier signature; ``hydra_args`` holds them."""
-    from zoo.cli.precheck import check_command
-
     return check_command(list(hydra_args)).specs[0]
 
 
@@ -89,15 +90,13 @@ def repair_before(spec) -> None:
     """End the runs of this study's experiment whose process is gone, and say which."""
     if not spec.tracking.uri:
         return
-    from zoo.tracking.repair import describe, repair
-
     try:
-        repaired = repair(spec.tracking.uri, spec.tracking.experiment)
+        repaired = orphans.repair(spec.tracking.uri, spec.tracking.experiment)
     except Exception as err:
         print(f"zoo-ablate: could not look for orphaned runs in {spec.tracking.uri}: "
               f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", file=sys.stderr)
         return
-    for line in describe(repaired):
+    for line in orphans.describe(repaired):
         print(f"zoo-ablate: {line}")
     if repaired:
         print(f"zoo-ablate: repaired {len(repaired)} orphaned run(s) of experiment {spec.tracking.experiment}")
@@ -130,8 +129,6 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as err:
         print(f"zoo-ablate: {err}", file=sys.stderr)
         return 2
-    from zoo.cli.train import HYDRA_CONFIG_ERRORS, hydra_error_line
-
     try:
         validate_study(args.study)  # every check against the full-scale sweep, before training
         hydra_args = hydra_argv(args.study, args.scale, launcher, args.force, args.overrides)
@@ -141,8 +138,6 @@ def main(argv: list[str] | None = None) -> int:
     except (*HYDRA_CONFIG_ERRORS, OmegaConfBaseException) as err:  # a study file Hydra cannot compose
         print(f"zoo-ablate: {study_file(args.study)}: {hydra_error_line(err)}", file=sys.stderr)
         return 2
-    from zoo.cli.precheck import check_command
-
     try:
         jobs = job_count(args.study, hydra_args)
         checked = check_command(list(hydra_args))  # check_overrides, keeping what the jobs share
@@ -171,8 +166,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"zoo-ablate: {args.study} at scale {args.scale}: {jobs} jobs"
           + "".join(f"; {o}" for o in hydra_args if o.startswith("hydra.launcher.mem_gb=")), flush=True)
     repair_before(spec)
-    from zoo.cli.train import main as zoo_train
-
     saved = sys.argv
     # the sweep folder, the store and whatever reads the environment, resolved here for every job
     sys.argv = ["zoo-train", *hydra_args, *checked.shared_overrides()]

@@ -28,6 +28,14 @@ from zoo.cli import stopped
 from zoo.analysis.diagnosis.arrays import (InputError, check_fits, compiled_loss, input_shape, model_config,
                                   model_input_shape, read_arrays)
 from zoo.tracking.store import StoreError, check_folder
+from zoo.analysis.diagnosis import diagnose
+from zoo.config.schema import SpecError
+from zoo.instruments.layout import log10_for_charts
+from zoo.instruments.series import mlflow_key
+from zoo.models.serializable import register_all
+from zoo.tracking import provenance, repair
+from zoo.tracking.mlflow_sink import MlflowSink
+from zoo.training.spec import TrackingConfig, check_tracking
 
 SEED_LIMIT = 2**32  # numpy's and TensorFlow's seeds are 32-bit
 
@@ -78,9 +86,6 @@ def _check(args) -> tuple[dict, dict]:
     except StoreError as err:
         raise InputError(str(err)) from None
     if args.mlflow:
-        from zoo.config.schema import SpecError
-        from zoo.training.spec import TrackingConfig, check_tracking
-
         try:
             tracking = TrackingConfig(uri=args.tracking_uri, experiment=args.experiment)
         except SpecError as err:  # an experiment name MLflow would refuse, or an unknown store
@@ -97,7 +102,6 @@ def _load(args):
 
     import keras
 
-    from zoo.models.serializable import register_all
 
     register_all()  # a zoo model's own layers (a Transformer's positions, ResNet's shortcut) load in safe mode
     try:
@@ -111,12 +115,6 @@ def _load(args):
 
 
 def _log(args, d, paths) -> str:
-    from zoo.instruments.layout import log10_for_charts
-    from zoo.instruments.series import mlflow_key
-    from zoo.tracking import provenance
-    from zoo.tracking import repair
-    from zoo.tracking.mlflow_sink import MlflowSink
-
     sink = MlflowSink(args.tracking_uri, args.experiment)
     repair.keep_alive(args.tracking_uri, args.experiment)  # a stop ends the run KILLED (zoo.cli.stopped)
     sink.start(f"diagnose {Path(args.model).stem}",
@@ -165,8 +163,6 @@ def _main(argv: list[str] | None) -> int:
         args = parser().parse_args(argv)
         _, arrays = _check(args)
         pin_tensorflow("zoo-diagnose")
-        from zoo.analysis.diagnosis import diagnose
-
         model = _load(args)
         check_fits(args.data, model_input_shape(model), arrays["x"])
         d = diagnose(model, arrays, loss=args.loss, batches=args.batches, batch_size=args.batch_size,

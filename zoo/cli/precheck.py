@@ -26,8 +26,12 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
-from zoo.config.origin import env_keys, sweep_jobs
+from zoo.config.origin import env_keys, shared_overrides, sweep_jobs
 from zoo.config.schema import SpecError
+from zoo.studies.load import from_section
+from zoo.studies.validate import check_metrics, study_config_file
+from zoo.tracking.runs import flat_params
+from zoo.training.spec import _seed, omegaconf_line, validate
 
 # flags after which Hydra runs no job (help, printing the config, shell completion)
 NO_JOB_FLAGS = ("help", "hydra_help", "cfg", "info", "shell_completion", "experimental_rerun")
@@ -46,8 +50,6 @@ class Checked:
 
     def shared_overrides(self) -> list[str]:
         """What the jobs must take from the launching side (zoo.config.origin.shared_overrides)."""
-        from zoo.config.origin import shared_overrides
-
         return shared_overrides(self.sweep_dir, self.specs, self.from_env) if self.multirun else []
 
 
@@ -77,7 +79,6 @@ def _validate(config: DictConfig, stores_checked: set | None = None):
     ``stores_checked`` is not inspected again (zoo.training.spec.validate)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from zoo.training.spec import validate
 
     HydraConfig.instance().set_config(config)
     try:
@@ -87,8 +88,6 @@ def _validate(config: DictConfig, stores_checked: set | None = None):
 
 
 def _params(spec) -> dict[str, str]:
-    from zoo.tracking.runs import flat_params
-
     resolved = {k: v for k, v in spec.resolved.items() if k not in ("study", "hydra")}
     return flat_params(resolved)
 
@@ -102,8 +101,6 @@ def _seed_value(override: str):
 
 def _check_jobs(hydra, master: DictConfig, jobs: list[list[str]]) -> tuple[list, list]:
     """Validate each job (its spec, its params); SpecError naming the first bad job."""
-    from zoo.training.spec import _seed
-
     specs, params = [], []
     composed: dict[tuple[str, ...], object] = {}
     stores: set = set()  # each job's store is the same few: inspected once, not once per job
@@ -177,8 +174,6 @@ def check_command(argv: list[str], config_path: str = "pkg://zoo.conf",
         except yaml.YAMLError as err:
             raise yaml_error(err) from None
         except OmegaConfBaseException as err:  # one Hydra did not wrap: its key and first line
-            from zoo.training.spec import omegaconf_line
-
             raise SpecError(getattr(err, "full_key", None) or "", f"config error: {omegaconf_line(err)}") from None
     finally:
         GlobalHydra.instance().clear()
@@ -207,9 +202,6 @@ def _check_study(master: DictConfig, params: list[dict[str, str]]):
     sweep are checked by the sweep callback, zoo.studies.validate.validate_sweep)."""
     if OmegaConf.select(master, "study") is None:
         return None
-    from zoo.studies.load import from_section
-    from zoo.studies.validate import check_metrics, study_config_file
-
     where = study_config_file(master)
     try:
         study = from_section(master.study)

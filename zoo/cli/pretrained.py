@@ -25,8 +25,15 @@ from pathlib import Path
 import zoo.runtime.stopping as stopping
 from zoo.cli import stopped
 from zoo.errors import InputError
-from zoo.pretrained import integrity
+from zoo.pretrained import integrity, load_pretrained, recipes
 from zoo.pretrained.manifest import MANIFEST, WEIGHTS, ManifestError, load as load_manifest
+from zoo.config.schema import SpecError
+from zoo.data import DATASETS
+from zoo.pretrained.mlflow_registry import register
+from zoo.pretrained.recipes import ATOL, RTOL
+from zoo.tracking import repair
+from zoo.tracking.mlflow_sink import MlflowSink
+from zoo.training.spec import MAX_THREADS, TrackingConfig, check_tracking
 
 HEADLINE = ("final/val_accuracy", "final/val_loss")
 
@@ -88,9 +95,6 @@ def check_train(args) -> None:
     """``train``'s options, before TensorFlow (as zoo-train checks its config): the threads and
     tolerances, and with ``--register`` the tracking store (a server must answer within 3 s,
     a sqlite store's folder must take a file: zoo.training.spec.check_tracking). Raises InputError."""
-    from zoo.config.schema import SpecError
-    from zoo.training.spec import MAX_THREADS, TrackingConfig, check_tracking
-
     if not 0 <= args.threads <= MAX_THREADS:
         raise InputError(f"--threads must be in [0, {MAX_THREADS}] (0: TensorFlow's choice), got {args.threads}")
     for name in ("rtol", "atol"):
@@ -109,13 +113,8 @@ def cmd_train(args) -> int:
     manifest = load_manifest()
     entry = manifest.get(args.name)
     check_train(args)
-    from zoo.pretrained import recipes
-
     sink = None
     if args.register:
-        from zoo.tracking import repair
-        from zoo.tracking.mlflow_sink import MlflowSink
-
         repair.keep_alive(args.tracking_uri, args.experiment)  # a stop ends its runs KILLED (zoo.cli.stopped)
         sink = MlflowSink(args.tracking_uri, args.experiment)
     extra = (f"trainer.threads={args.threads}",) + (("tracking.log_model=false",) if args.register else ())
@@ -132,9 +131,6 @@ def cmd_train(args) -> int:
         print(f"weights sha256 {'identical to' if same else 'differs from'} the shipped file"
               + ("" if same else " (the .keras zip holds a save timestamp; compare metrics)"))
         if args.register:
-            from zoo.data import DATASETS
-            from zoo.pretrained.mlflow_registry import register
-
             data = DATASETS.build(entry.data["name"], **{k: v for k, v in entry.data.items()
                                                          if k not in ("name", "input_shape", "num_outputs")})
             uri, version = register(sink, trained, data.x_val, shipped=entry)
@@ -153,7 +149,6 @@ def _update_metrics(manifest, entry, trained) -> int:
     change, the instruments did)."""
     import numpy as np
 
-    from zoo.pretrained import load_pretrained
 
     shipped = load_pretrained(entry.name)
     same = len(shipped.weights) == len(trained.model.weights) and all(
@@ -173,8 +168,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
-    from zoo.pretrained.recipes import ATOL, RTOL
-
     p = _Parser(prog="zoo-pretrained", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="the entries").set_defaults(run=cmd_list)

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from zoo.tracking.repair import STALE_SECONDS, check_store, describe, repair
+from zoo.tracking.store import StoreError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,8 +27,6 @@ def main(argv: list[str] | None = None) -> int:
     fix.add_argument("--unowned", action="store_true",
                      help=f"also RUNNING runs without owner tags started over {STALE_SECONDS:.0f} s ago")
     args = parser.parse_args(argv)
-    from zoo.tracking.store import StoreError
-
     try:
         check_store(args.uri, args.dry_run)
         orphans = repair(args.uri, args.experiment, args.dry_run, args.unowned)

@@ -40,7 +40,9 @@ from zoo.cli import stopped
 from zoo.cli.stopped import close_open_runs
 from zoo.config.schema import SpecError
 from zoo.training.spec import validate
-from zoo.tracking import repair, sweep
+from zoo.tracking import names, repair, sink_for, sweep
+from zoo.cli.precheck import check_command, yaml_error
+from zoo.tracking.runs import client, ui_link
 
 log = logging.getLogger("zoo")
 
@@ -48,8 +50,6 @@ log = logging.getLogger("zoo")
 def _run(spec, hydra_cfg, sweeping: bool):
     """Train one job; inside a sweep a crash is recorded and the sweep goes on."""
     from zoo.training.run import run  # imports TensorFlow: 3-5 s
-    from zoo.tracking import sink_for
-
     # a signal during that import is raised inside it, where its own error handling can swallow
     # it (seen: the job's run made, then KILLED at its first step, 3.6 s after SIGTERM)
     stopping.check()
@@ -96,8 +96,6 @@ def _run(spec, hydra_cfg, sweeping: bool):
 def _ui(spec, run_id: str) -> str:
     """' (UI: <link>)' for a run on a tracking server, in MLflow's machine-learning view (MLflow
     3.17 opens experiments on its GenAI overview otherwise: zoo.tracking.runs.ML_VIEW)."""
-    from zoo.tracking.runs import client, ui_link
-
     if not spec.tracking.uri.startswith(("http://", "https://")):
         return ""
     try:
@@ -110,8 +108,6 @@ def _ui(spec, run_id: str) -> str:
 def run_name(spec, hydra_cfg) -> str | None:
     """What differs, compactly (zoo.tracking.names): in a sweep the values of the keys it varies,
     else every override but the bookkeeping (``hydra.job.config.override_dirname.exclude_keys``)."""
-    from zoo.tracking import names
-
     return names.job_name(hydra_cfg.overrides.task, hydra_cfg.job.config.override_dirname.exclude_keys,
                           sweep.swept_keys_of(spec, hydra_cfg), list(hydra_cfg.runtime.choices))
 
@@ -212,7 +208,6 @@ def main(checked: bool = False, prog: str = "zoo-train") -> None:
     ``prog``: the command the user typed, which the command's own lines name (zoo-ablate's)."""
     import yaml
 
-    from zoo.cli.precheck import check_command, yaml_error
 
     stopping.install()
     pin_backend()  # before anything can import TensorFlow, here or in a joblib worker

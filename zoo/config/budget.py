@@ -2,7 +2,6 @@
 
 A run that cannot fit should fail in a second with the numbers, not swap for an hour or be
 killed by the kernel mid-way. The estimate is deliberately simple, per model family:
-
     bytes = parameters x 4 B x 4        weights, gradients, Adam's two moment slots (float32)
           + batch x activations x 4 B x 3   each layer's outputs kept for the backward pass,
                                             their gradients, norm / activation temporaries
@@ -24,6 +23,7 @@ import math
 import os
 from dataclasses import dataclass
 from typing import Any, Callable
+from zoo.config.schema import SpecError
 
 BYTES = 4                      # float32
 STATE_COPIES = 4               # weights, gradients, 2 Adam slots
@@ -169,8 +169,6 @@ def refuse_over(est: Estimate, batch_size: int, how: str = "") -> None:
     """Raise SpecError (one line) when ``est`` exceeds the memory available now, naming the knob
     of the largest term (a huge width is not fixed by a smaller batch); ``how``: how the
     estimate was made, when not from the config (a custom builder's symbolic build)."""
-    from zoo.config.schema import SpecError
-
     have = available_bytes()
     if have is None:
         return

@@ -17,6 +17,7 @@ import numpy as np
 
 from zoo.data import DATASETS, Dataset, prior_baselines
 from zoo.config.schema import Section, SpecError, at_least
+from zoo._lazy import pin_backend
 
 
 @dataclass
@@ -55,8 +56,6 @@ def _channel_stats(x: np.ndarray):
 
 def load_keras_images(name: str, *, standardize: bool, n_train: int, n_val: int) -> Dataset:
     """Load ``keras.datasets.<name>`` as ``(N, H, W, C)`` float32 images and int32 labels."""
-    from zoo._lazy import pin_backend
-
     pin_backend()
     import keras
 

@@ -51,6 +51,8 @@ from zoo.records.summary import describe_progress, description, headline, progre
 from zoo.records.verdict import judge_run
 from zoo.runtime.stopping import deferred
 from zoo.tracking.memory import MemorySink
+from zoo.tracking import store
+from zoo.tracking.mlflow_sink import MlflowSink
 
 PREFIX_BESIDE_OTHERS = "zoo/"  # metric names in a run the monitor did not start
 RING_BYTES = 64 * 2**20        # the most the rings grow to, to hold an epoch of fit
@@ -810,7 +812,6 @@ class GradientMonitor(keras.callbacks.Callback):
         if self.run_id or "mlflow" in sys.modules or self.mlflow is True:
             import mlflow
 
-            from zoo.tracking.mlflow_sink import MlflowSink
 
             active = mlflow.active_run()
             run_id = self.run_id or (active.info.run_id if active is not None else None)
@@ -871,8 +872,6 @@ def _check_arguments(*, histogram_every, log_every, capacity, baseline, mlflow, 
 def _check_store(uri: str) -> None:
     """The store of a given ``run_id`` answers at once (MLflow's client retries an HTTP store
     for minutes, and opening a missing sqlite file creates an empty store). Raises ValueError."""
-    from zoo.tracking import store
-
     try:
         if uri.startswith(("http://", "https://")):
             store.check_server(uri)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from zoo.instruments.base import Array, Instrument
+from zoo.models import blocks
 
 ACT_STATS = ("mean", "std", "saturated_fraction", "dead_fraction")
 SIGMOID_SATURATED = 0.0025  # y(1-y) < 0.0025 = 1% of sigmoid's peak slope 0.25
@@ -91,8 +92,6 @@ class ActivationStats(Instrument):
         return {f"act:{layer.name}": layer.output for layer, _ in self.layers}
 
     def compute(self, probe):
-        from zoo.models import blocks
-
         tags = [blocks.ACTIVATIONS.get(kind).tags for _, kind in self.layers]
         return {"act_stats": activation_stats_many(
             [probe.taps[f"act:{layer.name}"] for layer, _ in self.layers],

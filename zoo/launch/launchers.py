@@ -26,6 +26,7 @@ import os
 from dataclasses import dataclass
 
 from zoo.config.registry import Registry
+from zoo.config.schema import SpecError
 
 LAUNCHERS = Registry("launcher")
 
@@ -77,8 +78,6 @@ REFUSED_WHEN_JOINING = {"num_cpus": "null", "num_gpus": "null", "resources": "nu
 def refused_when_joining(overrides) -> None:
     """SpecError for an extra override that gives ray.init an argument Ray refuses when joining a
     cluster (``--address``), before anything starts: Ray would say so only once the sweep began."""
-    from zoo.config.schema import SpecError
-
     for override in overrides:
         key, _, value = str(override).lstrip("+~").partition("=")
         name = key.removeprefix("hydra.launcher.ray.init.")
@@ -114,8 +113,6 @@ def launcher_overrides(name: str | None, jobs: int | None, address: str | None =
     ``threads`` TensorFlow threads (default: this machine's cores / jobs; 1 on a remote cluster,
     where the cores are not ours to count). No name: the basic launcher for one job at a time,
     joblib for more (``--jobs 2`` alone, as before). Bad combinations raise SpecError."""
-    from zoo.config.schema import SpecError
-
     for flag, value in (("--jobs", jobs), ("--threads", threads)):
         if value is not None and value < 1:
             raise SpecError(flag, f"must be >= 1, got {value}")

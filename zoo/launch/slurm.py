@@ -33,6 +33,10 @@ import math
 import subprocess
 import time
 from pathlib import Path
+from zoo.models import estimate
+from zoo.tracking.repair import _end
+from zoo.tracking.runs import client
+from zoo.tracking.sweep import JOB_TAG, SWEEP_FILE
 
 log = logging.getLogger("zoo")
 
@@ -49,8 +53,6 @@ def memory_gb(specs) -> int | None:
     """Whole GB (what ``hydra.launcher.mem_gb`` takes; SLURM's G is GiB) for the largest job of
     ``specs`` (zoo.training.spec.RunSpec): zoo.config.budget's estimate times MEMORY_MARGIN, rounded up; None
     when no job has an estimate."""
-    from zoo.models import estimate
-
     need = []
     for spec in specs:
         est = estimate(spec.model.name, spec.model, spec.data.name, spec.data)
@@ -186,15 +188,10 @@ def _record_lost(sweep_dir: Path, num: int, slurm_id: str, why: str) -> None:
     """Say on the sweep's parent run why job ``num`` failed (keeping the run id the job may have
     recorded itself), and end its run KILLED if it is still RUNNING (its process is gone: SLURM
     says so, no need to wait for a stale heartbeat)."""
-    from zoo.tracking.sweep import JOB_TAG, SWEEP_FILE
-
     path = sweep_dir / SWEEP_FILE
     if not path.is_file():  # no MLflow: zoo.tracking.sweep counts the job as one that left no record
         return
     found = json.loads(path.read_text())
-    from zoo.tracking.repair import _end
-    from zoo.tracking.runs import client
-
     c = client(found["uri"])
     parent = c.get_run(found["parent_run_id"])
     key = f"{JOB_TAG}{num:05d}"

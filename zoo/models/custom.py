@@ -52,6 +52,7 @@ from zoo._lazy import keras
 from zoo.config.origin import from_launch_folder, launch_folder
 from zoo.models import MODELS
 from zoo.config.schema import OpenSection, SpecError, file_digest
+from zoo.config.budget import Estimate, refuse_over, room_for_model
 
 FORM = "PKG.MODULE:FUNCTION or FILE.py:FUNCTION"
 DOTTED = re.compile(r"[^\W\d]\w*(\.[^\W\d]\w*)*")
@@ -317,8 +318,6 @@ def size_by_building(section, data, batch_size: int) -> None:
     of a build without it. A builder that cannot be built symbolically (it makes a variable from
     a value, which Keras cannot defer) is not sized; once built, a warning says so. Raises
     SpecError (key ``model.*``)."""
-    from zoo.config.budget import Estimate, refuse_over, room_for_model
-
     knobs = {k: v for k, v in section.kwargs().items() if k != "target"}
     shape, outputs = tuple(data.input_shape), data.num_outputs
     floats = int(data.x_train.size + data.x_val.size)

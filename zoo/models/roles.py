@@ -10,6 +10,7 @@ reads it back. Nothing here imports TensorFlow.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from zoo.models import blocks
 
 ATTRIBUTE = "_zoo_roles"
 
@@ -40,8 +41,6 @@ class RoleBook:
 
     def activation(self, kind: str, name: str):
         """The activation layer ``kind`` (a registry name) called ``name``, recorded as such."""
-        from zoo.models import blocks
-
         self.activations.append((name, kind))
         return blocks.activation(kind, name)
 

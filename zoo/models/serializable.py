@@ -6,7 +6,6 @@ mode: a ``Lambda`` would carry Python bytecode, which safe mode (rightly) refuse
 family module is imported whenever the registry is listed or a config validated, where
 TensorFlow must not load; a ``class X(keras.layers.Layer)`` at module level would load it. So a
 family writes its layer inside a function of ``keras``::
-
     @serializable
     def LastStep(keras):
         class LastStep(keras.layers.Layer):
@@ -20,6 +19,7 @@ registers every family's layers before a load. Adding a family touches no shared
 from __future__ import annotations
 
 from typing import Callable
+from zoo._lazy import pin_backend
 
 PACKAGE = "zoo"  # Keras' registered names read "zoo>ClassName"
 _DEFINITIONS: dict[str, Callable] = {}
@@ -58,8 +58,6 @@ def serializable(define: Callable) -> LazyLayer:
 def resolve(name: str) -> type:
     """The registered Keras class of layer ``name`` (defined and registered on first use)."""
     if name not in _CLASSES:
-        from zoo._lazy import pin_backend
-
         pin_backend()
         import keras
 

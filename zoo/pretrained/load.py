@@ -16,6 +16,9 @@ from pathlib import Path
 
 from zoo.pretrained import integrity
 from zoo.pretrained.manifest import Entry, load as load_manifest
+from zoo.models import roles
+from zoo.models.roles import roles_of
+from zoo.training.spec import build_model
 
 
 class ArchitectureMismatchError(ValueError):
@@ -52,9 +55,6 @@ def signature(model) -> list[tuple[str, tuple[tuple[int, ...], ...]]]:
 @functools.lru_cache(maxsize=32)
 def _reference(name: str, sha256: str):
     """(roles, architecture signature) of the entry's architecture, built fresh from its recipe."""
-    from zoo.models.roles import roles_of
-    from zoo.training.spec import build_model
-
     entry = load_manifest().get(name)
     knobs = {k: v for k, v in entry.model.items() if k != "name"}
     model = build_model(entry.model["name"], tuple(entry_input_shape(entry)), entry_outputs(entry), **knobs)
@@ -70,8 +70,6 @@ def entry_outputs(entry: Entry) -> int:
 
 
 def attach_roles(model, entry: Entry):
-    from zoo.models import roles
-
     expected_roles, expected = _reference(entry.name, entry.sha256)
     got = signature(model)
     if got != expected:

@@ -3,6 +3,8 @@ model logged with the Keras flavour, and a registered model version under the en
 the alias ``zoo``, so ``mlflow.keras.load_model("models:/NAME@zoo")`` loads it (after
 ``import zoo.models._layers``, which registers the zoo's layers)."""
 from __future__ import annotations
+from zoo.tracking.mlflow_sink import _scoped_tracking_uri
+from zoo.tracking.store import client as store_client
 
 ALIAS = "zoo"
 
@@ -11,8 +13,6 @@ def register(sink, trained, input_example, shipped=None) -> tuple[str, str]:
     """Log ``trained.model`` to the sink's run and register it; returns (model URI, version).
     ``shipped``: the manifest entry it regenerates (its file's hash is tagged beside the new one's;
     a ``.keras`` file holds its save time, so the two hashes differ even when the weights agree)."""
-    from zoo.tracking.store import client as store_client
-
     entry = trained.entry
     tags = {"zoo.pretrained": entry.name, "zoo.sha256": entry.sha256, "zoo.verdict": entry.verdict}
     if shipped is not None:
@@ -26,7 +26,6 @@ def register(sink, trained, input_example, shipped=None) -> tuple[str, str]:
                                        tags={"zoo.pairs": ",".join(entry.pairs)})
     import mlflow
 
-    from zoo.tracking.mlflow_sink import _scoped_tracking_uri
 
     with _scoped_tracking_uri(sink.uri):  # the registry lives in the tracking store by default
         version = mlflow.register_model(uri, entry.name, tags={**tags, "zoo.recipe": " ".join(entry.overrides())})

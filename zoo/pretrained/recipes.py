@@ -20,6 +20,8 @@ from pathlib import Path
 
 from zoo.pretrained.integrity import sha256_file
 from zoo.pretrained.manifest import Entry
+from zoo.tracking.runs import code_version
+from zoo.training.spec import compose_spec
 
 RTOL, ATOL = 1e-3, 1e-6
 KEPT = ("final/", "summary/")
@@ -42,7 +44,6 @@ def _versions() -> dict[str, str]:
     import keras
     import tensorflow as tf
 
-    from zoo.tracking.runs import code_version
 
     # the version plus the fingerprint of the code that trained it (zoo.tracking.runs)
     return {"gradzoo_version": code_version(), "keras_version": keras.__version__,
@@ -52,8 +53,6 @@ def _versions() -> dict[str, str]:
 def train(entry: Entry, out_dir: Path, extra: tuple[str, ...] = (), sink=None) -> Trained:
     """Train ``entry``'s recipe and save the model as ``out_dir/entry.file``."""
     from zoo.training.run import train as zoo_train
-    from zoo.training.spec import compose_spec
-
     overrides = [*entry.overrides(), *EXECUTION, *extra]
     spec = compose_spec(overrides)
     started = time.perf_counter()

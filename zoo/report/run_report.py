@@ -20,6 +20,7 @@ from zoo.records.stats import RunStats
 from zoo.records.verdict import Verdict
 from zoo.report import colors, plots
 from zoo.tracking.sink import Sink
+from zoo.tracking.store import client
 
 log = logging.getLogger(__name__)
 DESCRIBED_KEYS = ("depth", "activation", "init", "norm", "norm_position", "residual", "residual_scale")
@@ -106,8 +107,6 @@ def run_color(sink: Sink) -> dict[str, str]:
     if not uri or not run_id:
         return {}
     try:
-        from zoo.tracking.store import client
-
         c = client(uri)
         run = c.get_run(run_id)
         before = c.search_runs([run.info.experiment_id], f"attributes.start_time <= {run.info.start_time}",

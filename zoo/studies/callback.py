@@ -16,6 +16,9 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from zoo.tracking.sweep import SweepCallback
+from zoo.config.schema import SpecError
+from zoo.studies.judge import judge_study
+from zoo.studies.validate import validate_sweep
 
 
 class StudyCallback(SweepCallback):
@@ -24,9 +27,6 @@ class StudyCallback(SweepCallback):
     def check_sweep(self, config: DictConfig) -> None:
         if not OmegaConf.select(config, "study.name"):
             return
-        from zoo.config.schema import SpecError
-        from zoo.studies.validate import validate_sweep
-
         try:
             validate_sweep(config)
         except SpecError as err:
@@ -36,6 +36,4 @@ class StudyCallback(SweepCallback):
     def conclude(self, c, uri: str, parent: str, config: DictConfig, run_ids: list[str], sweep_dir: Path) -> None:
         if OmegaConf.select(config, "study") is None:
             return
-        from zoo.studies.judge import judge_study
-
         judge_study(c, uri, parent, config.study, run_ids, sweep_dir)

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from zoo.config.origin import expand_lines
 from zoo.studies.load import config_location, sweep_params
+from zoo.tracking.runs import flat_params
 
 
 # Hydra's options that take a value (the next argument)
@@ -76,8 +77,6 @@ def job_params(config_name: str, jobs: tuple[tuple[str, ...], ...],
     from omegaconf import OmegaConf
 
     import zoo.training.spec  # noqa: F401  (registers the config's resolvers, e.g. zoo.matched_init)
-    from zoo.tracking.runs import flat_params
-
     def params_of(cfg) -> dict[str, str]:
         resolved = OmegaConf.to_container(cfg, resolve=True)
         resolved.pop("study", None)  # the study is the parent's, not the job's

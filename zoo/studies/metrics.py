@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from zoo.instruments import REGISTRY
 from zoo.instruments.series import mlflow_names
+from zoo.models import MODELS
+from zoo.models.blocks import ACTIVATIONS
 
 DIVERGED = "diverged"  # pseudo-metric: 1 per diverged run, 0 per clean one (a divergence rate)
 TINY = 1e-45           # where an exact zero sits before the log (below every nonzero float32 norm)
@@ -83,8 +85,6 @@ class Needs:
 
 
 def _model(params: Mapping[str, str]):
-    from zoo.models import MODELS
-
     name = params.get("model.name")
     return MODELS.get(name) if name in MODELS and name != "custom" else None
 
@@ -93,8 +93,6 @@ def _activation_tagged(tag: str) -> Callable[[Mapping[str, str]], bool | None]:
     """Runs whose activation layers (the builder's ``model.activation``; none without that key,
     as in lstm, gru, deep_linear) carry the activation registry's ``tag`` (zoo.models.blocks)."""
     def test(params):
-        from zoo.models.blocks import ACTIVATIONS
-
         if _model(params) is None:
             return None
         kind = params.get("model.activation")

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from zoo.studies.metrics import DIVERGED
+from zoo.tracking.runs import client
 
 
 @dataclass
@@ -105,8 +106,6 @@ def fmt_variant(variant: Mapping) -> str:
 
 def fetch(uri: str, run_ids: list[str]) -> list[RunRecord]:
     """Records of these MLflow runs: params, final metric values, status and outcome."""
-    from zoo.tracking.runs import client
-
     c, out = client(uri), []
     for run_id in run_ids:
         run = c.get_run(run_id)

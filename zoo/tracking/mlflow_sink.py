@@ -15,6 +15,9 @@ import queue
 import threading
 import time
 from pathlib import Path
+from zoo.tracking.repair import OWNER_HOST, OWNER_PID, owner_tags, record_end
+from zoo.tracking.runs import experiment_id
+from zoo.tracking.store import client
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +43,6 @@ class MlflowSink:
     def start(self, run_name, params, tags):
         from mlflow.entities import Param
 
-        from zoo.tracking.runs import experiment_id
-        from zoo.tracking.store import client
 
         self._client = client(self.uri)
         if self.parent_run_id:  # a sweep's job: nest under the sweep's parent run
@@ -60,9 +61,6 @@ class MlflowSink:
         """A sink writing into an existing run it does not own (a user's active run, one that
         ``mlflow.keras.autolog()`` started): no ``start``; ``finish`` writes everything pending
         and leaves the run's status to its owner. ``prefix`` goes before every metric name."""
-        from zoo.tracking.store import client
-
-        from zoo.tracking.repair import OWNER_HOST, OWNER_PID, owner_tags
 
         sink = cls(uri, "")
         sink.run_id, sink.prefix, sink._owns_run = run_id, prefix, False
@@ -89,8 +87,6 @@ class MlflowSink:
             log.error("some metrics could not be written to MLflow: %s", self._error)
         if self._owns_run:
             self._client.set_terminated(self.run_id, status=status)
-            from zoo.tracking.repair import record_end
-
             record_end(self.run_id, status)  # a stop's message counts the job's own run too
 
     # -- records ---------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from zoo.tracking.store import client, connect_read_only, sqlite_path
 
 log = logging.getLogger("zoo")
 
@@ -64,8 +65,6 @@ def _may_own_runs(uri: str) -> bool:
     find it empty (a signal during the TensorFlow import took 7-10 s to stop that way)."""
     if "mlflow" not in sys.modules:
         return False
-    from zoo.tracking.store import sqlite_path
-
     db = sqlite_path(uri)
     return db is None or db.is_file()
 
@@ -76,8 +75,6 @@ def _owned_filter() -> str:
 
 
 def _owned_runs(uri: str, experiment: str):
-    from zoo.tracking.store import client, sqlite_path
-
     db = sqlite_path(uri)
     if db is not None and not db.is_file():  # no store, no runs: do not create one on the way out
         return None, []
@@ -251,7 +248,6 @@ def _sqlite_orphans(db: Path, experiment: str | None, unowned: bool) -> list[Orp
     so that a dry run works on a store this process cannot write."""
     from types import SimpleNamespace
 
-    from zoo.tracking.store import connect_read_only
 
     with contextlib.closing(connect_read_only(db)) as conn:
         if experiment is None:
@@ -299,8 +295,6 @@ def repair(uri: str, experiment: str | None = None, dry_run: bool = False,
     """Close the orphans of ``experiment`` (every experiment if None) as KILLED; what was closed
     (or, with ``dry_run``, would be). A sqlite store that does not exist yet has none; a sqlite
     store is read with sqlite3 (a dry run writes nothing, and works on a read-only store)."""
-    from zoo.tracking.store import client, sqlite_path
-
     db = sqlite_path(uri)
     if db is not None:
         if not db.is_file():

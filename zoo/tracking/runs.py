@@ -17,6 +17,7 @@ import hashlib
 import json
 from importlib import metadata
 from pathlib import Path
+from zoo.tracking.store import client as store_client, sqlite_path
 
 NOT_TRAINING = ("tracking", "study")
 # What the experiment is, in MLflow 3's own words (its experiment-kind selector, the Python
@@ -85,16 +86,12 @@ def flat_params(resolved: dict, prefix: str = "") -> dict[str, str]:
 
 def client(uri: str):
     """An MlflowClient on ``uri``, its store created and migrated once, quietly (zoo.tracking.store)."""
-    from zoo.tracking.store import client as store_client
-
     return store_client(uri)
 
 
 def artifact_root_for(uri: str) -> str | None:
     """Artifacts of a sqlite store live beside the database file (``<dir>/mlruns``), so the
     store is one self-contained folder whatever the working directory of later runs."""
-    from zoo.tracking.store import sqlite_path
-
     db = sqlite_path(uri)  # sqlite:///rel.db -> rel.db; sqlite:////abs -> /abs
     return (db.resolve().parent / "mlruns").as_uri() if db is not None else None
 

@@ -42,6 +42,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from zoo.config.origin import sweep_id  # noqa: F401  (registers ${zoo.sweep_id:}, which the sweep folder names)
 from zoo.config.origin import sweep_jobs
+from zoo.config.schema import SpecError
+from zoo.runtime.stopping import name_of
+from zoo.tracking import names, provenance
+from zoo.tracking.repair import describe, keep_alive, record_end, repair
+from zoo.tracking.runs import client, experiment_id, find_finished
 
 log = logging.getLogger("zoo")
 SWEEP_FILE = "zoo_sweep.json"
@@ -61,7 +66,6 @@ def lock_sweep_dir(sweep_dir: Path) -> None:
     sweep holds it (two sweeps in one folder would share its parent file and job folders)."""
     import fcntl
 
-    from zoo.config.schema import SpecError
 
     key = str(sweep_dir.resolve())
     if key in _locks:
@@ -104,8 +108,6 @@ _parents: dict[tuple[str, str, str], str] = {}  # a warm worker asks once per sw
 def _parent_in_store(uri: str, experiment: str, key: str) -> str | None:
     if (uri, experiment, key) in _parents:
         return _parents[uri, experiment, key]
-    from zoo.tracking.runs import client
-
     c = client(uri)
     exp = c.get_experiment_by_name(experiment)
     if exp is None:
@@ -138,8 +140,6 @@ def swept_keys_of(spec, hydra_cfg) -> list[str] | None:
     parent = parent_for(spec, hydra_cfg)
     if parent is None:
         return None
-    from zoo.tracking.runs import client
-
     recorded = client(spec.tracking.uri).get_run(parent).data.tags.get(SWEPT_KEYS)
     return json.loads(recorded) if recorded else None
 
@@ -166,8 +166,6 @@ def record_job(spec, hydra_cfg, **record) -> None:
         parent, uri = found.get("parent_run_id"), found.get("uri")
     if parent is None or not uri:
         return
-    from zoo.tracking.runs import client
-
     try:
         client(uri).set_tag(parent, f"{JOB_TAG}{int(hydra_cfg.job.num):05d}", json.dumps(record))
     except Exception as err:  # the run itself is safe in the store; the sweep goes on without its record
@@ -238,8 +236,6 @@ def skip_if_finished(spec, hydra_cfg) -> str | None:
     (the job is then skipped); None when the job should run."""
     if not (spec.tracking.resume and spec.tracking.uri):
         return None
-    from zoo.tracking.runs import find_finished
-
     digest = spec.config_hash
     done = find_finished(spec.tracking.uri, spec.tracking.experiment, digest)
     if done:
@@ -268,8 +264,6 @@ class SweepCallback(Callback):
     def _repair(uri: str, config: DictConfig) -> list:
         """End the runs of workers that died during the sweep (SIGKILL, the OOM killer; Ray has
         re-run their jobs) as KILLED, so none is left RUNNING; the orphans ended."""
-        from zoo.tracking.repair import describe, repair
-
         try:
             killed = repair(uri, config.tracking.experiment)
         except Exception as err:  # the sweep's results matter more; zoo-runs repair can do it later
@@ -304,8 +298,6 @@ class SweepCallback(Callback):
         exception fails the parent run with it; a plain sweep adds nothing."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        from zoo.config.schema import SpecError
-
         LAST_OUTCOME.clear()
         self.check_sweep(config)
         study = OmegaConf.select(config, "study.name")
@@ -322,10 +314,6 @@ class SweepCallback(Callback):
         uri = OmegaConf.select(config, "tracking.uri")
         if not uri:
             return
-        from zoo.tracking import names, provenance
-        from zoo.tracking.repair import keep_alive
-        from zoo.tracking.runs import client, experiment_id
-
         c = client(uri)
         keep_alive(uri, config.tracking.experiment)  # the parent's heartbeat; Ctrl-C closes it (zoo.cli.train)
         tags = {"zoo.kind": "study" if study else "sweep", "zoo.sweep_dir": str(sweep_dir.resolve()),
@@ -362,8 +350,6 @@ class SweepCallback(Callback):
                 records[record.get("job")] = record
             LAST_OUTCOME[:] = [outcome_of(sorted(records.values(), key=lambda r: r.get("job", 0)), self._expected)]
             return
-        from zoo.tracking.runs import client
-
         c = client(uri)
         killed = [o for o in self._repair(uri, config)  # this sweep's jobs, not another's orphans
                   if c.get_run(o.run_id).data.tags.get("mlflow.parentRunId") == parent]
@@ -394,13 +380,9 @@ class SweepCallback(Callback):
             status, ending = "FAILED", {"zoo.outcome": "failed", "zoo.error": f"{type(err).__name__}: {err}"[:5000]}
             log.exception("concluding the sweep failed (%s)", type(self).__name__)
         except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM while concluding: not FINISHED without a verdict
-            from zoo.runtime.stopping import name_of
-
             status, ending = "KILLED", {"zoo.outcome": "killed", "zoo.killed": name_of(stop)}
             raise
         finally:  # as a job's run: FINISHED only with everything written, the outcome last
-            from zoo.tracking.repair import record_end
-
             for key, value in ending.items():
                 c.set_tag(parent, key, value)
             c.set_terminated(parent, status)

@@ -12,7 +12,6 @@ input at every depth, and the whole net is then fine-tuned by ordinary backprop 
 Protocol (Bengio et al. 2007, the autoencoder variant), for each pretrainable block in the order
 its builder recorded them (``zoo.models.roles``: ``roles_of(model).blocks``; the ``head`` is left
 to fine-tuning):
-
 1. the block's input ``h`` is the output of the blocks below, already pretrained and now frozen:
    computed once per stage, as numpy, by a model from the inputs to the tensor feeding the
    block's Dense, in inference mode;
@@ -48,6 +47,7 @@ from __future__ import annotations
 import numpy as np
 
 from zoo._lazy import keras
+from zoo.models.roles import roles_of
 
 # activation that produced the block's input -> (decoder activation, loss); anything else,
 # including the network's inputs, is real-valued: (linear, mse)
@@ -61,8 +61,6 @@ REAL_VALUED = ("linear", "mse")
 def hidden_blocks(model) -> list[tuple[str, list, str | None]]:
     """``[(prefix, encoder layers, activation of the block's input or None), ...]``, bottom to
     top, from the roles the model's builder recorded."""
-    from zoo.models.roles import roles_of
-
     roles = roles_of(model)
     if not roles.blocks:
         raise ValueError(f"greedy layer-wise pretraining needs a model whose builder records "

@@ -39,6 +39,7 @@ from zoo.tracking import names, provenance
 from zoo.tracking.memory import MemorySink
 from zoo.tracking.runs import flat_params
 from zoo.tracking.sink import Sink
+from zoo.training.pretrain import greedy_layerwise_pretrain
 
 log = logging.getLogger("zoo")
 
@@ -163,8 +164,6 @@ def run(spec: RunSpec, sink: Sink, run_name: str | None = None) -> RunResult:
             sink.set_tags({"zoo.monitor_skipped": "; ".join(f"{k}: {v}" for k, v in trainee.step.skipped.items())[:5000]})
             log.warning("not measured: %s", "; ".join(f"{k} ({v})" for k, v in trainee.step.skipped.items()))
         if spec.pretrain.epochs:
-            from zoo.training.pretrain import greedy_layerwise_pretrain
-
             sink.log_metrics(greedy_layerwise_pretrain(
                 trainee.model, trainee.data.x_train, epochs=spec.pretrain.epochs, lr=spec.pretrain.lr,
                 batch_size=spec.trainer.batch_size, seed=spec.seed), 0)

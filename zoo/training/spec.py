@@ -25,11 +25,13 @@ from zoo.config.registry import Entry, Registry, UnknownNameError
 import zoo.tracking.store as store
 from zoo.config.schema import (Section, SpecError, at_least, check_finite, check_raw_types, defaults,
                         field_docs, is_open, positive, show_value)
+from zoo.config.optimizers import OPTIMIZERS
+from zoo.data import DATASETS
+from zoo.models import MODELS, blocks
+from zoo.tracking.runs import config_hash
 
 
 def _matched_init(activation: str) -> str:
-    from zoo.models import blocks
-
     if activation not in blocks.ACTIVATIONS:
         raise SpecError("model.activation", f"unknown activation {activation!r}; choose one of: "
                                             f"{', '.join(blocks.ACTIVATIONS.names())}")
@@ -144,8 +146,6 @@ class RunSpec:
     @property
     def config_hash(self) -> str:
         """What makes two runs the same run: the resolved config, the code, the user's files."""
-        from zoo.tracking.runs import config_hash
-
         return config_hash(self.resolved, self.fingerprints)
 
 
@@ -157,10 +157,6 @@ TOP_LEVEL = ("seed", "model", "data", "optimizer", *FIXED, "study", "hydra")
 
 
 def _registries() -> dict[str, Registry]:
-    from zoo.data import DATASETS
-    from zoo.models import MODELS
-    from zoo.config.optimizers import OPTIMIZERS
-
     return {"model": MODELS, "data": DATASETS, "optimizer": OPTIMIZERS}
 
 
@@ -374,8 +370,6 @@ def compose_spec(overrides: list[str]) -> RunSpec:
 # --- a registered model or dataset from its config keys (zoo.build_model, zoo.load_dataset) -----
 def build_model(name: str, input_shape, num_outputs: int, **knobs):
     """Build a registered model; ``knobs`` are its config keys (validated, defaults filled)."""
-    from zoo.models import MODELS
-
     entry = MODELS.get(name)
     config = validate_section("model", entry, {"name": name, **knobs})
     return entry.builder(tuple(input_shape), num_outputs, **config.kwargs())
@@ -384,8 +378,6 @@ def build_model(name: str, input_shape, num_outputs: int, **knobs):
 def load_dataset(name: str, **options):
     """Load a registered dataset as numpy arrays (see :class:`zoo.data.Dataset`); ``options``
     are its config keys (validated, defaults filled)."""
-    from zoo.data import DATASETS
-
     entry = DATASETS.get(name)
     config = validate_section("data", entry, {"name": name, **options})
     return entry.builder(**config.kwargs())
@@ -423,8 +415,6 @@ def _presets(group: str, registry: Registry) -> list[str]:
 def help_keys() -> str:
     """The ``== Keys ==`` part of ``zoo-train --help``: every section's keys with their defaults
     and descriptions, read from the schemas (registries for model, data, optimizer)."""
-    from zoo.models import blocks
-
     import importlib.resources
 
     import yaml

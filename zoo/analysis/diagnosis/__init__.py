@@ -31,11 +31,18 @@ from pathlib import Path
 import numpy as np
 
 from zoo._arguments import check_diagnose
-from zoo.analysis.comparison import _num
+from zoo.analysis.comparison import _floor, _num, _ticks, finite_max, flow_panel, judge_progress, probed, time_panel
 from zoo.analysis.diagnosis.findings import (REGRESSION, SATURATED, Finding, _pct, activation_findings, explain, facts,
                                     feature_rows, gradient_findings, input_findings, ordered, posedness_findings,
                                     structural_findings, target_findings, target_label)
 from zoo.analysis.diagnosis.remedies import Evidence, claim_text, for_finding
+from zoo.analysis.measure import measure
+from zoo.data import Dataset
+from zoo.data.batches import batches_of
+from zoo.instruments.layout import flow_ratio
+from zoo.records import posedness
+from zoo.records.summary import headline
+from zoo.training.spec import load_dataset
 
 BATCHES, BATCH_SIZE = 4, 64
 TASKS = ("classification", "regression")
@@ -70,8 +77,6 @@ class Diagnosis:
     def headline(self) -> str:
         """The verdict's label and progress, as a run's: 'exploding · ill-posed', 'vanishing ·
         stalled'; the verdict alone when no progress can be told (several outputs)."""
-        from zoo.records.summary import headline
-
         return headline(self.verdict.label, self.probed.progress[0] if self.probed.progress else None)
 
     @property
@@ -276,8 +281,6 @@ def time_rows(stats) -> list[dict]:
 
 
 def _ratio(first: float, last: float) -> float:
-    from zoo.instruments.layout import flow_ratio
-
     return flow_ratio(float(first), float(last))
 
 
@@ -301,15 +304,11 @@ def _constant(xs: list) -> bool:
 
 def _dataset(data):
     """(x, y, task) from what ``diagnose`` accepts."""
-    from zoo.data import Dataset
-
     if isinstance(data, (str, Path)) and str(data).endswith(".npz"):
         from zoo.analysis.diagnosis.arrays import read_arrays
 
         data = read_arrays(data)
     if isinstance(data, str):
-        from zoo.training.spec import load_dataset
-
         data = load_dataset(data)
     if isinstance(data, Dataset):
         return data.x_train, data.y_train, data.task
@@ -344,10 +343,6 @@ def diagnose(model, data, loss=None, batches: int = BATCHES, batch_size: int = B
     Targets that the loss computes on but cannot read (binary cross-entropy on 0..9) are the
     finding ``ill_posed``. Arguments that cannot work (zoo._arguments) raise InputError first."""
     check_diagnose(model, data, loss, batches, batch_size, seed, label)
-    from zoo.analysis.comparison import judge_progress, probed
-    from zoo.analysis.measure import measure
-    from zoo.data.batches import batches_of
-    from zoo.records import posedness
     from zoo.training.step import LossMismatch, heads_for
 
     import tensorflow as tf
@@ -472,7 +467,6 @@ def figure(d: Diagnosis):
     time for recurrent models; saturated and dead fractions for activation layers."""
     from matplotlib.figure import Figure
 
-    from zoo.analysis.comparison import _floor, _ticks, finite_max, flow_panel, time_panel
 
     p = d.probed
     acts, recurrent = d.activation_rows(), p.time_grad is not None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from zoo.studies.load import study_file
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,6 @@ def claim_text(study: str) -> str:
     """The claim as the study file states it (ablations/<study>.yaml)."""
     import yaml
 
-    from zoo.studies.load import study_file
 
     return " ".join(yaml.safe_load(study_file(study).read_text())["study"]["claim"]["text"].split())
 
