@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from zoo.errors import InputError
 from zoo.gradient_monitor import _keras
+from zoo.gradient_monitor.backends import monitor_class
 from zoo.gradient_monitor.hooks import Hooks, inner, loss_scale, skips_nonfinite
 from zoo.instruments import graph_stats
 from zoo.records import posedness
@@ -119,8 +120,6 @@ class GradientMonitor(keras.callbacks.Callback):
     def __new__(cls, *args, **kwargs):
         # on JAX and PyTorch, GradientMonitor(...) is the same monitor fed by their steps
         if cls is GradientMonitor and keras.backend.backend() != "tensorflow":
-            from zoo.gradient_monitor.backends import monitor_class  # its module subclasses this one
-
             cls = monitor_class()
         return super().__new__(cls)
 

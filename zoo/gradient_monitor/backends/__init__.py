@@ -12,6 +12,8 @@ Only the backend in use has its framework imported.
 """
 from __future__ import annotations
 
+import keras
+
 BACKENDS = ("tensorflow", "jax", "torch")
 
 
@@ -21,8 +23,6 @@ def monitor_class():
     Raises:
         NotImplementedError: a backend that cannot train (numpy, openvino).
     """
-    import keras
-
     backend = keras.backend.backend()
     if backend not in BACKENDS:
         raise NotImplementedError(f"GradientMonitor: the Keras backend {backend!r} cannot train; "

@@ -10,6 +10,7 @@ import keras
 
 from zoo.gradient_monitor import _keras
 from zoo.gradient_monitor.backends.measure import PortableMeter
+from zoo.gradient_monitor.backends.on_torch import TorchSteps
 from zoo.gradient_monitor.callback import GRADIENT_APPLIED, GradientMonitor
 from zoo.instruments import GradientHistograms
 from zoo.instruments.discover import SelectionError, chosen, discover
@@ -94,8 +95,6 @@ class PortableMonitor(GradientMonitor):
 
             self._steps = JaxSteps(self.meter, optimizer, self._receive, self.histogram_every)
         else:
-            from zoo.gradient_monitor.backends.on_torch import TorchSteps  # imports torch: only on its backend
-
             self._steps = TorchSteps(self.meter, optimizer, self._receive, self.histogram_every)
             if not self._in_fit:
                 self._steps.install()
