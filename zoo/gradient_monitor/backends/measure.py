@@ -22,22 +22,20 @@ from zoo.instruments.series import step_fields
 
 @dataclass
 class PortableMeter:
-    """The monitored variables of one model (``found``: zoo.instruments.discover.Found) and the
-    layouts of their rows; of the probe-step instruments, the gradient histograms (with
-    ``histograms``)."""
+    """The monitored variables of one model (as zoo.instruments.discover.Found names them) and
+    the layouts of their rows; of the probe-step instruments, the gradient histograms."""
     variables: list
     kernel_index: list[int]
     kernels: tuple[str, ...]
     others: tuple = ()
     elements: tuple = ()
-    histograms: bool = True
-    instruments: list = field(default_factory=list)
+    instruments: list = field(init=False)
 
     def __post_init__(self):
         labels = tuple(f"{name}[{i}]" for at, name in self.elements
                        for i in range(int(np.prod(self.variables[at].shape))))
         self.layout = Layout(step_fields(self.kernels, (), False, tuple(name for _, name in self.others), labels))
-        self.instruments = [GradientHistograms(self.kernels)] if self.histograms and self.kernels else []
+        self.instruments = [GradientHistograms(self.kernels)] if self.kernels else []
         self.probe_layout = Layout(tuple(f for inst in self.instruments for f in inst.fields))
 
     def measure(self, grads: list, before: list, after: list, optimizer, scale=None, probing: bool = False) -> dict:

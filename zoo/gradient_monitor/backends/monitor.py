@@ -121,14 +121,7 @@ class PortableMonitor(GradientMonitor):
             self.model.train_function = None  # the next fit builds Keras' own again
 
     def collect(self) -> int:
-        """Move the steps measured so far into the recorder (their arrays to the host).
-
-        Returns:
-            How many rows were new.
-
-        Raises:
-            RuntimeError: before ``attach``.
-        """
+        """As :meth:`GradientMonitor.collect`: the steps measured so far into the recorder."""
         self._require_attached("collect")
         if self.meter is None or self.recorder is None:
             return 0
