@@ -142,7 +142,18 @@ def main(out: str, with_mlflow: bool) -> None:
     result["tiny_weight_norm"] = tiny.stats.weight_norm[0, 0]
     result["tiny_expected"] = np.linalg.norm(model(tiny_kernel=True).get_weights()[0].astype(np.float64))
 
-    if BACKEND != "tensorflow":
+    if BACKEND != "tensorflow":  # mixed precision: a LossScaleOptimizer's scaled gradients, unscaled
+        keras.mixed_precision.set_global_policy("mixed_float16")
+        try:
+            mixed = zoo.GradientMonitor(mlflow=False, verbose=False)
+            m = model()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fit(m, mixed, epochs=1)
+            result["mixed_optimizer"] = np.array(type(m.optimizer).__name__)
+            result["mixed_grad_norm"], result["mixed_skipped"] = mixed.stats.grad_norm, mixed.stats.skipped
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
         result["exact"] = exact_norms()
         result["hist_got"], result["hist_want"] = exact_histograms()
     if BACKEND == "jax":  # several steps a call: every step recorded, training as without

@@ -120,6 +120,14 @@ def test_records_reach_mlflow_as_on_tensorflow(measured):
     assert set(measured["jax"]["mlflow_keys"]) == set(measured["torch"]["mlflow_keys"])
 
 
+@pytest.mark.parametrize("backend", PORTABLE)
+def test_mixed_precision_gradients_are_unscaled(measured, backend):
+    r = measured[backend]
+    assert str(r["mixed_optimizer"]) == "LossScaleOptimizer" and not r["mixed_skipped"].any()
+    # the first step's gradient as in float32 (to float16's precision), not times the loss scale
+    np.testing.assert_allclose(r["mixed_grad_norm"][0], r["grad_norm"][0], rtol=2e-3)
+
+
 def test_jax_keeps_every_step_of_several_steps_a_call(measured):
     r = measured["jax"]
     np.testing.assert_array_equal(r["spe_steps"], np.arange(1, 9))
