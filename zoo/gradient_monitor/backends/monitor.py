@@ -25,11 +25,12 @@ PROBE_INSTRUMENTS = {"ActivationStats": "activation statistics",
 
 class PortableMonitor(GradientMonitor):
     """zoo.GradientMonitor on the JAX or PyTorch backend (``GradientMonitor(...)`` makes one
-    there): every step's gradient, clipped-gradient, weight and update norms, other variables'
-    gradient norms and recorded elements, the loss, finiteness and a loss scaler's skips, in
-    ``fit`` (and on PyTorch in any loop that calls ``optimizer.apply``); the verdict, progress
-    and records as on TensorFlow. The probe-step instruments, the penalty's gradient apart,
-    sharpness and ``observe`` are TensorFlow's only: named once in ``skipped``."""
+    there): every step's gradient and clipped-gradient norms, other variables' gradient norms
+    and recorded elements, the loss, finiteness and a loss scaler's skips; on probe steps the
+    weight norms, the update's size and the gradient histograms; in ``fit`` (and on PyTorch in
+    any loop that calls ``optimizer.apply``); the verdict, progress and records as on
+    TensorFlow. The probe-step instruments that read the forward pass, the penalty's gradient
+    apart, sharpness and ``observe`` are TensorFlow's only: named once in ``skipped``."""
 
     def on_train_begin(self, logs=None):
         self._in_fit, self._started, self._calls, self._epoch_losses = True, 0, 0, []
