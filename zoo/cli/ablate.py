@@ -46,7 +46,8 @@ from zoo.studies.validate import validate_study
 from zoo.config.origin import sweep_id
 from zoo.cli.precheck import check_command
 from zoo.tracking import repair as orphans
-from zoo.cli.train import HYDRA_CONFIG_ERRORS, hydra_error_line, main as zoo_train
+from zoo.cli import train as zoo_train
+from zoo.cli.train import HYDRA_CONFIG_ERRORS, hydra_error_line
 
 
 def describe() -> tuple[str, list[str]]:
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     # the sweep folder, the store and whatever reads the environment, resolved here for every job
     sys.argv = ["zoo-train", *hydra_args, *checked.shared_overrides()]
     try:
-        zoo_train(checked=True, prog="zoo-ablate")  # exits 1 when every job failed, 3 when some did (its last line says)
+        zoo_train.main(checked=True, prog="zoo-ablate")  # exits 1 when every job failed, 3 when some did (its last line says)
     finally:
         sys.argv = saved
     return 0
