@@ -9,7 +9,8 @@ it as outputs, not as writes to variables.
 - Each step's tensors are an extra entry of the jitted step's logs, taken off in Python before
   Keras or another callback sees them: no host round trip inside the step. The model's own
   ``train_step`` is jitted as Keras jits it (``jax.jit(train_step, donate_argnums=0)``, with
-  ``jit_compile``), twice: with and without the gradient histograms of probe steps; the
+  ``jit_compile``), twice: with and without the probe steps' part (weight and update norms,
+  gradient histograms); the
   ``steps_per_execution`` loop around it is Keras' own loop, so every step's tensors are kept.
 """
 from __future__ import annotations
@@ -26,9 +27,9 @@ METRICS_UPDATE = "_update_metrics_variables"  # JAXTrainer: (metrics_variables, 
 
 class JaxSteps:
     """The seams on one model and optimizer in ``fit``: ``receive(packed)`` gets each step's row
-    (PortableMeter.pack; device arrays, converted when the monitor collects), with the gradient
-    histograms every ``histogram_every``-th step from the first (a second jitted step, chosen
-    in Python, so an ordinary step carries no conditional)."""
+    (PortableMeter.pack; device arrays, converted when the monitor collects), with the probe
+    part every ``histogram_every``-th step from the first (a second jitted step, chosen in
+    Python, so an ordinary step carries no conditional)."""
 
     def __init__(self, meter, optimizer, receive, histogram_every: int):
         self.meter, self.optimizer, self.receive, self.every = meter, optimizer, receive, histogram_every
