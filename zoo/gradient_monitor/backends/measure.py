@@ -43,8 +43,10 @@ class PortableMeter:
         ``grads`` what the optimizer receives for each of ``variables`` (None: no gradient),
         divided by the loss ``scale`` they carry; on a ``probing`` step also the weight norms,
         the update's size (``before`` / ``after``: the monitored kernels' values around the
-        update; None elsewhere) and the gradient histograms ("hist").
-        Call it while the step runs (traced on JAX)."""
+        update; None elsewhere when ``probing`` is a Python bool) and the gradient histograms
+        ("hist"). ``probing``: a Python bool, or a boolean tensor (the probe part then runs
+        under ``ops.cond`` and "probed" says whether it did). Call it while the step runs
+        (traced on JAX)."""
         if scale is not None:
             grads = [None if g is None else ops.divide(g, ops.cast(scale, g.dtype)) for g in grads]
         clipped = _keras.clip(inner(optimizer), grads)  # the optimizer's own clipping, its own arithmetic
@@ -56,9 +58,6 @@ class PortableMeter:
                 "grad_norm": grad_norm,
                 "grad_norm_clipped": grad_norm if clipped is None
                 else exact.norms([clipped[i] for i in self.kernel_index]),
-                # as TensorFlow's monitor in fit: weights and the update on probe steps (NaN between)
-                "weight_norm": exact.norms(before) if probing else _nan(len(self.kernel_index)),
-                "update_norm": exact.norms(after, minus=before) if probing else _nan(len(self.kernel_index)),
                 "var_grad_norm": _take(every, [at for at, _ in self.others]),
                 "grad_elements": (ops.concatenate([exact.exact_values(grads[at]) if grads[at] is not None
                                                    else ops.zeros([int(np.prod(self.variables[at].shape))], "float64")
@@ -66,10 +65,25 @@ class PortableMeter:
                                   if self.elements else ops.zeros([0], "float64")),
                 "finite": ops.all(ops.isfinite(every)),
             }
-            if probing and self.instruments:
-                out["hist"] = exact.log_histograms([ops.zeros(v.shape) if g is None else g
-                                                    for g, v in zip(kernels, self.kernels_of(self.variables))],
-                                                   HIST_BINS, *HIST_RANGE)
+            n = len(self.kernel_index)
+
+            def probe():  # as TensorFlow's monitor in fit: weights, the update, histograms on probe steps
+                hist = exact.log_histograms([ops.zeros(v.shape) if g is None else g
+                                             for g, v in zip(kernels, self.kernels_of(self.variables))],
+                                            HIST_BINS, *HIST_RANGE) if self.instruments else ops.zeros([0], "int32")
+                return exact.norms(before), exact.norms(after, minus=before), hist
+
+            def between():
+                shape = [n, HIST_BINS + 1] if self.instruments else [0]
+                return _nan(n), _nan(n), ops.zeros(shape, "int32")
+
+            if isinstance(probing, bool):  # chosen in Python (PyTorch's eager step)
+                out["weight_norm"], out["update_norm"], hist = probe() if probing else between()
+                if probing and self.instruments:
+                    out["hist"] = hist
+            else:  # a traced boolean (JAX: one compiled step, the probe part under a conditional)
+                out["weight_norm"], out["update_norm"], out["hist"] = ops.cond(probing, probe, between)
+                out["probed"] = probing
         out["skipped"] = (ops.logical_not(out["finite"]) if skips_nonfinite(optimizer)
                           else ops.convert_to_tensor(False))
         return out
@@ -92,11 +106,13 @@ class PortableMeter:
                       "penalty": ops.zeros([], "float64"), "grad_norm_total": measured["grad_norm"]}
             row = ops.concatenate([ops.reshape(ops.cast(values[f.name], "float64"), [f.size])
                                    for f in self.layout.fields if f.size], 0)
-        return {"row": row, **({"hist": measured["hist"]} if "hist" in measured else {})}
+        return {"row": row, **{k: measured[k] for k in ("hist", "probed") if k in measured}}
 
     def unpack(self, packed: dict) -> tuple[np.ndarray, np.ndarray | None]:
         """(the row, the probe row or None) of one step's ``pack`` on the host, for the recorder."""
         hist = packed.get("hist")
+        if "probed" in packed and not bool(to_host(packed["probed"])):
+            hist = None
         return (to_host(packed["row"]),
                 None if hist is None or not self.probe_layout.width else to_host(hist).astype(np.float64).reshape(-1))
 
