@@ -230,7 +230,7 @@ def main():
     args = parser.parse_args()
     import keras
 
-    rows, steps_alone = [], []
+    rows, steps_alone, apart = [], [], []
     for name, (build, shape, dtype) in models().items():
         if args.only and name not in args.only:
             continue
@@ -252,8 +252,14 @@ def main():
             def median(part):
                 return statistics.median(t[part] for t in times[way])
 
+            def extra(part):
+                return statistics.median(a[part] - b[part] for a, b in zip(times[way], times["fit"]))
+
             rows.append((name, way, median("total"), ratio("total"), median("first"), 1000 * median("steady") / STEPS_PER_EPOCH,
                          ratio("steady"), median("end")))
+            if way.startswith("fit + monitor"):
+                apart.append((name, way[len("fit + monitor ("):-1], ratio("steady"), step_x, extra("first"),
+                              median("end"), ratio("total")))
     steps = STEPS_PER_EPOCH * args.epochs
     print(f"\n{steps} steps per fit ({args.epochs} epochs of {STEPS_PER_EPOCH}, batch {BATCH}), {args.rounds} "
           "interleaved rounds; ratio = median over rounds of (way / plain fit in the same round)\n")
@@ -261,6 +267,12 @@ def main():
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for name, way, total, ratio_total, first, step_ms, ratio_steady, end in rows:
         print(f"| {name} | {way} | {total:.2f} | {ratio_total:.2f} | {first:.2f} | {step_ms:.2f} | {ratio_steady:.2f} | {end:.2f} |")
+    print("\nThe monitor's costs apart: per step (steady epochs of fit, and the step alone) and once per fit "
+          "(the first epoch's extra seconds over plain fit's, paired by round; the seconds after the last epoch)\n")
+    print("| model | sink | steady step × plain | step alone × | first epoch +s | end of run s | whole fit × |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for name, sink, steady_x, alone_x, first_extra, end, total_x in apart:
+        print(f"| {name} | {sink} | {steady_x:.2f} | {alone_x:.2f} | {first_extra:+.2f} | {end:.2f} | {total_x:.2f} |")
     print("\nThe train step alone (train_on_batch, 20 interleaved blocks of 30 calls, memory):\n")
     print("| model | plain ms/step | monitored ms/step | step × plain |\n|---|---:|---:|---:|")
     for name, plain, monitored, ratio in steps_alone:

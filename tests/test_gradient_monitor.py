@@ -435,3 +435,33 @@ def test_an_epoch_of_unknown_length_is_drained_as_it_goes_and_loses_nothing():
     steps = 2 * (N // 4)
     assert monitor.capacity == 8 and list(monitor.stats.step) == list(range(1, steps + 1))
     assert list(monitor.stats.hist_step) == list(range(1, steps + 1, 3))
+
+
+def test_each_train_function_is_traced_once_and_the_optimizer_is_as_fit_builds_it(monkeypatch):
+    """Issue 33: with Keras' own train_step the optimizer is built before fit's first step (as
+    Keras' own fit does under a distribution strategy), so the probe-step function, called
+    first, is not traced a second time for having created the optimizer's variables; the
+    optimizer ends with the variables, in the order and values, of the same fit without the
+    monitor."""
+    traces = {True: 0, False: 0}
+    real = zoo.GradientMonitor._on_apply
+
+    def counted(self, grads, variables, apply):
+        traces[self.hooks.trace.probing] += 1  # the hooked apply runs in Python once per trace
+        return real(self, grads, variables, apply)
+
+    monkeypatch.setattr(zoo.GradientMonitor, "_on_apply", counted)
+    x, y = data((8,))
+    watched, plain = twins(mlp)
+    for m in (watched, plain):
+        m.compile(keras.optimizers.Adam(0.01), sparse_ce())
+    watched.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0,
+                callbacks=[zoo.GradientMonitor(histogram_every=3, verbose=False)])
+    plain.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
+    assert traces == {True: 1, False: 1}
+    def kinds(optimizer):  # a slot's name holds its model's and layer's names: its kind and shape, in order
+        return [(v.path.rsplit("/", 1)[-1].split("_")[-1], tuple(v.shape)) for v in optimizer.variables]
+
+    assert kinds(watched.optimizer) == kinds(plain.optimizer)
+    for a, b in zip(watched.optimizer.variables + watched.weights, plain.optimizer.variables + plain.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)

@@ -131,7 +131,7 @@ def test_a_job_on_another_machine_finds_its_parent_and_reports_through_the_store
 KILL_SWEEP = [STUDY, "--scale", "quick", "--jobs", "2", "trainer.epochs=40"]  # jobs long enough to be hit
 
 
-def kill_one_job(cwd: Path, launcher: str, *extra: str, timeout: float = 300.0):
+def kill_one_job(cwd: Path, launcher: str, *extra: str, timeout: float = EVENT_SECONDS):
     """Run the study with ``launcher``, SIGKILL the worker of the first job that has taken
     steps; (exit code, the victim's run, stdout, stderr) once the sweep ends. The sweep writes to
     files, not pipes: a pipe nobody reads until the end fills up and stops the sweep."""

@@ -53,8 +53,10 @@ SCRIPT = textwrap.dedent("""
 
 def start(tmp_path, epochs, held="write_records"):
     (tmp_path / "script.py").write_text(SCRIPT)
+    # Ctrl-C as in a terminal: a suite started in the background inherits SIGINT ignored
     return subprocess.Popen([sys.executable, str(tmp_path / "script.py"), str(tmp_path), str(epochs), held],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for(path, process, what):
@@ -111,3 +113,26 @@ def test_the_deferred_stop_raises_a_second_ctrl_c_at_once():
             pytest.fail("the second Ctrl-C did not raise")
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
     signal.signal(signal.SIGINT, before)
+
+
+def test_a_signal_the_process_ignores_stays_ignored_while_the_monitor_writes():
+    """A script started in the background ignores SIGINT (the shell sets SIG_IGN): the monitor's
+    held window must not catch it (two used to raise KeyboardInterrupt there); a process that
+    takes SIGINT has it recorded and delivered after the window."""
+    from zoo.runtime.stopping import deferred
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with deferred() as stops:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+        assert stops == [] and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        with pytest.raises(KeyboardInterrupt):
+            with deferred() as stops:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.2)
+                assert stops == ["SIGINT"]  # recorded, not raised, inside the window
+    finally:
+        signal.signal(signal.SIGINT, previous)

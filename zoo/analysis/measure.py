@@ -36,6 +36,7 @@ def measure(model, xs: list, ys: list, task: str, loss=None) -> Measured:
     import keras
 
     from zoo.training.step import InstrumentedStep, batch_spec
+
     step = InstrumentedStep(model, task, keras.optimizers.SGD(learning_rate=0.0), None,
                             batch_spec(xs[0], ys[0]), loss=loss)
     recorder = Recorder(step.meter, MemorySink(), log_every=len(xs))

@@ -45,6 +45,23 @@ def runs_keras_compute_loss(model) -> bool:
             and compiled_loss(model) is not None)
 
 
+def build_optimizer_first(model, optimizer) -> bool:
+    """Create the optimizer's variables (slots, step counter) on ``model.trainable_variables``
+    before ``fit``'s first step, where that is the list Keras' own ``train_step`` applies:
+    what Keras' ``fit`` does itself under a distribution strategy (``Trainer._symbolic_build``)
+    and ``compile_from_config`` too, with the public ``optimizer.build``. Why: a
+    ``tf.function`` whose first trace creates variables is traced a second time without
+    (``Function._call``); built here, each of the monitor's two train functions is traced once
+    (fit's first epoch: one trace of the whole step fewer). Returns whether it built it (not for
+    a step of the model's own, which may apply other variables, nor an optimizer already built).
+    """
+    if optimizer is None or optimizer is not getattr(model, "optimizer", None) or optimizer.built \
+            or not runs_keras_train_step(model):
+        return False
+    optimizer.build(model.trainable_variables)
+    return True
+
+
 def build_from_batches(model, element_spec) -> None:
     """Build an unbuilt model from the shapes and dtypes of ``fit``'s batches, before its first
     step: ``Trainer._symbolic_build``, what Keras' own ``fit`` does under a distribution strategy

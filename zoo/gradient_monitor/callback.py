@@ -177,6 +177,7 @@ class GradientMonitor(keras.callbacks.Callback):
             return
         if not self.attach(model):
             return
+        _keras.build_optimizer_first(model, self.hooks.optimizer if self.hooks is not None else None)
         self._functions = self.hooks.train_functions()
         model.train_function = self._functions[0]
 

@@ -53,6 +53,7 @@ def _versions() -> dict[str, str]:
 def train(entry: Entry, out_dir: Path, extra: tuple[str, ...] = (), sink=None) -> Trained:
     """Train ``entry``'s recipe and save the model as ``out_dir/entry.file``."""
     from zoo.training.run import train as zoo_train
+
     overrides = [*entry.overrides(), *EXECUTION, *extra]
     spec = compose_spec(overrides)
     started = time.perf_counter()

@@ -186,7 +186,12 @@ def gradient_histograms_figure(stats: RunStats, title: str = "") -> Figure:
         ax.set_xlabel("step")
     axes[0].set_ylabel("log10 |g|")
     fig.suptitle(title or "gradient histograms over time (share of a layer's entries per bin)", fontsize=10)
-    fig.tight_layout()
+    # fixed margins, in inches (tight_layout drew the figure once more to find about these)
+    width, height = fig.get_size_inches()
+    left, right, gap = 0.7, 0.15, 0.25
+    panel = (width - left - right - gap * (len(picks) - 1)) / len(picks)
+    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=0.5 / height, top=1 - 0.85 / height,
+                        wspace=gap / panel)
     return fig
 
 

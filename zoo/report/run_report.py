@@ -58,44 +58,66 @@ def write(sink: Sink, spec, stats: RunStats, verdict: Verdict, final: dict[str, 
 def write_records(sink: Sink, stats: RunStats, verdict: Verdict, title: str) -> None:
     """The raw statistics file (``stats/gradient_stats.npz``), the plots (``plots/``) and the
     histograms over time as an image series (:func:`log_histogram_series`) of any monitored
-    run: a zoo run or a user's model under ``zoo.GradientMonitor``."""
+    run: a zoo run or a user's model under ``zoo.GradientMonitor``. The files are written into
+    one folder and logged in one call where the sink can (``log_artifacts``), else one by one."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        stats.save(tmp / "gradient_stats.npz")
-        sink.log_artifact(tmp / "gradient_stats.npz", "stats")
-        drawn = [("gradient_flow.png", lambda p: plots.gradient_flow(stats, p, verdict, title)),
-                 ("gradient_histograms.png", lambda p: plots.gradient_histograms(stats, p, title))]
+        (tmp / "stats").mkdir()
+        (tmp / "plots").mkdir()
+        stats.save(tmp / "stats" / "gradient_stats.npz")
+        plots.gradient_flow(stats, tmp / "plots" / "gradient_flow.png", verdict, title)
+        plots.gradient_histograms(stats, tmp / "plots" / "gradient_histograms.png", title)
         if len(stats.seq_layers) and len(stats.hist_step):
-            drawn.append(("gradient_through_time.png", lambda p: plots.gradient_through_time(stats, p, title)))
-        for name, draw in drawn:
-            draw(tmp / name)
-            sink.log_artifact(tmp / name, "plots")
+            plots.gradient_through_time(stats, tmp / "plots" / "gradient_through_time.png", title)
+        log_folder(sink, tmp)
     log_histogram_series(sink, stats, title)
+
+
+def log_folder(sink: Sink, folder: Path) -> None:
+    """Every file under ``folder`` as an artifact at its path below it: one ``log_artifacts``
+    call where the sink has it, else ``log_artifact`` per file."""
+    log_artifacts = getattr(sink, "log_artifacts", None)
+    if log_artifacts is not None:
+        log_artifacts(folder)
+        return
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        parent = path.parent.relative_to(folder).as_posix()
+        sink.log_artifact(path, None if parent == "." else parent)
 
 
 def log_histogram_series(sink: Sink, stats: RunStats, title: str) -> int:
     """Every layer's gradient histogram at up to plots.MAX_STEP_IMAGES histogram steps, one
     image per step under the key ``HISTOGRAM_IMAGES``, so MLflow's step slider browses them
-    (``sink.log_image``; a sink without it gets none). MLflow's image chart opens at step 0
-    whatever steps a series has ("No image logged at this step"), so the first image (step 1,
-    the gradient before any update) is logged at step 0 too; its title says its step. Returns
-    the number of images logged. The series is a view on records already stored: failing to
+    (``sink.log_image_series`` in one upload where the sink has it, else ``sink.log_image``
+    per image; a sink with neither gets none). MLflow's image chart opens at step 0 whatever
+    steps a series has ("No image logged at this step"), so the first image (step 1, the
+    gradient before any update) is logged at step 0 too; its title says its step. Returns the
+    number of images logged. The series is a view on records already stored: failing to
     write it costs the run nothing but a warning and the tag ``zoo.histogram_series_error``."""
-    log_image = getattr(sink, "log_image", None)
-    if log_image is None or not len(stats.hist_step):
+    log_series, log_image = getattr(sink, "log_image_series", None), getattr(sink, "log_image", None)
+    if (log_series is None and log_image is None) or not len(stats.hist_step):
         return 0
-    logged = 0
-    try:
+    logged = []
+
+    def series():  # drawn as the sink takes them (MLflow's encodes one while the next is drawn)
         for step, image in plots.histogram_step_images(stats, title):
-            if logged == 0 and step != 0:
-                log_image(HISTOGRAM_IMAGES, image, 0)
-                logged += 1
-            log_image(HISTOGRAM_IMAGES, image, step)
-            logged += 1
+            if not logged and step != 0:
+                logged.append(0)
+                yield 0, image
+            logged.append(step)
+            yield step, image
+
+    try:
+        if log_series is not None:
+            log_series(HISTOGRAM_IMAGES, series())
+        else:
+            for step, image in series():
+                log_image(HISTOGRAM_IMAGES, image, step)
     except Exception as err:  # the run's other records matter more
         log.warning("could not log the histogram images: %s: %s", type(err).__name__, err)
         sink.set_tags({"zoo.histogram_series_error": f"{type(err).__name__}: {err}"[:5000]})
-    return logged
+        return 0
+    return len(logged)
 
 
 def run_color(sink: Sink) -> dict[str, str]:

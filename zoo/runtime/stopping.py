@@ -276,7 +276,9 @@ def deferred():
         yield []
         return
     got: list[str] = []
-    numbers = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+    # a signal the process ignores (a job started in the background: SIGINT is SIG_IGN) stays ignored
+    numbers = {s: name for s, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM"))
+               if signal.getsignal(s) is not signal.SIG_IGN}
     previous = {s: signal.getsignal(s) for s in numbers}
 
     def record(signum, frame):

@@ -31,6 +31,13 @@ class MemorySink:
         key = f"{artifact_path}/{path.name}" if artifact_path else path.name
         self.artifacts[key] = path.read_bytes()
 
+    def log_artifacts(self, local_dir, artifact_path=None):
+        """Every file under ``local_dir``, keyed by its path below it (after ``artifact_path``)."""
+        root = Path(local_dir)
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            key = path.relative_to(root).as_posix()
+            self.artifacts[f"{artifact_path}/{key}" if artifact_path else key] = path.read_bytes()
+
     def log_model(self, model, name, input_example, tags=None):
         self.models[name] = {"model": model, "input_example": input_example, "tags": dict(tags or {})}
         return f"memory:/{name}"
@@ -46,3 +53,8 @@ class MemorySink:
         """An image (RGB array) of the series ``key`` at ``step``: ``images[key]`` lists
         (step, image) in the order logged."""
         self.images[key].append((int(step), image))
+
+    def log_image_series(self, key, images):
+        """``log_image`` for each (step, image) of ``images``, in order."""
+        for step, image in images:
+            self.log_image(key, image, step)

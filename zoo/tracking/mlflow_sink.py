@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
+import tempfile
 import threading
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from zoo.tracking.repair import OWNER_HOST, OWNER_PID, owner_tags, record_end
 from zoo.tracking.runs import experiment_id
@@ -177,10 +181,43 @@ class MlflowSink:
         self._error = last
         log.error("dropped %d metric points after %d attempts", len(metrics), attempts)
 
+    def log_artifacts(self, local_dir, artifact_path=None):
+        """Every file under ``local_dir`` (its folders kept), in one call."""
+        self._client.log_artifacts(self.run_id, str(local_dir), artifact_path)
+
     def log_image(self, key, image, step):
         """An image (RGB array) of the series ``key`` at ``step``: MLflow 3 shows a series as
         one chart with a step slider (run page, *Model metrics*) and stores it under ``images/``."""
         self._client.log_image(self.run_id, image, key=self.prefix + key, step=int(step), synchronous=True)
+
+    def log_image_series(self, key, images):
+        """Images (RGB arrays) of the series ``key``, ``[(step, image), ...]`` or a generator of
+        them, as ``log_image`` logs each, in one upload: ``MlflowClient.log_image`` writes a PNG
+        and a thumbnail and sets a tag per image (three store calls each); here the same files,
+        named as it names them, go up in one ``log_artifacts`` and the tag once. The files are
+        encoded by a second thread while the next image is drawn (PIL encodes without the GIL),
+        the PNGs at zlib level 1 (the same pixels, ~5 % larger, half the time). The file names
+        are MLflow's (``mlflow.tracking.client.MlflowClient.log_image``, 3.x):
+        tests/test_report_writes.py checks them against its own."""
+        from mlflow.tracking.multimedia import compress_image_size
+        from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_IMAGES
+        from PIL import Image
+
+        name = re.sub("/", "~", self.prefix + key)  # as MLflow: no subfolders
+
+        def encode(stem, image):
+            pil = Image.fromarray(image)
+            pil.save(f"{stem}.png", compress_level=1)
+            compress_image_size(pil).save(f"{stem}+compressed.webp")
+
+        with tempfile.TemporaryDirectory() as tmp:
+            with ThreadPoolExecutor(1, thread_name_prefix="zoo-image-encoder") as encoder:
+                done = [encoder.submit(encode, f"{tmp}/{name}+step+{int(step)}+timestamp+{int(time.time() * 1000)}"
+                                       f"+{uuid.uuid4()}", image) for step, image in images]
+            for future in done:
+                future.result()  # an encoding error is the caller's
+            self._client.log_artifacts(self.run_id, tmp, "images")
+        self._client.set_tag(self.run_id, MLFLOW_LOGGED_IMAGES, True)
 
 
 class _KerasFlavor:

@@ -26,6 +26,10 @@ class Sink(Protocol):
         """An image (an RGB array) of the series ``key`` at ``step`` (MLflow: a chart with a
         step slider)."""
 
+    # optional, for batched writes (zoo.report.run_report falls back to the calls above):
+    # log_artifacts(local_dir, artifact_path=None): every file under local_dir, folders kept;
+    # log_image_series(key, [(step, image), ...]): log_image for each, in one upload
+
     def set_tags(self, tags: dict[str, str]) -> None: ...
 
     def finish(self, status: str) -> None:
