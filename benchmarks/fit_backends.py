@@ -10,12 +10,12 @@ Rounds are interleaved; each ratio is the median over rounds of the monitored fi
 plain fit's in the same round: the whole fit (tracing and the monitor's end included) and its
 steady epochs (the median epoch after the first: the per-step cost).
 
-    python benchmarks/fit_backends.py --backend jax|torch|tensorflow [--rounds 3] [--epochs 3]
+Run through benchmarks/fit_monitor.py, which sets KERAS_BACKEND before Keras loads:
+
+    python benchmarks/fit_monitor.py --backend jax|torch|tensorflow [--rounds 3] [--epochs 3]
 """
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
 import time
 import warnings
@@ -50,36 +50,26 @@ def one_fit(build, shape, weights, epochs: int, monitored: bool) -> tuple[float,
     return total, steady
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=("jax", "torch", "tensorflow"), required=True)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=3)
-    args = parser.parse_args()
-    os.environ["KERAS_BACKEND"] = args.backend  # before Keras is imported
+def run(models, rounds: int, epochs: int) -> None:
+    """Print the table for the Keras backend loaded (KERAS_BACKEND, set by the caller before
+    Keras is imported); ``models``: benchmarks/fit_monitor.py's builders."""
     import keras
 
-    from fit_monitor import models  # the same builders as benchmarks/fit_monitor.py
-
     builders = models()
-    print(f"backend {keras.backend.backend()}, Keras {keras.__version__}; {args.rounds} rounds of "
-          f"{args.epochs} epochs x {STEPS_PER_EPOCH} steps of {BATCH}")
+    print(f"backend {keras.backend.backend()}, Keras {keras.__version__}; {rounds} rounds of "
+          f"{epochs} epochs x {STEPS_PER_EPOCH} steps of {BATCH}")
     print(f"{'model':<12} {'fit s':>7} {'+monitor s':>11} {'fit x':>7} {'steady epoch x':>15}")
     for name in MODELS:
         build, shape, _ = builders[name]
         keras.utils.set_random_seed(0)
         weights = build().get_weights()
         totals, steadies, plain_times, monitored_times = [], [], [], []
-        for _ in range(args.rounds):
-            plain = one_fit(build, shape, weights, args.epochs, monitored=False)
-            monitored = one_fit(build, shape, weights, args.epochs, monitored=True)
+        for _ in range(rounds):
+            plain = one_fit(build, shape, weights, epochs, monitored=False)
+            monitored = one_fit(build, shape, weights, epochs, monitored=True)
             plain_times.append(plain[0])
             monitored_times.append(monitored[0])
             totals.append(monitored[0] / plain[0])
             steadies.append(monitored[1] / plain[1])
         print(f"{name:<12} {statistics.median(plain_times):>7.2f} {statistics.median(monitored_times):>11.2f} "
               f"{statistics.median(totals):>7.2f} {statistics.median(steadies):>15.2f}")
-
-
-if __name__ == "__main__":
-    main()
