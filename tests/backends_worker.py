@@ -92,26 +92,58 @@ def zoo_to_host(t):
     return to_host(t)
 
 
-def torch_loop() -> np.ndarray:
-    """Two steps of a PyTorch custom loop on the first two batches; their grad_norm."""
-    import torch
-
+def custom_loop(monitored: bool, steps: int = 4):
+    """``steps`` steps of a custom loop on the first batches, as Keras' guides write one for
+    the backend (JAX: ``stateless_apply`` in a jitted step; PyTorch: ``optimizer.apply``), with
+    or without ``attach``: (the weights after, the monitor or None)."""
     m = model()
     x, y = data()
-    monitor = zoo.GradientMonitor(mlflow=False, verbose=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        assert monitor.attach(m)
-    for i in range(2):
-        xb, yb = (keras.ops.convert_to_tensor(a[8 * i:8 * (i + 1)]) for a in (x, y))
-        m.zero_grad()
-        loss = m.compute_loss(x=xb, y=yb, y_pred=m(xb, training=True))
-        loss.backward()
-        with torch.no_grad():
-            m.optimizer.apply([v.value.grad for v in m.trainable_weights], m.trainable_weights)
-    monitor.detach()
-    monitor.finish()
-    return monitor.stats.grad_norm
+    monitor = None
+    if monitored:
+        monitor = zoo.GradientMonitor(mlflow=False, verbose=False, histogram_every=3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert monitor.attach(m)
+    batches = [(x[8 * i:8 * (i + 1)], y[8 * i:8 * (i + 1)]) for i in range(steps)]
+    if BACKEND == "jax":
+        import jax
+
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+        def compute(trainable, non_trainable, xb, yb):
+            y_pred, non_trainable = m.stateless_call(trainable, non_trainable, xb, training=True)
+            return loss_fn(yb, y_pred), non_trainable
+
+        grad_fn = jax.value_and_grad(compute, has_aux=True)
+
+        @jax.jit
+        def step(state, xb, yb):
+            trainable, non_trainable, optimizer_variables = state
+            (_, non_trainable), grads = grad_fn(trainable, non_trainable, xb, yb)
+            trainable, optimizer_variables = m.optimizer.stateless_apply(optimizer_variables, grads, trainable)
+            return trainable, non_trainable, optimizer_variables
+
+        m.optimizer.build(m.trainable_variables)
+        state = tuple([v.value for v in vs] for vs in (m.trainable_variables, m.non_trainable_variables,
+                                                          m.optimizer.variables))
+        for xb, yb in batches:
+            state = step(state, xb, yb)
+        weights = [np.asarray(w) for w in state[0]]
+    else:
+        import torch
+
+        for xb, yb in batches:
+            xb, yb = keras.ops.convert_to_tensor(xb), keras.ops.convert_to_tensor(yb)
+            m.zero_grad()
+            loss = m.compute_loss(x=xb, y=yb, y_pred=m(xb, training=True))
+            loss.backward()
+            with torch.no_grad():
+                m.optimizer.apply([v.value.grad for v in m.trainable_weights], m.trainable_weights)
+        weights = [np.asarray(w) for w in m.get_weights()]
+    if monitor is not None:
+        monitor.detach()
+        monitor.finish()
+    return weights, monitor
 
 
 def main(out: str, with_mlflow: bool) -> None:
@@ -181,13 +213,11 @@ def main(out: str, with_mlflow: bool) -> None:
             except zoo.InputError as err:
                 result.setdefault("tensorflow_only", []).append(str(err))
         result["tensorflow_only"] = np.array(result["tensorflow_only"])
-    if BACKEND == "jax":  # a custom loop: named, not measured
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            result["attached"] = np.array(zoo.GradientMonitor(mlflow=False, verbose=False).attach(model()))
-        result["attach_warning"] = np.array(" ".join(str(w.message) for w in caught))
-    if BACKEND == "torch":  # a custom loop: every optimizer.apply after attach is measured
-        result["loop_grad_norm"] = torch_loop()
+    if BACKEND != "tensorflow":  # a custom loop after attach: measured, trained as without
+        weights, loop = custom_loop(True)
+        result["loop_same"] = np.array(all(np.array_equal(a, b) for a, b in zip(weights, custom_loop(False)[0])))
+        for name in ("step", "grad_norm", "weight_norm", "hist_step"):
+            result[f"loop_{name}"] = getattr(loop.stats, name)
     if with_mlflow:
         import mlflow
 

@@ -106,7 +106,6 @@ def test_what_a_backend_does_not_measure_is_named_once(measured):
         assert tf_only and all(k.startswith("saturated_fraction/") for k in tf_only)
         assert set(r["memory_keys"]) <= set(measured["tensorflow"]["memory_keys"])
         assert "must be a whole number >= 1" in str(r["bad_input"])
-    assert not bool(measured["jax"]["attached"]) and "fit only" in str(measured["jax"]["attach_warning"])
 
 
 def test_records_reach_mlflow_as_on_tensorflow(measured):
@@ -135,9 +134,16 @@ def test_jax_keeps_every_step_of_several_steps_a_call(measured):
     np.testing.assert_allclose(r["spe_grad_norm"], r["grad_norm"], rtol=1e-6)
 
 
-def test_a_torch_custom_loop_is_measured_at_optimizer_apply(measured):
-    r = measured["torch"]
-    np.testing.assert_allclose(r["loop_grad_norm"], r["grad_norm"][:2], rtol=1e-6)
+@pytest.mark.parametrize("backend", PORTABLE)
+def test_a_custom_loop_is_measured_and_trains_as_without(measured, backend):
+    r = measured[backend]  # JAX: stateless_apply in the user's jitted step; PyTorch: optimizer.apply
+    assert bool(r["loop_same"]), "the monitored loop's weights differ from the same loop's without it"
+    np.testing.assert_array_equal(r["loop_step"], np.arange(1, 5))
+    np.testing.assert_allclose(r["loop_grad_norm"], r["grad_norm"][:4], rtol=1e-6)  # fit's first 4 steps
+    np.testing.assert_array_equal(r["loop_hist_step"], [1, 4])  # histogram_every 3, as in fit
+    probes = np.isin(r["loop_step"], [1, 4])
+    np.testing.assert_allclose(r["loop_weight_norm"][probes], r["weight_norm"][:4][probes], rtol=1e-6)
+    assert np.isnan(r["loop_weight_norm"][~probes]).all()
 
 
 def test_diagnose_and_compare_say_which_backend_they_need(measured, tmp_path):

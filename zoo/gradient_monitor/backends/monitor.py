@@ -27,9 +27,9 @@ class PortableMonitor(GradientMonitor):
     """zoo.GradientMonitor on the JAX or PyTorch backend (``GradientMonitor(...)`` makes one
     there): every step's gradient and clipped-gradient norms, other variables' gradient norms
     and recorded elements, the loss, finiteness and a loss scaler's skips; on probe steps the
-    weight norms, the update's size and the gradient histograms; in ``fit`` (and on PyTorch in
-    any loop that calls ``optimizer.apply``); the verdict, progress and records as on
-    TensorFlow. The probe-step instruments that read the forward pass, the penalty's gradient
+    weight norms, the update's size and the gradient histograms; in ``fit`` and in a custom
+    loop after ``attach`` (every ``optimizer.apply`` on PyTorch, every ``stateless_apply`` traced
+    after it on JAX); the verdict, progress and records as on TensorFlow. The probe-step instruments that read the forward pass, the penalty's gradient
     apart, sharpness and ``observe`` are TensorFlow's only: named once in ``skipped``."""
 
     def on_train_begin(self, logs=None):
@@ -44,8 +44,9 @@ class PortableMonitor(GradientMonitor):
             self.meter = self.recorder = None
 
     def attach(self, model, optimizer=None) -> bool:
-        """As :meth:`GradientMonitor.attach`; on JAX only ``fit`` (a custom loop's jitted step
-        has no seam the monitor can write through: it warns and returns False)."""
+        """As :meth:`GradientMonitor.attach`: outside ``fit``, every ``optimizer.apply`` (PyTorch)
+        or every ``optimizer.stateless_apply`` traced from now on (JAX: jit the step after this)
+        is measured until :meth:`detach`; then :meth:`collect` and :meth:`finish`."""
         self._attached = True
         backend = keras.backend.backend()
         optimizer = optimizer or self.optimizer or getattr(model, "optimizer", None)
@@ -57,9 +58,6 @@ class PortableMonitor(GradientMonitor):
             if not isinstance(optimizer, keras.optimizers.Optimizer):
                 raise ValueError("its optimizer is not a Keras 3 optimizer" if optimizer is not None
                                  else "it has no optimizer (compile it with one, or pass optimizer=)")
-            if backend == "jax" and not self._in_fit:
-                raise ValueError("on JAX the monitor measures fit only (a custom loop's jitted step "
-                                 "has no seam it can write through; TensorFlow's monitor has observe)")
             found = discover(model)
             found.others, found.elements = chosen(model, found.kernel_index, self.variables, self.elements)
         except SelectionError:
@@ -95,6 +93,8 @@ class PortableMonitor(GradientMonitor):
             from zoo.gradient_monitor.backends.on_jax import JaxSteps  # imports JAX: only on its backend
 
             self._steps = JaxSteps(self.meter, optimizer, self._receive, self.histogram_every)
+            if not self._in_fit:
+                self._steps.install_loop()
         else:
             self._steps = TorchSteps(self.meter, optimizer, self._receive, self.histogram_every)
             if not self._in_fit:
@@ -117,6 +117,7 @@ class PortableMonitor(GradientMonitor):
         steps = getattr(self, "_steps", None)
         if steps is not None:
             steps.remove()
+            self._rows.extend(steps.flush())  # a custom loop's last rows, for collect
             self._steps = None
         if self._in_fit and self.model is not None:
             self.model.train_function = None  # the next fit builds Keras' own again
@@ -127,6 +128,8 @@ class PortableMonitor(GradientMonitor):
         if self.meter is None or self.recorder is None:
             return 0
         self._pending = 0
+        if getattr(self, "_steps", None) is not None:
+            self._rows.extend(self._steps.flush())
         rows, self._rows = self._rows, []
         for packed in rows:
             self._seen += 1
@@ -140,7 +143,8 @@ class PortableMonitor(GradientMonitor):
             NotImplementedError: always, naming what measures instead.
         """
         raise NotImplementedError(f"GradientMonitor.observe is TensorFlow's only; on {keras.backend.backend()} "
-                                  "the monitor measures fit (on PyTorch also every optimizer.apply after attach)")
+                                  "the monitor measures fit, and a custom loop after attach (every optimizer.apply "
+                                  "on PyTorch, optimizer.stateless_apply on JAX)")
 
 
 

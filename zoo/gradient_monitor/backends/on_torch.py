@@ -29,6 +29,10 @@ class TorchSteps:
     def remove(self) -> None:
         self.patches.remove()
 
+    def flush(self) -> list:
+        """Nothing waits here: each step handed its row to ``receive`` as it ran."""
+        return []
+
     def _scale_loss(self, original):
         def scale_loss(loss):
             self._loss = ops.convert_to_tensor(loss).detach()  # the step's loss, unscaled
