@@ -218,6 +218,14 @@ def main(out: str, with_mlflow: bool) -> None:
         result["loop_same"] = np.array(all(np.array_equal(a, b) for a, b in zip(weights, custom_loop(False)[0])))
         for name in ("step", "grad_norm", "weight_norm", "hist_step"):
             result[f"loop_{name}"] = getattr(loop.stats, name)
+    if BACKEND == "jax":  # a loop the monitor cannot see (eager optimizer.apply): said at finish
+        m, unseen = model(), zoo.GradientMonitor(mlflow=False, verbose=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            unseen.attach(m)
+            m.optimizer.apply([keras.ops.ones(v.shape) for v in m.trainable_variables], m.trainable_variables)
+            unseen.finish()
+        result["unseen_warning"] = np.array([str(w.message) for w in caught if "no step" in str(w.message)])
     if with_mlflow:
         import mlflow
 

@@ -146,6 +146,11 @@ def test_a_custom_loop_is_measured_and_trains_as_without(measured, backend):
     assert np.isnan(r["loop_weight_norm"][~probes]).all()
 
 
+def test_a_jax_loop_the_monitor_cannot_see_is_named_at_finish(measured):
+    said = list(measured["jax"]["unseen_warning"])  # an eager optimizer.apply
+    assert len(said) == 1 and "stateless_apply in a step traced after attach" in said[0], said
+
+
 def test_diagnose_and_compare_say_which_backend_they_need(measured, tmp_path):
     for backend in PORTABLE:
         said = list(measured[backend]["tensorflow_only"])

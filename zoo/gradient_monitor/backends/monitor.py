@@ -13,7 +13,6 @@ from zoo.gradient_monitor.backends.measure import PortableMeter
 from zoo.gradient_monitor.backends.on_torch import TorchSteps
 from zoo.gradient_monitor.callback import GRADIENT_APPLIED, GradientMonitor
 from zoo.instruments import GradientHistograms
-from zoo.instruments.discover import SelectionError, chosen, discover
 from zoo.records import posedness
 from zoo.records.recorder import Recorder
 from zoo.tracking.memory import MemorySink
@@ -50,24 +49,9 @@ class PortableMonitor(GradientMonitor):
         self._attached = True
         backend = keras.backend.backend()
         optimizer = optimizer or self.optimizer or getattr(model, "optimizer", None)
-        try:
-            if not model.built:
-                raise ValueError("the model has no variables yet (build it first: call it on a batch)")
-            if not model.trainable_variables:
-                raise ValueError("the model has no trainable variables")
-            if not isinstance(optimizer, keras.optimizers.Optimizer):
-                raise ValueError("its optimizer is not a Keras 3 optimizer" if optimizer is not None
-                                 else "it has no optimizer (compile it with one, or pass optimizer=)")
-            found = discover(model)
-            found.others, found.elements = chosen(model, found.kernel_index, self.variables, self.elements)
-        except SelectionError:
-            raise
-        except Exception as err:
-            warnings.warn(f"GradientMonitor: cannot instrument {model.name} "
-                          f"({type(err).__name__}: {err}); training goes on unmonitored")
-            self.found = self.meter = None
+        found = self._find(model, optimizer, needs_optimizer=True)  # its apply is the only seam here
+        if found is None:
             return False
-        self.found = found
         self.skipped = dict(found.skipped)
         tensorflow_only = f"TensorFlow's monitor only, not yet on the {backend} backend"
         for inst in found.instruments:
@@ -135,6 +119,17 @@ class PortableMonitor(GradientMonitor):
             self._seen += 1
             self.recorder.on_step(*self.meter.unpack(packed), step=self._seen)
         return len(rows)
+
+    def _finish(self, stops: list[str]) -> None:
+        if self.recorder is not None and not self._in_fit:
+            self.collect()
+        if self.recorder is not None and not self._in_fit and self._seen == 0:
+            seam = ("optimizer.stateless_apply in a step traced after attach (a step jitted before attach, "
+                    "and optimizer.apply, are not measured on JAX)" if keras.backend.backend() == "jax"
+                    else "optimizer.apply")
+            warnings.warn(f"GradientMonitor: no step of the custom loop reached the monitor: it measures {seam} "
+                          f"on the optimizer it hooked ({self._hooked})")
+        super()._finish(stops)
 
     def observe(self, grads, variables=None, *, loss, apply=None, total=None, clipped=None, scale=None):
         """TensorFlow's only (see :meth:`GradientMonitor.observe`).
