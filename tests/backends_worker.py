@@ -218,6 +218,11 @@ def main(out: str, with_mlflow: bool) -> None:
         result["loop_same"] = np.array(all(np.array_equal(a, b) for a, b in zip(weights, custom_loop(False)[0])))
         for name in ("step", "grad_norm", "weight_norm", "hist_step"):
             result[f"loop_{name}"] = getattr(loop.stats, name)
+    if BACKEND == "jax":  # a .keras file saved on JAX, for zoo-diagnose (the test runs it)
+        saved = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
+        saved.compile("sgd", "mse")
+        saved.save("m.keras")
+        np.savez("d.npz", x=np.ones((16, 5), "float32"), y=np.ones((16, 3), "float32"))
     if BACKEND == "jax":  # a loop the monitor cannot see (eager optimizer.apply): said at finish
         m, unseen = model(), zoo.GradientMonitor(mlflow=False, verbose=False)
         with warnings.catch_warnings(record=True) as caught:

@@ -33,6 +33,7 @@ def measured(tmp_path_factory) -> dict:
         log, _ = proc.communicate(timeout=600)
         assert proc.returncode == 0, f"{backend} worker failed:\n{log[-4000:]}"
         out[backend] = dict(np.load(folder / f"{backend}.npz"))
+    out["folder"] = folder  # the JAX worker's m.keras and d.npz
     return out
 
 
@@ -151,19 +152,15 @@ def test_a_jax_loop_the_monitor_cannot_see_is_named_at_finish(measured):
     assert len(said) == 1 and "stateless_apply in a step traced after attach" in said[0], said
 
 
-def test_diagnose_and_compare_say_which_backend_they_need(measured, tmp_path):
+def test_diagnose_and_compare_say_which_backend_they_need(measured):
     for backend in PORTABLE:
         said = list(measured[backend]["tensorflow_only"])
         assert len(said) == 2 and all(f"runs {backend!r}" in s and "TensorFlow backend only" in s for s in said), said
         assert all("\n" not in s for s in said)
-    # the command loads a .keras file on TensorFlow whatever KERAS_BACKEND says
-    script = ("import keras, numpy as np; m = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)]); "
-              "m.compile('sgd', 'mse'); m.save('m.keras'); "
-              "np.savez('d.npz', x=np.ones((16, 5), 'float32'), y=np.ones((16, 3), 'float32'))")
+    # the command loads a .keras file (saved on JAX by the worker) on TensorFlow whatever KERAS_BACKEND says
     env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True, capture_output=True)
     done = subprocess.run([str(Path(sys.executable).with_name("zoo-diagnose")), "m.keras", "--data", "d.npz"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+                          cwd=measured["folder"], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode in (0, 1), done.stderr[-3000:]
     assert "runs on Keras' TensorFlow backend (KERAS_BACKEND=jax" in done.stderr
     assert "# Diagnosis of m" in done.stdout
