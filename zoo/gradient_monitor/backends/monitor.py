@@ -28,8 +28,9 @@ class PortableMonitor(GradientMonitor):
     and recorded elements, the loss, finiteness and a loss scaler's skips; on probe steps the
     weight norms, the update's size and the gradient histograms; in ``fit`` and in a custom
     loop after ``attach`` (every ``optimizer.apply`` on PyTorch, every ``stateless_apply`` traced
-    after it on JAX); the verdict, progress and records as on TensorFlow. The probe-step instruments that read the forward pass, the penalty's gradient
-    apart, sharpness and ``observe`` are TensorFlow's only: named once in ``skipped``."""
+    after it on JAX); the verdict, progress and records as on TensorFlow. The probe-step
+    instruments that read the forward pass, the penalty's gradient apart, sharpness and
+    ``observe`` are TensorFlow's only: named once in ``skipped``."""
 
     def on_train_begin(self, logs=None):
         self._in_fit, self._started, self._calls, self._epoch_losses = True, 0, 0, []
