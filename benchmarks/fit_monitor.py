@@ -26,11 +26,17 @@ with ``train_on_batch`` on the same batch in 20 interleaved blocks of 30 calls; 
 median ratio of the blocks (the rows are collected at the end, outside the timing).
 
     python benchmarks/fit_monitor.py [--rounds 3] [--epochs 5] [--only NAME ...]
+
+On each Keras backend (KERAS_BACKEND is set before Keras loads), plain fit against fit + monitor
+(memory) on the MLP, the CNN and the LSTM, with the backend's defaults (benchmarks/fit_backends.py):
+
+    python benchmarks/fit_monitor.py --backend jax|torch|tensorflow [--rounds 3] [--epochs 3]
 """
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import tempfile
 import time
@@ -227,7 +233,15 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--only", nargs="*", default=None, help="model names (as the table prints them)")
+    parser.add_argument("--backend", choices=("jax", "torch", "tensorflow"), default=None,
+                        help="the MLP, CNN and LSTM, plain fit against fit + monitor on this Keras backend")
     args = parser.parse_args()
+    if args.backend is not None:
+        os.environ["KERAS_BACKEND"] = args.backend  # before Keras is imported
+        from fit_backends import run
+
+        run(models, args.rounds, args.epochs)
+        return
     import keras
 
     rows, steps_alone, apart = [], [], []

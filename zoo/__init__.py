@@ -5,7 +5,7 @@ train something.
 """
 from __future__ import annotations
 
-from zoo._lazy import pin_backend
+from zoo._lazy import keras_backend, pin_backend
 from zoo.errors import InputError
 
 pin_backend()
@@ -193,6 +193,8 @@ def compare(a, b, data=None, **options):
             forms or does not fit them, ``batches`` or ``batch_size`` below 1, ``seed`` outside
             [0, 2**32).
     """
+    _on_tensorflow("zoo.compare", "a", "save both models (model.save('a.keras')) and compare them in a "
+                   "process on TensorFlow (KERAS_BACKEND=tensorflow)")
     from zoo.analysis.comparison import compare as run
 
     return run(a, b, data, **options)
@@ -230,9 +232,20 @@ def diagnose(model, data, **options):
             dtype), an unknown task or loss name, inputs that do not fit the model's input, or
             targets that do not fit its output and loss: one line naming what (zoo._arguments).
     """
+    _on_tensorflow("zoo.diagnose", "model", "save the model (model.save('m.keras')) and run zoo-diagnose "
+                   "m.keras --data ..., which loads it on TensorFlow")
     from zoo.analysis.diagnosis import diagnose as run
 
     return run(model, data, **options)
+
+
+def _on_tensorflow(what: str, argument: str, instead: str) -> None:
+    """zoo.diagnose and zoo.compare measure with TensorFlow's instrumented step: on another
+    backend, say so in one line (InputError) and what does work."""
+    backend = keras_backend()
+    if backend != "tensorflow":
+        raise InputError(f"{what}: {argument}: measured on Keras' TensorFlow backend only, and this process runs "
+                         f"{backend!r}; {instead} (zoo.GradientMonitor works on every backend)")
 
 
 def __getattr__(name: str):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 import types
 
 
@@ -24,6 +25,26 @@ def pin_backend() -> None:
     would silence the notice by changing the numerics, so it is left alone."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def keras_backend() -> str:
+    """The Keras backend of this process: Keras' own answer once it is imported, else the one
+    KERAS_BACKEND (pinned to TensorFlow by default) will give it, without importing it."""
+    keras = sys.modules.get("keras")
+    if keras is not None and hasattr(keras, "backend"):
+        return keras.backend.backend()
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+def pin_tensorflow(program: str) -> None:
+    """A command that loads a ``.keras`` file (backend-independent) runs it on TensorFlow, whatever
+    KERAS_BACKEND says: its measuring is TensorFlow's. Call before Keras is imported."""
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if backend != "tensorflow":
+        print(f"{program}: runs on Keras' TensorFlow backend (KERAS_BACKEND={backend} is for your own "
+              "process; a .keras file loads on any backend)", file=sys.stderr)
+        os.environ["KERAS_BACKEND"] = "tensorflow"
+    pin_backend()
 
 
 class LazyModule(types.ModuleType):

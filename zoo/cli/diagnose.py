@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import zoo.runtime.stopping as stopping
-from zoo._lazy import pin_backend
+from zoo._lazy import pin_tensorflow
 from zoo.cli import stopped
 from zoo.analysis.diagnosis.arrays import (InputError, check_fits, compiled_loss, input_shape, model_config,
                                   model_input_shape, read_arrays)
@@ -162,7 +162,7 @@ def _main(argv: list[str] | None) -> int:
     try:
         args = parser().parse_args(argv)
         _, arrays = _check(args)
-        pin_backend()
+        pin_tensorflow("zoo-diagnose")
         model = _load(args)
         check_fits(args.data, model_input_shape(model), arrays["x"])
         d = diagnose(model, arrays, loss=args.loss, batches=args.batches, batch_size=args.batch_size,

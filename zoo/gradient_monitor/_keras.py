@@ -1,4 +1,5 @@
-"""The private Keras internals the monitor reads, all in one place (Keras 3.9 - 3.15).
+"""The private Keras internals the monitor reads, all in one place (Keras 3.9 - 3.15), for
+every backend.
 
 Each is used only where no public API gives the same thing; each function says what it reads
 and falls back to a public route (or to not measuring, which the monitor then names) when a
@@ -72,3 +73,49 @@ def build_from_batches(model, element_spec) -> None:
         ValueError, RuntimeError: Keras cannot build the model from these shapes.
     """
     model._symbolic_build(data_batch=element_spec)
+
+
+# -- the JAX backend's trainer (zoo.gradient_monitor.backends.on_jax) -------------------------
+# Keras' JAX fit has no public seam for the step's loss nor for running every step's extra
+# outputs through its loop: these two name the JAXTrainer internals the monitor relies on.
+
+JAX_METRICS_UPDATE = "_update_metrics_variables"  # JAXTrainer: (metrics_variables, unscaled_loss, x, y, y_pred, sample_weight)
+
+
+def read_jax_step_loss(model, wrap, read) -> bool:
+    """Hand ``read(loss)`` the unscaled loss each time Keras' JAX ``train_step`` passes it to its
+    metrics (``JAXTrainer._update_metrics_variables``, called in the step outside
+    ``jax.value_and_grad``, the only place the loss leaves it); ``wrap(obj, name, make)``
+    replaces that method on the model instance (zoo.gradient_monitor.backends.patches).
+
+    Returns:
+        False when the Keras version has no such method: nothing wrapped, the loss not read.
+    """
+    if not callable(getattr(model, JAX_METRICS_UPDATE, None)):
+        return False
+
+    def make(original):
+        def update_metrics(metrics_variables, unscaled_loss, *args, **kwargs):
+            read(unscaled_loss)
+            return original(metrics_variables, unscaled_loss, *args, **kwargs)
+        return update_metrics
+
+    wrap(model, JAX_METRICS_UPDATE, make)
+    return True
+
+
+def jax_train_function(one_step, steps_per_execution: int):
+    """A ``model.train_function`` for Keras' JAX ``fit``: ``(state, iterator) -> (logs, state)``,
+    the contract of the function ``JAXTrainer.make_train_function`` makes, with its loop of
+    ``steps_per_execution`` steps a call (``JAXTrainer._make_function``); each step is
+    ``one_step(state, data) -> (logs, state)``, called in Python, so every step's logs are seen."""
+    def train_function(state, iterator):
+        logs, state = one_step(state, next(iterator))
+        for _ in range(steps_per_execution - 1):
+            try:
+                data = next(iterator)
+            except StopIteration:
+                break
+            logs, state = one_step(state, data)
+        return logs, state
+    return train_function

@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from zoo.errors import InputError
 from zoo.gradient_monitor import _keras
+from zoo.gradient_monitor.backends import monitor_class
 from zoo.gradient_monitor.hooks import Hooks, inner, loss_scale, skips_nonfinite
 from zoo.instruments import graph_stats
 from zoo.records import posedness
@@ -115,6 +116,12 @@ class GradientMonitor(keras.callbacks.Callback):
             ``variables`` / ``elements`` naming no variable of the model (at the start of
             training).
     """
+
+    def __new__(cls, *args, **kwargs):
+        # on JAX and PyTorch, GradientMonitor(...) is the same monitor fed by their steps
+        if cls is GradientMonitor and keras.backend.backend() != "tensorflow":
+            cls = monitor_class()
+        return super().__new__(cls)
 
     def __init__(self, histogram_every: int = 10, log_every: int = 20, baseline: float | None = None,
                  mlflow="auto", run_id: str | None = None, tracking_uri: str | None = None,
@@ -250,25 +257,9 @@ class GradientMonitor(keras.callbacks.Callback):
         """
         self._attached = True
         optimizer = optimizer or self.optimizer or getattr(model, "optimizer", None)
-        try:
-            if not model.built:
-                raise ValueError("the model has no variables yet (build it first: call it on a batch)")
-            if not model.trainable_variables:
-                raise ValueError("the model has no trainable variables")
-            found = discover(model)
-            found.others, found.elements = chosen(model, found.kernel_index, self.variables, self.elements)
-            hookable = isinstance(optimizer, keras.optimizers.Optimizer)
-            if self._in_fit and not hookable:
-                raise ValueError("its optimizer is not a Keras 3 optimizer" if optimizer is not None
-                                 else "it has no optimizer (compile it with one, or pass optimizer=)")
-        except SelectionError:
-            raise
-        except Exception as err:
-            warnings.warn(f"GradientMonitor: cannot instrument {model.name} "
-                          f"({type(err).__name__}: {err}); training goes on unmonitored")
-            self.found = self.meter = None
+        found = self._find(model, optimizer, needs_optimizer=self._in_fit)
+        if found is None:
             return False
-        self.found = found
         self.skipped = dict(found.skipped)
         split = (self._in_fit and _keras.runs_keras_train_step(model) and _keras.runs_keras_compute_loss(model)
                  and (bool(model.losses) or any(getattr(v, "regularizer", None) for v in model.trainable_variables)))
@@ -294,6 +285,34 @@ class GradientMonitor(keras.callbacks.Callback):
             self.hooks.install()
             self._hooked = f"{type(optimizer).__name__} {optimizer.name!r}"
         return True
+
+    def _find(self, model, optimizer, needs_optimizer: bool):
+        """What to measure in ``model`` (zoo.instruments.discover, with ``variables`` and
+        ``elements``) as ``self.found``; None, with a warning, when it cannot be measured (it
+        then trains as without the monitor).
+
+        Raises:
+            SelectionError: ``variables`` / ``elements`` name no variable of the model.
+        """
+        try:
+            if not model.built:
+                raise ValueError("the model has no variables yet (build it first: call it on a batch)")
+            if not model.trainable_variables:
+                raise ValueError("the model has no trainable variables")
+            found = discover(model)
+            found.others, found.elements = chosen(model, found.kernel_index, self.variables, self.elements)
+            if needs_optimizer and not isinstance(optimizer, keras.optimizers.Optimizer):
+                raise ValueError("its optimizer is not a Keras 3 optimizer" if optimizer is not None
+                                 else "it has no optimizer (compile it with one, or pass optimizer=)")
+        except SelectionError:
+            raise
+        except Exception as err:
+            warnings.warn(f"GradientMonitor: cannot instrument {model.name} "
+                          f"({type(err).__name__}: {err}); training goes on unmonitored")
+            self.found = self.meter = None
+            return None
+        self.found = found
+        return found
 
     def detach(self) -> None:
         """Take the monitor's hooks off the model and its optimizer (``fit`` does it at its end;
