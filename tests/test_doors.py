@@ -473,7 +473,7 @@ def test_a_run_stopped_while_its_plots_are_drawn_keeps_its_verdict(monkeypatch):
     def stop(*args, **kwargs):
         raise KeyboardInterrupt()
 
-    monkeypatch.setattr(plots, "gradient_flow", stop)
+    monkeypatch.setattr(plots, "gradient_flow_figure", stop)  # what write_records draws first
     sink = MemorySink()
     with pytest.raises(KeyboardInterrupt):
         zoo.train(TINY, sink=sink)
