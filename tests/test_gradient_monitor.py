@@ -465,3 +465,13 @@ def test_each_train_function_is_traced_once_and_the_optimizer_is_as_fit_builds_i
     assert kinds(watched.optimizer) == kinds(plain.optimizer)
     for a, b in zip(watched.optimizer.variables + watched.weights, plain.optimizer.variables + plain.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+def test_help_and_ides_see_the_monitors_arguments():
+    """GradientMonitor.__new__ picks the backend's monitor; its arguments stay visible (a
+    newcomer's trial: inspect.signature showed (*args, **kwargs))."""
+    import inspect
+
+    parameters = inspect.signature(zoo.GradientMonitor).parameters
+    assert list(parameters)[:3] == ["histogram_every", "log_every", "baseline"] and "self" not in parameters
+    assert "optimizer" in parameters and "sharpness_every" in parameters

@@ -24,6 +24,7 @@ in Python between two calls of the train function (see :meth:`GradientMonitor._r
 """
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import sys
@@ -842,6 +843,10 @@ class GradientMonitor(keras.callbacks.Callback):
                                  "(mlflow.start_run()) or pass run_id=")
         return None
 
+
+# __new__ (the backend switch) would show help(), IDEs and inspect.signature (*args, **kwargs)
+GradientMonitor.__signature__ = inspect.signature(GradientMonitor.__init__).replace(
+    parameters=list(inspect.signature(GradientMonitor.__init__).parameters.values())[1:])
 
 def _check_arguments(*, histogram_every, log_every, capacity, baseline, mlflow, run_id, tracking_uri, verbose,
                      variables, elements, optimizer, sharpness_every=None):
