@@ -212,6 +212,12 @@ def main(out: str, with_mlflow: bool) -> None:
                 result.setdefault("tensorflow_only", []).append("ran")
             except zoo.InputError as err:
                 result.setdefault("tensorflow_only", []).append(str(err))
+        for call in (lambda m: m.observe([x]), lambda m: m.observe([x], loss=1.0)):  # with or without loss=
+            try:
+                call(zoo.GradientMonitor(mlflow=False))
+                result["tensorflow_only"].append("ran")
+            except NotImplementedError as err:
+                result["tensorflow_only"].append(str(err))
         result["tensorflow_only"] = np.array(result["tensorflow_only"])
     if BACKEND != "tensorflow":  # a custom loop after attach: measured, trained as without
         weights, loop = custom_loop(True)

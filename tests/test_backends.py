@@ -152,10 +152,12 @@ def test_a_jax_loop_the_monitor_cannot_see_is_named_at_finish(measured):
     assert len(said) == 1 and "stateless_apply in a step traced after attach" in said[0], said
 
 
-def test_diagnose_and_compare_say_which_backend_they_need(measured):
+def test_diagnose_compare_and_observe_say_which_backend_they_need(measured):
     for backend in PORTABLE:
         said = list(measured[backend]["tensorflow_only"])
-        assert len(said) == 2 and all(f"runs {backend!r}" in s and "TensorFlow backend only" in s for s in said), said
+        assert len(said) == 4, said
+        assert all(f"runs {backend!r}" in s and "TensorFlow backend only" in s for s in said[:2]), said
+        assert all(s.startswith("GradientMonitor.observe is TensorFlow's only; on " + backend) for s in said[2:]), said
         assert all("\n" not in s for s in said)
     # the command loads a .keras file (saved on JAX by the worker) on TensorFlow whatever KERAS_BACKEND says
     env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}

@@ -132,8 +132,8 @@ class PortableMonitor(GradientMonitor):
                           f"on the optimizer it hooked ({self._hooked})")
         super()._finish(stops)
 
-    def observe(self, grads, variables=None, *, loss, apply=None, total=None, clipped=None, scale=None):
-        """TensorFlow's only (see :meth:`GradientMonitor.observe`).
+    def observe(self, *args, **kwargs):
+        """TensorFlow's only (see :meth:`GradientMonitor.observe`), whatever it is called with.
 
         Raises:
             NotImplementedError: always, naming what measures instead.
