@@ -144,3 +144,28 @@ def probe_once(step, x, y) -> tuple[dict, dict]:
     packed, probed = step.train_with_probes(tf.constant(x), tf.constant(y))
     return ({k: v[0] for k, v in step.layout.unpack(packed.numpy()).items()},
             {k: v[0] for k, v in step.probe_layout.unpack(probed.numpy()).items()})
+
+
+def swallowed_signal(sig) -> None:
+    """Deliver ``sig`` to this process while a garbage-collector callback runs, whose raise
+    Python drops (it prints "Exception ignored"): how JAX's ``_xla_gc_callback`` (TensorFlow
+    imports JAX when it is installed) swallowed a SIGINT in stop 39's CI. Only the handler's
+    record of the request is left for zoo.runtime.stopping.check() to find. The drop is kept
+    from pytest, whose hook would report it."""
+    import gc
+    import signal
+
+    def deliver(phase, info):
+        if phase == "start":
+            signal.raise_signal(sig)
+            phase = None  # a bytecode for the handler to run at, inside this callback
+
+    dropped, hook = [], sys.unraisablehook
+    gc.callbacks.append(deliver)
+    sys.unraisablehook = dropped.append
+    try:
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+        gc.callbacks.remove(deliver)
+    assert dropped and isinstance(dropped[0].exc_value, KeyboardInterrupt), dropped  # raised, then dropped

@@ -9,13 +9,14 @@ is one line and exit 2, and what the files can say is refused before TensorFlow 
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import EVENT_SECONDS
+from conftest import EVENT_SECONDS, swallowed_signal
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = ("import sys\nfrom zoo.cli.diagnose import main\ncode = main(sys.argv[1:])\n"
@@ -139,6 +140,50 @@ def test_a_loss_that_does_not_fit_is_one_line_exit_2(files, capsys, args, messag
     assert main([str(files / a) if a.endswith((".keras", ".npz")) else a for a in args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+@pytest.mark.parametrize("hook", ["log_artifact", "finish"])
+def test_a_signal_whose_raise_a_callback_swallowed_still_stops_the_command(files, tmp_path, monkeypatch, hook):
+    """Stop 39's CI: a SIGINT while the diagnosis was logged ran its handler inside JAX's gc
+    callback, which dropped the raise; the run ended FINISHED and the command exited 0. Now a
+    stop swallowed before the run is FINISHED ends it KILLED with its tags; one swallowed after
+    leaves the complete run FINISHED; the command exits 130 either way."""
+    from mlflow import MlflowClient
+
+    from zoo.runtime import stopping
+    from zoo.tracking import repair
+    from zoo.tracking.mlflow_sink import MlflowSink
+
+    original, sent = getattr(MlflowSink, hook), []
+
+    def then_signalled(self, *args, **kwargs):
+        done = original(self, *args, **kwargs)
+        if not sent:  # once: a third signal exits at once
+            sent.append(hook)
+            swallowed_signal(signal.SIGINT)
+        return done
+
+    monkeypatch.setattr(MlflowSink, hook, then_signalled)
+    monkeypatch.setattr(stopping, "leave", sys.exit)  # in-process: no exit watchdog, finalization kept
+    monkeypatch.setattr(repair, "_stores", set())  # only this test's store is this process's to close
+    uri, handler = f"sqlite:///{tmp_path}/mlflow.db", signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit) as ended:
+            from zoo.cli.diagnose import main
+
+            main([str(files / "sigmoid.keras"), "--data", str(files / "flat.npz"), "--mlflow",
+                  "--tracking-uri", uri, "--out", str(tmp_path / "d")])
+    finally:
+        stopping.reset()
+        signal.signal(signal.SIGINT, handler)
+    assert sent and ended.value.code == 130
+    client = MlflowClient(uri)
+    run = client.search_runs([client.get_experiment_by_name("gradzoo").experiment_id])[0]
+    if hook == "finish":
+        assert run.info.status == "FINISHED" and run.data.tags["zoo.outcome"] == "finished"
+    else:
+        assert run.info.status == "KILLED", run.data.tags
+        assert run.data.tags["zoo.outcome"] == "killed" and run.data.tags["zoo.killed"] == "SIGINT"
 
 
 def test_the_command_logs_the_diagnosis_to_mlflow(files, tmp_path):

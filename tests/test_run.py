@@ -1,12 +1,13 @@
 """Whole runs: CLI into MLflow, divergence, verdicts of the textbook cases, determinism."""
 import getpass
+import signal
 
 import numpy as np
 import pytest
 from mlflow import MlflowClient
 
 import zoo
-from conftest import run_cli
+from conftest import run_cli, swallowed_signal
 from zoo.instruments.layout import LOG10_ZERO
 from zoo.records.stats import RunStats
 from zoo.report.colors import PALETTE
@@ -157,24 +158,39 @@ def test_the_last_line_the_run_name_and_description_say_flow_and_learning(tmp_pa
     assert run.info.run_name == name  # the runs table shows ~20 characters: the verdict, then what differs
 
 
-@pytest.mark.parametrize("fault, status", [(KeyboardInterrupt, "KILLED"), (OSError, "FAILED")])
+@pytest.mark.parametrize("fault, status", [(KeyboardInterrupt, "KILLED"), (OSError, "FAILED"), ("swallowed", "KILLED")])
 def test_a_run_stopped_while_writing_its_report_is_not_finished(monkeypatch, fault, status):
     """Ctrl-C, SIGTERM or a full disk after the loop ended but before the report, model and
     tags are written: the run is not FINISHED (so resume does not skip it); a stop's run says
-    it was killed and by what, a failed write's run has no outcome."""
+    it was killed and by what, a failed write's run has no outcome. ``swallowed``: a SIGTERM
+    whose raise a callback dropped while the report was written (zoo.runtime.stopping's handler
+    installed, as zoo-train does) is a stop all the same."""
     from zoo.report import run_report
+    from zoo.runtime import stopping
+
+    write, swallowed = run_report.write, fault == "swallowed"
 
     def stop(*args, **kwargs):
+        if swallowed:
+            write(*args, **kwargs)
+            return swallowed_signal(signal.SIGTERM)
         raise fault("while writing the report")
 
     monkeypatch.setattr(run_report, "write", stop)
-    sink = MemorySink()
-    with pytest.raises(fault):
-        zoo.train(["trainer.epochs=1", "model.depth=2", "model.width=8", "data=synthetic",
-                   "data.n_train=64", "data.n_val=32"], sink=sink)
+    sink, handler = MemorySink(), signal.getsignal(signal.SIGTERM)
+    if swallowed:
+        signal.signal(signal.SIGTERM, stopping._on_sigterm)
+    try:
+        with pytest.raises(stopping.Terminated if swallowed else fault):
+            zoo.train(["trainer.epochs=1", "model.depth=2", "model.width=8", "data=synthetic",
+                       "data.n_train=64", "data.n_val=32"], sink=sink)
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+        stopping.reset()
     assert sink.status == status
     if status == "KILLED":
-        assert sink.tags["zoo.outcome"] == "killed" and sink.tags["zoo.killed"] == "SIGINT"
+        assert sink.tags["zoo.outcome"] == "killed"
+        assert sink.tags["zoo.killed"] == ("SIGTERM" if swallowed else "SIGINT")
     else:
         assert "zoo.outcome" not in sink.tags
     assert sink.metrics["2 learning/loss"]  # what it logged is kept

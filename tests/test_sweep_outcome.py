@@ -38,6 +38,19 @@ def run(spec, sink, run_name=None):
     return types.SimpleNamespace(run_id=getattr(sink, "run_id", None), outcome="finished", verdict=verdict,
                                  summary_line=lambda: f"fake job seed {spec.seed} finished")
 
+if os.environ.get("SWALLOW_WHILE_CONCLUDING"):  # SIGINT while the parent is concluded, its raise dropped
+    import signal
+    sys.path.insert(0, os.environ["SWALLOW_WHILE_CONCLUDING"])
+    from conftest import swallowed_signal
+    from zoo.studies.callback import StudyCallback  # conf/config.yaml's
+    conclude = StudyCallback.conclude
+
+    def concluded_then_signalled(self, *args):
+        conclude(self, *args)
+        swallowed_signal(signal.SIGINT)
+
+    StudyCallback.conclude = concluded_then_signalled
+
 fake = types.ModuleType("zoo.training.run")
 fake.run = run
 sys.modules["zoo.training.run"] = fake
@@ -51,8 +64,9 @@ main()
 TINY = ["model.depth=2", "model.width=4", "trainer.epochs=1"]
 
 
-def sweep(args, cwd, fail="", frozen="", background=False):
-    env = {**os.environ, "FAIL_SEEDS": fail, "FROZEN_NOW": frozen, "PYTHONUNBUFFERED": "1"}
+def sweep(args, cwd, fail="", frozen="", background=False, swallow=False):
+    env = {**os.environ, "FAIL_SEEDS": fail, "FROZEN_NOW": frozen, "PYTHONUNBUFFERED": "1",
+           **({"SWALLOW_WHILE_CONCLUDING": os.path.dirname(__file__)} if swallow else {})}
     cmd = [sys.executable, "-c", FAKE, "-m", *TINY, *args]
     if background:
         return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -82,6 +96,19 @@ def test_a_sweep_whose_jobs_all_failed_ends_its_parent_failed(tmp_path):
     assert parent.info.status == "FAILED" and parent.data.tags["zoo.jobs_failed"] == "2"
     assert "injected failure of seed 1" in parent.data.tags["zoo.job_failures"]
     assert out.stderr.strip().splitlines()[-1].endswith(f"MLflow parent run {parent.info.run_id}; exit code 1")
+
+
+def test_a_stop_swallowed_while_the_sweep_concludes_ends_its_parent_killed(tmp_path):
+    """A SIGINT whose raise a callback dropped (as JAX's gc callback did in stop 39's CI) while the
+    parent's conclusion was written: the parent is not FINISHED, it is KILLED with its tags, and the
+    command exits 130; the jobs' runs stay FINISHED."""
+    out = sweep(["seed=0,1", "tracking.uri=sqlite:///mlflow.db"], tmp_path, swallow=True)
+    assert out.returncode == 130, out.stdout[-2000:] + out.stderr[-3000:]
+    client, parents, children = runs_of(tmp_path)
+    assert [p.info.status for p in parents] == ["KILLED"], parents[0].data.tags
+    assert parents[0].data.tags["zoo.outcome"] == "killed" and parents[0].data.tags["zoo.killed"] == "SIGINT"
+    assert [c.info.status for c in children] == ["FINISHED", "FINISHED"]
+    assert "stopped by SIGINT" in out.stderr.strip().splitlines()[-1]
 
 
 def test_two_sweeps_started_in_the_same_second_in_one_folder_keep_apart(tmp_path):

@@ -132,6 +132,7 @@ def _log(args, d, paths) -> str:
         for path in paths.values():
             sink.log_artifact(str(path), "diagnosis")
         sink.set_tags({**d.tags(), "mlflow.note.content": d.markdown()[:5000]})
+        stopping.check()  # a stop whose raise was swallowed while logging (seen: in JAX's gc callback)
     except BaseException as err:
         stop = stopped.as_stop(err)
         if stop is None:
@@ -150,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     the MLflow run of ``--mlflow`` ended KILLED with its tags, one line, exit 130 or 143."""
     stopping.install()
     try:
-        return _main(argv)
+        code = _main(argv)
+        stopping.check()  # signalled, the command does not exit 0 whatever swallowed the raise
+        return code
     except BaseException as err:
         stop = stopped.as_stop(err)
         if stop is None:

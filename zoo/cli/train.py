@@ -222,6 +222,7 @@ def main(checked: bool = False, prog: str = "zoo-train") -> None:
                 sys.argv += found.shared_overrides()
                 sys.argv += slurm.overrides(found.specs, sys.argv[1:])  # submitit_slurm: as zoo-ablate runs it
         app()
+        stopping.check()  # signalled, the command does not exit 0 whatever swallowed the raise
     except SpecError as err:  # zoo.cli.precheck's: nothing ran, nothing was made
         print(f"{prog}: config error: {one_line(str(err))}", file=sys.stderr)
         sys.exit(2)

@@ -2,11 +2,14 @@
 seconds.
 
 A Python signal handler runs in the main thread between two bytecodes, wherever that is: also
-inside Python code that C++ calls back (TensorFlow's nest and type checks, for one), where the
-exception it raises can be cleared by the caller and never seen. A sweep then trained its job
-to the end and started the next one after SIGTERM (tests/test_interrupts.py, 1 start in 20).
-So the handler first records the request, then raises; the loops that run for long
-(:func:`check`: every training step, every job's start) raise it again if it was swallowed, and
+inside Python code that C++ calls back (TensorFlow's nest and type checks, for one) or in a
+garbage-collector callback (JAX's, which TensorFlow imports when JAX is installed), where the
+exception it raises is cleared or printed as "Exception ignored" and never seen. A sweep then
+trained its job to the end and started the next one after SIGTERM (tests/test_interrupts.py, 1
+start in 20); a diagnosis was logged FINISHED and its command exited 0 after SIGINT. So the
+handler first records the request, then raises; :func:`check` raises it again if it was
+swallowed: at every training step and job start, before a run (a job's, a diagnosis', a
+sweep's parent) is written FINISHED, and before a command returns its exit code; and
 where the caller made an error of its own of it (TensorFlow's tracing: ``SystemError``),
 :func:`stop_behind` gives the stop back in its place.
 

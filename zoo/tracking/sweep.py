@@ -43,7 +43,7 @@ from omegaconf import DictConfig, OmegaConf
 from zoo.config.origin import sweep_id  # noqa: F401  (registers ${zoo.sweep_id:}, which the sweep folder names)
 from zoo.config.origin import sweep_jobs
 from zoo.config.schema import SpecError
-from zoo.runtime.stopping import name_of
+from zoo.runtime.stopping import check, name_of
 from zoo.tracking import names, provenance
 from zoo.tracking.repair import describe, keep_alive, record_end, repair
 from zoo.tracking.runs import client, experiment_id, find_finished
@@ -376,6 +376,7 @@ class SweepCallback(Callback):
         ending = {"zoo.outcome": status.lower()}
         try:
             self.conclude(c, uri, parent, config, run_ids, sweep_dir)
+            check()  # a stop whose raise a callback swallowed while concluding
         except Exception as err:  # the children are safe; say why the conclusion (a verdict) is missing
             status, ending = "FAILED", {"zoo.outcome": "failed", "zoo.error": f"{type(err).__name__}: {err}"[:5000]}
             log.exception("concluding the sweep failed (%s)", type(self).__name__)

@@ -267,6 +267,7 @@ def _finish(sink: Sink, spec: RunSpec, trainee: Trainee, recorder: Recorder, out
                 sink.log_artifact(Path(tmp) / SHARPNESS_FILE, SHARPNESS_FOLDER)
         run_report.write(sink, spec, stats, verdict, final, tags, model=trainee.model,
                          input_example=trainee.data.x_val)
+        stopping.check()  # a stop whose raise was swallowed while writing (a C++ or gc callback's caller)
     except BaseException as err:  # FINISHED only when everything it promises is written
         status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
         if status == "KILLED":  # however far the report got: a KILLED run says how it ended
