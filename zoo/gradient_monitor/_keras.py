@@ -86,7 +86,7 @@ def read_jax_step_loss(model, wrap, read) -> bool:
     """Hand ``read(loss)`` the unscaled loss each time Keras' JAX ``train_step`` passes it to its
     metrics (``JAXTrainer._update_metrics_variables``, called in the step outside
     ``jax.value_and_grad``, the only place the loss leaves it); ``wrap(obj, name, make)``
-    replaces that method on the model instance (zoo.gradient_monitor.backends.patches).
+    replaces that method on the model instance (zoo.gradient_monitor.patches).
 
     Returns:
         False when the Keras version has no such method: nothing wrapped, the loss not read.

@@ -34,6 +34,7 @@ import keras
 import tensorflow as tf
 
 from zoo.gradient_monitor import _keras
+from zoo.gradient_monitor.patches import Patches
 
 
 @dataclass
@@ -71,31 +72,23 @@ class Hooks:
     probe: object = None
     split_penalty: bool = False   # take the data loss's gradient apart (Keras' own step, penalized)
     trace: Trace = field(default_factory=Trace)
-    _originals: dict = field(default_factory=dict)  # (object, name) -> (the user's instance attribute or None, bound)
+    patches: Patches = field(default_factory=Patches)
 
     # -- installing ----------------------------------------------------------------------------
     def install(self) -> None:
         """Wrap the optimizer's ``apply`` and ``scale_loss`` (and, to split the penalty, the
         model's ``compute_loss``) on the instances."""
-        self._wrap(self.optimizer, "apply", self._apply)
-        self._wrap(self.optimizer, "scale_loss", self._scale_loss)
+        self.patches.wrap(self.optimizer, "apply", lambda _: self._apply)
+        self.patches.wrap(self.optimizer, "scale_loss", lambda _: self._scale_loss)
         if self.split_penalty:
-            self._wrap(self.model, "compute_loss", self._compute_loss)
+            self.patches.wrap(self.model, "compute_loss", lambda _: self._compute_loss)
 
     def remove(self) -> None:
         """Put back every wrapped method (an instance attribute the user had set is restored)."""
-        for (obj, name), (had, _) in reversed(list(self._originals.items())):
-            vars(obj).pop(name, None)
-            if had is not None:
-                object.__setattr__(obj, name, had)
-        self._originals.clear()
-
-    def _wrap(self, obj, name: str, wrapper) -> None:
-        self._originals[(obj, name)] = (vars(obj).get(name), getattr(obj, name))
-        object.__setattr__(obj, name, wrapper)  # no Keras attribute tracking for a method
+        self.patches.remove()
 
     def original(self, obj, name: str):
-        return self._originals[(obj, name)][1]
+        return self.patches.original(obj, name)
 
     # -- fit's two train functions -------------------------------------------------------------
     def train_functions(self) -> tuple:

@@ -6,8 +6,8 @@
     exact.py     exact norms over float32's range in keras.ops (float64 sums, denormals from bits)
     on_jax.py    the seams of Keras' jitted, stateless JAX step
     on_torch.py  the seams of Keras' eager PyTorch step
-    patches.py   methods wrapped on the user's objects and put back
 
+The methods are wrapped on the user's objects by zoo.gradient_monitor.patches, as on TensorFlow.
 Only the backend in use has its framework imported.
 """
 from __future__ import annotations

@@ -30,7 +30,7 @@ import numpy as np
 from keras import ops
 
 from zoo.gradient_monitor import _keras
-from zoo.gradient_monitor.backends.patches import Patches
+from zoo.gradient_monitor.patches import Patches
 from zoo.gradient_monitor.hooks import loss_scale
 
 KEY = "zoo_gradient_monitor"  # the jitted step's extra log entry

@@ -8,7 +8,7 @@ from __future__ import annotations
 from keras import ops
 
 from zoo.gradient_monitor import _keras
-from zoo.gradient_monitor.backends.patches import Patches
+from zoo.gradient_monitor.patches import Patches
 from zoo.gradient_monitor.hooks import loss_scale
 
 
