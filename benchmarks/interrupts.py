@@ -37,7 +37,9 @@ from the (first) signal to the exit, runs left RUNNING that the repair had to en
 runs without ``zoo.outcome=killed`` and ``zoo.killed``.
 
     python benchmarks/interrupts.py [--moments loop_end,report,judgement,store,double]
-                                    [--signals SIGTERM,SIGINT] [--trials N]
+                                    [--signals SIGTERM,SIGINT] [--trials N] [--backend jax]
+
+``--backend``: the commands' ``KERAS_BACKEND`` (the monitor_* moments' script runs the monitor there).
 
 ``--trials N`` keeps the first N offsets of each moment. The replay of issue 21's five moments
 (26 trials) takes 5 minutes on an otherwise idle 2-core machine, 8-11 shared with other jobs (a
@@ -320,7 +322,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--moments", default=",".join(MOMENTS), help=f"some of {', '.join(MOMENTS)}")
     parser.add_argument("--signals", default="SIGTERM,SIGINT")
     parser.add_argument("--trials", type=int, help="the first N offsets of each moment")
+    parser.add_argument("--backend", choices=("tensorflow", "jax", "torch"),
+                        help="KERAS_BACKEND for the commands (the monitor_* moments run the user's script there)")
     args = parser.parse_args(argv)
+    if args.backend:
+        os.environ["KERAS_BACKEND"] = args.backend  # _env passes it on to every command
     started = time.monotonic()
     results = replay(args.moments.split(","), args.signals.split(","), args.trials)
     print(f"\n{len(results)} trials in {time.monotonic() - started:.0f} s\n")

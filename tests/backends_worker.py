@@ -146,6 +146,104 @@ def custom_loop(monitored: bool, steps: int = 4):
     return weights, monitor
 
 
+class GuideStep(keras.Model):
+    """A subclass with its own ``train_step`` as Keras' guide "Customizing what happens in fit()"
+    writes it for the backend (JAX: stateless, ``compute_loss_and_updates`` and
+    ``optimizer.stateless_apply``; PyTorch: ``zero_grad``, ``backward``, ``optimizer.apply``)."""
+
+    def compute_loss_and_updates(self, trainable, non_trainable, x, y, training=False):
+        y_pred, non_trainable = self.stateless_call(trainable, non_trainable, x, training=training)
+        return self.compute_loss(x, y, y_pred), (y_pred, non_trainable)
+
+    def train_step(self, *args):
+        return self._jax_step(*args) if BACKEND == "jax" else self._torch_step(*args)
+
+    def _jax_step(self, state, data):
+        import jax
+
+        trainable, non_trainable, optimizer_variables, metrics_variables = state
+        x, y = data
+        grad_fn = jax.value_and_grad(self.compute_loss_and_updates, has_aux=True)
+        (loss, (y_pred, non_trainable)), grads = grad_fn(trainable, non_trainable, x, y, training=True)
+        trainable, optimizer_variables = self.optimizer.stateless_apply(optimizer_variables, grads, trainable)
+        new_metrics, logs = [], {}
+        for metric in self.metrics:
+            this = metrics_variables[len(new_metrics):len(new_metrics) + len(metric.variables)]
+            this = (metric.stateless_update_state(this, loss) if metric.name == "loss"
+                    else metric.stateless_update_state(this, y, y_pred))
+            logs[metric.name] = metric.stateless_result(this)
+            new_metrics += this
+        return logs, (trainable, non_trainable, optimizer_variables, new_metrics)
+
+    def _torch_step(self, data):
+        import torch
+
+        x, y = data
+        self.zero_grad()
+        y_pred = self(x, training=True)
+        loss = self.compute_loss(y=y, y_pred=y_pred)
+        loss.backward()
+        weights = list(self.trainable_weights)
+        with torch.no_grad():
+            self.optimizer.apply([v.value.grad for v in weights], weights)
+        for metric in self.metrics:
+            metric.update_state(loss) if metric.name == "loss" else metric.update_state(y, y_pred)
+        return {m.name: m.result() for m in self.metrics}
+
+
+def guide_step_model():
+    """model()'s MLP and initial weights as a GuideStep subclass."""
+    inputs = keras.Input((5,))
+    m = GuideStep(inputs, keras.layers.Dense(3, name="d2")(keras.layers.Dense(8, activation="tanh", name="d1")(inputs)))
+    m.set_weights(model().get_weights())
+    m.compile(keras.optimizers.SGD(LR), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return m
+
+
+def head_only_loop(monitored: bool, steps: int = 3):
+    """A custom loop whose optimizer is built on d2's variables only (a fine-tuned head), as
+    Keras' guide writes the loop for the backend: (the weights after, the monitor or None)."""
+    m, x, y = model(), *data()
+    head, body = m.get_layer("d2").trainable_variables, m.get_layer("d1").trainable_variables
+    optimizer = keras.optimizers.SGD(LR)
+    optimizer.build(head)
+    monitor = zoo.GradientMonitor(mlflow=False, verbose=False, histogram_every=2) if monitored else None
+    if monitor is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert monitor.attach(m, optimizer=optimizer)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    batches = [(x[8 * i:8 * (i + 1)], y[8 * i:8 * (i + 1)]) for i in range(steps)]
+    if BACKEND == "jax":
+        import jax
+
+        def compute(head_values, body_values, xb, yb):
+            return loss_fn(yb, m.stateless_call(body_values + head_values, [], xb, training=True)[0])
+
+        @jax.jit
+        def step(head_values, optimizer_variables, body_values, xb, yb):
+            grads = jax.grad(compute)(head_values, body_values, xb, yb)
+            return optimizer.stateless_apply(optimizer_variables, grads, head_values)
+
+        values, state = [v.value for v in head], [v.value for v in optimizer.variables]
+        for xb, yb in batches:
+            values, state = step(values, state, [v.value for v in body], xb, yb)
+        weights = [np.asarray(v) for v in body] + [np.asarray(v) for v in values]
+    else:
+        import torch
+
+        for xb, yb in batches:
+            m.zero_grad()
+            loss_fn(keras.ops.convert_to_tensor(yb), m(keras.ops.convert_to_tensor(xb), training=True)).backward()
+            with torch.no_grad():
+                optimizer.apply([v.value.grad for v in head], head)
+        weights = [np.asarray(w) for w in m.get_weights()]
+    if monitor is not None:
+        monitor.detach()
+        monitor.finish()
+    return weights, monitor
+
+
 def main(out: str, with_mlflow: bool) -> None:
     result = {}
     with warnings.catch_warnings(record=True) as caught:
@@ -173,6 +271,15 @@ def main(out: str, with_mlflow: bool) -> None:
         fit(model(tiny_kernel=True), tiny, epochs=1)
     result["tiny_weight_norm"] = tiny.stats.weight_norm[0, 0]
     result["tiny_expected"] = np.linalg.norm(model(tiny_kernel=True).get_weights()[0].astype(np.float64))
+
+    negative = model()  # a loss written as minus something: never "learning", on every backend
+    negative.compile(keras.optimizers.SGD(LR), lambda y, p: -keras.ops.mean(keras.ops.tanh(p)))
+    below = zoo.GradientMonitor(mlflow=False, verbose=False, baseline=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit(negative, below, epochs=1)
+    result["negative_loss"], result["negative_progress"] = below.stats.loss, np.array(below.progress[0])
+    result["negative_line"] = np.array(below.summary_line())
 
     if BACKEND != "tensorflow":  # mixed precision: a LossScaleOptimizer's scaled gradients, unscaled
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -224,6 +331,32 @@ def main(out: str, with_mlflow: bool) -> None:
         result["loop_same"] = np.array(all(np.array_equal(a, b) for a, b in zip(weights, custom_loop(False)[0])))
         for name in ("step", "grad_norm", "weight_norm", "hist_step"):
             result[f"loop_{name}"] = getattr(loop.stats, name)
+    if BACKEND != "tensorflow":  # a subclass's own train_step as Keras' guide writes it
+        own = zoo.GradientMonitor(mlflow=False, verbose=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            weights = fit(guide_step_model(), own, epochs=1)
+        result["own_same"] = np.array(all(np.array_equal(a, b) for a, b in zip(weights, fit(guide_step_model(), epochs=1))))
+        result["own_step"], result["own_grad_norm"] = own.stats.step, own.stats.grad_norm
+        # an optimizer built on the head only: measured by variable, not by position in the model
+        weights, part = head_only_loop(True)
+        result["part_same"] = np.array(all(np.array_equal(a, b) for a, b in zip(weights, head_only_loop(False)[0])))
+        for name in ("step", "grad_norm", "weight_norm"):
+            result[f"part_{name}"] = getattr(part.stats, name)
+    if BACKEND != "tensorflow":  # mixed precision: inputs x f, d1's kernel / f (the same forward pass)
+        keras.mixed_precision.set_global_policy("mixed_float16")  # the float16 backward pass overflows at
+        try:  # the first loss scales: x 30 the first 2 of 4 steps are skipped, x 1000 all 4
+            for f in (30, 1000):
+                skips, m = zoo.GradientMonitor(mlflow=False, verbose=False), model()
+                m.set_weights([w / f if i == 0 else w for i, w in enumerate(m.get_weights())])
+                x, y = data()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    m.fit(x * f, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[skips])
+                result[f"skips{f}"], result[f"skips{f}_verdict"] = skips.stats.skipped, np.array(skips.verdict.label)
+                result[f"skips{f}_line"] = np.array(skips.summary_line())
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
     if BACKEND == "jax":  # a .keras file saved on JAX, for zoo-diagnose (the test runs it)
         saved = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
         saved.compile("sgd", "mse")

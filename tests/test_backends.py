@@ -166,3 +166,45 @@ def test_diagnose_compare_and_observe_say_which_backend_they_need(measured):
     assert done.returncode in (0, 1), done.stderr[-3000:]
     assert "runs on Keras' TensorFlow backend (KERAS_BACKEND=jax" in done.stderr
     assert "# Diagnosis of m" in done.stdout
+
+
+@pytest.mark.parametrize("backend", PORTABLE)
+def test_a_train_step_of_the_users_own_as_keras_guide_writes_it(measured, backend):
+    r = measured[backend]  # JAX: stateless_apply in its own step; PyTorch: zero_grad, backward, apply
+    assert bool(r["own_same"]), "the monitored fit of the subclass's own train_step differs from plain fit's"
+    np.testing.assert_array_equal(r["own_step"], np.arange(1, 5))
+    np.testing.assert_allclose(r["own_grad_norm"], r["grad_norm"][:4], rtol=1e-6)  # Keras' own step's gradients
+
+
+@pytest.mark.parametrize("backend", PORTABLE)
+def test_an_optimizer_of_a_part_of_the_model_is_measured_by_variable(measured, backend):
+    """Built on the head only, the optimizer's lists are the head's: on JAX the monitor read
+    them by position in the model's (IndexError inside the user's jitted step)."""
+    r = measured[backend]
+    assert bool(r["part_same"])
+    np.testing.assert_array_equal(r["part_step"], [1, 2, 3])
+    assert (r["part_grad_norm"][:, 0] == 0).all()  # d1 gets no update: no gradient, as on TensorFlow
+    np.testing.assert_allclose(r["part_grad_norm"][0, 1], r["grad_norm"][0, 1], rtol=1e-6)  # d2's: fit's step 1
+    assert np.isfinite(r["part_weight_norm"][[0, 2], 1]).all()  # probe steps 1, 3 (histogram_every 2)
+    if backend == "jax":  # d1's weights are not in the step's lists: not read
+        assert np.isnan(r["part_weight_norm"][:, 0]).all()
+
+
+@pytest.mark.parametrize("backend", PORTABLE)
+def test_a_loss_scalers_skipped_steps_are_counted_not_judged(measured, backend):
+    r = measured[backend]
+    np.testing.assert_array_equal(r["skips30"], [True, True, False, False])
+    assert str(r["skips30_verdict"]) == "healthy" and "2 skipped by the loss scaler" in str(r["skips30_line"])
+    # every step skipped: said so (judge_run raised KeyError 'diverged_step' at fit's end, on every backend)
+    assert r["skips1000"].all() and str(r["skips1000_verdict"]) == "diverged"
+    assert "the loss scaler skipped all 4" in str(r["skips1000_line"])
+
+
+def test_a_negative_loss_is_never_learning_on_any_backend(measured):
+    """A loss written as minus something, against a baseline > 0: was "learning (-0.151×)" on all three."""
+    for backend in BACKENDS:
+        r = measured[backend]
+        assert r["negative_loss"][-1] < 0, backend
+        assert str(r["negative_progress"]) == "ill-posed", (backend, str(r["negative_line"]))
+        ratio = np.mean(r["negative_loss"]) / 0.5  # one epoch: the last epoch's mean loss over the baseline
+        assert f"last epoch's training loss below 0, {ratio:.3g}× the baseline" in str(r["negative_line"]), backend

@@ -169,7 +169,10 @@ def test_ill_posed_replaces_every_other_progress_label():
     for loss, baseline in ((-1.4e4, 1.0), (0.5, 1.0), (1.0, 1.0), (3.0, 1.0), (float("nan"), 1.0), (0.5, float("nan"))):
         label, _ = progress(loss, baseline, reason)
         assert label == "ill-posed" == posedness.LABEL
-    assert progress(-1.4e4, 1.0)[0] == "learning"  # what the rule is there to stop
+    # a negative loss is never learning, with no reason too (a loss written as minus something)
+    assert progress(-1.4e4, 1.0)[0] == "ill-posed" and progress(0.0, 1.0)[0] == "learning"
+    assert describe_progress("ill-posed", -0.777) == ("ill-posed (final train loss below 0, -0.777× the baseline: "
+                                                      "no fraction of a constant predictor's)")
     assert describe_progress("ill-posed", -1.4e4, reason) == f"ill-posed ({reason})"
     assert headline("exploding", "ill-posed") == "exploding · ill-posed"
     assert describe_progress("stalled", 1.0) == "stalled (final train loss 1.00× the best constant predictor's)"

@@ -157,7 +157,10 @@ def progress(train_loss: float, baseline: float, ill_posed: str | None = None) -
       targets outside the range the loss reads, or a loss below its floor): whatever the ratio,
       it is never learning, stalled or unstable (binary cross-entropy on labels 0..9 falls below
       0 as a sigmoid output grows, 1.43 → −34.9 in 10 epochs at chance accuracy: a negative ratio
-      that would read as learning);
+      that would read as learning); and a finite training loss below 0 whatever the reason
+      (a loss written as minus something, cosine similarity): the baseline is a loss > 0, so a
+      negative ratio is no fraction of it (a ``-mean(y p)`` loss against a baseline of 0.5 read
+      as "learning (−0.777×)" on all three Keras backends);
     - **learning**: ratio < STALLED_FRACTION;
     - **stalled**: within [STALLED_FRACTION, UNSTABLE_FRACTION], about what a constant scores:
       the net has learned nothing (plain-56 can be "healthy" at train accuracy 0.17);
@@ -167,7 +170,7 @@ def progress(train_loss: float, baseline: float, ill_posed: str | None = None) -
 
     The band is symmetric on a log scale around 1, and fixed a priori like the verdict's."""
     ratio = train_loss / baseline if baseline > 0 else float("nan")
-    if ill_posed:
+    if ill_posed or np.isfinite(train_loss) and train_loss < 0 < baseline:
         return "ill-posed", float(ratio)
     if not np.isfinite(train_loss) or ratio > UNSTABLE_FRACTION:
         return "unstable", float(ratio)
@@ -185,8 +188,12 @@ def headline(verdict_label: str, progress_label: str | None, event=None) -> str:
 
 def describe_progress(label: str, ratio: float, reason: str | None = None) -> str:
     """'stalled (final train loss 1.00× the best constant predictor's)'; an ill-posed loss with
-    its ``reason``: 'ill-posed (binary cross-entropy read targets outside [0, 1]: 0 … 9)'."""
+    its ``reason``: 'ill-posed (binary cross-entropy read targets outside [0, 1]: 0 … 9)', or
+    without one for a negative ``ratio``: 'ill-posed (final train loss below 0, -0.777× the
+    baseline: no fraction of a constant predictor's)'."""
     if label == "ill-posed":
+        if not reason and ratio < 0:
+            reason = f"final train loss below 0, {ratio:.3g}× the baseline: no fraction of a constant predictor's"
         return f"{label} ({reason or 'the loss cannot be read against its targets'})"
     if not np.isfinite(ratio):
         return f"{label} (final train loss not finite)"

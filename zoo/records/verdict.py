@@ -181,7 +181,8 @@ def judge_run(stats: RunStats, sharpness: SharpnessRecord | None = None) -> Verd
     any (zoo.instruments.sharpness_record.beyond_stability)."""
     time_grad = stats.time_grad[:, 0, :] if stats.time_grad.ndim == 3 and stats.time_grad.shape[1] else None
     verdict = judge(stats.grad_norm, stats.weight_norm, stats.finite, time_grad, stats.skipped, stats.step)
-    note = beyond_stability(sharpness, int(verdict.numbers["diverged_step"])) if verdict.label == "diverged" else None
+    diverged_at = verdict.numbers.get("diverged_step")  # none when the loss scaler skipped every step
+    note = beyond_stability(sharpness, int(diverged_at)) if diverged_at is not None else None
     if note:
         verdict.reason += f"; {note}"
     verdict.event = first_event(stats)

@@ -43,7 +43,8 @@ class PortableMeter:
         ``grads`` what the optimizer receives for each of ``variables`` (None: no gradient),
         divided by the loss ``scale`` they carry; on a ``probing`` step also the weight norms,
         the update's size (``before`` / ``after``: the monitored kernels' values around the
-        update; None elsewhere when ``probing`` is a Python bool) and the gradient histograms
+        update, a kernel's None where the optimizer does not update it: NaN norms; the lists
+        None elsewhere when ``probing`` is a Python bool) and the gradient histograms
         ("hist"). ``probing``: a Python bool, or a boolean tensor (the probe part then runs
         under ``ops.cond`` and "probed" says whether it did). Call it while the step runs
         (traced on JAX)."""
@@ -71,7 +72,11 @@ class PortableMeter:
                 hist = exact.log_histograms([ops.zeros(v.shape) if g is None else g
                                              for g, v in zip(kernels, self.kernels_of(self.variables))],
                                             HIST_BINS, *HIST_RANGE) if self.instruments else ops.zeros([0], "int32")
-                return exact.norms(before), exact.norms(after, minus=before), hist
+                weight, update = exact.norms(before), exact.norms(after, minus=before)
+                unseen = np.array([b is None for b in before])  # kernels the optimizer does not update: not read
+                if unseen.any():
+                    weight, update = (ops.where(unseen, _nan(n), t) for t in (weight, update))
+                return weight, update, hist
 
             def between():
                 shape = [n, HIST_BINS + 1] if self.instruments else [0]

@@ -132,11 +132,28 @@ class JaxSteps:
                 iterations = ops.convert_to_tensor(optimizer.iterations)  # before this update
             probing = self._trace["probing"] if self._trace is not None \
                 else ops.equal(ops.mod(iterations, self.every), 0)
-            measured = meter.measure(list(grads), meter.kernels_of(list(trainable_variables)),
-                                     meter.kernels_of(list(new_values)), optimizer, scale, probing)
+            ours = _ours(meter, optimizer, len(grads))
+            if ours is None:  # another model's variables (a shared optimizer)
+                return new_values, new_state
+            measured = meter.measure(ours(grads), meter.kernels_of(ours(trainable_variables)),
+                                     meter.kernels_of(ours(new_values)), optimizer, scale, probing)
             if self._trace is not None:
                 self._trace["measured"] = measured
             else:  # a custom loop's step: its outputs are the user's, so the row leaves by a callback
                 jax.debug.callback(self._from_loop, meter.pack(measured), ordered=True)
             return new_values, new_state
         return stateless_apply
+
+
+def _ours(meter, optimizer, n: int):
+    """``values -> [the value of each of meter.variables, None where not among them]`` for the
+    lists ``stateless_apply`` takes: they are in the order of the variables the optimizer was
+    built on (``optimizer.build(var_list)``: a part of the model when only that part is trained,
+    a fine-tuned head), not the model's. None when none of the model's variables is among them."""
+    applied = _keras.applied_variables(optimizer)
+    if len(applied) != n:  # a Keras without the list: the model's own variables, in its order
+        applied = meter.variables if len(meter.variables) == n else []
+    at = {id(v): i for i, v in enumerate(applied)}
+    if not any(id(v) in at for v in meter.variables):
+        return None
+    return lambda values: [values[at[id(v)]] if id(v) in at else None for v in meter.variables]
