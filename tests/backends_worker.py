@@ -272,6 +272,17 @@ def main(out: str, with_mlflow: bool) -> None:
     result["tiny_weight_norm"] = tiny.stats.weight_norm[0, 0]
     result["tiny_expected"] = np.linalg.norm(model(tiny_kernel=True).get_weights()[0].astype(np.float64))
 
+    inputs = keras.Input((5,))  # a second output without a loss: its kernel gets no gradient
+    hidden = keras.layers.Dense(8, activation="tanh", name="d1")(inputs)
+    unused = keras.Model(inputs, {"a": keras.layers.Dense(3, name="d2")(hidden), "b": keras.layers.Dense(2, name="b")(hidden)})
+    unused.compile(keras.optimizers.SGD(LR), {"a": keras.losses.SparseCategoricalCrossentropy(from_logits=True)})
+    headless = zoo.GradientMonitor(mlflow=False, verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit(unused, headless, epochs=1)
+    result["unused_grad_norm"], result["unused_zeros"] = headless.stats.grad_norm, headless.stats.hist_zeros
+    result["unused_counts"] = headless.stats.hist_counts.sum(axis=2)
+
     negative = model()  # a loss written as minus something: never "learning", on every backend
     negative.compile(keras.optimizers.SGD(LR), lambda y, p: -keras.ops.mean(keras.ops.tanh(p)))
     below = zoo.GradientMonitor(mlflow=False, verbose=False, baseline=0.5)

@@ -208,3 +208,14 @@ def test_a_negative_loss_is_never_learning_on_any_backend(measured):
         assert str(r["negative_progress"]) == "ill-posed", (backend, str(r["negative_line"]))
         ratio = np.mean(r["negative_loss"]) / 0.5  # one epoch: the last epoch's mean loss over the baseline
         assert f"last epoch's training loss below 0, {ratio:.3g}× the baseline" in str(r["negative_line"]), backend
+
+
+def test_an_output_without_a_loss_is_measured_on_every_backend(measured):
+    """Its kernel gets no gradient (None on TensorFlow and PyTorch, zeros from JAX): TensorFlow's
+    monitor crashed the user's fit on it (ValueError: None values in the probe step's histograms)."""
+    for backend in BACKENDS:
+        r = measured[backend]
+        assert r["unused_grad_norm"].shape == (4, 3) and (r["unused_grad_norm"][:, 2] == 0).all(), backend
+        assert (r["unused_grad_norm"][:, :2] > 0).all(), backend
+        np.testing.assert_array_equal(r["unused_zeros"][:, 2], [16], err_msg=backend)  # its 8x2 kernel: exact zeros
+        np.testing.assert_array_equal(r["unused_counts"][:, 2], [0], err_msg=backend)

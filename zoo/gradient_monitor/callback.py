@@ -736,7 +736,9 @@ class GradientMonitor(keras.callbacks.Callback):
             measured = dict(forward)
             for inst in meter.instruments:
                 if isinstance(inst, GradientHistograms):
-                    measured.update(inst.compute(Probe(None, {}, [], meter.kernels_of(monitored))))
+                    grads = [tf.zeros(v.shape, v.dtype) if g is None else g  # no gradient (an output without a loss): zeros
+                             for g, v in zip(meter.kernels_of(monitored), meter.kernels_of(meter.variables))]
+                    measured.update(inst.compute(Probe(None, {}, [], grads)))
             return graph_stats.pack(meter.probe_layout, measured)
 
         if not self._in_fit:  # a custom loop: one compiled step, so the probe steps are a tf.cond
