@@ -3,6 +3,8 @@ process): ``python tests/backends_worker.py OUT.npz [mlflow]`` runs them and sav
 measured; the test reads it and compares the backends."""
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 import warnings
 
@@ -343,10 +345,11 @@ def main(out: str, with_mlflow: bool) -> None:
         for name in ("step", "grad_norm", "weight_norm", "hist_step"):
             result[f"loop_{name}"] = getattr(loop.stats, name)
     if BACKEND != "tensorflow":  # a subclass's own train_step as Keras' guide writes it
-        own = zoo.GradientMonitor(mlflow=False, verbose=False)
-        with warnings.catch_warnings():
+        own, said = zoo.GradientMonitor(mlflow=False, verbose=True), io.StringIO()
+        with warnings.catch_warnings(), contextlib.redirect_stdout(said):
             warnings.simplefilter("ignore")
             weights = fit(guide_step_model(), own, epochs=1)
+        result["own_said"] = np.array(said.getvalue().splitlines())
         result["own_same"] = np.array(all(np.array_equal(a, b) for a, b in zip(weights, fit(guide_step_model(), epochs=1))))
         result["own_step"], result["own_grad_norm"] = own.stats.step, own.stats.grad_norm
         # an optimizer built on the head only: measured by variable, not by position in the model

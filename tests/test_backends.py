@@ -174,6 +174,8 @@ def test_a_train_step_of_the_users_own_as_keras_guide_writes_it(measured, backen
     assert bool(r["own_same"]), "the monitored fit of the subclass's own train_step differs from plain fit's"
     np.testing.assert_array_equal(r["own_step"], np.arange(1, 5))
     np.testing.assert_allclose(r["own_grad_norm"], r["grad_norm"][:4], rtol=1e-6)  # Keras' own step's gradients
+    said = [line for line in r["own_said"] if "train_step is its own" in line]  # one line, as on TensorFlow
+    assert len(said) == 1 and "GuideStep.train_step is its own; its per-step loss is" in said[0], list(r["own_said"])
 
 
 @pytest.mark.parametrize("backend", PORTABLE)

@@ -68,6 +68,11 @@ class PortableMonitor(GradientMonitor):
         for what, why in self.skipped.items():
             warnings.warn(f"GradientMonitor: not measured: {what} ({why})")
         self.gradient = GRADIENT_APPLIED
+        if self._in_fit and not _keras.runs_keras_train_step(model) and self.verbose:  # as TensorFlow's says
+            loss = ("not read on JAX (it stays inside its value_and_grad)" if backend == "jax"
+                    else "read only if it calls optimizer.scale_loss(loss)")
+            print(f"GradientMonitor: measuring {self.gradient}: {type(model).__name__}.train_step is its own; "
+                  f"its per-step loss is {loss}, the progress reads fit's epoch loss")
         self.meter = PortableMeter(found.variables, found.kernel_index, found.kernels, found.others, found.elements)
         self._rows: list = []  # each step's packed row (PortableMeter.pack), until collected
         self._seen = self._probes_seen = self._pending = 0
