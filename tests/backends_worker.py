@@ -279,9 +279,10 @@ def main(out: str, with_mlflow: bool) -> None:
     unused = keras.Model(inputs, {"a": keras.layers.Dense(3, name="d2")(hidden), "b": keras.layers.Dense(2, name="b")(hidden)})
     unused.compile(keras.optimizers.SGD(LR), {"a": keras.losses.SparseCategoricalCrossentropy(from_logits=True)})
     headless = zoo.GradientMonitor(mlflow=False, verbose=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         fit(unused, headless, epochs=1)
+    result["unused_said"] = np.array([str(w.message) for w in caught if "exactly 0 at every step" in str(w.message)])
     result["unused_grad_norm"], result["unused_zeros"] = headless.stats.grad_norm, headless.stats.hist_zeros
     result["unused_counts"] = headless.stats.hist_counts.sum(axis=2)
 

@@ -221,3 +221,5 @@ def test_an_output_without_a_loss_is_measured_on_every_backend(measured):
         assert (r["unused_grad_norm"][:, :2] > 0).all(), backend
         np.testing.assert_array_equal(r["unused_zeros"][:, 2], [16], err_msg=backend)  # its 8x2 kernel: exact zeros
         np.testing.assert_array_equal(r["unused_counts"][:, 2], [0], err_msg=backend)
+        said = list(r["unused_said"])  # the verdict reads its zeros as vanished: said once, naming it
+        assert len(said) == 1 and said[0].startswith("GradientMonitor: b had a gradient of exactly 0"), (backend, said)

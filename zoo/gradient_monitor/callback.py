@@ -585,6 +585,13 @@ class GradientMonitor(keras.callbacks.Callback):
             tags["zoo.event"] = verdict.event.text()[:5000]
         if self.skipped:
             tags["zoo.monitor_skipped"] = "; ".join(f"{k}: {v}" for k, v in self.skipped.items())[:5000]
+        silent = zero_gradient_kernels(stats)
+        if silent:  # the verdict reads their zeros as a gradient that vanished: say it may not be one
+            tags["zoo.zero_gradient_kernels"] = ", ".join(silent)[:5000]
+            warnings.warn(f"GradientMonitor: {', '.join(silent)} had a gradient of exactly 0 at every step: "
+                          "not reached by any loss (an output without one), or not in what the optimizer "
+                          "updates (freeze them: layer.trainable = False), or vanished below float32's "
+                          f"least value; the verdict ({verdict.label}) reads them as vanished")
         if sink is None:  # memory: the numbers and tags; the pictures on demand (figure())
             self.memory.log_metrics(final, int(len(stats.step)))
             self.memory.set_tags(tags)
@@ -849,6 +856,15 @@ class GradientMonitor(keras.callbacks.Callback):
 # __new__ (the backend switch) would show help(), IDEs and inspect.signature (*args, **kwargs)
 GradientMonitor.__signature__ = inspect.signature(GradientMonitor.__init__).replace(
     parameters=list(inspect.signature(GradientMonitor.__init__).parameters.values())[1:])
+
+def zero_gradient_kernels(stats) -> list[str]:
+    """The kernels whose recorded gradient norm is exactly 0 at every recorded step (none
+    without steps)."""
+    if not len(stats.step):
+        return []
+    zero = np.all(np.asarray(stats.grad_norm) == 0, axis=0)
+    return [str(name) for name, z in zip(stats.layers, zero) if z]
+
 
 def _check_arguments(*, histogram_every, log_every, capacity, baseline, mlflow, run_id, tracking_uri, verbose,
                      variables, elements, optimizer, sharpness_every=None):
