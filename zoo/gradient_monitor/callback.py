@@ -589,9 +589,10 @@ class GradientMonitor(keras.callbacks.Callback):
         if silent:  # the verdict reads their zeros as a gradient that vanished: say it may not be one
             tags["zoo.zero_gradient_kernels"] = ", ".join(silent)[:5000]
             warnings.warn(f"GradientMonitor: {', '.join(silent)} had a gradient of exactly 0 at every step: "
-                          "not reached by any loss (an output without one), or not in what the optimizer "
-                          "updates (freeze them: layer.trainable = False), or vanished below float32's "
-                          f"least value; the verdict ({verdict.label}) reads them as vanished")
+                          "not reached by any loss (an output without one), not in what the optimizer "
+                          "updates (freeze them: layer.trainable = False), or stopped on the way (dead "
+                          f"ReLUs, a gradient below float32's least value); the verdict ({verdict.label}) "
+                          "reads them as vanished")
         if sink is None:  # memory: the numbers and tags; the pictures on demand (figure())
             self.memory.log_metrics(final, int(len(stats.step)))
             self.memory.set_tags(tags)
