@@ -223,3 +223,4 @@ def test_an_output_without_a_loss_is_measured_on_every_backend(measured):
         np.testing.assert_array_equal(r["unused_counts"][:, 2], [0], err_msg=backend)
         said = list(r["unused_said"])  # the verdict reads its zeros as vanished: said once, naming it
         assert len(said) == 1 and said[0].startswith("GradientMonitor: b had a gradient of exactly 0"), (backend, said)
+        assert "model.get_layer('b').trainable = False" in said[0], said

@@ -588,11 +588,11 @@ class GradientMonitor(keras.callbacks.Callback):
         silent = zero_gradient_kernels(stats)
         if silent:  # the verdict reads their zeros as a gradient that vanished: say it may not be one
             tags["zoo.zero_gradient_kernels"] = ", ".join(silent)[:5000]
-            warnings.warn(f"GradientMonitor: {', '.join(silent)} had a gradient of exactly 0 at every step: "
-                          "not reached by any loss (an output without one), not in what the optimizer "
-                          "updates (freeze them: layer.trainable = False), or stopped on the way (dead "
-                          f"ReLUs, a gradient below float32's least value); the verdict ({verdict.label}) "
-                          "reads them as vanished")
+            warnings.warn(f"GradientMonitor: {', '.join(silent)} had a gradient of exactly 0 at every step, which "
+                          f"the verdict ({verdict.label}) counts as a gradient that vanished there. If it feeds "
+                          "an output without a loss, or the optimizer does not update it, freeze it "
+                          f"(model.get_layer({silent[0]!r}).trainable = False) and it is not measured; "
+                          "otherwise the gradient stopped on the way (dead ReLUs, or below float32's least value)")
         if sink is None:  # memory: the numbers and tags; the pictures on demand (figure())
             self.memory.log_metrics(final, int(len(stats.step)))
             self.memory.set_tags(tags)
@@ -681,6 +681,9 @@ class GradientMonitor(keras.callbacks.Callback):
                 "final train loss", "last epoch's training loss")
         if self.verdict.event is not None:
             line += "; " + self.verdict.event.text()
+        silent = zero_gradient_kernels(self.stats)
+        if silent:
+            line += f"; gradient exactly 0 at every step in {', '.join(silent)} (see the warning)"
         return line
 
     def figure(self):
