@@ -167,6 +167,7 @@ def test_a_signal_whose_raise_a_callback_swallowed_still_stops_the_command(files
     monkeypatch.setattr(stopping, "leave", sys.exit)  # in-process: no exit watchdog, finalization kept
     monkeypatch.setattr(repair, "_stores", set())  # only this test's store is this process's to close
     uri, handler = f"sqlite:///{tmp_path}/mlflow.db", signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a terminal's (a background job's is SIG_IGN)
     try:
         with pytest.raises(SystemExit) as ended:
             from zoo.cli.diagnose import main

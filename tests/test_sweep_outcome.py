@@ -40,6 +40,7 @@ def run(spec, sink, run_name=None):
 
 if os.environ.get("SWALLOW_WHILE_CONCLUDING"):  # SIGINT while the parent is concluded, its raise dropped
     import signal
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a terminal's (a background job's is SIG_IGN)
     sys.path.insert(0, os.environ["SWALLOW_WHILE_CONCLUDING"])
     from conftest import swallowed_signal
     from zoo.studies.callback import StudyCallback  # conf/config.yaml's
