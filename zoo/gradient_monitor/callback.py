@@ -858,8 +858,9 @@ class GradientMonitor(keras.callbacks.Callback):
 
 
 # __new__ (the backend switch) would show help(), IDEs and inspect.signature (*args, **kwargs)
-GradientMonitor.__signature__ = inspect.signature(GradientMonitor.__init__).replace(
-    parameters=list(inspect.signature(GradientMonitor.__init__).parameters.values())[1:])
+_init = inspect.signature(GradientMonitor.__init__)
+GradientMonitor.__signature__ = _init.replace(parameters=list(_init.parameters.values())[1:])
+
 
 def zero_gradient_kernels(stats) -> list[str]:
     """The kernels whose recorded gradient norm is exactly 0 at every recorded step (none
