@@ -232,8 +232,13 @@ class Postgres:
         if not self._started:
             return
         self._started = False
+        pid = self.pid
         self._run(str(postgres_bin() / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "60",
                   "stop", check=False)
+        # pg_ctl returns once postmaster.pid is gone, which the postmaster removes just before it exits
+        deadline = time.monotonic() + 60
+        while pid is not None and running(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
         if self._socket is not None and self._socket.parent != self.folder:
             shutil.rmtree(self._socket, ignore_errors=True)
 
