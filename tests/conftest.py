@@ -1,3 +1,4 @@
+import json
 import os
 import sqlite3
 import subprocess
@@ -11,6 +12,45 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Each test file's measured seconds (setup, call and teardown of its tests, on 2 idle cores;
+# refreshed with `pytest --store-file-seconds`). The two xdist workers take whole files
+# (loadfile) in collection order, so the longest files are collected first: left to the end,
+# one of them kept a worker busy for minutes after the other had run out of work.
+FILE_SECONDS = Path(__file__).with_name("file_seconds.json")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--store-file-seconds", action="store_true",
+                     help=f"write each test file's seconds to {FILE_SECONDS.name} (the order files are run in)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Longest files first (a new file counts as the longest known), each file's tests in place."""
+    seconds = json.loads(FILE_SECONDS.read_text()) if FILE_SECONDS.is_file() else {}
+    unknown = max(seconds.values(), default=0.0)
+    items.sort(key=lambda item: -seconds.get(item.path.name, unknown))  # stable: a file's own order stays
+
+
+def pytest_configure(config):
+    if config.getoption("store_file_seconds") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(_FileSeconds(), "gradzoo-file-seconds")
+
+
+class _FileSeconds:
+    """Sums every test phase's duration by file, in the controlling process, and writes them."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def pytest_runtest_logreport(self, report):
+        name = Path(report.nodeid.split("::")[0]).name
+        self.seconds[name] = self.seconds.get(name, 0.0) + report.duration
+
+    def pytest_sessionfinish(self, session):
+        known = json.loads(FILE_SECONDS.read_text()) if FILE_SECONDS.is_file() else {}
+        known.update({k: round(v, 1) for k, v in self.seconds.items()})  # a partial run updates its files only
+        FILE_SECONDS.write_text(json.dumps(dict(sorted(known.items())), indent=0) + "\n")
 
 
 @pytest.fixture(autouse=True)

@@ -399,6 +399,9 @@ def test_the_heartbeat_refreshes_this_processs_open_runs(store, monkeypatch):
     mine = open_run(client, exp, **{k.replace(".", "_"): v for k, v in repair.owner_tags().items()})
     client.set_tag(mine, "zoo.heartbeat", "1000")
     monkeypatch.setattr(repair, "BEAT_SECONDS", 0.2)
+    # a thread of its own: one an earlier test started in this worker sleeps its 30 s first
+    monkeypatch.setattr(repair, "_beat", None)
+    monkeypatch.setattr(repair, "_stores", set())
     repair.keep_alive(uri, "beat")
     wait_for("the first heartbeat", lambda: client.get_run(mine).data.tags["zoo.heartbeat"] != "1000", poll=0.2)
     assert abs(int(client.get_run(mine).data.tags["zoo.heartbeat"]) - time.time()) < EVENT_SECONDS  # now, not 1970
