@@ -15,8 +15,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Each test file's measured seconds (setup, call and teardown of its tests, on 2 idle cores;
 # refreshed with `pytest --store-file-seconds`). The two xdist workers take whole files
-# (loadfile) in collection order, so the longest files are collected first: left to the end,
-# one of them kept a worker busy for minutes after the other had run out of work.
+# (loadfile) in collection order, so the longest files are collected first: a long file left to
+# the end keeps one worker busy after the other has run out of work (on these seconds, a greedy
+# split ends at 1446 s longest first, the ideal, against 1478 s in xdist's most-tests-first order).
 FILE_SECONDS = Path(__file__).with_name("file_seconds.json")
 
 
